@@ -1,0 +1,13 @@
+//! The intake function: `POST /jobs` behind API Gateway. Validates a job, writes it `pending`,
+//! enqueues it and answers `202` — the handler itself lives in `spillway-core`.
+
+use lambda_http::{Error, service_fn};
+use spillway_core::{App, lambda};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let app = App::from_env().await?;
+    let app = &app;
+    lambda_http::run(service_fn(move |request| lambda::intake(app, request))).await
+}

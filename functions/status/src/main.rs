@@ -1,0 +1,13 @@
+//! The status function: `GET /jobs/{id}` (with `?wait=N` long polling) and `DELETE /jobs/{id}`
+//! behind API Gateway — the handlers themselves live in `spillway-core`.
+
+use lambda_http::{Error, service_fn};
+use spillway_core::{App, lambda};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let app = App::from_env().await?;
+    let app = &app;
+    lambda_http::run(service_fn(move |request| lambda::status(app, request))).await
+}

@@ -1,0 +1,86 @@
+//! Spillway's HTTP contract, independent of how requests arrive: API Gateway events in the
+//! Lambdas, a local server in `spillway dev`. One implementation, many hosts.
+
+mod backlog;
+mod problem;
+mod status;
+mod submit;
+
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+pub use backlog::Backlog;
+pub use problem::ApiError;
+pub(crate) use problem::Chain;
+pub use status::{cancel_job, get_job};
+pub use submit::submit_job;
+
+use crate::domain::{Job, JobStatus};
+
+/// A response: status, headers and a JSON (or problem+json) body.
+pub type ApiResponse = http::Response<String>;
+
+/// Seconds a client should wait before polling a job that is not finished.
+const POLL_AFTER_SECONDS: u64 = 1;
+
+/// The media type of job documents and acceptances.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// The job as `GET /jobs/{id}` shows it.
+#[derive(Debug, Serialize)]
+struct JobDocument<'a> {
+    id: String,
+    kind: &'a str,
+    status: JobStatus,
+    attempts: u32,
+    created_at: crate::domain::Timestamp,
+    updated_at: crate::domain::Timestamp,
+    deadline: crate::domain::Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> JobDocument<'a> {
+    fn of(job: &'a Job) -> Self {
+        Self {
+            id: job.id.to_string(),
+            kind: job.kind.as_str(),
+            status: job.status,
+            attempts: job.attempts,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            deadline: job.deadline,
+            result: job
+                .result
+                .as_ref()
+                .filter(|_| job.status == JobStatus::Succeeded),
+            error: job.error.as_deref(),
+        }
+    }
+}
+
+/// A JSON response; `body` serialises infallibly (plain structs of strings and numbers).
+fn json_response(status: StatusCode, body: &impl Serialize) -> ApiResponse {
+    let mut response = http::Response::new(serde_json::to_string(body).unwrap_or_default());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, JSON);
+    response
+}
+
+/// `200` with the job's document, uncacheable, with a polling hint while it is not finished.
+fn job_response(job: &Job) -> ApiResponse {
+    let mut response = json_response(StatusCode::OK, &JobDocument::of(job));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !job.status.is_terminal() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
+    }
+    response
+}
+
+/// Where a job's status is served.
+fn status_path(job: &Job) -> String {
+    format!("/jobs/{}", job.id)
+}

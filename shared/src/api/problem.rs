@@ -1,0 +1,218 @@
+use std::fmt;
+
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use super::ApiResponse;
+use crate::domain::{InvalidJobId, JobId, JobStatus, Kind};
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
+/// Everything a request can fail with. [`ApiError::into_response`] is the one place that maps it
+/// to a status and an RFC 9457 problem document, and the one place internal failures are logged.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(#[source] serde_json::Error),
+    /// The body is JSON but not a valid request.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request does not say it carries JSON.
+    #[error("send the body as application/json (Content-Type was {0})")]
+    UnsupportedMediaType(String),
+    /// The body is over the configured limit.
+    #[error("the body is {size} bytes, over the limit of {limit}")]
+    PayloadTooLarge {
+        /// Bytes received.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No processor is registered for the kind.
+    #[error("no processor is registered for kind `{kind}`; known kinds: {known}")]
+    UnknownKind {
+        /// The kind asked for.
+        kind: Kind,
+        /// The kinds there are.
+        known: String,
+    },
+    /// The path does not hold a job id.
+    #[error(transparent)]
+    InvalidJobId(#[from] InvalidJobId),
+    /// No such job for this caller.
+    #[error("no job {0}")]
+    NotFound(JobId),
+    /// The job's state does not allow the request.
+    #[error("job {id} is {status}; only pending jobs can be cancelled")]
+    Conflict {
+        /// The job.
+        id: JobId,
+        /// Its state.
+        status: JobStatus,
+    },
+    /// The queue is deeper than the configured limit.
+    #[error("the queue holds {depth} messages, over the limit of {limit}; try again later")]
+    BacklogFull {
+        /// Messages waiting.
+        depth: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The job store failed.
+    #[error("the job store failed")]
+    Store(#[from] StoreError),
+    /// The queue failed.
+    #[error("the queue failed")]
+    Queue(#[from] QueueError),
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+/// Seconds a client should wait after a `503`.
+const RETRY_UNAVAILABLE_SECONDS: u64 = 5;
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::Invalid(_) | Self::InvalidJobId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownKind { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::BacklogFull { .. } | Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The last part of the problem's type URI.
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed-json",
+            Self::Invalid(_) => "invalid-request",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::UnknownKind { .. } => "unknown-kind",
+            Self::InvalidJobId(_) => "invalid-job-id",
+            Self::NotFound(_) => "not-found",
+            Self::Conflict { .. } => "conflict",
+            Self::BacklogFull { .. } => "backlog-full",
+            Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "unavailable",
+            Self::Store(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "Malformed JSON",
+            Self::Invalid(_) => "Invalid request",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::UnknownKind { .. } => "Unknown job kind",
+            Self::InvalidJobId(_) => "Invalid job id",
+            Self::NotFound(_) => "Job not found",
+            Self::Conflict { .. } => "Job cannot be changed",
+            Self::BacklogFull { .. } => "Backlog full",
+            Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "Service unavailable",
+            Self::Store(_) => "Internal error",
+        }
+    }
+
+    /// Whether the cause is ours, not the client's: logged here, never shown.
+    fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Queue(_))
+    }
+
+    /// The problem+json response. Internal failures are logged with their whole source chain
+    /// and answered with a generic detail.
+    pub fn into_response(self) -> ApiResponse {
+        let status = self.status();
+        let detail = if self.is_internal() {
+            tracing::error!(error = %Chain(&self), status = status.as_u16(), "request failed");
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "a dependency is unavailable; nothing was lost, retry the request".to_owned()
+                }
+                _ => "an internal error occurred".to_owned(),
+            }
+        } else {
+            self.to_string()
+        };
+        let problem = Problem {
+            kind: format!("urn:spillway:problem:{}", self.slug()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail,
+        };
+        let mut response = super::json_response(status, &problem);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_UNAVAILABLE_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+/// Displays an error and all its sources, `outer: inner: root`.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_failures_are_hidden_from_the_client() {
+        let cause = std::io::Error::other("connection reset by 10.0.0.7");
+        let response = ApiError::Store(StoreError::Unavailable(Box::new(cause))).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!response.body().contains("10.0.0.7"));
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let problem: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(problem["type"], "urn:spillway:problem:unavailable");
+        assert_eq!(problem["status"], 503);
+    }
+
+    #[test]
+    fn the_chain_shows_every_source() {
+        let cause = std::io::Error::other("root cause");
+        let error = ApiError::Queue(QueueError::Unavailable(Box::new(cause)));
+        assert_eq!(
+            Chain(&error).to_string(),
+            "the queue failed: queue unavailable: root cause"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+use std::time::Duration;
+
+use tracing::{info, instrument};
+
+use super::{ApiError, ApiResponse, job_response};
+use crate::app::App;
+use crate::domain::{Change, Job, JobId, Owner, Transition};
+use crate::store::ApplyError;
+
+/// The longest long poll, in seconds (API Gateway gives an integration 30 s).
+pub const MAX_WAIT_SECONDS: u64 = 20;
+
+/// `GET /jobs/{id}[?wait=N]`: the job's document. With `wait`, holds the request until the job is
+/// terminal or `N` seconds pass.
+#[instrument(skip_all, fields(job_id = raw_id))]
+pub async fn get_job(app: &App, owner: &Owner, raw_id: &str, wait: Option<&str>) -> ApiResponse {
+    let result = async {
+        let id = JobId::parse(raw_id)?;
+        let wait = parse_wait(wait)?;
+        let until = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let job = read(app, owner, id).await?;
+            let now = tokio::time::Instant::now();
+            if job.status.is_terminal() || now >= until {
+                return Ok(job_response(&job));
+            }
+            tokio::time::sleep(pause.min(until - now)).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+    .await;
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// `DELETE /jobs/{id}`: cancels a pending job. Cancelling a cancelled job answers as the first
+/// cancel did.
+#[instrument(skip_all, fields(job_id = raw_id))]
+pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
+    let result = async {
+        let id = JobId::parse(raw_id)?;
+        read(app, owner, id).await?;
+        match app.store.apply(id, &change(app, Transition::Cancel)).await {
+            Ok(job) => {
+                info!("cancelled");
+                Ok(job_response(&job))
+            }
+            Err(ApplyError::Rejected(job)) if job.status == crate::domain::JobStatus::Cancelled => {
+                Ok(job_response(&job))
+            }
+            Err(ApplyError::Rejected(job)) => Err(ApiError::Conflict {
+                id,
+                status: job.status,
+            }),
+            Err(ApplyError::NotFound) => Err(ApiError::NotFound(id)),
+            Err(ApplyError::Store(e)) => Err(e.into()),
+        }
+    }
+    .await;
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+fn change(app: &App, transition: Transition) -> Change {
+    Change {
+        transition,
+        at: app.clock.now(),
+        retention: app.settings.retention,
+    }
+}
+
+fn parse_wait(raw: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Duration::ZERO);
+    };
+    match raw.parse::<u64>() {
+        Ok(seconds) if seconds <= MAX_WAIT_SECONDS => Ok(Duration::from_secs(seconds)),
+        _ => Err(ApiError::Invalid(format!(
+            "wait must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}, got `{}`",
+            raw.chars().take(32).collect::<String>()
+        ))),
+    }
+}
+
+/// Reads a job the caller owns. A job whose deadline passed while nobody held it is marked
+/// `expired` on the way, so a reader never sees a pending job that can no longer run.
+async fn read(app: &App, owner: &Owner, id: JobId) -> Result<Job, ApiError> {
+    let job = app.store.get(id).await?.filter(|job| &job.owner == owner);
+    let job = job.ok_or(ApiError::NotFound(id))?;
+    let now = app.clock.now();
+    if job.status.is_terminal() || now <= job.deadline || job.is_leased_at(now) {
+        return Ok(job);
+    }
+    match app.store.apply(id, &change(app, Transition::Expire)).await {
+        Ok(job) => {
+            info!("expired on read");
+            Ok(job)
+        }
+        Err(ApplyError::Rejected(job)) => Ok(*job),
+        Err(ApplyError::NotFound) => Err(ApiError::NotFound(id)),
+        Err(ApplyError::Store(e)) => Err(e.into()),
+    }
+}

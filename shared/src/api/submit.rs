@@ -1,0 +1,159 @@
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tracing::{info, instrument, warn};
+
+use super::{ApiError, ApiResponse, JSON, POLL_AFTER_SECONDS, json_response, status_path};
+use crate::app::App;
+use crate::domain::{Job, JobId, JobMessage, Kind, NewJob, Owner, PayloadDigest, Timestamp, Ttl};
+
+/// The body of `POST /jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    payload: &'a RawValue,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    callback_url: Option<String>,
+}
+
+/// The body of a `202`.
+#[derive(Debug, Serialize)]
+struct Accepted<'a> {
+    id: String,
+    status: &'static str,
+    status_url: &'a str,
+    deadline: Timestamp,
+}
+
+/// `POST /jobs`: validates the request, writes the job as `pending`, enqueues its message and
+/// answers `202`. A request refused with a 4xx writes nothing and enqueues nothing.
+#[instrument(skip_all, fields(job_id))]
+pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8]) -> ApiResponse {
+    match submit(app, owner, headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            if !error.status().is_server_error() {
+                info!(status = error.status().as_u16(), reason = %error, "rejected");
+            }
+            error.into_response()
+        }
+    }
+}
+
+async fn submit(
+    app: &App,
+    owner: Owner,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ApiResponse, ApiError> {
+    let settings = &app.settings;
+    check_content_type(headers)?;
+    if body.len() > settings.max_payload_bytes {
+        return Err(ApiError::PayloadTooLarge {
+            size: body.len(),
+            limit: settings.max_payload_bytes,
+        });
+    }
+    let request: SubmitBody<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Invalid(e.to_string())
+        } else {
+            ApiError::MalformedJson(e)
+        }
+    })?;
+    let kind = Kind::parse(&request.kind).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let Some(processor) = app.processors.get(&kind) else {
+        let known = app
+            .processors
+            .kinds()
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ApiError::UnknownKind { kind, known });
+    };
+    let ttl = match request.ttl_seconds {
+        Some(seconds) => Ttl::from_seconds(seconds, settings.max_ttl.as_secs())
+            .map_err(|e| ApiError::Invalid(e.to_string()))?
+            .duration(),
+        None => settings.default_ttl,
+    };
+    if request.callback_url.is_some() {
+        return Err(ApiError::Invalid(
+            "callback_url is not supported by this version of Spillway".to_owned(),
+        ));
+    }
+    processor
+        .validate(request.payload)
+        .map_err(|reason| ApiError::Invalid(format!("payload for kind `{kind}`: {reason}")))?;
+    if let Some((depth, limit)) = app.backlog.over_limit(app.queue.as_ref()).await? {
+        warn!(depth, limit, "backlog over the limit; refusing new jobs");
+        return Err(ApiError::BacklogFull { depth, limit });
+    }
+
+    let now = app.clock.now();
+    let deadline = now.saturating_add(ttl);
+    let job = Job::pending(NewJob {
+        id: JobId::generate(),
+        kind: kind.clone(),
+        owner,
+        created_at: now,
+        deadline,
+        payload: PayloadDigest::of(request.payload.get()),
+        // A job whose message never arrives is forgotten once it could no longer run anyway.
+        expires_at: deadline.saturating_add(settings.retention),
+    });
+    tracing::Span::current().record("job_id", tracing::field::display(job.id));
+    app.store.create(&job).await?;
+
+    let message = JobMessage {
+        job_id: job.id,
+        kind,
+        payload: request.payload.to_owned(),
+        deadline,
+    };
+    // If this fails the job stays `pending` with its deadline; it can never run twice, and
+    // reading it after the deadline shows it `expired`.
+    let message_id = app.queue.send(&message.encode()).await?;
+    info!(kind = %job.kind, message_id, deadline = %deadline, "accepted");
+
+    let location = status_path(&job);
+    let mut response = json_response(
+        StatusCode::ACCEPTED,
+        &Accepted {
+            id: job.id.to_string(),
+            status: "pending",
+            status_url: &location,
+            deadline,
+        },
+    );
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
+    Ok(response)
+}
+
+/// Accepts `application/json`, with or without parameters such as `charset=utf-8`.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers.get(header::CONTENT_TYPE);
+    let essence = value
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    match essence {
+        Some(essence) if essence.eq_ignore_ascii_case(JSON.to_str().unwrap_or_default()) => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType(
+            value
+                .map(|v| format!("`{}`", String::from_utf8_lossy(v.as_bytes())))
+                .unwrap_or_else(|| "missing".to_owned()),
+        )),
+    }
+}

@@ -1,0 +1,68 @@
+//! The dependencies every handler shares, built once per process.
+
+use std::sync::Arc;
+
+use crate::api::Backlog;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, Settings};
+use crate::processor::Processors;
+use crate::queue::{JobQueue, SqsQueue};
+use crate::store::{DynamoStore, JobStore};
+
+/// What the handlers run on: the ports, the processors and the settings. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Job state.
+    pub store: Arc<dyn JobStore>,
+    /// The work queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// The processors, by kind.
+    pub processors: Arc<Processors>,
+    /// Behaviour.
+    pub settings: Arc<Settings>,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    pub(crate) backlog: Arc<Backlog>,
+}
+
+impl App {
+    /// An app on the given ports, with the built-in processors and the system clock.
+    pub fn new(store: Arc<dyn JobStore>, queue: Arc<dyn JobQueue>, settings: Settings) -> Self {
+        Self {
+            store,
+            queue,
+            processors: Arc::new(Processors::builtin()),
+            backlog: Arc::new(Backlog::new(settings.backlog_limit)),
+            settings: Arc::new(settings),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same app with other processors.
+    pub fn with_processors(mut self, processors: Processors) -> Self {
+        self.processors = Arc::new(processors);
+        self
+    }
+
+    /// The same app with another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The app a Lambda function runs: configuration from the environment, and DynamoDB and SQS
+    /// clients from the AWS SDK's own configuration chain (so `AWS_ENDPOINT_URL` and
+    /// `AWS_REGION` point the same binary at AWS, LocalStack or moto).
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Ok(Self::on_aws(&sdk, &config))
+    }
+
+    /// The app on DynamoDB and SQS, with clients made from `sdk`.
+    pub fn on_aws(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.resources.table);
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.resources.queue_url);
+        Self::new(Arc::new(store), Arc::new(queue), config.settings.clone())
+    }
+}

@@ -1,0 +1,368 @@
+//! The consumer: one SQS batch in, the ids of the records to retry out. See DESIGN.md, "Consumer
+//! semantics".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{Instrument, Span, error, info, info_span, warn};
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::domain::{Change, Job, JobMessage, JobStatus, Timestamp, Transition};
+use crate::processor::{ProcessError, Processor, Work};
+use crate::store::ApplyError;
+
+/// The time kept back from a processor at the end of an invocation, to record its outcome and
+/// reschedule its message before Lambda stops the invocation.
+const WRAP_UP: Duration = Duration::from_secs(1);
+/// The largest result kept in the table (DynamoDB items hold at most 400 KB).
+pub const MAX_RESULT_BYTES: usize = 300_000;
+/// SQS refuses visibility timeouts over 12 hours.
+const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
+
+/// What happens to one record's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Handled: the message may be deleted.
+    Done,
+    /// Report it failed: the message stays and comes back when its visibility timeout ends, or
+    /// moves to the DLQ once its receive count passes `maxReceiveCount`.
+    Failed,
+}
+
+/// Handles one SQS batch: every record concurrently (up to the configured bound), each on its own
+/// task, so a panic or a slow record affects no other. `invocation_deadline` is when the Lambda
+/// invocation ends; processors are stopped before it.
+pub async fn handle_batch(
+    app: &App,
+    event: SqsEvent,
+    invocation_deadline: Timestamp,
+) -> SqsBatchResponse {
+    let permits = Arc::new(Semaphore::new(app.settings.consumer_concurrency));
+    let mut tasks = JoinSet::new();
+    let mut message_ids = HashMap::new();
+    for record in event.records {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let span = info_span!(
+            "record",
+            message_id = %message_id,
+            job_id = tracing::field::Empty,
+            attempt = tracing::field::Empty
+        );
+        let app = app.clone();
+        let permits = permits.clone();
+        let task = tasks.spawn(
+            async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = permits.acquire_owned().await;
+                handle_record(&app, record, invocation_deadline).await
+            }
+            .instrument(span),
+        );
+        message_ids.insert(task.id(), message_id);
+    }
+
+    let mut failures = Vec::new();
+    while let Some(joined) = tasks.join_next_with_id().await {
+        match joined {
+            Ok((id, Outcome::Failed)) => failures.extend(message_ids.remove(&id)),
+            Ok((_, Outcome::Done)) => {}
+            Err(join_error) => {
+                // Processors run on tasks of their own with their panics caught, so this is a
+                // panic in Spillway itself; it still fails this record only.
+                error!(error = %join_error, "a record's task failed");
+                failures.extend(message_ids.remove(&join_error.id()));
+            }
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    for message_id in failures {
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = message_id;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
+
+async fn handle_record(app: &App, record: SqsMessage, invocation_deadline: Timestamp) -> Outcome {
+    if record.message_id.as_deref().unwrap_or_default().is_empty() {
+        // Reporting an empty identifier makes Lambda fail the whole batch: nothing is deleted
+        // that could not be accounted for.
+        error!("a record without a message id; failing the batch");
+        return Outcome::Failed;
+    }
+    Record {
+        app,
+        record: &record,
+        invocation_deadline,
+    }
+    .handle()
+    .await
+}
+
+struct Record<'a> {
+    app: &'a App,
+    record: &'a SqsMessage,
+    invocation_deadline: Timestamp,
+}
+
+impl Record<'_> {
+    async fn handle(&self) -> Outcome {
+        let body = self.record.body.as_deref().unwrap_or_default();
+        let message = match JobMessage::decode(body) {
+            Ok(message) => message,
+            Err(error) => {
+                warn!(error = %error, body_bytes = body.len(), "undecodable message; it will reach the DLQ");
+                return Outcome::Failed;
+            }
+        };
+        Span::current().record("job_id", tracing::field::display(message.job_id));
+        let receive_count = self.receive_count();
+        let now = self.app.clock.now();
+
+        if now > message.deadline {
+            return self.expire(&message).await;
+        }
+        let budget = self
+            .invocation_deadline
+            .saturating_since(now)
+            .saturating_sub(WRAP_UP);
+        if budget.is_zero() {
+            warn!("no time left in this invocation; leaving the message for the next");
+            return Outcome::Failed;
+        }
+
+        let claim = Transition::Claim {
+            lease_until: self.invocation_deadline,
+        };
+        let job = match self
+            .app
+            .store
+            .apply(message.job_id, &self.change(claim))
+            .await
+        {
+            Ok(job) => job,
+            Err(error) => return self.not_claimed(error),
+        };
+        let attempt = job.attempts;
+        Span::current().record("attempt", attempt);
+        info!(kind = %message.kind, receive_count, "claimed");
+
+        let Some(processor) = self.app.processors.get(&message.kind).cloned() else {
+            let error = ProcessError::retryable(format!(
+                "no processor for kind `{}` in this consumer",
+                message.kind
+            ));
+            return self.record_outcome(&job, receive_count, Err(error)).await;
+        };
+        let work = Work {
+            job_id: message.job_id,
+            kind: message.kind,
+            payload: message.payload,
+            attempt,
+            deadline: message.deadline,
+        };
+        let started = std::time::Instant::now();
+        let result = run(processor, work, budget).await;
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "processed"
+        );
+        self.record_outcome(&job, receive_count, result).await
+    }
+
+    /// How many times SQS has delivered this message, this time included.
+    fn receive_count(&self) -> u32 {
+        self.record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1)
+    }
+
+    fn change(&self, transition: Transition) -> Change {
+        Change {
+            transition,
+            at: self.app.clock.now(),
+            retention: self.app.settings.retention,
+        }
+    }
+
+    async fn expire(&self, message: &JobMessage) -> Outcome {
+        match self
+            .app
+            .store
+            .apply(message.job_id, &self.change(Transition::Expire))
+            .await
+        {
+            Ok(_) => {
+                info!(deadline = %message.deadline, "expired before it could run");
+                Outcome::Done
+            }
+            Err(error) => self.not_claimed(error),
+        }
+    }
+
+    /// A claim or expiry was refused: decide from the job's actual state.
+    fn not_claimed(&self, error: ApplyError) -> Outcome {
+        match error {
+            ApplyError::Rejected(job) => match job.status {
+                // Leave a dead-lettered job's message for SQS to move to the DLQ, where a redrive
+                // can find it; deleting it would strand the job.
+                JobStatus::DeadLettered => Outcome::Failed,
+                status if status.is_terminal() => {
+                    info!(status = %status, "already finished; duplicate delivery acknowledged");
+                    Outcome::Done
+                }
+                _ => {
+                    info!(lease_until = ?job.lease_until, "leased by another consumer; backing off");
+                    Outcome::Failed
+                }
+            },
+            ApplyError::NotFound => {
+                error!("message for a job the table does not hold; it will reach the DLQ");
+                Outcome::Failed
+            }
+            ApplyError::Store(error) => {
+                error!(error = %crate::api::Chain(&error), "job store failed");
+                Outcome::Failed
+            }
+        }
+    }
+
+    async fn record_outcome(
+        &self,
+        job: &Job,
+        receive_count: u32,
+        result: Result<Value, ProcessError>,
+    ) -> Outcome {
+        let attempt = job.attempts;
+        let last_attempt = receive_count >= self.app.settings.max_attempts;
+        let (transition, retry_after) = match result {
+            Ok(result) if result.to_string().len() > MAX_RESULT_BYTES => (
+                Transition::Fail {
+                    attempt,
+                    error: format!("the result is larger than {MAX_RESULT_BYTES} bytes"),
+                },
+                None,
+            ),
+            Ok(result) => (Transition::Succeed { attempt, result }, None),
+            Err(ProcessError::Permanent { message }) => (
+                Transition::Fail {
+                    attempt,
+                    error: message,
+                },
+                None,
+            ),
+            Err(ProcessError::Retryable { message, .. }) if last_attempt => (
+                Transition::DeadLetter {
+                    attempt,
+                    error: message,
+                },
+                Some(Duration::ZERO),
+            ),
+            Err(ProcessError::Retryable {
+                message,
+                retry_after,
+            }) => {
+                let delay = backoff(&self.app.settings, receive_count, retry_after);
+                (
+                    Transition::Retry {
+                        attempt,
+                        error: message,
+                    },
+                    Some(delay),
+                )
+            }
+        };
+        let to = transition.target();
+        if let Err(error) = self.app.store.apply(job.id, &self.change(transition)).await {
+            // Another consumer claimed the job after our lease lapsed, or the store failed: the
+            // message stays, and whoever holds the job now decides.
+            warn!(error = %crate::api::Chain(&error), to = %to, "outcome not recorded");
+            return Outcome::Failed;
+        }
+        info!(status = %to, "recorded");
+        let Some(delay) = retry_after else {
+            return Outcome::Done;
+        };
+        if to == JobStatus::Pending {
+            info!(
+                delay_seconds = delay.as_secs(),
+                receive_count, "retry scheduled"
+            );
+        }
+        if let Some(receipt_handle) = self.record.receipt_handle.as_deref()
+            && let Err(error) = self
+                .app
+                .queue
+                .change_visibility(receipt_handle, delay)
+                .await
+        {
+            // The message comes back after the queue's own visibility timeout instead.
+            warn!(error = %crate::api::Chain(&error), "could not reschedule the message");
+        }
+        Outcome::Failed
+    }
+}
+
+/// Runs a processor on its own task, so a panic fails this record only, and stops it when the
+/// budget runs out.
+async fn run(
+    processor: Arc<dyn Processor>,
+    work: Work,
+    budget: Duration,
+) -> Result<Value, ProcessError> {
+    let task = tokio::spawn(async move { processor.process(&work).await }.in_current_span());
+    let abort = task.abort_handle();
+    match tokio::time::timeout(budget, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join_error)) => {
+            let reason = match join_error.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".to_owned()),
+                Err(_) => "cancelled".to_owned(),
+            };
+            error!(reason = %reason, "processor panicked");
+            Err(ProcessError::retryable(format!(
+                "the processor panicked: {reason}"
+            )))
+        }
+        Err(_) => {
+            abort.abort();
+            Err(ProcessError::retryable(format!(
+                "the processor did not finish within the {} ms this invocation had left",
+                budget.as_millis()
+            )))
+        }
+    }
+}
+
+/// The delay before retry number `attempt`: full jitter over `base · 2^(attempt−1)`, capped at the
+/// configured maximum; a processor's own `Retry-After` wins when longer.
+pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(31);
+    let ceiling = settings
+        .backoff_base
+        .saturating_mul(1 << exponent)
+        .min(settings.backoff_max);
+    let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    let drawn = Duration::from_millis(fastrand::u64(0..=ceiling_ms));
+    // SQS counts visibility in whole seconds; round up so a retry never comes early.
+    let drawn = Duration::from_secs(drawn.as_secs() + u64::from(drawn.subsec_nanos() > 0));
+    drawn
+        .max(retry_after.unwrap_or_default())
+        .min(MAX_VISIBILITY)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,22 @@
+//! Spillway's domain: values that are valid by construction, the job and its state machine, and the
+//! message that carries a job through the queue.
+
+mod job;
+mod job_id;
+mod kind;
+mod message;
+mod owner;
+mod status;
+mod time;
+mod transition;
+mod ttl;
+
+pub use job::{Job, NewJob, PayloadDigest};
+pub use job_id::{InvalidJobId, JobId};
+pub use kind::{InvalidKind, Kind};
+pub use message::{JobMessage, MessageError};
+pub use owner::Owner;
+pub use status::{JobStatus, UnknownStatus};
+pub use time::Timestamp;
+pub use transition::{Change, Transition};
+pub use ttl::{InvalidTtl, Ttl};

@@ -1,0 +1,293 @@
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Job, JobStatus, Timestamp};
+
+/// A move from one job state to another. Each is applied as one conditional write, so a duplicate
+/// delivery or a second consumer can never apply it twice or move a terminal job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// `pending` (or `running` under a lapsed lease) → `running`, one more attempt.
+    Claim {
+        /// Until when the claiming consumer holds the job.
+        lease_until: Timestamp,
+    },
+    /// `running` → `succeeded`, for the attempt that holds the claim.
+    Succeed {
+        /// The attempt number the claim returned.
+        attempt: u32,
+        /// The processor's output.
+        result: Value,
+    },
+    /// `running` → `failed` (a permanent error).
+    Fail {
+        /// The attempt number the claim returned.
+        attempt: u32,
+        /// Why.
+        error: String,
+    },
+    /// `running` → `pending`, to be retried when the message becomes visible again.
+    Retry {
+        /// The attempt number the claim returned.
+        attempt: u32,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// `running` → `dead_lettered`: the last attempt failed.
+    DeadLetter {
+        /// The attempt number the claim returned.
+        attempt: u32,
+        /// Why the last attempt failed.
+        error: String,
+    },
+    /// `pending` (or `running` under a lapsed lease) → `expired`: the deadline passed.
+    Expire,
+    /// `pending` → `cancelled`: the client withdrew it.
+    Cancel,
+}
+
+/// The message a job carries once it expired.
+pub const EXPIRED_ERROR: &str = "the deadline passed before the job could run";
+
+impl Transition {
+    /// The state the job is in afterwards.
+    pub const fn target(&self) -> JobStatus {
+        match self {
+            Self::Claim { .. } => JobStatus::Running,
+            Self::Succeed { .. } => JobStatus::Succeeded,
+            Self::Fail { .. } => JobStatus::Failed,
+            Self::Retry { .. } => JobStatus::Pending,
+            Self::DeadLetter { .. } => JobStatus::DeadLettered,
+            Self::Expire => JobStatus::Expired,
+            Self::Cancel => JobStatus::Cancelled,
+        }
+    }
+
+    /// The claim this transition must hold, for those that finish an attempt.
+    pub const fn attempt(&self) -> Option<u32> {
+        match self {
+            Self::Succeed { attempt, .. }
+            | Self::Fail { attempt, .. }
+            | Self::Retry { attempt, .. }
+            | Self::DeadLetter { attempt, .. } => Some(*attempt),
+            Self::Claim { .. } | Self::Expire | Self::Cancel => None,
+        }
+    }
+
+    /// The error text the job records, if any.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Fail { error, .. }
+            | Self::Retry { error, .. }
+            | Self::DeadLetter { error, .. } => Some(error),
+            Self::Expire => Some(EXPIRED_ERROR),
+            Self::Claim { .. } | Self::Succeed { .. } | Self::Cancel => None,
+        }
+    }
+}
+
+/// A transition with the moment it happens and how long a terminal job stays readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// What moves.
+    pub transition: Transition,
+    /// When.
+    pub at: Timestamp,
+    /// How long the table keeps the job once it is terminal.
+    pub retention: Duration,
+}
+
+impl Change {
+    /// Whether `job`, as it stands, accepts this change. Every store evaluates exactly this
+    /// condition, atomically with the write.
+    pub fn permits(&self, job: &Job) -> bool {
+        let lease_lapsed = job.status == JobStatus::Running && !job.is_leased_at(self.at);
+        match &self.transition {
+            Transition::Claim { .. } | Transition::Expire => {
+                job.status == JobStatus::Pending || lease_lapsed
+            }
+            Transition::Succeed { attempt, .. }
+            | Transition::Fail { attempt, .. }
+            | Transition::Retry { attempt, .. }
+            | Transition::DeadLetter { attempt, .. } => {
+                job.status == JobStatus::Running && job.attempts == *attempt
+            }
+            Transition::Cancel => job.status == JobStatus::Pending,
+        }
+    }
+
+    /// When the table may forget the job after this change: `at + retention` once terminal,
+    /// unchanged otherwise.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.transition
+            .target()
+            .is_terminal()
+            .then(|| self.at.saturating_add(self.retention))
+    }
+
+    /// Applies the change to `job`, which must [permit](Self::permits) it.
+    pub fn apply(&self, job: &mut Job) {
+        job.status = self.transition.target();
+        job.updated_at = self.at;
+        job.lease_until = None;
+        match &self.transition {
+            Transition::Claim { lease_until } => {
+                job.attempts += 1;
+                job.lease_until = Some(*lease_until);
+            }
+            Transition::Succeed { result, .. } => {
+                job.result = Some(result.clone());
+                job.error = None;
+            }
+            other => {
+                if let Some(error) = other.error() {
+                    job.error = Some(error.to_owned());
+                }
+            }
+        }
+        if let Some(expires_at) = self.expires_at() {
+            job.expires_at = expires_at;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JobId, Kind, NewJob, Owner, PayloadDigest};
+
+    const T0: Timestamp = Timestamp::from_millis(1_000_000);
+
+    fn job(status: JobStatus, attempts: u32, lease_until: Option<u64>) -> Job {
+        let mut job = Job::pending(NewJob {
+            id: JobId::generate(),
+            kind: Kind::parse("echo").unwrap(),
+            owner: Owner::anonymous(),
+            created_at: T0,
+            deadline: T0.saturating_add(Duration::from_secs(60)),
+            payload: PayloadDigest::of("{}"),
+            expires_at: T0.saturating_add(Duration::from_secs(3600)),
+        });
+        job.status = status;
+        job.attempts = attempts;
+        job.lease_until = lease_until.map(Timestamp::from_millis);
+        job
+    }
+
+    fn change(transition: Transition, at: u64) -> Change {
+        Change {
+            transition,
+            at: Timestamp::from_millis(at),
+            retention: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_pending_job_can_be_claimed_and_counts_the_attempt() {
+        let mut pending = job(JobStatus::Pending, 0, None);
+        let claim = change(
+            Transition::Claim {
+                lease_until: Timestamp::from_millis(2_000_000),
+            },
+            1_500_000,
+        );
+        assert!(claim.permits(&pending));
+        claim.apply(&mut pending);
+        assert_eq!(pending.status, JobStatus::Running);
+        assert_eq!(pending.attempts, 1);
+        assert_eq!(pending.lease_until, Some(Timestamp::from_millis(2_000_000)));
+    }
+
+    #[test]
+    fn a_live_lease_blocks_a_second_claim_and_a_lapsed_one_does_not() {
+        let running = job(JobStatus::Running, 1, Some(2_000_000));
+        let claim = |at| {
+            change(
+                Transition::Claim {
+                    lease_until: Timestamp::from_millis(at + 1),
+                },
+                at,
+            )
+        };
+        assert!(!claim(1_999_999).permits(&running));
+        assert!(!claim(2_000_000).permits(&running));
+        assert!(claim(2_000_001).permits(&running));
+    }
+
+    #[test]
+    fn only_the_attempt_holding_the_claim_may_finish_it() {
+        let running = job(JobStatus::Running, 2, Some(2_000_000));
+        let succeed = |attempt| {
+            change(
+                Transition::Succeed {
+                    attempt,
+                    result: Value::Null,
+                },
+                1_500_000,
+            )
+        };
+        assert!(succeed(2).permits(&running));
+        assert!(!succeed(1).permits(&running));
+    }
+
+    #[test]
+    fn terminal_jobs_accept_no_transition() {
+        let transitions = [
+            Transition::Claim {
+                lease_until: Timestamp::from_millis(9_000_000),
+            },
+            Transition::Succeed {
+                attempt: 1,
+                result: Value::Null,
+            },
+            Transition::Fail {
+                attempt: 1,
+                error: "x".into(),
+            },
+            Transition::Retry {
+                attempt: 1,
+                error: "x".into(),
+            },
+            Transition::DeadLetter {
+                attempt: 1,
+                error: "x".into(),
+            },
+            Transition::Expire,
+            Transition::Cancel,
+        ];
+        for status in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            let terminal = job(status, 1, None);
+            for transition in &transitions {
+                let change = change(transition.clone(), 1_500_000);
+                assert!(
+                    !change.permits(&terminal),
+                    "{status} accepted {transition:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_changes_set_the_retention_and_clear_the_lease() {
+        let mut running = job(JobStatus::Running, 1, Some(2_000_000));
+        let fail = change(
+            Transition::Fail {
+                attempt: 1,
+                error: "bad input".into(),
+            },
+            1_500_000,
+        );
+        fail.apply(&mut running);
+        assert_eq!(running.status, JobStatus::Failed);
+        assert_eq!(running.error.as_deref(), Some("bad input"));
+        assert_eq!(running.lease_until, None);
+        assert_eq!(running.expires_at, Timestamp::from_millis(1_510_000));
+    }
+
+    #[test]
+    fn only_pending_jobs_can_be_cancelled() {
+        assert!(change(Transition::Cancel, 1).permits(&job(JobStatus::Pending, 0, None)));
+        assert!(!change(Transition::Cancel, 1).permits(&job(JobStatus::Running, 1, Some(2))));
+    }
+}

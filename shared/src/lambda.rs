@@ -1,0 +1,76 @@
+//! The glue between the Lambda runtime and the handlers: event in, handler, response out. Each
+//! function's `main` passes one of these to the runtime.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_runtime::LambdaEvent;
+
+use crate::api::{self, ApiResponse};
+use crate::app::App;
+use crate::domain::{Owner, Timestamp};
+
+/// The intake function: `POST /jobs`.
+pub async fn intake(app: &App, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let owner = owner(&request);
+    Ok(into_lambda(
+        api::submit_job(app, owner, request.headers(), request.body()).await,
+    ))
+}
+
+/// The status function: `GET /jobs/{id}` and `DELETE /jobs/{id}`.
+pub async fn status(app: &App, request: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let owner = owner(&request);
+    let id = request
+        .path_parameters_ref()
+        .and_then(|p| p.first("id"))
+        .unwrap_or_default()
+        .to_owned();
+    let response = if request.method() == http::Method::DELETE {
+        api::cancel_job(app, &owner, &id).await
+    } else {
+        let wait = request
+            .query_string_parameters_ref()
+            .and_then(|q| q.first("wait"))
+            .map(str::to_owned);
+        api::get_job(app, &owner, &id, wait.as_deref()).await
+    };
+    Ok(into_lambda(response))
+}
+
+/// The consumer function: an SQS batch, answered with the records to retry.
+pub async fn consumer(
+    app: &App,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let deadline = Timestamp::from_system_time(event.context.deadline());
+    Ok(crate::consumer::handle_batch(app, event.payload, deadline).await)
+}
+
+/// The caller as API Gateway's authorizer established it: a JWT's `sub`, an IAM caller's ARN, or
+/// a Lambda authorizer's `principalId`; requests on a route without an authorizer are anonymous.
+pub fn owner(request: &Request) -> Owner {
+    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
+        return Owner::anonymous();
+    };
+    let Some(authorizer) = &context.authorizer else {
+        return Owner::anonymous();
+    };
+    let identity = authorizer
+        .jwt
+        .as_ref()
+        .and_then(|jwt| jwt.claims.get("sub").cloned())
+        .or_else(|| authorizer.iam.as_ref().and_then(|iam| iam.user_arn.clone()))
+        .or_else(|| {
+            authorizer
+                .fields
+                .get("principalId")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        });
+    identity.map_or_else(Owner::anonymous, |identity| Owner::authenticated(&identity))
+}
+
+fn into_lambda(response: ApiResponse) -> Response<Body> {
+    response.map(Body::Text)
+}

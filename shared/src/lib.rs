@@ -1,0 +1,17 @@
+//! `spillway-core`: everything Spillway's functions and command-line tool share. The domain and
+//! its state machine, the `JobStore` and `JobQueue` ports with their AWS and in-memory adapters,
+//! the processors, and the logic of every handler, so each Lambda's `main` only wires them up.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod consumer;
+pub mod domain;
+pub mod lambda;
+pub mod processor;
+pub mod queue;
+pub mod store;
+
+pub use app::App;
+pub use config::{Config, ConfigError, Settings};

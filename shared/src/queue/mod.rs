@@ -1,0 +1,82 @@
+//! The `JobQueue` port: the work queue (and, for tools, its dead-letter queue).
+
+mod memory;
+mod sqs;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryQueue;
+pub use sqs::SqsQueue;
+
+use crate::domain::Timestamp;
+use crate::store::BoxError;
+
+/// One queue of job messages, with SQS's at-least-once semantics.
+#[async_trait]
+pub trait JobQueue: Send + Sync + std::fmt::Debug {
+    /// Enqueues a message body (an encoded `JobMessage`) and returns its message id.
+    async fn send(&self, body: &str) -> Result<String, QueueError>;
+
+    /// Hides a received message for `timeout` from now, as `ChangeMessageVisibility` does.
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Receives up to `max` messages, waiting up to `wait` for the first.
+    async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Deletes a received message.
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+
+    /// How many messages the queue holds, by state.
+    async fn depth(&self) -> Result<QueueDepth, QueueError>;
+}
+
+/// A message as a receive returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The queue's id for the message; stable across receives.
+    pub message_id: String,
+    /// The handle of this receive, for `delete` and `change_visibility`.
+    pub receipt_handle: String,
+    /// The body as sent.
+    pub body: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+    /// When it was first sent.
+    pub sent_at: Timestamp,
+}
+
+/// How many messages a queue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not yet deleted or visible again.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    /// Every message the queue holds.
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// A queue failure.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The receipt handle belongs to no message currently received (deleted, or received again
+    /// since).
+    #[error("receipt handle is not valid for any message in flight")]
+    InvalidReceipt,
+    /// The backing service failed or could not be reached.
+    #[error("queue unavailable")]
+    Unavailable(#[source] BoxError),
+}

@@ -1,0 +1,174 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
+use aws_sdk_sqs::operation::delete_message::DeleteMessageError;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use tracing::instrument;
+
+use super::{JobQueue, QueueDepth, QueueError, ReceivedMessage};
+use crate::domain::Timestamp;
+
+/// A `JobQueue` on one SQS standard queue.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// The queue at `url`.
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// The queue's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(err: E) -> QueueError {
+    QueueError::Unavailable(Box::new(err))
+}
+
+/// Seconds for SQS's integer duration fields, saturating.
+fn seconds(duration: Duration) -> i32 {
+    i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl JobQueue for SqsQueue {
+    #[instrument(skip_all)]
+    async fn send(&self, body: &str) -> Result<String, QueueError> {
+        let output = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.message_id.unwrap_or_default())
+    }
+
+    #[instrument(skip_all, fields(timeout_seconds = timeout.as_secs()))]
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        let result = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds(timeout))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    ChangeMessageVisibilityError::ReceiptHandleIsInvalid(_)
+                        | ChangeMessageVisibilityError::MessageNotInflight(_)
+                ) =>
+            {
+                Err(QueueError::InvalidReceipt)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
+            .wait_time_seconds(seconds(wait).min(20))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|message| {
+                let attribute = |name| {
+                    message
+                        .attributes
+                        .as_ref()
+                        .and_then(|attributes| attributes.get(&name))
+                        .and_then(|value| value.parse::<u64>().ok())
+                };
+                ReceivedMessage {
+                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
+                        .and_then(|count| u32::try_from(count).ok())
+                        .unwrap_or(1),
+                    sent_at: Timestamp::from_millis(
+                        attribute(MessageSystemAttributeName::SentTimestamp).unwrap_or_default(),
+                    ),
+                    message_id: message.message_id.unwrap_or_default(),
+                    receipt_handle: message.receipt_handle.unwrap_or_default(),
+                    body: message.body.unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    #[instrument(skip_all)]
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let result = self
+            .client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), DeleteMessageError::ReceiptHandleIsInvalid(_)) =>
+            {
+                Err(QueueError::InvalidReceipt)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    #[instrument(skip_all)]
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let attributes = output.attributes.unwrap_or_default();
+        let count = |name| {
+            attributes
+                .get(&name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(QueueDepth {
+            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! The behaviour every `JobStore` must show, run against each adapter: the in-memory one in unit
+//! tests, DynamoDB in the integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{ApplyError, JobStore, StoreError};
+use crate::domain::{
+    Change, Job, JobId, JobStatus, Kind, NewJob, Owner, PayloadDigest, Timestamp, Transition,
+};
+
+const RETENTION: Duration = Duration::from_secs(600);
+
+/// Runs every check below against `store`.
+pub async fn run_all(store: &dyn JobStore) {
+    a_created_job_reads_back_unchanged(store).await;
+    an_id_cannot_be_created_twice(store).await;
+    unknown_jobs_read_as_none_and_refuse_changes(store).await;
+    a_claim_holds_the_job_until_its_lease_lapses(store).await;
+    only_the_current_attempt_finishes_a_job(store).await;
+    a_terminal_job_accepts_nothing(store).await;
+    a_retry_returns_the_job_to_pending_with_its_error(store).await;
+    pending_jobs_expire_and_cancel(store).await;
+    concurrent_claims_have_exactly_one_winner(store).await;
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now())
+}
+
+fn change(transition: Transition, at: Timestamp) -> Change {
+    Change {
+        transition,
+        at,
+        retention: RETENTION,
+    }
+}
+
+async fn pending_job(store: &dyn JobStore) -> Job {
+    let created_at = now();
+    let job = Job::pending(NewJob {
+        id: JobId::generate(),
+        kind: Kind::parse("echo").unwrap(),
+        owner: Owner::authenticated("arn:aws:iam::123456789012:user/contract"),
+        created_at,
+        deadline: created_at.saturating_add(Duration::from_secs(300)),
+        payload: PayloadDigest::of(r#"{"hello":"world"}"#),
+        expires_at: created_at.saturating_add(Duration::from_secs(900)),
+    });
+    store.create(&job).await.unwrap();
+    job
+}
+
+async fn claim(
+    store: &dyn JobStore,
+    id: JobId,
+    at: Timestamp,
+    lease: Duration,
+) -> Result<Job, ApplyError> {
+    store
+        .apply(
+            id,
+            &change(
+                Transition::Claim {
+                    lease_until: at.saturating_add(lease),
+                },
+                at,
+            ),
+        )
+        .await
+}
+
+fn rejected_status(result: Result<Job, ApplyError>) -> JobStatus {
+    match result {
+        Err(ApplyError::Rejected(job)) => job.status,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+async fn a_created_job_reads_back_unchanged(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job));
+}
+
+async fn an_id_cannot_be_created_twice(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let mut again = job.clone();
+    again.kind = Kind::parse("sleep").unwrap();
+    assert!(matches!(
+        store.create(&again).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(
+        store.get(job.id).await.unwrap(),
+        Some(job),
+        "the first write was overwritten"
+    );
+}
+
+async fn unknown_jobs_read_as_none_and_refuse_changes(store: &dyn JobStore) {
+    let id = JobId::generate();
+    assert_eq!(store.get(id).await.unwrap(), None);
+    let result = store.apply(id, &change(Transition::Cancel, now())).await;
+    assert!(matches!(result, Err(ApplyError::NotFound)), "{result:?}");
+    assert_eq!(
+        store.get(id).await.unwrap(),
+        None,
+        "a refused change created an item"
+    );
+}
+
+async fn a_claim_holds_the_job_until_its_lease_lapses(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let t0 = now();
+    let claimed = claim(store, job.id, t0, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!((claimed.status, claimed.attempts), (JobStatus::Running, 1));
+    assert_eq!(
+        claimed.lease_until,
+        Some(t0.saturating_add(Duration::from_secs(30)))
+    );
+
+    let during = t0.saturating_add(Duration::from_secs(10));
+    assert_eq!(
+        rejected_status(claim(store, job.id, during, Duration::from_secs(30)).await),
+        JobStatus::Running
+    );
+
+    let after = t0.saturating_add(Duration::from_secs(31));
+    let reclaimed = claim(store, job.id, after, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        reclaimed.attempts, 2,
+        "a lapsed lease is claimed again as a new attempt"
+    );
+}
+
+async fn only_the_current_attempt_finishes_a_job(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let t0 = now();
+    claim(store, job.id, t0, Duration::ZERO).await.unwrap();
+    let t1 = t0.saturating_add(Duration::from_secs(1));
+    claim(store, job.id, t1, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let result = json!({"nested": {"list": [1, 2.5, "três", null, true]}, "empty": {}});
+    let stale = change(
+        Transition::Succeed {
+            attempt: 1,
+            result: result.clone(),
+        },
+        t1,
+    );
+    assert_eq!(
+        rejected_status(store.apply(job.id, &stale).await),
+        JobStatus::Running
+    );
+
+    let current = change(
+        Transition::Succeed {
+            attempt: 2,
+            result: result.clone(),
+        },
+        t1,
+    );
+    let done = store.apply(job.id, &current).await.unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.lease_until, None);
+    assert_eq!(done.expires_at, t1.saturating_add(RETENTION));
+    let stored = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(stored, done);
+    assert_eq!(stored.result, Some(result));
+}
+
+async fn a_terminal_job_accepts_nothing(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let t0 = now();
+    claim(store, job.id, t0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let fail = change(
+        Transition::Fail {
+            attempt: 1,
+            error: "permanent".into(),
+        },
+        t0,
+    );
+    let failed = store.apply(job.id, &fail).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("permanent"));
+
+    let later = t0.saturating_add(Duration::from_secs(3600));
+    for transition in [
+        Transition::Claim { lease_until: later },
+        Transition::Succeed {
+            attempt: 1,
+            result: json!(1),
+        },
+        Transition::Retry {
+            attempt: 1,
+            error: "again".into(),
+        },
+        Transition::DeadLetter {
+            attempt: 1,
+            error: "again".into(),
+        },
+        Transition::Expire,
+        Transition::Cancel,
+    ] {
+        let result = store.apply(job.id, &change(transition, later)).await;
+        assert_eq!(rejected_status(result), JobStatus::Failed);
+    }
+    assert_eq!(store.get(job.id).await.unwrap(), Some(failed));
+}
+
+async fn a_retry_returns_the_job_to_pending_with_its_error(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let t0 = now();
+    claim(store, job.id, t0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let retry = change(
+        Transition::Retry {
+            attempt: 1,
+            error: "downstream 503".into(),
+        },
+        t0,
+    );
+    let pending = store.apply(job.id, &retry).await.unwrap();
+    assert_eq!((pending.status, pending.attempts), (JobStatus::Pending, 1));
+    assert_eq!(pending.error.as_deref(), Some("downstream 503"));
+    assert_eq!(pending.lease_until, None);
+    assert_eq!(
+        pending.expires_at, job.expires_at,
+        "a live job keeps its expiry"
+    );
+
+    let again = claim(store, job.id, t0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(again.attempts, 2);
+    let dead = change(
+        Transition::DeadLetter {
+            attempt: 2,
+            error: "still 503".into(),
+        },
+        t0,
+    );
+    assert_eq!(
+        store.apply(job.id, &dead).await.unwrap().status,
+        JobStatus::DeadLettered
+    );
+}
+
+async fn pending_jobs_expire_and_cancel(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let expired = store
+        .apply(job.id, &change(Transition::Expire, now()))
+        .await
+        .unwrap();
+    assert_eq!(expired.status, JobStatus::Expired);
+    assert!(expired.error.is_some());
+
+    let job = pending_job(store).await;
+    let cancelled = store
+        .apply(job.id, &change(Transition::Cancel, now()))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+
+    let job = pending_job(store).await;
+    claim(store, job.id, now(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let result = store
+        .apply(job.id, &change(Transition::Cancel, now()))
+        .await;
+    assert_eq!(
+        rejected_status(result),
+        JobStatus::Running,
+        "a running job was cancelled"
+    );
+}
+
+async fn concurrent_claims_have_exactly_one_winner(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let t0 = now();
+    let claims = (0..8).map(|_| claim(store, job.id, t0, Duration::from_secs(60)));
+    let results = futures::future::join_all(claims).await;
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{results:?}");
+    assert_eq!(store.get(job.id).await.unwrap().unwrap().attempts, 1);
+}

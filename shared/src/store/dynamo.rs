@@ -1,0 +1,358 @@
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use tracing::instrument;
+
+use super::{ApplyError, JobStore, StoreError};
+use crate::domain::{
+    Change, Job, JobId, JobStatus, Kind, Owner, PayloadDigest, Timestamp, Transition,
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// A `JobStore` on a DynamoDB table whose partition key is `pk` (S). A job is the item
+/// `pk = job#{id}`; times are epoch milliseconds, except `expires_at`, which is epoch seconds for
+/// DynamoDB's TTL.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// A store on `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn job_key(id: JobId) -> AttributeValue {
+    AttributeValue::S(format!("job#{id}"))
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(err: E) -> StoreError {
+    StoreError::Unavailable(Box::new(err))
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    #[instrument(skip_all, fields(job_id = %job.id))]
+    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(job)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Err(StoreError::AlreadyExists)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    #[instrument(skip_all, fields(job_id = %id))]
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", job_key(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item.as_ref().map(from_item).transpose()
+    }
+
+    #[instrument(skip_all, fields(job_id = %id, to = %change.transition.target()))]
+    async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
+        let update = UpdateExpression::for_change(change);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", job_key(id))
+            .update_expression(update.expression)
+            .condition_expression(update.condition)
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let item = output.attributes.ok_or_else(|| StoreError::Corrupt {
+                    id: id.to_string(),
+                    reason: "the update returned no attributes".to_owned(),
+                })?;
+                Ok(from_item(&item)?)
+            }
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(failed) => match failed.item() {
+                    Some(item) => Err(ApplyError::Rejected(Box::new(from_item(item)?))),
+                    None => Err(ApplyError::NotFound),
+                },
+                other => Err(unavailable(other).into()),
+            },
+            Err(e) => Err(unavailable(e).into()),
+        }
+    }
+}
+
+/// The DynamoDB form of one [`Change`]: the write and the condition that guards it, which
+/// together do exactly what [`Change::permits`] and [`Change::apply`] do in memory.
+struct UpdateExpression {
+    expression: String,
+    condition: String,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl UpdateExpression {
+    fn for_change(change: &Change) -> Self {
+        let names = [
+            ("#status", "status"),
+            ("#attempts", "attempts"),
+            ("#lease", "lease_until"),
+            ("#updated", "updated_at"),
+            ("#result", "result"),
+            ("#error", "error"),
+            ("#expires", "expires_at"),
+        ];
+        let mut values: Item = HashMap::from([
+            (":to".to_owned(), s(change.transition.target().as_str())),
+            (":now".to_owned(), n(change.at.as_millis())),
+        ]);
+        let mut set = vec!["#status = :to", "#updated = :now"];
+        let mut remove = vec![];
+
+        let pending = "#status = :pending";
+        let lapsed = "(#status = :running AND (#lease < :now OR attribute_not_exists(#lease)))";
+        let condition = match &change.transition {
+            Transition::Claim { .. } | Transition::Expire => format!("{pending} OR {lapsed}"),
+            Transition::Cancel => pending.to_owned(),
+            Transition::Succeed { .. }
+            | Transition::Fail { .. }
+            | Transition::Retry { .. }
+            | Transition::DeadLetter { .. } => {
+                "#status = :running AND #attempts = :attempt".to_owned()
+            }
+        };
+        if condition.contains(":pending") {
+            values.insert(":pending".to_owned(), s(JobStatus::Pending.as_str()));
+        }
+        if condition.contains(":running") {
+            values.insert(":running".to_owned(), s(JobStatus::Running.as_str()));
+        }
+        if let Some(attempt) = change.transition.attempt() {
+            values.insert(":attempt".to_owned(), n(u64::from(attempt)));
+        }
+
+        match &change.transition {
+            Transition::Claim { lease_until } => {
+                set.extend(["#attempts = #attempts + :one", "#lease = :lease"]);
+                values.insert(":one".to_owned(), n(1));
+                values.insert(":lease".to_owned(), n(lease_until.as_millis()));
+            }
+            Transition::Succeed { result, .. } => {
+                set.push("#result = :result");
+                values.insert(":result".to_owned(), s(result.to_string()));
+                remove.extend(["#lease", "#error"]);
+            }
+            other => {
+                if let Some(error) = other.error() {
+                    set.push("#error = :error");
+                    values.insert(":error".to_owned(), s(error));
+                }
+                remove.push("#lease");
+            }
+        }
+        if let Some(expires_at) = change.expires_at() {
+            set.push("#expires = :expires");
+            values.insert(":expires".to_owned(), n(expires_at.as_epoch_seconds_ceil()));
+        }
+
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let used = |name: &str| expression.contains(name) || condition.contains(name);
+        let names = names
+            .into_iter()
+            .filter(|(alias, _)| used(alias))
+            .map(|(alias, name)| (alias.to_owned(), name.to_owned()))
+            .collect();
+        Self {
+            expression,
+            condition,
+            names,
+            values,
+        }
+    }
+}
+
+fn to_item(job: &Job) -> Item {
+    let mut item = HashMap::from([
+        ("pk".to_owned(), job_key(job.id)),
+        ("id".to_owned(), s(job.id.to_string())),
+        ("kind".to_owned(), s(job.kind.as_str())),
+        ("owner".to_owned(), s(job.owner.as_str())),
+        ("status".to_owned(), s(job.status.as_str())),
+        ("attempts".to_owned(), n(u64::from(job.attempts))),
+        ("created_at".to_owned(), n(job.created_at.as_millis())),
+        ("updated_at".to_owned(), n(job.updated_at.as_millis())),
+        ("deadline".to_owned(), n(job.deadline.as_millis())),
+        ("payload_size".to_owned(), n(job.payload.size)),
+        ("payload_sha256".to_owned(), s(&job.payload.sha256)),
+        (
+            "expires_at".to_owned(),
+            n(job.expires_at.as_epoch_seconds_ceil()),
+        ),
+    ]);
+    if let Some(lease_until) = job.lease_until {
+        item.insert("lease_until".to_owned(), n(lease_until.as_millis()));
+    }
+    if let Some(result) = &job.result {
+        item.insert("result".to_owned(), s(result.to_string()));
+    }
+    if let Some(error) = &job.error {
+        item.insert("error".to_owned(), s(error));
+    }
+    item
+}
+
+fn from_item(item: &Item) -> Result<Job, StoreError> {
+    let key = match item.get("pk") {
+        Some(AttributeValue::S(pk)) => pk.clone(),
+        _ => "<no pk>".to_owned(),
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: key.clone(),
+        reason,
+    };
+    let string = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value.as_str()),
+        Some(_) => Err(corrupt(format!("`{name}` is not a string"))),
+        None => Err(corrupt(format!("`{name}` is missing"))),
+    };
+    let number = |name: &str| -> Result<Option<u64>, StoreError> {
+        match item.get(name) {
+            Some(AttributeValue::N(value)) => value
+                .parse()
+                .map(Some)
+                .map_err(|_| corrupt(format!("`{name}` is not a whole number: {value}"))),
+            Some(_) => Err(corrupt(format!("`{name}` is not a number"))),
+            None => Ok(None),
+        }
+    };
+    let required =
+        |name: &str| number(name)?.ok_or_else(|| corrupt(format!("`{name}` is missing")));
+    let optional_string = |name: &str| match item.get(name) {
+        None => Ok(None),
+        Some(_) => string(name).map(|v| Some(v.to_owned())),
+    };
+
+    let result = optional_string("result")?
+        .map(|raw| serde_json::from_str(&raw))
+        .transpose()
+        .map_err(|e| corrupt(format!("`result` is not JSON: {e}")))?;
+    let expires_at_seconds = required("expires_at")?;
+    Ok(Job {
+        id: JobId::parse(string("id")?).map_err(|e| corrupt(e.to_string()))?,
+        kind: Kind::parse(string("kind")?).map_err(|e| corrupt(e.to_string()))?,
+        owner: Owner::from_stored(string("owner")?.to_owned()),
+        status: string("status")?
+            .parse()
+            .map_err(|e: crate::domain::UnknownStatus| corrupt(e.to_string()))?,
+        attempts: u32::try_from(required("attempts")?)
+            .map_err(|_| corrupt("`attempts` is out of range".to_owned()))?,
+        created_at: Timestamp::from_millis(required("created_at")?),
+        updated_at: Timestamp::from_millis(required("updated_at")?),
+        deadline: Timestamp::from_millis(required("deadline")?),
+        lease_until: number("lease_until")?.map(Timestamp::from_millis),
+        result,
+        error: optional_string("error")?,
+        payload: PayloadDigest {
+            size: required("payload_size")?,
+            sha256: string("payload_sha256")?.to_owned(),
+        },
+        expires_at: Timestamp::from_millis(expires_at_seconds.saturating_mul(1000)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::NewJob;
+
+    #[test]
+    fn a_job_survives_the_item_round_trip() {
+        let created_at = Timestamp::from_millis(1_795_000_000_000);
+        let mut job = Job::pending(NewJob {
+            id: JobId::generate(),
+            kind: Kind::parse("echo").unwrap(),
+            owner: Owner::anonymous(),
+            created_at,
+            deadline: created_at.saturating_add(Duration::from_secs(60)),
+            payload: PayloadDigest::of("[1,2,3]"),
+            expires_at: created_at.saturating_add(Duration::from_secs(120)),
+        });
+        job.status = JobStatus::Succeeded;
+        job.result = Some(serde_json::json!({"ok": [1, "two"]}));
+        assert_eq!(from_item(&to_item(&job)).unwrap(), job);
+    }
+
+    #[test]
+    fn an_item_with_a_bad_field_is_reported_as_corrupt() {
+        let mut item = HashMap::from([("pk".to_owned(), s("job#x"))]);
+        item.insert("id".to_owned(), n(1));
+        let err = from_item(&item).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { ref id, .. } if id == "job#x"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn expressions_alias_only_the_names_they_use() {
+        let cancel = Change {
+            transition: Transition::Cancel,
+            at: Timestamp::from_millis(5),
+            retention: Duration::from_secs(1),
+        };
+        let update = UpdateExpression::for_change(&cancel);
+        assert_eq!(update.condition, "#status = :pending");
+        assert_eq!(
+            update.expression,
+            "SET #status = :to, #updated = :now, #expires = :expires REMOVE #lease"
+        );
+        assert!(!update.names.contains_key("#attempts"));
+        assert!(!update.values.contains_key(":running"));
+    }
+}

@@ -1,0 +1,64 @@
+//! The `JobStore` port: where job state lives, changed only by conditional writes.
+
+mod dynamo;
+mod memory;
+
+use async_trait::async_trait;
+
+pub use dynamo::DynamoStore;
+pub use memory::MemoryStore;
+
+use crate::domain::{Change, Job, JobId};
+
+/// An error from a store adapter, its cause kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Keeps job state. Implementations evaluate [`Change::permits`] atomically with the write, so two
+/// callers racing on one job never both succeed.
+#[async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Writes a new job; fails with [`StoreError::AlreadyExists`] when its id is taken.
+    async fn create(&self, job: &Job) -> Result<(), StoreError>;
+
+    /// Reads a job with a strongly consistent read.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Applies `change` if the job's current state permits it, and returns the job afterwards.
+    async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError>;
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A job with that id exists already.
+    #[error("job already exists")]
+    AlreadyExists,
+    /// The backing service failed or could not be reached.
+    #[error("job store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A stored item could not be read as a job.
+    #[error("stored job {id} is unreadable: {reason}")]
+    Corrupt {
+        /// The item's key.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Why a change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The job's current state does not permit the change; here is that state.
+    #[error("job {} is {}, which does not permit this change", .0.id, .0.status)]
+    Rejected(Box<Job>),
+    /// No such job.
+    #[error("no such job")]
+    NotFound,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
