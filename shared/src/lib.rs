@@ -8,10 +8,13 @@ pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod domain;
+pub mod esm;
 pub mod lambda;
 pub mod processor;
 pub mod queue;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use app::App;
 pub use config::{Config, ConfigError, Settings};

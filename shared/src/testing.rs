@@ -1,0 +1,133 @@
+//! Test support shared by the unit tests and the integration tests: a processor that counts its
+//! runs, and the pieces of a pipeline on the in-memory adapters.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::domain::JobId;
+use crate::esm::EventSourceMapping;
+use crate::processor::{ProcessError, Processor, Processors, Work};
+use crate::queue::{JobQueue, MemoryQueue};
+use crate::store::MemoryStore;
+
+/// What a [`Counting`] processor does when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Returns `{"ran": n}`.
+    Succeed,
+    /// Fails with a retryable error.
+    FailRetryable,
+    /// Fails permanently.
+    FailPermanent,
+    /// Panics.
+    Panic,
+    /// Sleeps this long, then succeeds.
+    Sleep(Duration),
+}
+
+/// A processor that counts how often it ran for each job, and how often two runs of one job
+/// overlapped.
+#[derive(Debug, Clone)]
+pub struct Counting {
+    behaviour: Behaviour,
+    runs: Arc<Mutex<HashMap<JobId, u32>>>,
+}
+
+impl Counting {
+    /// A processor that behaves as told.
+    pub fn new(behaviour: Behaviour) -> Self {
+        Self {
+            behaviour,
+            runs: Arc::default(),
+        }
+    }
+
+    /// How many times it ran for `id`.
+    pub fn runs(&self, id: JobId) -> u32 {
+        self.runs.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+
+    /// How many runs in all.
+    pub fn total_runs(&self) -> u32 {
+        self.runs.lock().unwrap().values().sum()
+    }
+}
+
+#[async_trait]
+impl Processor for Counting {
+    async fn process(&self, work: &Work) -> Result<Value, ProcessError> {
+        let ran = {
+            let mut runs = self.runs.lock().unwrap();
+            let count = runs.entry(work.job_id).or_default();
+            *count += 1;
+            *count
+        };
+        match self.behaviour {
+            Behaviour::Succeed => Ok(serde_json::json!({"ran": ran})),
+            Behaviour::FailRetryable => Err(ProcessError::retryable("counting: asked to fail")),
+            Behaviour::FailPermanent => {
+                Err(ProcessError::permanent("counting: asked to fail for good"))
+            }
+            Behaviour::Panic => panic!("counting: asked to panic"),
+            Behaviour::Sleep(duration) => {
+                tokio::time::sleep(duration).await;
+                Ok(serde_json::json!({"ran": ran}))
+            }
+        }
+    }
+}
+
+/// The built-in processors plus a `Counting` one registered as kind `counting`.
+pub fn processors_with(counting: &Counting) -> Processors {
+    Processors::builtin().with("counting", counting.clone())
+}
+
+/// Settings for fast tests: no backoff, three attempts.
+pub fn fast_settings() -> Settings {
+    Settings {
+        max_attempts: 3,
+        backoff_base: Duration::ZERO,
+        backoff_max: Duration::ZERO,
+        ..Settings::default()
+    }
+}
+
+/// A whole pipeline in memory: the app, its work queue's DLQ, and an event source mapping.
+#[derive(Debug, Clone)]
+pub struct MemoryPipeline {
+    /// The app, on a memory store and queue.
+    pub app: App,
+    /// The work queue's dead-letter queue.
+    pub dlq: Arc<MemoryQueue>,
+    /// Polls the work queue into the consumer.
+    pub esm: EventSourceMapping,
+}
+
+impl MemoryPipeline {
+    /// A pipeline with `settings`, whose queue redrives after `settings.max_attempts` receives.
+    pub fn new(settings: Settings, processors: Processors) -> Self {
+        let dlq = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
+        let queue: Arc<dyn JobQueue> = Arc::new(
+            MemoryQueue::new(Duration::from_secs(30))
+                .with_dead_letter_queue(dlq.clone(), settings.max_attempts),
+        );
+        let app = App::new(Arc::new(MemoryStore::new()), queue.clone(), settings)
+            .with_processors(processors);
+        let esm = EventSourceMapping {
+            queue,
+            queue_arn: "arn:aws:sqs:us-east-1:123456789012:spillway-jobs".to_owned(),
+            region: "us-east-1".to_owned(),
+            batch_size: 10,
+            batching_window: Duration::ZERO,
+            function_timeout: Duration::from_secs(30),
+        };
+        Self { app, dlq, esm }
+    }
+}
