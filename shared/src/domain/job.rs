@@ -31,7 +31,7 @@ pub struct Job {
     pub error: Option<String>,
     /// What the payload was, without keeping it.
     pub payload: PayloadDigest,
-    /// When the table may forget the job (DynamoDB TTL).
+    /// When the table may forget the job (DynamoDB TTL), in whole seconds.
     pub expires_at: Timestamp,
 }
 
@@ -70,7 +70,7 @@ impl Job {
             result: None,
             error: None,
             payload: new.payload,
-            expires_at: new.expires_at,
+            expires_at: new.expires_at.ceil_to_second(),
         }
     }
 

@@ -24,6 +24,11 @@ impl Timestamp {
         self.0.div_ceil(1000)
     }
 
+    /// This time rounded up to a whole second, the precision of DynamoDB's TTL.
+    pub const fn ceil_to_second(self) -> Self {
+        Self(self.as_epoch_seconds_ceil().saturating_mul(1000))
+    }
+
     /// Converts a system time; times before the epoch clamp to it.
     pub fn from_system_time(time: SystemTime) -> Self {
         let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -117,13 +117,13 @@ impl Change {
         }
     }
 
-    /// When the table may forget the job after this change: `at + retention` once terminal,
-    /// unchanged otherwise.
+    /// When the table may forget the job after this change: `at + retention`, rounded up to the
+    /// second, once terminal; unchanged otherwise.
     pub fn expires_at(&self) -> Option<Timestamp> {
-        self.transition
-            .target()
+        let target = self.transition.target();
+        target
             .is_terminal()
-            .then(|| self.at.saturating_add(self.retention))
+            .then(|| self.at.saturating_add(self.retention).ceil_to_second())
     }
 
     /// Applies the change to `job`, which must [permit](Self::permits) it.
@@ -283,6 +283,20 @@ mod tests {
         assert_eq!(running.error.as_deref(), Some("bad input"));
         assert_eq!(running.lease_until, None);
         assert_eq!(running.expires_at, Timestamp::from_millis(1_510_000));
+        let mut other = job(JobStatus::Running, 1, Some(2_000_000));
+        change(
+            Transition::Fail {
+                attempt: 1,
+                error: String::new(),
+            },
+            1_500_001,
+        )
+        .apply(&mut other);
+        assert_eq!(
+            other.expires_at,
+            Timestamp::from_millis(1_511_000),
+            "rounded up to the second"
+        );
     }
 
     #[test]

@@ -171,7 +171,10 @@ async fn only_the_current_attempt_finishes_a_job(store: &dyn JobStore) {
     let done = store.apply(job.id, &current).await.unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.lease_until, None);
-    assert_eq!(done.expires_at, t1.saturating_add(RETENTION));
+    assert_eq!(
+        done.expires_at,
+        t1.saturating_add(RETENTION).ceil_to_second()
+    );
     let stored = store.get(job.id).await.unwrap().unwrap();
     assert_eq!(stored, done);
     assert_eq!(stored.result, Some(result));

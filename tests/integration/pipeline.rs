@@ -1,0 +1,452 @@
+//! The pipeline end to end on the real adapters: intake writes to DynamoDB and sends to SQS, the
+//! event source mapping receives from SQS, the consumer records outcomes in DynamoDB.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use spillway_core::App;
+use spillway_core::api;
+use spillway_core::consumer::handle_batch;
+use spillway_core::domain::{JobId, JobMessage, Owner, Timestamp};
+use spillway_core::esm::sqs_event;
+use spillway_core::processor::Processors;
+use spillway_core::testing::{Behaviour, Counting, processors_with};
+use spillway_tests::Stack;
+
+fn json_headers() -> HeaderMap {
+    HeaderMap::from_iter([(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )])
+}
+
+async fn submit(app: &App, body: Value) -> JobId {
+    let response = api::submit_job(
+        app,
+        Owner::anonymous(),
+        &json_headers(),
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        response.body()
+    );
+    let accepted: Value = serde_json::from_str(response.body()).unwrap();
+    JobId::parse(accepted["id"].as_str().unwrap()).unwrap()
+}
+
+async fn status(app: &App, id: JobId) -> Value {
+    let response = api::get_job(app, &Owner::anonymous(), &id.to_string(), None).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.body());
+    serde_json::from_str(response.body()).unwrap()
+}
+
+fn deadline_in(seconds: u64) -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now())
+        .saturating_add(Duration::from_secs(seconds))
+}
+
+#[tokio::test]
+async fn a_job_goes_from_post_to_succeeded_through_the_queue() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let app = stack.app(stack.settings(), Processors::builtin());
+
+    let id = submit(
+        &app,
+        json!({"kind": "echo", "payload": {"order": 42, "items": ["a", "b"]}}),
+    )
+    .await;
+    assert_eq!(status(&app, id).await["status"], "pending");
+
+    let report = stack
+        .esm()
+        .poll_once(&app, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!((report.received, report.deleted), (1, 1));
+
+    let job = status(&app, id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["result"], json!({"order": 42, "items": ["a", "b"]}));
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(
+        stack.queued_messages().await,
+        0,
+        "the handled message was deleted"
+    );
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_processor_keeps_failing_ends_dead_lettered_with_its_message_in_the_dlq() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let counting = Counting::new(Behaviour::FailRetryable);
+    let app = stack.app(stack.settings(), processors_with(&counting));
+    let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
+
+    let esm = stack.esm();
+    for attempt in 1..=3 {
+        let report = esm
+            .poll_once(&app, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("a delivery");
+        assert_eq!(report.failed.len(), 1, "attempt {attempt}");
+        let expected = if attempt < 3 {
+            "pending"
+        } else {
+            "dead_lettered"
+        };
+        assert_eq!(
+            status(&app, id).await["status"],
+            expected,
+            "after attempt {attempt}"
+        );
+    }
+    assert_eq!(counting.runs(id), 3);
+
+    // SQS moves the message to the DLQ on the receive after maxReceiveCount.
+    assert!(
+        esm.poll_once(&app, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let dead = stack
+        .dlq()
+        .receive(10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(JobMessage::decode(&dead[0].body).unwrap().job_id, id);
+    let job = status(&app, id).await;
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["error"], "counting: asked to fail");
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_of_the_same_message_does_not_run_the_processor_twice() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let counting = Counting::new(Behaviour::Succeed);
+    let app = stack.app(stack.settings(), processors_with(&counting));
+    let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
+
+    let messages = stack
+        .queue()
+        .receive(10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let event = sqs_event(&messages, &stack.queue_arn, "us-east-1");
+    let first = handle_batch(&app, event.clone(), deadline_in(30)).await;
+    let duplicate = handle_batch(&app, event, deadline_in(30)).await;
+
+    assert!(first.batch_item_failures.is_empty());
+    assert!(
+        duplicate.batch_item_failures.is_empty(),
+        "a duplicate of a finished job is acknowledged"
+    );
+    assert_eq!(counting.runs(id), 1);
+    assert_eq!(status(&app, id).await["result"], json!({"ran": 1}));
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_is_expired_and_not_run() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let counting = Counting::new(Behaviour::Succeed);
+    let app = stack.app(stack.settings(), processors_with(&counting));
+    let id = submit(
+        &app,
+        json!({"kind": "counting", "payload": {}, "ttl_seconds": 1}),
+    )
+    .await;
+
+    let messages = stack
+        .queue()
+        .receive(10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let response = handle_batch(
+        &app,
+        sqs_event(&messages, &stack.queue_arn, "us-east-1"),
+        deadline_in(30),
+    )
+    .await;
+
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "an expired job is acknowledged"
+    );
+    assert_eq!(counting.runs(id), 0);
+    let job = status(&app, id).await;
+    assert_eq!(job["status"], "expired");
+    assert_eq!(job["attempts"], 0);
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_poison_message_reports_exactly_that_message() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let app = stack.app(stack.settings(), Processors::builtin());
+    let good = [
+        submit(&app, json!({"kind": "echo", "payload": 1})).await,
+        submit(&app, json!({"kind": "echo", "payload": 2})).await,
+    ];
+    let poison = stack
+        .queue()
+        .send("this is not a job message")
+        .await
+        .unwrap();
+    let items_before = stack.item_count().await;
+
+    let mut messages = Vec::new();
+    while messages.len() < 3 {
+        messages.extend(
+            stack
+                .queue()
+                .receive(10, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+    }
+    let response = handle_batch(
+        &app,
+        sqs_event(&messages, &stack.queue_arn, "us-east-1"),
+        deadline_in(30),
+    )
+    .await;
+
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, [poison]);
+    for id in good {
+        assert_eq!(status(&app, id).await["status"], "succeeded");
+    }
+    assert_eq!(
+        stack.item_count().await,
+        items_before,
+        "the poison message wrote nothing"
+    );
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn rejected_requests_write_nothing_and_enqueue_nothing() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let settings = spillway_core::Settings {
+        max_payload_bytes: 1_024,
+        ..stack.settings()
+    };
+    let app = stack.app(settings, Processors::builtin());
+    let text =
+        HeaderMap::from_iter([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))]);
+    let cases: Vec<(HeaderMap, Vec<u8>, u16)> = vec![
+        (json_headers(), b"{not json".to_vec(), 400),
+        (json_headers(), br#"{"kind": "echo"}"#.to_vec(), 400),
+        (
+            json_headers(),
+            br#"{"kind": "Echo!", "payload": 1}"#.to_vec(),
+            400,
+        ),
+        (
+            json_headers(),
+            br#"{"kind": "echo", "payload": 1, "ttl_seconds": 0}"#.to_vec(),
+            400,
+        ),
+        (
+            json_headers(),
+            br#"{"kind": "echo", "payload": 1, "extra": true}"#.to_vec(),
+            400,
+        ),
+        (
+            json_headers(),
+            br#"{"kind": "sleep", "payload": {"ms": "long"}}"#.to_vec(),
+            400,
+        ),
+        (
+            json_headers(),
+            format!(r#"{{"kind": "echo", "payload": "{}"}}"#, "x".repeat(2_000)).into_bytes(),
+            413,
+        ),
+        (text, br#"{"kind": "echo", "payload": 1}"#.to_vec(), 415),
+        (
+            HeaderMap::new(),
+            br#"{"kind": "echo", "payload": 1}"#.to_vec(),
+            415,
+        ),
+        (
+            json_headers(),
+            br#"{"kind": "no-such-kind", "payload": 1}"#.to_vec(),
+            422,
+        ),
+    ];
+    for (headers, body, expected) in cases {
+        let response = api::submit_job(&app, Owner::anonymous(), &headers, &body).await;
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        assert_eq!(
+            response.status().as_u16(),
+            expected,
+            "{shown}: {}",
+            response.body()
+        );
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let problem: Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(problem["status"], expected);
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    for (id, expected) in [
+        ("nope", 400),
+        ("6ba7b810-9dad-41d1-80b4-00c04fd430c8", 400),
+        (&JobId::generate().to_string(), 404),
+    ] {
+        let response = api::get_job(&app, &Owner::anonymous(), id, None).await;
+        assert_eq!(response.status().as_u16(), expected, "GET {id}");
+        let response = api::cancel_job(&app, &Owner::anonymous(), id).await;
+        assert_eq!(response.status().as_u16(), expected, "DELETE {id}");
+    }
+    assert_eq!(stack.item_count().await, 0);
+    assert_eq!(stack.queued_messages().await, 0);
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_job_is_invisible_to_other_callers() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let app = stack.app(stack.settings(), Processors::builtin());
+    let alice = Owner::authenticated("alice");
+    let body = json!({"kind": "echo", "payload": 1}).to_string();
+    let response = api::submit_job(&app, alice.clone(), &json_headers(), body.as_bytes()).await;
+    let id = serde_json::from_str::<Value>(response.body()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    assert_eq!(
+        api::get_job(&app, &alice, &id, None).await.status(),
+        StatusCode::OK
+    );
+    let bob = Owner::authenticated("bob");
+    assert_eq!(
+        api::get_job(&app, &bob, &id, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api::cancel_job(&app, &bob, &id).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api::get_job(&app, &alice, &id, None).await.status(),
+        StatusCode::OK,
+        "bob's DELETE changed nothing"
+    );
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_pending_job_can_be_cancelled_and_is_then_skipped() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let counting = Counting::new(Behaviour::Succeed);
+    let app = stack.app(stack.settings(), processors_with(&counting));
+    let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
+
+    let response = api::cancel_job(&app, &Owner::anonymous(), &id.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(response.body()).unwrap()["status"],
+        "cancelled"
+    );
+    let again = api::cancel_job(&app, &Owner::anonymous(), &id.to_string()).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "cancelling twice answers as the first time"
+    );
+
+    let report = stack
+        .esm()
+        .poll_once(&app, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        report.deleted, 1,
+        "the cancelled job's message is acknowledged"
+    );
+    assert_eq!(counting.runs(id), 0);
+
+    let finished = submit(&app, json!({"kind": "counting", "payload": {}})).await;
+    stack
+        .esm()
+        .poll_once(&app, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let conflict = api::cancel_job(&app, &Owner::anonymous(), &finished.to_string()).await;
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_long_poll_returns_as_soon_as_the_job_finishes() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let app = stack.app(stack.settings(), Processors::builtin());
+    let id = submit(&app, json!({"kind": "sleep", "payload": {"ms": 300}})).await;
+
+    let esm = stack.esm();
+    let worker = {
+        let app = app.clone();
+        tokio::spawn(async move { esm.poll_once(&app, Duration::from_secs(5)).await })
+    };
+    let started = std::time::Instant::now();
+    let response = api::get_job(&app, &Owner::anonymous(), &id.to_string(), Some("10")).await;
+    let waited = started.elapsed();
+    worker.await.unwrap().unwrap();
+
+    let job: Value = serde_json::from_str(response.body()).unwrap();
+    assert_eq!(job["status"], "succeeded");
+    assert!(
+        response.headers().get(header::RETRY_AFTER).is_none(),
+        "no polling hint once terminal"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the long poll ended with the job, not the timeout"
+    );
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_queue_that_cannot_be_reached_answers_503_and_leaves_a_pending_job() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let mut config = stack.config(stack.settings());
+    config.resources.queue_url =
+        format!("{}/123456789012/no-such-queue", spillway_tests::endpoint());
+    let app = App::on_aws(&stack.sdk, &config);
+
+    let body = json!({"kind": "echo", "payload": 1}).to_string();
+    let response =
+        api::submit_job(&app, Owner::anonymous(), &json_headers(), body.as_bytes()).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let problem: Value = serde_json::from_str(response.body()).unwrap();
+    assert_eq!(problem["type"], "urn:spillway:problem:unavailable");
+    assert_eq!(
+        stack.item_count().await,
+        1,
+        "the job stays pending until its deadline"
+    );
+    stack.delete().await;
+}
