@@ -1,0 +1,209 @@
+//! `docs/openapi.yaml` stays true: every documented response of every operation is produced by
+//! the real handlers, on the real adapters where the emulator can produce it, and checked against
+//! the document.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use http::{HeaderMap, HeaderValue, header};
+use serde_json::{Value, json};
+use spillway_core::api::{self, ApiResponse};
+use spillway_core::domain::{Change, Job, JobId, Owner};
+use spillway_core::processor::Processors;
+use spillway_core::store::{ApplyError, JobStore, StoreError};
+use spillway_core::{App, Settings};
+use spillway_tests::Stack;
+use spillway_tests::openapi::OpenApi;
+
+const JOBS: &str = "/jobs";
+const JOB: &str = "/jobs/{id}";
+
+fn json_headers() -> HeaderMap {
+    HeaderMap::from_iter([(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )])
+}
+
+async fn post(app: &App, headers: &HeaderMap, body: &str) -> ApiResponse {
+    api::submit_job(app, Owner::anonymous(), headers, body.as_bytes()).await
+}
+
+fn id_of(response: &ApiResponse) -> String {
+    serde_json::from_str::<Value>(response.body()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A store whose writes fail as if an item were unreadable: the path to a `500`.
+#[derive(Debug)]
+struct CorruptStore;
+
+#[async_trait]
+impl JobStore for CorruptStore {
+    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+        Err(StoreError::Corrupt {
+            id: job.id.to_string(),
+            reason: "injected".to_owned(),
+        })
+    }
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Err(StoreError::Corrupt {
+            id: id.to_string(),
+            reason: "injected".to_owned(),
+        })
+    }
+    async fn apply(&self, id: JobId, _: &Change) -> Result<Job, ApplyError> {
+        Err(StoreError::Corrupt {
+            id: id.to_string(),
+            reason: "injected".to_owned(),
+        }
+        .into())
+    }
+}
+
+#[tokio::test]
+async fn every_documented_response_is_produced_and_matches_the_openapi_document() {
+    let spec = OpenApi::load();
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let settings = Settings {
+        max_payload_bytes: 4_096,
+        ..stack.settings()
+    };
+    let app = stack.app(settings.clone(), Processors::builtin());
+    let owner = Owner::anonymous();
+
+    // POST /jobs
+    let accepted = post(
+        &app,
+        &json_headers(),
+        &json!({"kind": "echo", "payload": {"a": 1}}).to_string(),
+    )
+    .await;
+    spec.check(JOBS, "post", &accepted);
+    spec.check(JOBS, "post", &post(&app, &json_headers(), "{oops").await);
+    spec.check(
+        JOBS,
+        "post",
+        &post(&app, &json_headers(), r#"{"kind": "echo"}"#).await,
+    );
+    let big = json!({"kind": "echo", "payload": "x".repeat(5_000)}).to_string();
+    spec.check(JOBS, "post", &post(&app, &json_headers(), &big).await);
+    spec.check(JOBS, "post", &post(&app, &HeaderMap::new(), "{}").await);
+    spec.check(
+        JOBS,
+        "post",
+        &post(&app, &json_headers(), r#"{"kind": "nope", "payload": 1}"#).await,
+    );
+    let corrupt = App::new(Arc::new(CorruptStore), stack.queue(), settings.clone());
+    spec.check(
+        JOBS,
+        "post",
+        &post(
+            &corrupt,
+            &json_headers(),
+            r#"{"kind": "echo", "payload": 1}"#,
+        )
+        .await,
+    );
+    let mut no_queue = stack.config(settings.clone());
+    no_queue.resources.queue_url = format!("{}/123456789012/missing", spillway_tests::endpoint());
+    let unreachable = App::on_aws(&stack.sdk, &no_queue);
+    spec.check(
+        JOBS,
+        "post",
+        &post(
+            &unreachable,
+            &json_headers(),
+            r#"{"kind": "echo", "payload": 1}"#,
+        )
+        .await,
+    );
+
+    // GET /jobs/{id}
+    let id = id_of(&accepted);
+    let pending = api::get_job(&app, &owner, &id, None).await;
+    assert!(pending.headers().contains_key(header::RETRY_AFTER));
+    spec.check(JOB, "get", &pending);
+    stack
+        .esm()
+        .poll_once(&app, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    spec.check(
+        JOB,
+        "get",
+        &api::get_job(&app, &owner, &id, Some("0")).await,
+    );
+    spec.check(
+        JOB,
+        "get",
+        &api::get_job(&app, &owner, "not-a-job-id", None).await,
+    );
+    spec.check(
+        JOB,
+        "get",
+        &api::get_job(&app, &owner, &id, Some("21")).await,
+    );
+    spec.check(
+        JOB,
+        "get",
+        &api::get_job(&app, &owner, &JobId::generate().to_string(), None).await,
+    );
+    let broken = JobId::generate();
+    stack
+        .dynamodb
+        .put_item()
+        .table_name(&stack.table)
+        .item("pk", AttributeValue::S(format!("job#{broken}")))
+        .item("id", AttributeValue::S(broken.to_string()))
+        .item("status", AttributeValue::S("exploded".to_owned()))
+        .send()
+        .await
+        .unwrap();
+    spec.check(
+        JOB,
+        "get",
+        &api::get_job(&app, &owner, &broken.to_string(), None).await,
+    );
+    let mut no_table = stack.config(settings.clone());
+    no_table.resources.table = "spillway-no-such-table".to_owned();
+    let tableless = App::on_aws(&stack.sdk, &no_table);
+    spec.check(
+        JOB,
+        "get",
+        &api::get_job(&tableless, &owner, &id, None).await,
+    );
+
+    // DELETE /jobs/{id}
+    let fresh = id_of(&post(&app, &json_headers(), r#"{"kind": "echo", "payload": 2}"#).await);
+    spec.check(JOB, "delete", &api::cancel_job(&app, &owner, &fresh).await);
+    spec.check(JOB, "delete", &api::cancel_job(&app, &owner, &id).await);
+    spec.check(JOB, "delete", &api::cancel_job(&app, &owner, "nope").await);
+    spec.check(
+        JOB,
+        "delete",
+        &api::cancel_job(&app, &owner, &JobId::generate().to_string()).await,
+    );
+    spec.check(
+        JOB,
+        "delete",
+        &api::cancel_job(&app, &owner, &broken.to_string()).await,
+    );
+    spec.check(
+        JOB,
+        "delete",
+        &api::cancel_job(&tableless, &owner, &id).await,
+    );
+
+    assert!(
+        spec.unseen().is_empty(),
+        "documented but never produced: {:?}",
+        spec.unseen()
+    );
+    stack.delete().await;
+}
