@@ -50,11 +50,18 @@ impl EventSourceMapping {
         app: &App,
         wait: Duration,
     ) -> Result<Option<BatchReport>, QueueError> {
-        let messages = self.gather(wait).await?;
+        let messages = self.receive_batch(wait).await?;
         if messages.is_empty() {
             return Ok(None);
         }
-        let event = sqs_event(&messages, &self.queue_arn, &self.region);
+        Ok(Some(self.invoke(app, &messages).await))
+    }
+
+    /// Hands `messages` to the consumer as one event, then deletes the messages it did not report
+    /// as failed; when it reports an identifier that is not in the batch (or an empty one), Lambda
+    /// counts the whole batch as failed and deletes nothing, and so does this.
+    pub async fn invoke(&self, app: &App, messages: &[ReceivedMessage]) -> BatchReport {
+        let event = sqs_event(messages, &self.queue_arn, &self.region);
         let deadline = app.clock.now().saturating_add(self.function_timeout);
         let response = crate::consumer::handle_batch(app, event, deadline).await;
         let failed: Vec<String> = response
@@ -63,7 +70,6 @@ impl EventSourceMapping {
             .map(|f| f.item_identifier)
             .collect();
 
-        // Lambda treats an unknown or empty identifier as a failure of the whole batch.
         let ids: HashSet<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
         let whole_batch_failed = failed.iter().any(|id| !ids.contains(id.as_str()));
         let failed_ids: HashSet<&str> = failed.iter().map(String::as_str).collect();
@@ -75,22 +81,24 @@ impl EventSourceMapping {
             {
                 match self.queue.delete(&message.receipt_handle).await {
                     Ok(()) => deleted += 1,
-                    Err(error) => {
-                        warn!(message_id = %message.message_id, error = %error, "delete failed; the message will be delivered again")
-                    }
+                    Err(error) => warn!(
+                        message_id = %message.message_id,
+                        error = %error,
+                        "delete failed; the message will be delivered again"
+                    ),
                 }
             }
         }
-        Ok(Some(BatchReport {
+        BatchReport {
             received: messages.len(),
             failed,
             deleted,
-        }))
+        }
     }
 
     /// Receives up to `batch_size` messages: the first receive long-polls for `wait`, later ones
     /// gather more until the batching window closes.
-    async fn gather(&self, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+    pub async fn receive_batch(&self, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
         let batch_size = self.batch_size.max(1) as usize;
         let mut messages = self.queue.receive(self.batch_size.min(10), wait).await?;
         if messages.is_empty() {

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod esm;
 pub mod lambda;
 pub mod processor;
+pub mod provision;
 pub mod queue;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

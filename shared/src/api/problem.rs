@@ -22,10 +22,8 @@ pub enum ApiError {
     #[error("send the body as application/json (Content-Type was {0})")]
     UnsupportedMediaType(String),
     /// The body is over the configured limit.
-    #[error("the body is {size} bytes, over the limit of {limit}")]
+    #[error("the body is over the limit of {limit} bytes")]
     PayloadTooLarge {
-        /// Bytes received.
-        size: usize,
         /// The limit.
         limit: usize,
     },

@@ -57,7 +57,6 @@ async fn submit(
     check_content_type(headers)?;
     if body.len() > settings.max_payload_bytes {
         return Err(ApiError::PayloadTooLarge {
-            size: body.len(),
             limit: settings.max_payload_bytes,
         });
     }

@@ -206,6 +206,21 @@ impl JobQueue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::contract;
+
+    #[tokio::test]
+    async fn the_memory_queue_keeps_the_sqs_contract() {
+        let visibility = Duration::from_secs(1);
+        let dlq = Arc::new(MemoryQueue::new(visibility));
+        let queue = MemoryQueue::new(visibility).with_dead_letter_queue(dlq.clone(), 2);
+        let setup = contract::Setup {
+            queue: &queue,
+            dlq: dlq.as_ref(),
+            visibility,
+            max_receive_count: 2,
+        };
+        contract::run_all(&setup).await;
+    }
 
     const VISIBILITY: Duration = Duration::from_secs(30);
 

@@ -1,5 +1,7 @@
 //! The `JobQueue` port: the work queue (and, for tools, its dead-letter queue).
 
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
 mod memory;
 mod sqs;
 

@@ -1,0 +1,150 @@
+//! The SQS behaviour Spillway relies on, run against each `JobQueue`: the in-memory queue in unit
+//! tests and SQS (moto, or LocalStack) in the integration tests, so the two are shown to match.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use super::JobQueue;
+
+/// A work queue and its dead-letter queue, built by the caller with the given settings.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    /// The work queue: visibility timeout `visibility`, redrive to `dlq` after
+    /// `max_receive_count` receives.
+    pub queue: &'a dyn JobQueue,
+    /// Its dead-letter queue.
+    pub dlq: &'a dyn JobQueue,
+    /// The work queue's visibility timeout; whole seconds, as SQS counts them.
+    pub visibility: Duration,
+    /// The redrive policy's `maxReceiveCount`.
+    pub max_receive_count: u32,
+}
+
+/// Runs every check in turn; each starts and ends with empty queues.
+pub async fn run_all(setup: &Setup<'_>) {
+    a_received_message_stays_hidden_for_the_visibility_timeout(setup).await;
+    changing_the_visibility_reschedules_a_message(setup).await;
+    a_deleted_message_is_gone(setup).await;
+    a_message_moves_to_the_dlq_after_max_receive_count_receives(setup).await;
+}
+
+/// Waits past a visibility timeout.
+async fn outlast(timeout: Duration) {
+    tokio::time::sleep(timeout + Duration::from_millis(300)).await;
+}
+
+async fn receive_one(queue: &dyn JobQueue) -> super::ReceivedMessage {
+    let mut received = queue.receive(1, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(received.len(), 1, "expected a message");
+    received.remove(0)
+}
+
+async fn a_received_message_stays_hidden_for_the_visibility_timeout(setup: &Setup<'_>) {
+    let id = setup.queue.send("hidden").await.unwrap();
+    let first = receive_one(setup.queue).await;
+    assert_eq!(
+        (first.message_id.as_str(), first.receive_count),
+        (id.as_str(), 1)
+    );
+    assert!(
+        setup
+            .queue
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "visible while in flight"
+    );
+    let depth = setup.queue.depth().await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight), (0, 1));
+
+    outlast(setup.visibility).await;
+    let second = receive_one(setup.queue).await;
+    assert_eq!(second.message_id, id);
+    assert_eq!(second.receive_count, 2, "every receive counts");
+    assert_ne!(
+        second.receipt_handle, first.receipt_handle,
+        "every receive has its own handle"
+    );
+    assert_eq!(second.body, "hidden");
+    setup.queue.delete(&second.receipt_handle).await.unwrap();
+}
+
+async fn changing_the_visibility_reschedules_a_message(setup: &Setup<'_>) {
+    setup.queue.send("rescheduled").await.unwrap();
+    let message = receive_one(setup.queue).await;
+    setup
+        .queue
+        .change_visibility(&message.receipt_handle, Duration::ZERO)
+        .await
+        .unwrap();
+    let again = receive_one(setup.queue).await;
+    assert_eq!(
+        again.message_id, message.message_id,
+        "visibility 0 returns it at once"
+    );
+
+    let longer = setup.visibility + Duration::from_secs(2);
+    setup
+        .queue
+        .change_visibility(&again.receipt_handle, longer)
+        .await
+        .unwrap();
+    outlast(setup.visibility).await;
+    assert!(
+        setup
+            .queue
+            .receive(1, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the longer timeout holds"
+    );
+    assert_eq!(setup.queue.depth().await.unwrap().in_flight, 1);
+    setup.queue.delete(&again.receipt_handle).await.unwrap();
+}
+
+async fn a_deleted_message_is_gone(setup: &Setup<'_>) {
+    setup.queue.send("deleted").await.unwrap();
+    let message = receive_one(setup.queue).await;
+    setup.queue.delete(&message.receipt_handle).await.unwrap();
+    outlast(setup.visibility).await;
+    assert!(
+        setup
+            .queue
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
+}
+
+async fn a_message_moves_to_the_dlq_after_max_receive_count_receives(setup: &Setup<'_>) {
+    let id = setup.queue.send("poison").await.unwrap();
+    for count in 1..=setup.max_receive_count {
+        let message = receive_one(setup.queue).await;
+        assert_eq!(message.receive_count, count);
+        setup
+            .queue
+            .change_visibility(&message.receipt_handle, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    // The receive after the last allowed one moves the message instead of returning it.
+    assert!(
+        setup
+            .queue
+            .receive(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dead = receive_one(setup.dlq).await;
+    assert_eq!(
+        (dead.message_id.as_str(), dead.body.as_str()),
+        (id.as_str(), "poison")
+    );
+    setup.dlq.delete(&dead.receipt_handle).await.unwrap();
+    assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
+}
