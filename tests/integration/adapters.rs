@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use spillway_core::queue::contract as queue_contract;
 use spillway_core::store::{DynamoStore, contract};
 use spillway_tests::Stack;
 
@@ -10,5 +11,20 @@ async fn the_dynamodb_store_keeps_the_store_contract() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let store = DynamoStore::new(stack.dynamodb.clone(), &stack.table);
     contract::run_all(&store).await;
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn the_sqs_queue_keeps_the_queue_contract_the_memory_queue_is_held_to() {
+    let visibility = Duration::from_secs(1);
+    let stack = Stack::create(2, visibility).await;
+    let (queue, dlq) = (stack.queue(), stack.dlq());
+    let setup = queue_contract::Setup {
+        queue: queue.as_ref(),
+        dlq: dlq.as_ref(),
+        visibility,
+        max_receive_count: 2,
+    };
+    queue_contract::run_all(&setup).await;
     stack.delete().await;
 }

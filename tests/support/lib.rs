@@ -6,15 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
-};
-use aws_sdk_sqs::types::QueueAttributeName;
 use spillway_core::App;
 use spillway_core::config::{Config, Resources, Settings};
 use spillway_core::esm::EventSourceMapping;
 use spillway_core::processor::Processors;
+use spillway_core::provision::{self, Queues};
 use spillway_core::queue::{JobQueue, SqsQueue};
 
 pub mod openapi;
@@ -71,68 +67,16 @@ impl Stack {
         let suffix = uuid::Uuid::now_v7().simple().to_string();
         let name = format!("spillway-test-{}", &suffix[suffix.len() - 12..]);
 
-        dynamodb
-            .create_table()
-            .table_name(&name)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
+        provision::ensure_table(&dynamodb, &name)
             .await
             .expect("create the table");
-        dynamodb
-            .update_time_to_live()
-            .table_name(&name)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .enabled(true)
-                    .attribute_name("expires_at")
-                    .build()
-                    .unwrap(),
-            )
-            .send()
+        let Queues {
+            queue_url,
+            queue_arn,
+            dlq_url,
+        } = provision::ensure_queues(&sqs, &name, max_receive_count, visibility_timeout)
             .await
-            .expect("enable TTL");
-
-        let dlq_url = sqs
-            .create_queue()
-            .queue_name(format!("{name}-dlq"))
-            .send()
-            .await
-            .expect("create the DLQ")
-            .queue_url
-            .unwrap();
-        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let redrive = serde_json::json!({
-            "deadLetterTargetArn": dlq_arn,
-            "maxReceiveCount": max_receive_count.to_string(),
-        });
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(&name)
-            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-            .attributes(
-                QueueAttributeName::VisibilityTimeout,
-                visibility_timeout.as_secs().to_string(),
-            )
-            .send()
-            .await
-            .expect("create the work queue")
-            .queue_url
-            .unwrap();
-        let queue_arn = queue_arn(&sqs, &queue_url).await;
+            .expect("create the queues");
         Self {
             sdk,
             dynamodb,
@@ -232,17 +176,4 @@ impl Stack {
             .await
             .unwrap();
     }
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("read the queue's ARN")
-        .attributes
-        .unwrap()
-        .remove(&QueueAttributeName::QueueArn)
-        .unwrap()
 }

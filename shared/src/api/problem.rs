@@ -38,6 +38,16 @@ pub enum ApiError {
     /// The path does not hold a job id.
     #[error(transparent)]
     InvalidJobId(#[from] InvalidJobId),
+    /// No route serves this method and path.
+    #[error(
+        "no route for {method} {path}; the API serves POST /jobs, GET /jobs/{{id}} and DELETE /jobs/{{id}}"
+    )]
+    NoRoute {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
     /// No such job for this caller.
     #[error("no job {0}")]
     NotFound(JobId),
@@ -88,7 +98,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownKind { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BacklogFull { .. } | Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -106,7 +116,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnknownKind { .. } => "unknown-kind",
             Self::InvalidJobId(_) => "invalid-job-id",
-            Self::NotFound(_) => "not-found",
+            Self::NotFound(_) | Self::NoRoute { .. } => "not-found",
             Self::Conflict { .. } => "conflict",
             Self::BacklogFull { .. } => "backlog-full",
             Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "unavailable",
@@ -123,6 +133,7 @@ impl ApiError {
             Self::UnknownKind { .. } => "Unknown job kind",
             Self::InvalidJobId(_) => "Invalid job id",
             Self::NotFound(_) => "Job not found",
+            Self::NoRoute { .. } => "Not found",
             Self::Conflict { .. } => "Job cannot be changed",
             Self::BacklogFull { .. } => "Backlog full",
             Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "Service unavailable",

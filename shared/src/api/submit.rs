@@ -121,7 +121,7 @@ async fn submit(
     // If this fails the job stays `pending` with its deadline; it can never run twice, and
     // reading it after the deadline shows it `expired`.
     let message_id = app.queue.send(&message.encode()).await?;
-    info!(kind = %job.kind, message_id, deadline = %deadline, "accepted");
+    info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
 
     let location = status_path(&job);
     let mut response = json_response(

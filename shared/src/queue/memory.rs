@@ -95,6 +95,11 @@ impl MemoryQueue {
                 && state.messages[index].receive_count >= redrive.max_receive_count
             {
                 if let Some(message) = state.messages.remove(index) {
+                    tracing::info!(
+                        message_id = %message.id,
+                        receive_count = message.receive_count,
+                        "moved to the dead-letter queue"
+                    );
                     redrive.dead_letter_queue.push(message);
                 }
                 continue;

@@ -1,0 +1,59 @@
+//! Reaching DynamoDB and SQS from the command line: an endpoint, a region, and the deployment's
+//! table and queues.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Where the AWS APIs are, and which table and queues to use.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsArgs {
+    /// Use the DynamoDB and SQS APIs at this endpoint (LocalStack, moto, or an AWS endpoint)
+    /// instead of the in-memory store and queue.
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region of the table and queues.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// DynamoDB table. With --create-resources it also names the queues: TABLE-jobs and
+    /// TABLE-jobs-dlq.
+    #[arg(long, env = "SPILLWAY_TABLE", default_value = "spillway-dev")]
+    pub table: String,
+
+    /// Work queue URL; found (or, with --create-resources, created) from the table's name when
+    /// not given.
+    #[arg(long, env = "SPILLWAY_QUEUE_URL", value_name = "URL")]
+    pub queue_url: Option<String>,
+}
+
+impl AwsArgs {
+    /// SDK configuration for the endpoint. An emulator needs no real credentials: when none are
+    /// configured in the environment, throwaway ones are used.
+    pub async fn sdk_config(&self, endpoint_url: &str) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(endpoint_url);
+        let has_credentials = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+        if !has_credentials {
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "spillway-dev",
+                "spillway-dev",
+                None,
+                None,
+                "spillway-dev",
+            ));
+        }
+        loader.load().await
+    }
+
+    /// The work queue's name when the table names the resources.
+    pub fn queue_name(&self) -> String {
+        format!("{}-jobs", self.table)
+    }
+}

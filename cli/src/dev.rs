@@ -1,0 +1,412 @@
+//! `spillway dev`: the HTTP API, the queue and the consumer in one process, calling the very same
+//! handlers the Lambdas call.
+
+use std::error::Error;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use spillway_core::api::{self, ApiError, ApiResponse};
+use spillway_core::config::{Config, Resources, Settings};
+use spillway_core::domain::Owner;
+use spillway_core::esm::EventSourceMapping;
+use spillway_core::queue::{JobQueue, MemoryQueue, SqsQueue};
+use spillway_core::store::MemoryStore;
+use spillway_core::{App, provision};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::aws::AwsArgs;
+
+/// Flags of `spillway dev`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The SPILLWAY_* variables the Lambdas read (see the README) are read here \
+too; flags win over them. RUST_LOG filters the log (default: info)."
+)]
+pub struct DevArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+
+    /// Port to listen on; 0 picks a free one (the address is logged).
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+
+    #[command(flatten)]
+    aws: AwsArgs,
+
+    /// Create the table and queues at --endpoint-url when they are missing.
+    #[arg(long, requires = "endpoint_url")]
+    create_resources: bool,
+
+    /// Attempts before a job is dead-lettered; the queue's maxReceiveCount [default: 3, or
+    /// SPILLWAY_MAX_ATTEMPTS].
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u32>,
+
+    /// First retry delay, in seconds [default: 1, or SPILLWAY_BACKOFF_BASE_SECONDS].
+    #[arg(long, value_name = "SECONDS")]
+    backoff_base_seconds: Option<u64>,
+
+    /// Longest retry delay, in seconds [default: 4, or SPILLWAY_BACKOFF_MAX_SECONDS].
+    #[arg(long, value_name = "SECONDS")]
+    backoff_max_seconds: Option<u64>,
+
+    /// Most messages handed to one consumer invocation.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch_size: u32,
+
+    /// How long to gather a batch before invoking the consumer with fewer than --batch-size, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    batching_window_ms: u64,
+
+    /// How long a received message stays hidden, in seconds (the in-memory queue's; an SQS queue
+    /// keeps its own, unless --create-resources sets it).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    visibility_timeout: u64,
+
+    /// How long one consumer invocation may run, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    function_timeout: u64,
+
+    /// Consumer invocations running at once (the event source mapping's concurrency).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+
+    /// Log format: readable text, or JSON lines as the Lambdas write them.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Readable lines for a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs until SIGINT or SIGTERM, then stops accepting, lets in-flight batches finish (or their
+/// messages return to the queue) and returns.
+pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
+    init_logging(args.log_format);
+    let settings = settings(&args)?;
+    let (app, esm, backend) = match &args.aws.endpoint_url {
+        None => embedded(&args, settings),
+        Some(url) => on_endpoint(&args, url, settings).await?,
+    };
+
+    let listener = tokio::net::TcpListener::bind((args.host, args.port))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let address = listener.local_addr()?;
+    info!(
+        address = %format!("http://{address}"),
+        backend = %backend,
+        max_attempts = app.settings.max_attempts,
+        "spillway dev listening"
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let pollers: Vec<_> = (0..args.concurrency)
+        .map(|_| tokio::spawn(poll(esm.clone(), app.clone(), stopped.clone())))
+        .collect();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("stopping: no new requests or batches; letting in-flight work finish");
+        let _ = stop.send(true);
+    });
+
+    let mut until_stopped = stopped.clone();
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move {
+            let _ = until_stopped.wait_for(|stop| *stop).await;
+        })
+        .await?;
+    let grace = Duration::from_secs(args.function_timeout);
+    for poller in pollers {
+        if tokio::time::timeout(grace, poller).await.is_err() {
+            warn!("a batch outlived the function timeout; its messages return to the queue");
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// The Lambdas' settings with dev-friendly defaults (a failing job is dead-lettered in seconds),
+/// then the `SPILLWAY_*` variables, then the flags.
+fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
+    let dev_defaults = Settings {
+        max_attempts: 3,
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(4),
+        ..Settings::default()
+    };
+    let mut settings = dev_defaults.with_lookup(|name| std::env::var(name).ok())?;
+    if let Some(attempts) = args.max_attempts {
+        settings.max_attempts = attempts.max(1);
+    }
+    if let Some(seconds) = args.backoff_base_seconds {
+        settings.backoff_base = Duration::from_secs(seconds);
+    }
+    if let Some(seconds) = args.backoff_max_seconds {
+        settings.backoff_max = Duration::from_secs(seconds);
+        if args.backoff_base_seconds.is_none() {
+            settings.backoff_base = settings.backoff_base.min(settings.backoff_max);
+        }
+    }
+    if settings.backoff_base > settings.backoff_max {
+        return Err("--backoff-base-seconds is longer than --backoff-max-seconds".into());
+    }
+    Ok(settings)
+}
+
+fn mapping(args: &DevArgs, queue: Arc<dyn JobQueue>, queue_arn: String) -> EventSourceMapping {
+    EventSourceMapping {
+        queue,
+        queue_arn,
+        region: args.aws.region.clone(),
+        batch_size: args.batch_size,
+        batching_window: Duration::from_millis(args.batching_window_ms),
+        function_timeout: Duration::from_secs(args.function_timeout),
+    }
+}
+
+/// Everything in memory: nothing to install, nothing kept after exit.
+fn embedded(args: &DevArgs, settings: Settings) -> (App, EventSourceMapping, String) {
+    let visibility = Duration::from_secs(args.visibility_timeout);
+    let dlq = Arc::new(MemoryQueue::new(visibility));
+    let queue: Arc<dyn JobQueue> =
+        Arc::new(MemoryQueue::new(visibility).with_dead_letter_queue(dlq, settings.max_attempts));
+    let queue_arn = format!(
+        "arn:aws:sqs:{}:000000000000:{}",
+        args.aws.region,
+        args.aws.queue_name()
+    );
+    let esm = mapping(args, queue.clone(), queue_arn);
+    let app = App::new(Arc::new(MemoryStore::new()), queue, settings);
+    (app, esm, "in-memory".to_owned())
+}
+
+/// DynamoDB and SQS at an endpoint, created first with --create-resources.
+async fn on_endpoint(
+    args: &DevArgs,
+    endpoint_url: &str,
+    mut settings: Settings,
+) -> Result<(App, EventSourceMapping, String), Box<dyn Error>> {
+    let sdk = args.aws.sdk_config(endpoint_url).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let table = &args.aws.table;
+    let unreachable = |what: String| {
+        move |e: Box<dyn Error + Send + Sync>| format!("{what} at {endpoint_url}: {e}")
+    };
+
+    let queue_url = if args.create_resources {
+        provision::ensure_table(&dynamodb, table)
+            .await
+            .map_err(unreachable(format!("creating table {table}")))?;
+        let visibility = Duration::from_secs(args.visibility_timeout);
+        let name = args.aws.queue_name();
+        let queues = provision::ensure_queues(&sqs, &name, settings.max_attempts, visibility)
+            .await
+            .map_err(unreachable(format!("creating queue {name}")))?;
+        args.aws.queue_url.clone().unwrap_or(queues.queue_url)
+    } else {
+        dynamodb
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "table {table} at {endpoint_url}: {e} (pass --create-resources to create it)"
+                )
+            })?;
+        match &args.aws.queue_url {
+            Some(url) => url.clone(),
+            None => {
+                let name = args.aws.queue_name();
+                sqs.get_queue_url()
+                    .queue_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| format!("queue {name} at {endpoint_url}: {e} (pass --queue-url, or --create-resources)"))?
+                    .queue_url
+                    .ok_or_else(|| format!("queue {name} at {endpoint_url} has no URL"))?
+            }
+        }
+    };
+    let queue_arn = provision::queue_arn(&sqs, &queue_url)
+        .await
+        .map_err(unreachable(format!("queue {queue_url}")))?;
+    if let Some(count) = provision::max_receive_count(&sqs, &queue_url)
+        .await
+        .map_err(unreachable(format!("queue {queue_url}")))?
+        && count != settings.max_attempts
+    {
+        warn!(
+            max_receive_count = count,
+            "using the queue's maxReceiveCount as the attempt limit"
+        );
+        settings.max_attempts = count;
+    }
+
+    let config = Config {
+        resources: Resources {
+            table: table.clone(),
+            queue_url: queue_url.clone(),
+            dlq_url: None,
+        },
+        settings,
+    };
+    let app = App::on_aws(&sdk, &config);
+    let esm = mapping(args, Arc::new(SqsQueue::new(sqs, &queue_url)), queue_arn);
+    Ok((
+        app,
+        esm,
+        format!("{endpoint_url} (table {table}, queue {queue_url})"),
+    ))
+}
+
+/// One poller of the event source mapping: receive, invoke, delete, until told to stop. A stop
+/// interrupts only the wait for messages, never a batch being handled.
+async fn poll(esm: EventSourceMapping, app: App, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let received = tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            received = esm.receive_batch(Duration::from_secs(20)) => received,
+        };
+        match received {
+            Ok(messages) if messages.is_empty() => {}
+            Ok(messages) => {
+                let report = esm.invoke(&app, &messages).await;
+                tracing::debug!(
+                    received = report.received,
+                    failed = report.failed.len(),
+                    deleted = report.deleted,
+                    "batch handled"
+                );
+            }
+            Err(error) => {
+                warn!(error = %error, "receiving from the queue failed; retrying in a second");
+                tokio::select! {
+                    _ = stopped.wait_for(|stop| *stop) => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn router(app: App) -> Router {
+    // One byte over the limit reaches the handler, which answers 413 as problem+json; larger
+    // bodies are cut off by the layer and answered the same way below.
+    let limit = app.settings.max_payload_bytes + 1;
+    Router::new()
+        .route("/jobs", post(submit))
+        .route("/jobs/{id}", get(status).delete(cancel))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+fn into_axum(response: ApiResponse) -> Response {
+    response.map(Body::from)
+}
+
+async fn submit(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => into_axum(api::submit_job(&app, Owner::anonymous(), &headers, &body).await),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => into_axum(
+            ApiError::PayloadTooLarge {
+                limit: app.settings.max_payload_bytes,
+            }
+            .into_response(),
+        ),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn status(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let wait = query.as_deref().and_then(|q| query_value(q, "wait"));
+    into_axum(api::get_job(&app, &Owner::anonymous(), &id, wait).await)
+}
+
+async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Response {
+    into_axum(api::cancel_job(&app, &Owner::anonymous(), &id).await)
+}
+
+async fn no_route(method: Method, uri: Uri) -> Response {
+    into_axum(
+        ApiError::NoRoute {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+        }
+        .into_response(),
+    )
+}
+
+/// The value of `key` in a query string; values here are plain numbers, so no percent-decoding.
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}

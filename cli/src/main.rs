@@ -1,0 +1,51 @@
+//! `spillway`: Spillway's command-line tool.
+
+mod aws;
+mod dev;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Spillway: asynchronous request-reply for AWS. Accept work in milliseconds, run it from a queue
+/// with retries, backoff and a dead-letter queue, and poll for the result.
+#[derive(Debug, Parser)]
+#[command(name = "spillway", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole pipeline on this machine: the HTTP API on 127.0.0.1:3000, the queue, and the
+    /// consumer behind an emulation of Lambda's SQS event source mapping. In memory by default;
+    /// against DynamoDB and SQS at an endpoint (LocalStack, moto, AWS) with --endpoint-url.
+    Dev(dev::DevArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("spillway: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("spillway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

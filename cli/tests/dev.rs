@@ -1,0 +1,344 @@
+//! `spillway dev` over real HTTP: the binary is started on a free port, driven with an HTTP
+//! client, and stopped with a signal.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `spillway dev`, killed when dropped.
+struct DevServer {
+    child: Child,
+    base_url: String,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl DevServer {
+    /// Starts `spillway dev --port 0 --log-format json` with `args`, and waits until it listens.
+    async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
+            .args(["dev", "--port", "0", "--log-format", "json"])
+            .args(args)
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start spillway dev");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = tokio::sync::oneshot::channel();
+        let collected = logs.clone();
+        tokio::spawn(async move {
+            let mut address_tx = Some(address_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if let Some(address) = entry["fields"]["address"].as_str()
+                    && let Some(tx) = address_tx.take()
+                {
+                    let _ = tx.send(address.to_owned());
+                }
+                collected.lock().unwrap().push(entry);
+            }
+        });
+        let base_url = tokio::time::timeout(Duration::from_secs(60), address_rx)
+            .await
+            .expect("spillway dev did not start listening within a minute")
+            .expect("spillway dev exited before listening");
+        Self {
+            child,
+            base_url,
+            logs,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    async fn submit(&self, body: Value) -> String {
+        let response = reqwest::Client::new()
+            .post(self.url("/jobs"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let accepted: Value = response.json().await.unwrap();
+        assert_eq!(
+            location,
+            format!("/jobs/{}", accepted["id"].as_str().unwrap())
+        );
+        accepted["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait_for(&self, id: &str, seconds: u64) -> Value {
+        let url = self.url(&format!("/jobs/{id}?wait={seconds}"));
+        let response = reqwest::get(url).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Log lines whose message is `message`.
+    fn logged(&self, message: &str) -> Vec<Value> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .filter(|e| e["fields"]["message"] == message)
+            .cloned()
+            .collect()
+    }
+
+    /// Sends `signal` and returns the exit code.
+    async fn stop_with(mut self, signal: &str) -> Option<i32> {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        status
+            .expect("spillway dev did not stop within 30 s")
+            .unwrap()
+            .code()
+    }
+}
+
+#[tokio::test]
+async fn an_echo_job_goes_from_post_to_succeeded_over_http() {
+    let dev = DevServer::start(&[]).await;
+    let id = dev
+        .submit(json!({"kind": "echo", "payload": {"hello": "world"}}))
+        .await;
+    let job = dev.wait_for(&id, 10).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["result"], json!({"hello": "world"}));
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+#[tokio::test]
+async fn a_failing_job_is_retried_into_dead_lettered_and_its_message_moved_to_the_dlq() {
+    let dev = DevServer::start(&["--max-attempts", "3", "--backoff-max-seconds", "1"]).await;
+    let id = dev
+        .submit(json!({"kind": "sleep", "payload": {"ms": 10, "fail": "retryable"}}))
+        .await;
+    let job = dev.wait_for(&id, 15).await;
+    assert_eq!(job["status"], "dead_lettered");
+    assert_eq!(job["attempts"], 3);
+
+    let scheduled = dev.logged("retry scheduled");
+    let retries: Vec<_> = scheduled
+        .iter()
+        .filter(|e| e["span"]["job_id"] == id.as_str())
+        .collect();
+    assert_eq!(retries.len(), 2, "two retries before the last attempt");
+    for retry in retries {
+        assert!(
+            retry["fields"]["delay_seconds"].as_u64().unwrap() <= 1,
+            "backoff capped at 1 s"
+        );
+    }
+    let dead = dev.logged("recorded");
+    let message_id = dead
+        .iter()
+        .find(|e| e["span"]["job_id"] == id.as_str() && e["fields"]["status"] == "dead_lettered")
+        .map(|e| e["span"]["message_id"].clone())
+        .expect("a dead_lettered transition logged");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moved = dev.logged("moved to the dead-letter queue");
+    assert!(
+        moved
+            .iter()
+            .any(|e| e["fields"]["message_id"] == message_id),
+        "{moved:?}"
+    );
+    assert_eq!(dev.stop_with("-INT").await, Some(0));
+}
+
+#[tokio::test]
+async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
+    let dev = DevServer::start(&[]).await;
+    let id = dev
+        .submit(json!({"kind": "sleep", "payload": {"ms": 1500}}))
+        .await;
+    // Wait until the consumer holds the job, then interrupt.
+    for _ in 0..50 {
+        if dev
+            .logged("claimed")
+            .iter()
+            .any(|e| e["span"]["job_id"] == id.as_str())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = dev.logs.clone();
+    assert_eq!(dev.stop_with("-INT").await, Some(0));
+    let logs = logs.lock().unwrap();
+    let finished = logs.iter().any(|e| {
+        e["span"]["job_id"] == id.as_str()
+            && e["fields"]["message"] == "recorded"
+            && e["fields"]["status"] == "succeeded"
+    });
+    assert!(finished, "the in-flight job was not allowed to finish");
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_documents_over_http() {
+    let dev = DevServer::start(&[]).await;
+    let client = reqwest::Client::new();
+    let huge = json!({"kind": "echo", "payload": "x".repeat(300_000)}).to_string();
+    let cases = [
+        (
+            client
+                .post(dev.url("/jobs"))
+                .body(r#"{"kind":"echo","payload":1}"#),
+            415,
+        ),
+        (
+            client
+                .post(dev.url("/jobs"))
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+        ),
+        (
+            client
+                .post(dev.url("/jobs"))
+                .header("content-type", "application/json")
+                .body(huge),
+            413,
+        ),
+        (client.get(dev.url("/jobs/not-an-id")), 400),
+        (
+            client.get(dev.url("/jobs/01a20000-0000-7000-8000-000000000000")),
+            404,
+        ),
+        (client.get(dev.url("/nowhere")), 404),
+    ];
+    for (request, expected) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], expected);
+    }
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+#[tokio::test]
+async fn the_pipeline_runs_on_dynamodb_and_sqs_with_endpoint_url() {
+    let endpoint = spillway_tests::endpoint();
+    let suffix = uuid_suffix();
+    let table = format!("spillway-dev-{suffix}");
+    let dev = DevServer::start(&[
+        "--endpoint-url",
+        &endpoint,
+        "--create-resources",
+        "--table",
+        &table,
+        "--max-attempts",
+        "2",
+        "--backoff-max-seconds",
+        "0",
+    ])
+    .await;
+    let ok = dev
+        .submit(json!({"kind": "echo", "payload": [1, 2, 3]}))
+        .await;
+    let failing = dev
+        .submit(json!({"kind": "sleep", "payload": {"ms": 0, "fail": "retryable"}}))
+        .await;
+    assert_eq!(dev.wait_for(&ok, 15).await["result"], json!([1, 2, 3]));
+    assert_eq!(dev.wait_for(&failing, 15).await["status"], "dead_lettered");
+
+    let sdk = spillway_tests::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq_url = sqs
+        .get_queue_url()
+        .queue_name(format!("{table}-jobs-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..10 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&dlq_url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        dead.extend(received.messages.unwrap_or_default());
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), 1, "the failing job's message is in the DLQ");
+    assert!(dead[0].body().unwrap().contains(&failing));
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+fn uuid_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}", nanos % 0xffff_ffff_ffff)
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let marker = readme
+        .find("<!-- walkthrough:")
+        .expect("the README marks its walkthrough");
+    let block = &readme[marker..];
+    let start = block.find("```sh\n").unwrap() + "```sh\n".len();
+    let end = start + block[start..].find("```").unwrap();
+    let dev = DevServer::start(&[]).await;
+    let script =
+        block[start..end].replace("localhost:3000", dev.base_url.trim_start_matches("http://"));
+
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the walkthrough failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The commands' outputs, in the order the README shows them.
+    let mut rest = stdout.as_ref();
+    for expected in [
+        r#""status":"pending""#,
+        r#""status":"succeeded""#,
+        r#""result":{"hello":"world"}"#,
+        r#""status":"dead_lettered""#,
+        r#""attempts":3"#,
+        "urn:spillway:problem:invalid-request",
+    ] {
+        let at = rest
+            .find(expected)
+            .unwrap_or_else(|| panic!("{expected} missing from: {stdout}"));
+        rest = &rest[at + expected.len()..];
+    }
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
