@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use spillway_core::api::{self, ApiResponse};
-use spillway_core::domain::{Change, Job, JobId, Owner};
+use spillway_core::domain::{Change, IdempotencyRecord, Job, JobId, Owner};
 use spillway_core::processor::Processors;
 use spillway_core::store::{ApplyError, JobStore, StoreError};
 use spillway_core::{App, Settings};
@@ -44,7 +44,7 @@ struct CorruptStore;
 
 #[async_trait]
 impl JobStore for CorruptStore {
-    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+    async fn create(&self, job: &Job, _: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
         Err(StoreError::Corrupt {
             id: job.id.to_string(),
             reason: "injected".to_owned(),
@@ -199,6 +199,21 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         "delete",
         &api::cancel_job(&tableless, &owner, &id).await,
     );
+
+    // POST /jobs with an Idempotency-Key: a replay, and a reuse with another body.
+    let mut keyed = json_headers();
+    keyed.insert("idempotency-key", HeaderValue::from_static("openapi-check"));
+    spec.check(
+        JOBS,
+        "post",
+        &post(&app, &keyed, r#"{"kind": "echo", "payload": "k"}"#).await,
+    );
+    let replayed = post(&app, &keyed, r#"{"kind": "echo", "payload": "k"}"#).await;
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    spec.check(JOBS, "post", &replayed);
+    let reused = post(&app, &keyed, r#"{"kind": "echo", "payload": "other"}"#).await;
+    assert_eq!(reused.status(), 422);
+    spec.check(JOBS, "post", &reused);
 
     assert!(
         spec.unseen().is_empty(),

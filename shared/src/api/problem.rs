@@ -35,6 +35,16 @@ pub enum ApiError {
         /// The kinds there are.
         known: String,
     },
+    /// The Idempotency-Key was first used for a different request (or its job is gone).
+    #[error("{}", if *.job_gone {
+        "this Idempotency-Key's job is no longer kept; use a new key"
+    } else {
+        "this Idempotency-Key was used for a different request; use a new key"
+    })]
+    KeyReused {
+        /// Whether the key's job has expired from the table.
+        job_gone: bool,
+    },
     /// The path does not hold a job id.
     #[error(transparent)]
     InvalidJobId(#[from] InvalidJobId),
@@ -97,7 +107,7 @@ impl ApiError {
             }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownKind { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownKind { .. } | Self::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BacklogFull { .. } | Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => {
@@ -115,6 +125,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnknownKind { .. } => "unknown-kind",
+            Self::KeyReused { .. } => "idempotency-key-reused",
             Self::InvalidJobId(_) => "invalid-job-id",
             Self::NotFound(_) | Self::NoRoute { .. } => "not-found",
             Self::Conflict { .. } => "conflict",
@@ -131,6 +142,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnknownKind { .. } => "Unknown job kind",
+            Self::KeyReused { .. } => "Idempotency key reused",
             Self::InvalidJobId(_) => "Invalid job id",
             Self::NotFound(_) => "Job not found",
             Self::NoRoute { .. } => "Not found",

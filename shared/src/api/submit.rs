@@ -7,7 +7,11 @@ use tracing::{info, instrument, warn};
 
 use super::{ApiError, ApiResponse, JSON, POLL_AFTER_SECONDS, json_response, status_path};
 use crate::app::App;
-use crate::domain::{Job, JobId, JobMessage, Kind, NewJob, Owner, PayloadDigest, Timestamp, Ttl};
+use crate::domain::{
+    IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind, NewJob, Owner,
+    PayloadDigest, Timestamp, Ttl,
+};
+use crate::store::StoreError;
 
 /// The body of `POST /jobs`.
 #[derive(Debug, Deserialize)]
@@ -55,6 +59,11 @@ async fn submit(
 ) -> Result<ApiResponse, ApiError> {
     let settings = &app.settings;
     check_content_type(headers)?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     if body.len() > settings.max_payload_bytes {
         return Err(ApiError::PayloadTooLarge {
             limit: settings.max_payload_bytes,
@@ -101,7 +110,7 @@ async fn submit(
     let deadline = now.saturating_add(ttl);
     let job = Job::pending(NewJob {
         id: JobId::generate(),
-        kind: kind.clone(),
+        kind,
         owner,
         created_at: now,
         deadline,
@@ -109,36 +118,88 @@ async fn submit(
         // A job whose message never arrives is forgotten once it could no longer run anyway.
         expires_at: deadline.saturating_add(settings.retention),
     });
+    let idempotency = key.map(|key| IdempotencyRecord {
+        owner: job.owner.clone(),
+        key,
+        fingerprint: IdempotencyRecord::fingerprint(body),
+        job_id: job.id,
+        expires_at: job.expires_at,
+    });
+    match app.store.create(&job, idempotency.as_ref()).await {
+        Ok(()) => {}
+        Err(StoreError::KeyTaken(first)) => {
+            let fingerprint = IdempotencyRecord::fingerprint(body);
+            return replay(app, &first, &job.owner, &fingerprint, request.payload).await;
+        }
+        Err(error) => return Err(error.into()),
+    }
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    app.store.create(&job).await?;
+    // If this fails the job stays `pending` with its deadline; it can never run twice, a retry
+    // with the same Idempotency-Key sends it again, and reading it after the deadline shows it
+    // `expired`.
+    let message_id = enqueue(app, &job, request.payload).await?;
+    info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
+    Ok(accepted(&job, false))
+}
 
+/// A request repeating an Idempotency-Key: the same request gets the first one's job (sent again
+/// while it is still pending, in case the first send was lost); a different request is refused.
+async fn replay(
+    app: &App,
+    first: &IdempotencyRecord,
+    owner: &Owner,
+    fingerprint: &str,
+    payload: &RawValue,
+) -> Result<ApiResponse, ApiError> {
+    tracing::Span::current().record("job_id", tracing::field::display(first.job_id));
+    if first.fingerprint != fingerprint || &first.owner != owner {
+        return Err(ApiError::KeyReused { job_gone: false });
+    }
+    let job = app
+        .store
+        .get(first.job_id)
+        .await?
+        .filter(|job| &job.owner == owner);
+    let job = job.ok_or(ApiError::KeyReused { job_gone: true })?;
+    if job.status == JobStatus::Pending {
+        let message_id = enqueue(app, &job, payload).await?;
+        info!(message_id = %message_id, "replayed; pending job enqueued again");
+    } else {
+        info!(status = %job.status, "replayed");
+    }
+    Ok(accepted(&job, true))
+}
+
+async fn enqueue(app: &App, job: &Job, payload: &RawValue) -> Result<String, ApiError> {
     let message = JobMessage {
         job_id: job.id,
-        kind,
-        payload: request.payload.to_owned(),
-        deadline,
+        kind: job.kind.clone(),
+        payload: payload.to_owned(),
+        deadline: job.deadline,
     };
-    // If this fails the job stays `pending` with its deadline; it can never run twice, and
-    // reading it after the deadline shows it `expired`.
-    let message_id = app.queue.send(&message.encode()).await?;
-    info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
+    Ok(app.queue.send(&message.encode()).await?)
+}
 
-    let location = status_path(&job);
-    let mut response = json_response(
-        StatusCode::ACCEPTED,
-        &Accepted {
-            id: job.id.to_string(),
-            status: "pending",
-            status_url: &location,
-            deadline,
-        },
-    );
+/// The `202`, also for a replay (marked `Idempotent-Replayed: true`), as the draft standard wants
+/// the first answer repeated.
+fn accepted(job: &Job, replayed: bool) -> ApiResponse {
+    let location = status_path(job);
+    let body = Accepted {
+        id: job.id.to_string(),
+        status: "pending",
+        status_url: &location,
+        deadline: job.deadline,
+    };
+    let mut response = json_response(StatusCode::ACCEPTED, &body);
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, value);
     }
     headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
-    Ok(response)
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// Accepts `application/json`, with or without parameters such as `charset=utf-8`.

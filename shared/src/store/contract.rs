@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
-    Change, Job, JobId, JobStatus, Kind, NewJob, Owner, PayloadDigest, Timestamp, Transition,
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, NewJob, Owner,
+    PayloadDigest, Timestamp, Transition,
 };
 
 const RETENTION: Duration = Duration::from_secs(600);
@@ -24,6 +25,8 @@ pub async fn run_all(store: &dyn JobStore) {
     a_retry_returns_the_job_to_pending_with_its_error(store).await;
     pending_jobs_expire_and_cancel(store).await;
     concurrent_claims_have_exactly_one_winner(store).await;
+    an_idempotency_key_is_written_with_its_job_or_not_at_all(store).await;
+    concurrent_creates_with_one_key_have_exactly_one_winner(store).await;
 }
 
 fn now() -> Timestamp {
@@ -38,9 +41,9 @@ fn change(transition: Transition, at: Timestamp) -> Change {
     }
 }
 
-async fn pending_job(store: &dyn JobStore) -> Job {
+fn new_job() -> Job {
     let created_at = now();
-    let job = Job::pending(NewJob {
+    Job::pending(NewJob {
         id: JobId::generate(),
         kind: Kind::parse("echo").unwrap(),
         owner: Owner::authenticated("arn:aws:iam::123456789012:user/contract"),
@@ -48,9 +51,23 @@ async fn pending_job(store: &dyn JobStore) -> Job {
         deadline: created_at.saturating_add(Duration::from_secs(300)),
         payload: PayloadDigest::of(r#"{"hello":"world"}"#),
         expires_at: created_at.saturating_add(Duration::from_secs(900)),
-    });
-    store.create(&job).await.unwrap();
+    })
+}
+
+async fn pending_job(store: &dyn JobStore) -> Job {
+    let job = new_job();
+    store.create(&job, None).await.unwrap();
     job
+}
+
+fn key_for(job: &Job, key: &str, fingerprint: &str) -> IdempotencyRecord {
+    IdempotencyRecord {
+        owner: job.owner.clone(),
+        key: IdempotencyKey::parse(key.as_bytes()).unwrap(),
+        fingerprint: fingerprint.to_owned(),
+        job_id: job.id,
+        expires_at: job.expires_at,
+    }
 }
 
 async fn claim(
@@ -89,7 +106,7 @@ async fn an_id_cannot_be_created_twice(store: &dyn JobStore) {
     let mut again = job.clone();
     again.kind = Kind::parse("sleep").unwrap();
     assert!(matches!(
-        store.create(&again).await,
+        store.create(&again, None).await,
         Err(StoreError::AlreadyExists)
     ));
     assert_eq!(
@@ -298,4 +315,72 @@ async fn concurrent_claims_have_exactly_one_winner(store: &dyn JobStore) {
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1, "{results:?}");
     assert_eq!(store.get(job.id).await.unwrap().unwrap().attempts, 1);
+}
+
+async fn an_idempotency_key_is_written_with_its_job_or_not_at_all(store: &dyn JobStore) {
+    let key = format!("contract-{}", JobId::generate());
+    let first = new_job();
+    let record = key_for(&first, &key, "body-1");
+    store.create(&first, Some(&record)).await.unwrap();
+
+    let second = new_job();
+    match store
+        .create(&second, Some(&key_for(&second, &key, "body-2")))
+        .await
+    {
+        Err(StoreError::KeyTaken(found)) => assert_eq!(*found, record),
+        other => panic!("expected the key's first use, got {other:?}"),
+    }
+    assert_eq!(
+        store.get(second.id).await.unwrap(),
+        None,
+        "the job of a refused key was written"
+    );
+
+    let mut elsewhere = new_job();
+    elsewhere.owner = Owner::authenticated("someone-else");
+    store
+        .create(&elsewhere, Some(&key_for(&elsewhere, &key, "body-1")))
+        .await
+        .unwrap();
+
+    let fresh_key = format!("contract-{}", JobId::generate());
+    let clash = key_for(&first, &fresh_key, "body-3");
+    assert!(matches!(
+        store.create(&first, Some(&clash)).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    let third = new_job();
+    store
+        .create(&third, Some(&key_for(&third, &fresh_key, "body-3")))
+        .await
+        .expect("a key refused along with its job was not kept");
+}
+
+async fn concurrent_creates_with_one_key_have_exactly_one_winner(store: &dyn JobStore) {
+    let key = format!("contract-{}", JobId::generate());
+    let jobs: Vec<Job> = (0..20).map(|_| new_job()).collect();
+    let records: Vec<_> = jobs
+        .iter()
+        .map(|job| key_for(job, &key, "same body"))
+        .collect();
+    let creates = jobs
+        .iter()
+        .zip(&records)
+        .map(|(job, record)| store.create(job, Some(record)));
+    let results = futures::future::join_all(creates).await;
+
+    let winners: Vec<usize> = (0..20).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = jobs[winners[0]].id;
+    for result in &results {
+        match result {
+            Ok(()) => {}
+            Err(StoreError::KeyTaken(first)) => assert_eq!(first.job_id, winner),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    for job in &jobs {
+        assert_eq!(store.get(job.id).await.unwrap().is_some(), job.id == winner);
+    }
 }

@@ -4,13 +4,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use tracing::instrument;
 
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
-    Change, Job, JobId, JobStatus, Kind, Owner, PayloadDigest, Timestamp, Transition,
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, Owner, PayloadDigest,
+    Timestamp, Transition,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -32,6 +36,152 @@ impl DynamoStore {
             table: table.into(),
         }
     }
+
+    async fn put_job(&self, job: &Job) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(job)))
+            .condition_expression(NEW_ITEM)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Err(StoreError::AlreadyExists)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Writes the job and its idempotency item in one transaction. When another transaction on
+    /// the same key is in flight, DynamoDB cancels this one with `TransactionConflict`: try again
+    /// briefly, after which the key's first use is settled and can be read.
+    async fn put_job_with_key(
+        &self,
+        job: &Job,
+        record: &IdempotencyRecord,
+    ) -> Result<(), StoreError> {
+        let put = |item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(NEW_ITEM)
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(unavailable)
+        };
+        let mut last_error = None;
+        for attempt in 0..6 {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(put(to_item(job))?)
+                .transact_items(put(key_item(record))?)
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            let reasons: Vec<String> = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|reason| reason.code().unwrap_or("None").to_owned())
+                    .collect(),
+                _ => return Err(unavailable(error)),
+            };
+            let failed = |index: usize| {
+                reasons
+                    .get(index)
+                    .is_some_and(|c| c == "ConditionalCheckFailed")
+            };
+            if failed(1) {
+                if let Some(first) = self.get_key(&record.owner, &record.key).await? {
+                    return Err(StoreError::KeyTaken(Box::new(first)));
+                }
+            } else if failed(0) {
+                return Err(StoreError::AlreadyExists);
+            } else if !reasons.iter().any(|c| c == "TransactionConflict") {
+                return Err(unavailable(error));
+            }
+            last_error = Some(error);
+            let pause = 10 + fastrand::u64(0..=20 << attempt);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        Err(last_error.map_or_else(
+            || StoreError::Unavailable("transaction conflict".into()),
+            unavailable,
+        ))
+    }
+
+    /// The first use of an idempotency key, read consistently.
+    async fn get_key(
+        &self,
+        owner: &Owner,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(owner, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item.as_ref().map(key_from_item).transpose()
+    }
+}
+
+/// The condition of every first write: the item must not exist yet.
+const NEW_ITEM: &str = "attribute_not_exists(pk)";
+
+fn key_pk(owner: &Owner, key: &IdempotencyKey) -> String {
+    format!("idem#{owner}#{key}")
+}
+
+fn key_item(record: &IdempotencyRecord) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(key_pk(&record.owner, &record.key))),
+        ("owner".to_owned(), s(record.owner.as_str())),
+        ("idempotency_key".to_owned(), s(record.key.as_str())),
+        ("fingerprint".to_owned(), s(&record.fingerprint)),
+        ("job_id".to_owned(), s(record.job_id.to_string())),
+        (
+            "expires_at".to_owned(),
+            n(record.expires_at.as_epoch_seconds_ceil()),
+        ),
+    ])
+}
+
+fn key_from_item(item: &Item) -> Result<IdempotencyRecord, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: "idempotency key".to_owned(),
+        reason,
+    };
+    let string = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value.as_str()),
+        _ => Err(corrupt(format!("`{name}` is missing or not a string"))),
+    };
+    let expires_at = match item.get("expires_at") {
+        Some(AttributeValue::N(value)) => value
+            .parse::<u64>()
+            .map_err(|_| corrupt("`expires_at` is not a number".into()))?,
+        _ => return Err(corrupt("`expires_at` is missing".into())),
+    };
+    Ok(IdempotencyRecord {
+        owner: Owner::from_stored(string("owner")?.to_owned()),
+        key: IdempotencyKey::parse(string("idempotency_key")?.as_bytes())
+            .map_err(|e| corrupt(e.to_string()))?,
+        fingerprint: string("fingerprint")?.to_owned(),
+        job_id: JobId::parse(string("job_id")?).map_err(|e| corrupt(e.to_string()))?,
+        expires_at: Timestamp::from_millis(expires_at.saturating_mul(1000)),
+    })
 }
 
 fn job_key(id: JobId) -> AttributeValue {
@@ -53,23 +203,14 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(err: E) -> StoreErr
 #[async_trait]
 impl JobStore for DynamoStore {
     #[instrument(skip_all, fields(job_id = %job.id))]
-    async fn create(&self, job: &Job) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(job)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(e) => Err(unavailable(e)),
+    async fn create(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        match idempotency {
+            None => self.put_job(job).await,
+            Some(record) => self.put_job_with_key(job, record).await,
         }
     }
 

@@ -4,12 +4,18 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{ApplyError, JobStore, StoreError};
-use crate::domain::{Change, Job, JobId};
+use crate::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
 
 /// A `JobStore` in process memory, with the same conditional semantics as DynamoDB.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    jobs: Mutex<HashMap<JobId, Job>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: HashMap<JobId, Job>,
+    keys: HashMap<(Owner, IdempotencyKey), IdempotencyRecord>,
 }
 
 impl MemoryStore {
@@ -18,10 +24,10 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Job>> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a job half-written: every write below
-        // replaces or inserts a whole value.
-        self.jobs
+        // replaces or inserts whole values, after all its checks.
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -29,22 +35,33 @@ impl MemoryStore {
 
 #[async_trait]
 impl JobStore for MemoryStore {
-    async fn create(&self, job: &Job) -> Result<(), StoreError> {
-        let mut jobs = self.jobs();
-        if jobs.contains_key(&job.id) {
+    async fn create(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.jobs.contains_key(&job.id) {
             return Err(StoreError::AlreadyExists);
         }
-        jobs.insert(job.id, job.clone());
+        if let Some(record) = idempotency {
+            let scoped = (record.owner.clone(), record.key.clone());
+            if let Some(first) = state.keys.get(&scoped) {
+                return Err(StoreError::KeyTaken(Box::new(first.clone())));
+            }
+            state.keys.insert(scoped, record.clone());
+        }
+        state.jobs.insert(job.id, job.clone());
         Ok(())
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        Ok(self.jobs().get(&id).cloned())
+        Ok(self.state().jobs.get(&id).cloned())
     }
 
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
-        let mut jobs = self.jobs();
-        let job = jobs.get_mut(&id).ok_or(ApplyError::NotFound)?;
+        let mut state = self.state();
+        let job = state.jobs.get_mut(&id).ok_or(ApplyError::NotFound)?;
         if !change.permits(job) {
             return Err(ApplyError::Rejected(Box::new(job.clone())));
         }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
 
-use crate::domain::{Change, Job, JobId};
+use crate::domain::{Change, IdempotencyRecord, Job, JobId};
 
 /// An error from a store adapter, its cause kept as the source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -17,8 +17,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// callers racing on one job never both succeed.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
-    /// Writes a new job; fails with [`StoreError::AlreadyExists`] when its id is taken.
-    async fn create(&self, job: &Job) -> Result<(), StoreError>;
+    /// Writes a new job and, with `idempotency`, the key that created it: both or neither. Fails
+    /// with [`StoreError::AlreadyExists`] when the job's id is taken, and with
+    /// [`StoreError::KeyTaken`] (carrying the key's first use) when the key is.
+    async fn create(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), StoreError>;
 
     /// Reads a job with a strongly consistent read.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
@@ -33,6 +39,9 @@ pub enum StoreError {
     /// A job with that id exists already.
     #[error("job already exists")]
     AlreadyExists,
+    /// The idempotency key was used before; here is its first use.
+    #[error("idempotency key already used for job {}", .0.job_id)]
+    KeyTaken(Box<IdempotencyRecord>),
     /// The backing service failed or could not be reached.
     #[error("job store unavailable")]
     Unavailable(#[source] BoxError),
