@@ -167,19 +167,19 @@ async fn a_failing_job_is_retried_into_dead_lettered_and_its_message_moved_to_th
 async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
     let dev = DevServer::start(&[]).await;
     let id = dev
-        .submit(json!({"kind": "sleep", "payload": {"ms": 1500}}))
+        .submit(json!({"kind": "sleep", "payload": {"ms": 3000}}))
         .await;
     // Wait until the consumer holds the job, then interrupt.
-    for _ in 0..50 {
-        if dev
-            .logged("claimed")
-            .iter()
-            .any(|e| e["span"]["job_id"] == id.as_str())
-        {
+    let mut claimed = false;
+    for _ in 0..400 {
+        let logged = dev.logged("claimed");
+        claimed = logged.iter().any(|e| e["span"]["job_id"] == id.as_str());
+        if claimed {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert!(claimed, "the job was never claimed");
     let logs = dev.logs.clone();
     assert_eq!(dev.stop_with("-INT").await, Some(0));
     let logs = logs.lock().unwrap();

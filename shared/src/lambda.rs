@@ -1,6 +1,8 @@
 //! The glue between the Lambda runtime and the handlers: event in, handler, response out. Each
 //! function's `main` passes one of these to the runtime.
 
+use std::time::Duration;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -43,8 +45,25 @@ pub async fn consumer(
     app: &App,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    let deadline = Timestamp::from_system_time(event.context.deadline());
+    let deadline = invocation_deadline(app.clock.now(), event.context.deadline);
     Ok(crate::consumer::handle_batch(app, event.payload, deadline).await)
+}
+
+/// Without a deadline of its own, an invocation gets this long (the template's default consumer
+/// timeout).
+const FALLBACK_INVOCATION_TIME: Duration = Duration::from_secs(30);
+
+/// The invocation's deadline, from the runtime's `Lambda-Runtime-Deadline-Ms` (epoch
+/// milliseconds). Lambda always sends a future one; some runtime emulators (cargo-lambda's among
+/// them) send a fixed small number, which would leave every record no time at all, so a deadline
+/// already past at the start stands for "not given".
+fn invocation_deadline(now: Timestamp, deadline_ms: u64) -> Timestamp {
+    let deadline = Timestamp::from_millis(deadline_ms);
+    if deadline > now {
+        deadline
+    } else {
+        now.saturating_add(FALLBACK_INVOCATION_TIME)
+    }
 }
 
 /// The caller as API Gateway's authorizer established it: a JWT's `sub`, an IAM caller's ARN, or
@@ -73,4 +92,20 @@ pub fn owner(request: &Request) -> Owner {
 
 fn into_lambda(response: ApiResponse) -> Response<Body> {
     response.map(Body::Text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_already_past_falls_back_to_the_default_invocation_time() {
+        let now = Timestamp::from_millis(1_795_000_000_000);
+        let given = now.saturating_add(Duration::from_secs(12));
+        assert_eq!(invocation_deadline(now, given.as_millis()), given);
+        assert_eq!(
+            invocation_deadline(now, 600_000),
+            now.saturating_add(FALLBACK_INVOCATION_TIME)
+        );
+    }
 }

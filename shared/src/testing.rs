@@ -2,6 +2,8 @@
 //! runs, and the pieces of a pipeline on the in-memory adapters.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod faults;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -5,5 +5,6 @@
 
 mod adapters;
 mod idempotency;
+mod lambda_binaries;
 mod openapi;
 mod pipeline;

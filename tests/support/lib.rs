@@ -13,6 +13,7 @@ use spillway_core::processor::Processors;
 use spillway_core::provision::{self, Queues};
 use spillway_core::queue::{JobQueue, SqsQueue};
 
+pub mod emulator;
 pub mod openapi;
 
 /// The emulator's endpoint. The test command starts moto and sets it; point it at LocalStack to

@@ -1,0 +1,175 @@
+//! The fault-injection suite: thousands of jobs through the pipeline while the store and queue
+//! fail, time out, lose responses, duplicate and reorder deliveries, invocations die mid-batch
+//! and processors panic. It prints what it saw and fails if any accepted job was lost, ran more
+//! often than it was claimed, or ran after it finished.
+//!
+//! `SPILLWAY_FAULT_SEED=N` replays one seed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use spillway_core::Settings;
+use spillway_core::clock::{Clock, SystemClock};
+use spillway_core::queue::{MemoryQueue, SqsQueue};
+use spillway_core::store::{DynamoStore, MemoryStore};
+use spillway_core::testing::faults::{Ports, Report, Simulation, TokioClock};
+use spillway_tests::Stack;
+
+fn settings(max_attempts: u32, backoff_max: Duration) -> Settings {
+    Settings {
+        max_attempts,
+        backoff_base: Duration::from_secs(1).min(backoff_max),
+        backoff_max,
+        ..Settings::default()
+    }
+}
+
+/// 2,000 jobs on the in-memory adapters, on one thread with time paused: deterministic.
+fn in_memory(seed: u64) -> Report {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let settings = settings(5, Duration::from_secs(30));
+        let visibility = Duration::from_secs(30);
+        let dlq = Arc::new(MemoryQueue::new(visibility));
+        let queue = Arc::new(
+            MemoryQueue::new(visibility).with_dead_letter_queue(dlq.clone(), settings.max_attempts),
+        );
+        let ports = Ports {
+            store: Arc::new(MemoryStore::new()),
+            queue,
+            dlq,
+            queue_arn: "arn:aws:sqs:us-east-1:000000000000:simulation".to_owned(),
+            settings,
+            function_timeout: Duration::from_secs(10),
+            clock: Arc::new(TokioClock::starting_at(SystemClock.now())),
+        };
+        let simulation = Simulation {
+            seed,
+            jobs: 2_000,
+            clients: 50,
+            pollers: 8,
+            fault_rate: 0.05,
+            settle_within: Duration::from_secs(4 * 3600),
+            timeout: Duration::from_secs(2),
+        };
+        simulation.run(ports).await
+    })
+}
+
+/// 200 jobs on DynamoDB and SQS at the emulator, in real time.
+fn on_emulator(seed: u64) -> Report {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let visibility = Duration::from_secs(2);
+        let settings = settings(5, Duration::from_secs(1));
+        let stack = Stack::create(settings.max_attempts, visibility).await;
+        // The suite injects its own faults; the SDK's retries would only blur which call failed.
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&stack.sdk)
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
+        let ports = Ports {
+            store: Arc::new(DynamoStore::new(dynamodb, &stack.table)),
+            queue: Arc::new(SqsQueue::new(sqs.clone(), &stack.queue_url)),
+            dlq: Arc::new(SqsQueue::new(sqs, &stack.dlq_url)),
+            queue_arn: stack.queue_arn.clone(),
+            settings,
+            function_timeout: Duration::from_secs(3),
+            clock: Arc::new(SystemClock),
+        };
+        let simulation = Simulation {
+            seed,
+            jobs: 200,
+            clients: 10,
+            pollers: 4,
+            fault_rate: 0.05,
+            settle_within: Duration::from_secs(120),
+            timeout: Duration::from_millis(300),
+        };
+        let report = simulation.run(ports).await;
+        stack.delete().await;
+        report
+    })
+}
+
+fn main() -> ExitCode {
+    // The injected panics are expected; report only the others.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let injected = info
+            .payload()
+            .downcast_ref::<&str>()
+            .is_some_and(|m| m.contains("asked to panic"));
+        if !injected {
+            default_hook(info);
+        }
+    }));
+    if std::env::var_os("SPILLWAY_FAULT_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let seeds: Vec<u64> = match std::env::var("SPILLWAY_FAULT_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SPILLWAY_FAULT_SEED is a number")],
+        Err(_) => vec![1, 2, 3],
+    };
+    let (mut passed, mut failed) = (0, 0);
+    let mut check = |name: String, ok: bool| {
+        println!("{} {name}", if ok { "ok  " } else { "FAIL" });
+        if ok { passed += 1 } else { failed += 1 }
+    };
+
+    let emulator_only = std::env::var_os("SPILLWAY_FAULT_EMULATOR_ONLY").is_some();
+    for &seed in seeds.iter().filter(|_| !emulator_only) {
+        let report = in_memory(seed);
+        println!("fault injection, in memory, {report}");
+        check(
+            format!("in memory, seed {seed}: nothing lost, nothing run twice per claim"),
+            report.holds(),
+        );
+        let replay = in_memory(seed);
+        check(
+            format!("in memory, seed {seed}: the same seed gives the same run"),
+            replay == report,
+        );
+    }
+    let seed = seeds[0];
+    let report = on_emulator(seed);
+    println!(
+        "fault injection, DynamoDB and SQS at {}, {report}",
+        spillway_tests::endpoint()
+    );
+    check(
+        format!("on the emulator, seed {seed}: nothing lost, nothing run twice per claim"),
+        report.holds(),
+    );
+
+    println!("faults: {passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
