@@ -6,8 +6,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 /// Where the AWS APIs are, and which table and queues to use.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AwsArgs {
-    /// Use the DynamoDB and SQS APIs at this endpoint (LocalStack, moto, or an AWS endpoint)
-    /// instead of the in-memory store and queue.
+    /// Use the DynamoDB and SQS APIs at this endpoint (LocalStack, moto, or an AWS endpoint).
+    /// `spillway dev` runs in memory without one; the other commands then use AWS itself.
     #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
     pub endpoint_url: Option<String>,
 
@@ -24,32 +24,71 @@ pub struct AwsArgs {
     /// not given.
     #[arg(long, env = "SPILLWAY_QUEUE_URL", value_name = "URL")]
     pub queue_url: Option<String>,
+
+    /// Dead-letter queue URL; found from the table's name (TABLE-jobs-dlq) when not given.
+    #[arg(long, env = "SPILLWAY_DLQ_URL", value_name = "URL")]
+    pub dlq_url: Option<String>,
 }
 
 impl AwsArgs {
-    /// SDK configuration for the endpoint. An emulator needs no real credentials: when none are
-    /// configured in the environment, throwaway ones are used.
-    pub async fn sdk_config(&self, endpoint_url: &str) -> SdkConfig {
+    /// SDK configuration: for the endpoint when one is given (an emulator needs no real
+    /// credentials: when none are configured in the environment, throwaway ones are used), else
+    /// the AWS SDK's own chain, as on AWS.
+    pub async fn sdk_config(&self) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(self.region.clone()))
-            .endpoint_url(endpoint_url);
-        let has_credentials = [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_PROFILE",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        ]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-        if !has_credentials {
-            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "spillway-dev",
-                "spillway-dev",
-                None,
-                None,
-                "spillway-dev",
-            ));
+            .region(Region::new(self.region.clone()));
+        if let Some(endpoint_url) = &self.endpoint_url {
+            loader = loader.endpoint_url(endpoint_url);
+            let has_credentials = [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+            if !has_credentials {
+                loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                    "spillway-dev",
+                    "spillway-dev",
+                    None,
+                    None,
+                    "spillway-dev",
+                ));
+            }
         }
         loader.load().await
+    }
+
+    /// Where the calls go, for messages.
+    pub fn target(&self) -> String {
+        self.endpoint_url
+            .clone()
+            .unwrap_or_else(|| format!("AWS ({})", self.region))
+    }
+
+    /// The URL of the queue named `name` (the `--queue-url`-style override first).
+    pub async fn queue_url(
+        &self,
+        sqs: &aws_sdk_sqs::Client,
+        given: Option<&String>,
+        name: &str,
+    ) -> Result<String, String> {
+        if let Some(url) = given {
+            return Ok(url.clone());
+        }
+        let target = self.target();
+        sqs.get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "queue {name} at {target}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?
+            .queue_url
+            .ok_or_else(|| format!("queue {name} at {target} has no URL"))
     }
 
     /// The work queue's name when the table names the resources.

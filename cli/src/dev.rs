@@ -220,7 +220,7 @@ async fn on_endpoint(
     endpoint_url: &str,
     mut settings: Settings,
 ) -> Result<(App, EventSourceMapping, String), Box<dyn Error>> {
-    let sdk = args.aws.sdk_config(endpoint_url).await;
+    let sdk = args.aws.sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let table = &args.aws.table;

@@ -2,6 +2,7 @@
 
 mod aws;
 mod dev;
+mod dlq;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,9 @@ enum Command {
     /// consumer behind an emulation of Lambda's SQS event source mapping. In memory by default;
     /// against DynamoDB and SQS at an endpoint (LocalStack, moto, AWS) with --endpoint-url.
     Dev(dev::DevArgs),
+    /// Inspect and redrive the dead-letter queue of a deployment (at --endpoint-url, or on AWS).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Dlq(command) => dlq::run(command).await,
         }
     });
     match result {

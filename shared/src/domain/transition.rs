@@ -45,6 +45,9 @@ pub enum Transition {
     Expire,
     /// `pending` → `cancelled`: the client withdrew it.
     Cancel,
+    /// `dead_lettered` (or `running` under a lapsed lease, whose last outcome was never
+    /// recorded) → `pending`: an operator redrives its message from the DLQ.
+    Redrive,
 }
 
 /// The message a job carries once it expired.
@@ -61,6 +64,7 @@ impl Transition {
             Self::DeadLetter { .. } => JobStatus::DeadLettered,
             Self::Expire => JobStatus::Expired,
             Self::Cancel => JobStatus::Cancelled,
+            Self::Redrive => JobStatus::Pending,
         }
     }
 
@@ -71,7 +75,7 @@ impl Transition {
             | Self::Fail { attempt, .. }
             | Self::Retry { attempt, .. }
             | Self::DeadLetter { attempt, .. } => Some(*attempt),
-            Self::Claim { .. } | Self::Expire | Self::Cancel => None,
+            Self::Claim { .. } | Self::Expire | Self::Cancel | Self::Redrive => None,
         }
     }
 
@@ -82,7 +86,7 @@ impl Transition {
             | Self::Retry { error, .. }
             | Self::DeadLetter { error, .. } => Some(error),
             Self::Expire => Some(EXPIRED_ERROR),
-            Self::Claim { .. } | Self::Succeed { .. } | Self::Cancel => None,
+            Self::Claim { .. } | Self::Succeed { .. } | Self::Cancel | Self::Redrive => None,
         }
     }
 }
@@ -114,6 +118,7 @@ impl Change {
                 job.status == JobStatus::Running && job.attempts == *attempt
             }
             Transition::Cancel => job.status == JobStatus::Pending,
+            Transition::Redrive => job.status == JobStatus::DeadLettered || lease_lapsed,
         }
     }
 

@@ -27,6 +27,7 @@ pub async fn run_all(store: &dyn JobStore) {
     concurrent_claims_have_exactly_one_winner(store).await;
     an_idempotency_key_is_written_with_its_job_or_not_at_all(store).await;
     concurrent_creates_with_one_key_have_exactly_one_winner(store).await;
+    a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store).await;
 }
 
 fn now() -> Timestamp {
@@ -383,4 +384,68 @@ async fn concurrent_creates_with_one_key_have_exactly_one_winner(store: &dyn Job
     for job in &jobs {
         assert_eq!(store.get(job.id).await.unwrap().is_some(), job.id == winner);
     }
+}
+
+async fn a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let t0 = now();
+    claim(store, job.id, t0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let dead = change(
+        Transition::DeadLetter {
+            attempt: 1,
+            error: "gave up".into(),
+        },
+        t0,
+    );
+    store.apply(job.id, &dead).await.unwrap();
+    let redriven = store
+        .apply(job.id, &change(Transition::Redrive, t0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (redriven.status, redriven.attempts),
+        (JobStatus::Pending, 1)
+    );
+    assert_eq!(
+        redriven.error.as_deref(),
+        Some("gave up"),
+        "the last error stays visible"
+    );
+    let again = store.apply(job.id, &change(Transition::Redrive, t0)).await;
+    assert_eq!(
+        rejected_status(again),
+        JobStatus::Pending,
+        "a redrive applies once"
+    );
+
+    let abandoned = pending_job(store).await;
+    claim(store, abandoned.id, t0, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let during = store
+        .apply(abandoned.id, &change(Transition::Redrive, t0))
+        .await;
+    assert_eq!(
+        rejected_status(during),
+        JobStatus::Running,
+        "a live lease is not redriven"
+    );
+    let after = t0.saturating_add(Duration::from_secs(2));
+    let redriven = store
+        .apply(abandoned.id, &change(Transition::Redrive, after))
+        .await
+        .unwrap();
+    assert_eq!(redriven.status, JobStatus::Pending);
+
+    let finished = pending_job(store).await;
+    store
+        .apply(finished.id, &change(Transition::Cancel, t0))
+        .await
+        .unwrap();
+    let result = store
+        .apply(finished.id, &change(Transition::Redrive, t0))
+        .await;
+    assert_eq!(rejected_status(result), JobStatus::Cancelled);
 }

@@ -296,6 +296,7 @@ impl UpdateExpression {
         let condition = match &change.transition {
             Transition::Claim { .. } | Transition::Expire => format!("{pending} OR {lapsed}"),
             Transition::Cancel => pending.to_owned(),
+            Transition::Redrive => format!("#status = :dead OR {lapsed}"),
             Transition::Succeed { .. }
             | Transition::Fail { .. }
             | Transition::Retry { .. }
@@ -303,6 +304,9 @@ impl UpdateExpression {
                 "#status = :running AND #attempts = :attempt".to_owned()
             }
         };
+        if condition.contains(":dead") {
+            values.insert(":dead".to_owned(), s(JobStatus::DeadLettered.as_str()));
+        }
         if condition.contains(":pending") {
             values.insert(":pending".to_owned(), s(JobStatus::Pending.as_str()));
         }

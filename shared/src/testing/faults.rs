@@ -488,7 +488,14 @@ impl Simulation {
                     unfinished += 1;
                 }
             }
-            if unfinished == 0 || tokio::time::Instant::now() >= settle_until {
+            // An empty work queue (nothing visible, in flight or delayed) means nothing more
+            // will happen: what is unfinished now has its message in the DLQ, or is lost.
+            let drained = ports
+                .queue
+                .depth()
+                .await
+                .is_ok_and(|depth| depth.total() == 0);
+            if unfinished == 0 || drained || tokio::time::Instant::now() >= settle_until {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -520,7 +527,7 @@ impl Simulation {
             faults: chaos.counts(),
         };
         for id in &accepted {
-            let Ok(Some(job)) = ports.store.get(*id).await else {
+            let Some(job) = read(ports.store.as_ref(), *id).await else {
                 report.accepted_without_job += 1;
                 continue;
             };
@@ -617,6 +624,18 @@ async fn poller(
             esm.invoke(&app, &messages).await;
         }
     }
+}
+
+/// Reads a job for the verdict, retrying the emulator's own transient failures (the suite's
+/// clients run without the SDK's retries).
+async fn read(store: &dyn JobStore, id: JobId) -> Option<Job> {
+    for _ in 0..10 {
+        match store.get(id).await {
+            Ok(job) => return job,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("job {id} could not be read after ten tries")
 }
 
 /// Receives everything in the DLQ and returns the job ids it holds.

@@ -1,0 +1,110 @@
+//! `spillway dlq`: see what is in the dead-letter queue and send it back to work.
+// A command-line tool answers on standard output.
+#![allow(clippy::print_stdout)]
+
+use std::error::Error;
+use std::time::Duration;
+
+use spillway_core::clock::{Clock, SystemClock};
+use spillway_core::config::Settings;
+use spillway_core::dlq::{self, DeadLetter};
+use spillway_core::domain::JobId;
+use spillway_core::queue::SqsQueue;
+use spillway_core::store::DynamoStore;
+
+use crate::aws::AwsArgs;
+
+/// `spillway dlq` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// List the messages in the dead-letter queue: message id, job id, receive count, age. The
+    /// messages stay where they are.
+    List {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Show at most this many messages.
+        #[arg(long, default_value_t = 1_000)]
+        limit: usize,
+    },
+    /// Set dead-lettered jobs back to pending and move their messages back to the work queue:
+    /// all of them, or one job's. Safe to interrupt and run again.
+    Redrive {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Redrive only this job's message.
+        #[arg(long, value_name = "ID")]
+        job: Option<JobId>,
+    },
+}
+
+/// Runs a `spillway dlq` subcommand.
+pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
+    match command {
+        DlqCommand::List { aws, limit } => {
+            let sqs = aws_sdk_sqs::Client::new(&aws.sdk_config().await);
+            let dlq_url = aws
+                .queue_url(
+                    &sqs,
+                    aws.dlq_url.as_ref(),
+                    &format!("{}-dlq", aws.queue_name()),
+                )
+                .await?;
+            let letters = dlq::list(&SqsQueue::new(sqs, &dlq_url), limit).await?;
+            print!("{}", table(&letters, SystemClock.now()));
+            Ok(())
+        }
+        DlqCommand::Redrive { aws, job } => {
+            let sdk = aws.sdk_config().await;
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let queue_url = aws
+                .queue_url(&sqs, aws.queue_url.as_ref(), &aws.queue_name())
+                .await?;
+            let dlq_url = aws
+                .queue_url(
+                    &sqs,
+                    aws.dlq_url.as_ref(),
+                    &format!("{}-dlq", aws.queue_name()),
+                )
+                .await?;
+            let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &aws.table);
+            let settings = Settings::default().with_lookup(|name| std::env::var(name).ok())?;
+            let report = dlq::redrive(
+                &store,
+                &SqsQueue::new(sqs.clone(), &queue_url),
+                &SqsQueue::new(sqs, &dlq_url),
+                &SystemClock,
+                settings.retention,
+                job,
+            )
+            .await?;
+            println!(
+                "moved {} message(s) to the work queue; {} job(s) set back to pending; {} left in the dead-letter queue",
+                report.moved, report.jobs_reset, report.left
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The listing as aligned columns.
+fn table(letters: &[DeadLetter], now: spillway_core::domain::Timestamp) -> String {
+    let mut out = format!(
+        "{:<38} {:<38} {:>8} {:>10}\n",
+        "MESSAGE ID", "JOB ID", "RECEIVES", "AGE"
+    );
+    for letter in letters {
+        let job = letter
+            .job_id
+            .map_or_else(|| "(not a job message)".to_owned(), |id| id.to_string());
+        let age = Duration::from_secs(now.saturating_since(letter.sent_at).as_secs());
+        out.push_str(&format!(
+            "{:<38} {:<38} {:>8} {:>10}\n",
+            letter.message_id,
+            job,
+            letter.receive_count,
+            humantime::format_duration(age).to_string()
+        ));
+    }
+    out.push_str(&format!("{} message(s)\n", letters.len()));
+    out
+}

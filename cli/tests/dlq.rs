@@ -1,0 +1,123 @@
+//! `spillway dlq list` and `spillway dlq redrive` against DynamoDB and SQS at the emulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, header};
+use serde_json::{Value, json};
+use spillway_core::api;
+use spillway_core::domain::{JobId, Owner};
+use spillway_core::processor::Processors;
+use spillway_core::testing::{Behaviour, Counting, processors_with};
+use spillway_tests::Stack;
+use tokio::process::Command;
+
+async fn spillway(stack: &Stack, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .args([
+            "--endpoint-url",
+            &spillway_tests::endpoint(),
+            "--table",
+            &stack.table,
+        ])
+        .args(["--queue-url", &stack.queue_url, "--dlq-url", &stack.dlq_url])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "spillway {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+async fn status(stack: &Stack, id: JobId) -> String {
+    let app = stack.app(stack.settings(), Processors::builtin());
+    let response = api::get_job(&app, &Owner::anonymous(), &id.to_string(), None).await;
+    serde_json::from_str::<Value>(response.body()).unwrap()["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Submits `count` jobs whose processor always fails and runs them until SQS has moved their
+/// messages to the DLQ.
+async fn dead_letter(stack: &Stack, count: usize) -> Vec<JobId> {
+    let failing = stack.app(
+        stack.settings(),
+        processors_with(&Counting::new(Behaviour::FailRetryable)),
+    );
+    let headers = HeaderMap::from_iter([(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )]);
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let body = json!({"kind": "counting", "payload": n}).to_string();
+        let response =
+            api::submit_job(&failing, Owner::anonymous(), &headers, body.as_bytes()).await;
+        let accepted: Value = serde_json::from_str(response.body()).unwrap();
+        ids.push(JobId::parse(accepted["id"].as_str().unwrap()).unwrap());
+    }
+    let esm = stack.esm();
+    for _ in 0..20 {
+        if esm
+            .poll_once(&failing, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_none()
+            && stack.queued_messages().await == 0
+        {
+            break;
+        }
+    }
+    for id in &ids {
+        assert_eq!(status(stack, *id).await, "dead_lettered");
+    }
+    ids
+}
+
+#[tokio::test]
+async fn dlq_list_shows_the_dead_lettered_jobs_and_redrive_runs_one_again() {
+    let stack = Stack::create(2, Duration::from_secs(30)).await;
+    let ids = dead_letter(&stack, 2).await;
+
+    let listing = spillway(&stack, &["dlq", "list"]).await;
+    for id in &ids {
+        assert!(listing.contains(&id.to_string()), "{listing}");
+    }
+    assert!(listing.contains("2 message(s)"), "{listing}");
+    assert_eq!(
+        spillway(&stack, &["dlq", "list"]).await.lines().count(),
+        listing.lines().count(),
+        "listing moved nothing"
+    );
+
+    let redrive = spillway(&stack, &["dlq", "redrive", "--job", &ids[0].to_string()]).await;
+    assert!(redrive.contains("moved 1 message(s)"), "{redrive}");
+    assert_eq!(status(&stack, ids[0]).await, "pending");
+    assert_eq!(status(&stack, ids[1]).await, "dead_lettered");
+
+    let counting = Counting::new(Behaviour::Succeed);
+    let healed = stack.app(stack.settings(), processors_with(&counting));
+    stack
+        .esm()
+        .poll_once(&healed, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the redriven message");
+    assert_eq!(status(&stack, ids[0]).await, "succeeded");
+    assert_eq!(counting.runs(ids[0]), 1);
+
+    let rest = spillway(&stack, &["dlq", "redrive"]).await;
+    assert!(rest.contains("moved 1 message(s)"), "{rest}");
+    assert!(
+        spillway(&stack, &["dlq", "list"])
+            .await
+            .contains("0 message(s)")
+    );
+    stack.delete().await;
+}
