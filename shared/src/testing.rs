@@ -26,6 +26,8 @@ pub enum Behaviour {
     Succeed,
     /// Fails with a retryable error.
     FailRetryable,
+    /// Fails with a retryable error that asks for this delay, as a `Retry-After` would.
+    FailRetryableAfter(Duration),
     /// Fails permanently.
     FailPermanent,
     /// Panics.
@@ -74,6 +76,10 @@ impl Processor for Counting {
         match self.behaviour {
             Behaviour::Succeed => Ok(serde_json::json!({"ran": ran})),
             Behaviour::FailRetryable => Err(ProcessError::retryable("counting: asked to fail")),
+            Behaviour::FailRetryableAfter(delay) => Err(ProcessError::Retryable {
+                message: "counting: asked to fail and wait".to_owned(),
+                retry_after: Some(delay),
+            }),
             Behaviour::FailPermanent => {
                 Err(ProcessError::permanent("counting: asked to fail for good"))
             }

@@ -450,3 +450,87 @@ async fn a_queue_that_cannot_be_reached_answers_503_and_leaves_a_pending_job() {
     );
     stack.delete().await;
 }
+
+#[tokio::test]
+async fn a_retry_hides_its_message_for_the_delay_the_processor_asked_for() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let delay = Duration::from_secs(2);
+    let counting = Counting::new(Behaviour::FailRetryableAfter(delay));
+    let app = stack.app(stack.settings(), processors_with(&counting));
+    let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
+
+    let report = stack
+        .esm()
+        .poll_once(&app, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(status(&app, id).await["status"], "pending");
+    let early = stack
+        .queue()
+        .receive(10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        early.is_empty(),
+        "the message came back before its retry delay"
+    );
+
+    tokio::time::sleep(delay).await;
+    let later = stack
+        .queue()
+        .receive(10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.len(),
+        1,
+        "the message is back once the delay has passed"
+    );
+    assert_eq!(later[0].receive_count, 2);
+    stack.delete().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_consumer_died_is_claimed_again_once_its_lease_lapses() {
+    let stack = Stack::create(5, Duration::from_secs(30)).await;
+    let counting = Counting::new(Behaviour::Succeed);
+    let app = stack.app(stack.settings(), processors_with(&counting));
+    let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
+    // A consumer claims the job for one more second, then dies without a word.
+    let lease = Duration::from_secs(1);
+    let claim = spillway_core::domain::Change {
+        transition: spillway_core::domain::Transition::Claim {
+            lease_until: deadline_in(0).saturating_add(lease),
+        },
+        at: deadline_in(0),
+        retention: Duration::from_secs(60),
+    };
+    app.store.apply(id, &claim).await.unwrap();
+
+    let messages = stack
+        .queue()
+        .receive(10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let event = sqs_event(&messages, &stack.queue_arn, "us-east-1");
+    let during = handle_batch(&app, event.clone(), deadline_in(30)).await;
+    assert_eq!(
+        during.batch_item_failures.len(),
+        1,
+        "a live lease makes the delivery back off"
+    );
+    assert_eq!(counting.runs(id), 0);
+
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let after = handle_batch(&app, event, deadline_in(30)).await;
+    assert!(after.batch_item_failures.is_empty());
+    let job = status(&app, id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_u64()),
+        (Some("succeeded"), Some(2))
+    );
+    assert_eq!(counting.runs(id), 1);
+    stack.delete().await;
+}
