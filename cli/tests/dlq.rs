@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use spillway_core::api;
 use spillway_core::domain::{JobId, Owner};
 use spillway_core::processor::Processors;
-use spillway_core::testing::{Behaviour, Counting, processors_with};
+use spillway_core::testing::{Behaviour, Counting, processors_with, submit};
 use spillway_tests::Stack;
 use tokio::process::Command;
 
@@ -50,17 +49,9 @@ async fn dead_letter(stack: &Stack, count: usize) -> Vec<JobId> {
         stack.settings(),
         processors_with(&Counting::new(Behaviour::FailRetryable)),
     );
-    let headers = HeaderMap::from_iter([(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )]);
     let mut ids = Vec::new();
     for n in 0..count {
-        let body = json!({"kind": "counting", "payload": n}).to_string();
-        let response =
-            api::submit_job(&failing, Owner::anonymous(), &headers, body.as_bytes()).await;
-        let accepted: Value = serde_json::from_str(response.body()).unwrap();
-        ids.push(JobId::parse(accepted["id"].as_str().unwrap()).unwrap());
+        ids.push(submit(&failing, json!({"kind": "counting", "payload": n})).await);
     }
     let esm = stack.esm();
     for _ in 0..20 {

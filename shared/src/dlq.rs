@@ -159,20 +159,8 @@ mod tests {
     async fn dead_lettered_jobs(pipeline: &MemoryPipeline, count: usize) -> Vec<JobId> {
         let mut ids = Vec::new();
         for n in 0..count {
-            let body = serde_json::json!({"kind": "counting", "payload": n}).to_string();
-            let headers = http::HeaderMap::from_iter([(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            )]);
-            let response = crate::api::submit_job(
-                &pipeline.app,
-                crate::domain::Owner::anonymous(),
-                &headers,
-                body.as_bytes(),
-            )
-            .await;
-            let accepted: serde_json::Value = serde_json::from_str(response.body()).unwrap();
-            ids.push(JobId::parse(accepted["id"].as_str().unwrap()).unwrap());
+            let body = serde_json::json!({"kind": "counting", "payload": n});
+            ids.push(crate::testing::submit(&pipeline.app, body).await);
         }
         while pipeline
             .esm

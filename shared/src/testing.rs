@@ -92,6 +92,35 @@ impl Processor for Counting {
     }
 }
 
+/// Headers of a JSON request.
+pub fn json_headers() -> http::HeaderMap {
+    http::HeaderMap::from_iter([(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    )])
+}
+
+/// Submits `body` as an anonymous caller and returns the accepted job's id; panics on anything
+/// but `202`.
+pub async fn submit(app: &App, body: Value) -> JobId {
+    let body = body.to_string();
+    let response = crate::api::submit_job(
+        app,
+        crate::domain::Owner::anonymous(),
+        &json_headers(),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        http::StatusCode::ACCEPTED,
+        "{}",
+        response.body()
+    );
+    let accepted: Value = serde_json::from_str(response.body()).unwrap();
+    JobId::parse(accepted["id"].as_str().unwrap()).unwrap()
+}
+
 /// The built-in processors plus a `Counting` one registered as kind `counting`.
 pub fn processors_with(counting: &Counting) -> Processors {
     Processors::builtin().with("counting", counting.clone())

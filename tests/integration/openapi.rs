@@ -13,19 +13,13 @@ use spillway_core::api::{self, ApiResponse};
 use spillway_core::domain::{Change, IdempotencyRecord, Job, JobId, Owner};
 use spillway_core::processor::Processors;
 use spillway_core::store::{ApplyError, JobStore, StoreError};
+use spillway_core::testing::json_headers;
 use spillway_core::{App, Settings};
 use spillway_tests::Stack;
 use spillway_tests::openapi::OpenApi;
 
 const JOBS: &str = "/jobs";
 const JOB: &str = "/jobs/{id}";
-
-fn json_headers() -> HeaderMap {
-    HeaderMap::from_iter([(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )])
-}
 
 async fn post(app: &App, headers: &HeaderMap, body: &str) -> ApiResponse {
     api::submit_job(app, Owner::anonymous(), headers, body.as_bytes()).await

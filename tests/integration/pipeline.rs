@@ -11,33 +11,8 @@ use spillway_core::consumer::handle_batch;
 use spillway_core::domain::{JobId, JobMessage, Owner, Timestamp};
 use spillway_core::esm::sqs_event;
 use spillway_core::processor::Processors;
-use spillway_core::testing::{Behaviour, Counting, processors_with};
+use spillway_core::testing::{Behaviour, Counting, json_headers, processors_with, submit};
 use spillway_tests::Stack;
-
-fn json_headers() -> HeaderMap {
-    HeaderMap::from_iter([(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )])
-}
-
-async fn submit(app: &App, body: Value) -> JobId {
-    let response = api::submit_job(
-        app,
-        Owner::anonymous(),
-        &json_headers(),
-        body.to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        response.body()
-    );
-    let accepted: Value = serde_json::from_str(response.body()).unwrap();
-    JobId::parse(accepted["id"].as_str().unwrap()).unwrap()
-}
 
 async fn status(app: &App, id: JobId) -> Value {
     let response = api::get_job(app, &Owner::anonymous(), &id.to_string(), None).await;

@@ -1,39 +1,13 @@
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use super::*;
 use crate::clock::Clock as _;
-use crate::domain::{JobId, Owner};
+use crate::domain::JobId;
 use crate::esm::sqs_event;
 use crate::queue::JobQueue as _;
-use crate::testing::{Behaviour, Counting, MemoryPipeline, fast_settings, processors_with};
-
-fn json_headers() -> HeaderMap {
-    HeaderMap::from_iter([(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )])
-}
-
-async fn submit(app: &App, body: serde_json::Value) -> JobId {
-    let response = crate::api::submit_job(
-        app,
-        Owner::anonymous(),
-        &json_headers(),
-        body.to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        response.body()
-    );
-    let accepted: serde_json::Value = serde_json::from_str(response.body()).unwrap();
-    JobId::parse(accepted["id"].as_str().unwrap()).unwrap()
-}
+use crate::testing::{Behaviour, Counting, MemoryPipeline, fast_settings, processors_with, submit};
 
 async fn job(app: &App, id: JobId) -> Job {
     app.store.get(id).await.unwrap().unwrap()
