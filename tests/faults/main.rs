@@ -113,6 +113,48 @@ fn on_emulator(seed: u64) -> Report {
     })
 }
 
+/// 200 jobs with the job store on DynamoDB Local (AWS's implementation) and the SDK's retries on,
+/// the queues on the emulator's SQS.
+fn on_dynamodb_local(seed: u64) -> Report {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let visibility = Duration::from_secs(2);
+        let settings = settings(5, Duration::from_secs(1));
+        let stack = Stack::create(settings.max_attempts, visibility).await;
+        let (dynamodb, table) = spillway_tests::dynamodb_local_table().await;
+        let ports = Ports {
+            store: Arc::new(DynamoStore::new(dynamodb.clone(), &table)),
+            queue: stack.queue(),
+            dlq: stack.dlq(),
+            queue_arn: stack.queue_arn.clone(),
+            settings,
+            function_timeout: Duration::from_secs(3),
+            clock: Arc::new(SystemClock),
+        };
+        let simulation = Simulation {
+            seed,
+            jobs: 200,
+            clients: 10,
+            pollers: 4,
+            fault_rate: 0.05,
+            settle_within: Duration::from_secs(120),
+            timeout: Duration::from_millis(300),
+        };
+        let report = simulation.run(ports).await;
+        dynamodb
+            .delete_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap();
+        stack.delete().await;
+        report
+    })
+}
+
 fn main() -> ExitCode {
     // The injected panics are expected; report only the others.
     let default_hook = std::panic::take_hook();
@@ -163,6 +205,13 @@ fn main() -> ExitCode {
     );
     check(
         format!("on the emulator, seed {seed}: nothing lost, nothing run twice per claim"),
+        report.holds(),
+    );
+
+    let report = on_dynamodb_local(seed);
+    println!("fault injection, DynamoDB Local and the emulator's SQS, {report}");
+    check(
+        format!("on DynamoDB Local, seed {seed}: nothing lost, nothing run twice per claim"),
         report.holds(),
     );
 

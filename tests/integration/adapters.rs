@@ -28,3 +28,17 @@ async fn the_sqs_queue_keeps_the_queue_contract_the_memory_queue_is_held_to() {
     queue_contract::run_all(&setup).await;
     stack.delete().await;
 }
+
+#[tokio::test]
+async fn dynamodb_local_keeps_the_store_contract_too() {
+    // moto re-implements DynamoDB; DynamoDB Local is AWS's own implementation, and conditional
+    // writes and transactions are where correctness lives.
+    let (client, table) = spillway_tests::dynamodb_local_table().await;
+    contract::run_all(&DynamoStore::new(client.clone(), &table)).await;
+    client
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+}

@@ -27,6 +27,36 @@ pub fn endpoint() -> String {
     })
 }
 
+/// DynamoDB Local's endpoint (AWS's own implementation), started by the test command.
+pub fn dynamodb_local_endpoint() -> String {
+    std::env::var("SPILLWAY_DYNAMODB_LOCAL_URL").unwrap_or_else(|_| {
+        panic!(
+            "these tests need DynamoDB Local: run `scripts/test`, which starts it, or set \
+             SPILLWAY_DYNAMODB_LOCAL_URL to a running one"
+        )
+    })
+}
+
+/// A DynamoDB client for DynamoDB Local, and a fresh table on it.
+pub async fn dynamodb_local_table() -> (aws_sdk_dynamodb::Client, String) {
+    let sdk = sdk_config().await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .endpoint_url(dynamodb_local_endpoint())
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let table = unique_name("spillway-ddblocal");
+    provision::ensure_table(&client, &table)
+        .await
+        .expect("create the table on DynamoDB Local");
+    (client, table)
+}
+
+/// `prefix` with a random suffix, for resources of one test.
+pub fn unique_name(prefix: &str) -> String {
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    format!("{prefix}-{}", &suffix[suffix.len() - 12..])
+}
+
 /// SDK configuration for the emulator: explicit region, throwaway credentials.
 pub async fn sdk_config() -> SdkConfig {
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
@@ -65,8 +95,7 @@ impl Stack {
         let sdk = sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let suffix = uuid::Uuid::now_v7().simple().to_string();
-        let name = format!("spillway-test-{}", &suffix[suffix.len() - 12..]);
+        let name = unique_name("spillway-test");
 
         provision::ensure_table(&dynamodb, &name)
             .await
