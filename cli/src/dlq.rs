@@ -9,7 +9,7 @@ use spillway_core::clock::{Clock, SystemClock};
 use spillway_core::config::Settings;
 use spillway_core::dlq::{self, DeadLetter};
 use spillway_core::domain::JobId;
-use spillway_core::queue::SqsQueue;
+use spillway_core::queue::{SqsQueue, move_messages};
 use spillway_core::store::DynamoStore;
 
 use crate::aws::AwsArgs;
@@ -27,7 +27,8 @@ pub enum DlqCommand {
         limit: usize,
     },
     /// Set dead-lettered jobs back to pending and move their messages back to the work queue:
-    /// all of them, or one job's. Safe to interrupt and run again.
+    /// all of them (with an SQS message move task where the endpoint has them, one by one
+    /// otherwise), or one job's. Safe to interrupt and run again.
     Redrive {
         #[command(flatten)]
         aws: AwsArgs,
@@ -68,22 +69,48 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
                 .await?;
             let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &aws.table);
             let settings = Settings::default().with_lookup(|name| std::env::var(name).ok())?;
-            let report = dlq::redrive(
-                &store,
-                &SqsQueue::new(sqs.clone(), &queue_url),
-                &SqsQueue::new(sqs, &dlq_url),
-                &SystemClock,
-                settings.retention,
-                job,
-            )
-            .await?;
+            let (queue, dlq) = (
+                SqsQueue::new(sqs.clone(), &queue_url),
+                SqsQueue::new(sqs.clone(), &dlq_url),
+            );
+
+            let mut reset_first = 0;
+            if job.is_none() {
+                // Everything: reset the jobs, then let SQS move the messages in bulk where it can.
+                reset_first =
+                    dlq::reset_jobs(&store, &dlq, &SystemClock, settings.retention).await?;
+                let (dlq_arn, queue_arn) =
+                    (arn(&sqs, &dlq_url).await?, arn(&sqs, &queue_url).await?);
+                match move_messages(&sqs, &dlq_arn, &queue_arn, Duration::from_secs(2)).await {
+                    Ok(moved) => {
+                        println!(
+                            "moved {moved} message(s) to the work queue with an SQS message move task; {reset_first} job(s) set back to pending"
+                        );
+                        return Ok(());
+                    }
+                    Err(error) => eprintln!(
+                        "no SQS message move task here ({}); moving the messages one by one",
+                        aws_sdk_sqs::error::DisplayErrorContext(&error)
+                    ),
+                }
+            }
+            let report =
+                dlq::redrive(&store, &queue, &dlq, &SystemClock, settings.retention, job).await?;
             println!(
                 "moved {} message(s) to the work queue; {} job(s) set back to pending; {} left in the dead-letter queue",
-                report.moved, report.jobs_reset, report.left
+                report.moved,
+                reset_first + report.jobs_reset,
+                report.left
             );
             Ok(())
         }
     }
+}
+
+async fn arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, Box<dyn Error>> {
+    spillway_core::provision::queue_arn(sqs, url)
+        .await
+        .map_err(|e| format!("queue {url}: {e}").into())
 }
 
 /// The listing as aligned columns.

@@ -113,6 +113,40 @@ pub async fn redrive(
     result.map(|()| report)
 }
 
+/// Sets the job of every message in `dlq` back to `pending` and leaves the messages where they
+/// are, visible, for a bulk move (an SQS message move task) to carry back to the work queue.
+/// Returns how many jobs it reset.
+pub async fn reset_jobs(
+    store: &dyn JobStore,
+    dlq: &dyn JobQueue,
+    clock: &dyn Clock,
+    retention: Duration,
+) -> Result<usize, RedriveError> {
+    let held = receive_all(dlq, usize::MAX).await?;
+    let mut reset = 0;
+    let mut result = Ok(());
+    for id in held
+        .iter()
+        .filter_map(|m| JobMessage::decode(&m.body).ok().map(|m| m.job_id))
+    {
+        let change = Change {
+            transition: Transition::Redrive,
+            at: clock.now(),
+            retention,
+        };
+        match store.apply(id, &change).await {
+            Ok(_) => reset += 1,
+            Err(ApplyError::Rejected(_) | ApplyError::NotFound) => {}
+            Err(ApplyError::Store(error)) => {
+                result = Err(error.into());
+                break;
+            }
+        }
+    }
+    release(dlq, &held).await;
+    result.map(|()| reset)
+}
+
 async fn receive_all(dlq: &dyn JobQueue, limit: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
     let mut held: Vec<ReceivedMessage> = Vec::new();
     while held.len() < limit {
@@ -236,6 +270,29 @@ mod tests {
             delivered.received, 1,
             "the redriven message is back in the work queue"
         );
+    }
+
+    #[tokio::test]
+    async fn resetting_the_jobs_leaves_every_message_in_place_for_a_bulk_move() {
+        let pipeline = failing_pipeline();
+        let ids = dead_lettered_jobs(&pipeline, 2).await;
+        let app = &pipeline.app;
+        let reset = reset_jobs(
+            app.store.as_ref(),
+            pipeline.dlq.as_ref(),
+            app.clock.as_ref(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reset, 2);
+        for id in ids {
+            assert_eq!(
+                app.store.get(id).await.unwrap().unwrap().status,
+                JobStatus::Pending
+            );
+        }
+        assert_eq!(pipeline.dlq.depth().await.unwrap().visible, 2);
     }
 
     #[tokio::test]

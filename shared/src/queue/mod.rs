@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use memory::MemoryQueue;
-pub use sqs::SqsQueue;
+pub use sqs::{SqsQueue, move_messages};
 
 use crate::domain::Timestamp;
 use crate::store::BoxError;

@@ -172,3 +172,119 @@ impl JobQueue for SqsQueue {
         })
     }
 }
+
+/// Moves every message of the queue `source_arn` (a dead-letter queue) to `destination_arn` with an
+/// SQS message move task, and waits until the task ends; returns how many messages it moved.
+/// Endpoints without message move tasks (moto, for one) answer with an error.
+pub async fn move_messages(
+    client: &Client,
+    source_arn: &str,
+    destination_arn: &str,
+    poll_every: Duration,
+) -> Result<u64, QueueError> {
+    client
+        .start_message_move_task()
+        .source_arn(source_arn)
+        .destination_arn(destination_arn)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    loop {
+        let tasks = client
+            .list_message_move_tasks()
+            .source_arn(source_arn)
+            .max_results(1)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(task) = tasks.results.unwrap_or_default().into_iter().next() else {
+            return Err(QueueError::Unavailable(
+                "the message move task disappeared".into(),
+            ));
+        };
+        let moved = u64::try_from(task.approximate_number_of_messages_moved).unwrap_or(0);
+        match task.status.as_deref() {
+            Some("COMPLETED") => return Ok(moved),
+            Some("RUNNING") | Some("CANCELLING") | None => tokio::time::sleep(poll_every).await,
+            Some(other) => {
+                let reason = task.failure_reason.unwrap_or_default();
+                return Err(QueueError::Unavailable(
+                    format!(
+                        "the message move task ended {other} after {moved} message(s): {reason}"
+                    )
+                    .into(),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sqs::operation::list_message_move_tasks::ListMessageMoveTasksOutput;
+    use aws_sdk_sqs::operation::start_message_move_task::StartMessageMoveTaskOutput;
+    use aws_sdk_sqs::types::ListMessageMoveTasksResultEntry;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+
+    fn entry(status: &str, moved: i64) -> ListMessageMoveTasksResultEntry {
+        ListMessageMoveTasksResultEntry::builder()
+            .status(status)
+            .approximate_number_of_messages_moved(moved)
+            .failure_reason("the destination is gone")
+            .build()
+    }
+
+    fn listing(status: &'static str, moved: i64) -> aws_smithy_mocks::Rule {
+        mock!(Client::list_message_move_tasks).then_output(move || {
+            ListMessageMoveTasksOutput::builder()
+                .results(entry(status, moved))
+                .build()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_move_task_is_followed_until_it_completes() {
+        let start = mock!(Client::start_message_move_task)
+            .match_requests(|r| {
+                r.source_arn() == Some("arn:dlq") && r.destination_arn() == Some("arn:queue")
+            })
+            .then_output(|| {
+                StartMessageMoveTaskOutput::builder()
+                    .task_handle("task-1")
+                    .build()
+            });
+        let (running, completed) = (listing("RUNNING", 3), listing("COMPLETED", 7));
+        let client = mock_client!(
+            aws_sdk_sqs,
+            RuleMode::Sequential,
+            [&start, &running, &completed]
+        );
+        let moved = move_messages(&client, "arn:dlq", "arn:queue", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(moved, 7);
+        assert_eq!(running.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_move_task_is_an_error() {
+        let start = mock!(Client::start_message_move_task).then_output(|| {
+            StartMessageMoveTaskOutput::builder()
+                .task_handle("task-1")
+                .build()
+        });
+        let failed = listing("FAILED", 2);
+        let client = mock_client!(aws_sdk_sqs, RuleMode::Sequential, [&start, &failed]);
+        let error = move_messages(&client, "arn:dlq", "arn:queue", Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(
+            crate::api::Chain(&error)
+                .to_string()
+                .contains("FAILED after 2"),
+            "{error}"
+        );
+    }
+}
