@@ -67,7 +67,7 @@ impl AwsArgs {
     }
 
     /// The URL of the queue named `name` (the `--queue-url`-style override first).
-    pub async fn queue_url(
+    async fn queue_url(
         &self,
         sqs: &aws_sdk_sqs::Client,
         given: Option<&String>,
@@ -89,6 +89,22 @@ impl AwsArgs {
             })?
             .queue_url
             .ok_or_else(|| format!("queue {name} at {target} has no URL"))
+    }
+
+    /// The work queue's URL: `--queue-url`, or the queue named after the table.
+    pub async fn work_queue_url(&self, sqs: &aws_sdk_sqs::Client) -> Result<String, String> {
+        self.queue_url(sqs, self.queue_url.as_ref(), &self.queue_name())
+            .await
+    }
+
+    /// The dead-letter queue's URL: `--dlq-url`, or the queue named after the table.
+    pub async fn dead_letter_queue_url(&self, sqs: &aws_sdk_sqs::Client) -> Result<String, String> {
+        self.queue_url(
+            sqs,
+            self.dlq_url.as_ref(),
+            &format!("{}-dlq", self.queue_name()),
+        )
+        .await
     }
 
     /// The work queue's name when the table names the resources.

@@ -249,19 +249,10 @@ async fn on_endpoint(
                     "table {table} at {endpoint_url}: {e} (pass --create-resources to create it)"
                 )
             })?;
-        match &args.aws.queue_url {
-            Some(url) => url.clone(),
-            None => {
-                let name = args.aws.queue_name();
-                sqs.get_queue_url()
-                    .queue_name(&name)
-                    .send()
-                    .await
-                    .map_err(|e| format!("queue {name} at {endpoint_url}: {e} (pass --queue-url, or --create-resources)"))?
-                    .queue_url
-                    .ok_or_else(|| format!("queue {name} at {endpoint_url} has no URL"))?
-            }
-        }
+        args.aws
+            .work_queue_url(&sqs)
+            .await
+            .map_err(|e| format!("{e} (pass --queue-url, or --create-resources)"))?
     };
     let queue_arn = provision::queue_arn(&sqs, &queue_url)
         .await

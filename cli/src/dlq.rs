@@ -43,13 +43,7 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
     match command {
         DlqCommand::List { aws, limit } => {
             let sqs = aws_sdk_sqs::Client::new(&aws.sdk_config().await);
-            let dlq_url = aws
-                .queue_url(
-                    &sqs,
-                    aws.dlq_url.as_ref(),
-                    &format!("{}-dlq", aws.queue_name()),
-                )
-                .await?;
+            let dlq_url = aws.dead_letter_queue_url(&sqs).await?;
             let letters = dlq::list(&SqsQueue::new(sqs, &dlq_url), limit).await?;
             print!("{}", table(&letters, SystemClock.now()));
             Ok(())
@@ -57,16 +51,8 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
         DlqCommand::Redrive { aws, job } => {
             let sdk = aws.sdk_config().await;
             let sqs = aws_sdk_sqs::Client::new(&sdk);
-            let queue_url = aws
-                .queue_url(&sqs, aws.queue_url.as_ref(), &aws.queue_name())
-                .await?;
-            let dlq_url = aws
-                .queue_url(
-                    &sqs,
-                    aws.dlq_url.as_ref(),
-                    &format!("{}-dlq", aws.queue_name()),
-                )
-                .await?;
+            let queue_url = aws.work_queue_url(&sqs).await?;
+            let dlq_url = aws.dead_letter_queue_url(&sqs).await?;
             let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &aws.table);
             let settings = Settings::default().with_lookup(|name| std::env::var(name).ok())?;
             let (queue, dlq) = (

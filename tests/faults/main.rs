@@ -18,8 +18,8 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use spillway_core::Settings;
 use spillway_core::clock::{Clock, SystemClock};
-use spillway_core::queue::{MemoryQueue, SqsQueue};
-use spillway_core::store::{DynamoStore, MemoryStore};
+use spillway_core::queue::{JobQueue, MemoryQueue, SqsQueue};
+use spillway_core::store::{DynamoStore, JobStore, MemoryStore};
 use spillway_core::testing::faults::{Ports, Report, Simulation, TokioClock};
 use spillway_tests::Stack;
 
@@ -68,82 +68,77 @@ fn in_memory(seed: u64) -> Report {
     })
 }
 
-/// 200 jobs on DynamoDB and SQS at the emulator, in real time.
+/// 200 jobs in real time on `store` and the work queue and DLQ of `stack`.
+async fn in_real_time(
+    seed: u64,
+    stack: &Stack,
+    store: Arc<dyn JobStore>,
+    queues: (Arc<dyn JobQueue>, Arc<dyn JobQueue>),
+) -> Report {
+    let ports = Ports {
+        store,
+        queue: queues.0,
+        dlq: queues.1,
+        queue_arn: stack.queue_arn.clone(),
+        settings: settings(stack.max_receive_count, Duration::from_secs(1)),
+        function_timeout: Duration::from_secs(3),
+        clock: Arc::new(SystemClock),
+    };
+    let simulation = Simulation {
+        seed,
+        jobs: 200,
+        clients: 10,
+        pollers: 4,
+        fault_rate: 0.05,
+        settle_within: Duration::from_secs(120),
+        timeout: Duration::from_millis(300),
+    };
+    simulation.run(ports).await
+}
+
+/// The emulator's DynamoDB and SQS. The suite injects its own faults; the SDK's retries would only
+/// blur which call failed (and moto applies two copies of one retried conditional write).
 fn on_emulator(seed: u64) -> Report {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let visibility = Duration::from_secs(2);
-        let settings = settings(5, Duration::from_secs(1));
-        let stack = Stack::create(settings.max_attempts, visibility).await;
-        // The suite injects its own faults; the SDK's retries would only blur which call failed.
-        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
+        let stack = Stack::create(5, Duration::from_secs(2)).await;
+        let without_retries = |sdk: &aws_config::SdkConfig| {
+            aws_sdk_dynamodb::config::Builder::from(sdk)
                 .retry_config(RetryConfig::disabled())
-                .build(),
-        );
+                .build()
+        };
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(without_retries(&stack.sdk));
         let sqs = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&stack.sdk)
                 .retry_config(RetryConfig::disabled())
                 .build(),
         );
-        let ports = Ports {
-            store: Arc::new(DynamoStore::new(dynamodb, &stack.table)),
-            queue: Arc::new(SqsQueue::new(sqs.clone(), &stack.queue_url)),
-            dlq: Arc::new(SqsQueue::new(sqs, &stack.dlq_url)),
-            queue_arn: stack.queue_arn.clone(),
-            settings,
-            function_timeout: Duration::from_secs(3),
-            clock: Arc::new(SystemClock),
-        };
-        let simulation = Simulation {
-            seed,
-            jobs: 200,
-            clients: 10,
-            pollers: 4,
-            fault_rate: 0.05,
-            settle_within: Duration::from_secs(120),
-            timeout: Duration::from_millis(300),
-        };
-        let report = simulation.run(ports).await;
+        let store = Arc::new(DynamoStore::new(dynamodb, &stack.table));
+        let queues: (Arc<dyn JobQueue>, Arc<dyn JobQueue>) = (
+            Arc::new(SqsQueue::new(sqs.clone(), &stack.queue_url)),
+            Arc::new(SqsQueue::new(sqs, &stack.dlq_url)),
+        );
+        let report = in_real_time(seed, &stack, store, queues).await;
         stack.delete().await;
         report
     })
 }
 
-/// 200 jobs with the job store on DynamoDB Local (AWS's implementation) and the SDK's retries on,
-/// the queues on the emulator's SQS.
+/// The job store on DynamoDB Local (AWS's implementation), SDK retries on; the queues on the
+/// emulator's SQS.
 fn on_dynamodb_local(seed: u64) -> Report {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let visibility = Duration::from_secs(2);
-        let settings = settings(5, Duration::from_secs(1));
-        let stack = Stack::create(settings.max_attempts, visibility).await;
+        let stack = Stack::create(5, Duration::from_secs(2)).await;
         let (dynamodb, table) = spillway_tests::dynamodb_local_table().await;
-        let ports = Ports {
-            store: Arc::new(DynamoStore::new(dynamodb.clone(), &table)),
-            queue: stack.queue(),
-            dlq: stack.dlq(),
-            queue_arn: stack.queue_arn.clone(),
-            settings,
-            function_timeout: Duration::from_secs(3),
-            clock: Arc::new(SystemClock),
-        };
-        let simulation = Simulation {
-            seed,
-            jobs: 200,
-            clients: 10,
-            pollers: 4,
-            fault_rate: 0.05,
-            settle_within: Duration::from_secs(120),
-            timeout: Duration::from_millis(300),
-        };
-        let report = simulation.run(ports).await;
+        let store = Arc::new(DynamoStore::new(dynamodb.clone(), &table));
+        let report = in_real_time(seed, &stack, store, (stack.queue(), stack.dlq())).await;
         dynamodb
             .delete_table()
             .table_name(&table)
