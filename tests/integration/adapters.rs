@@ -16,7 +16,8 @@ async fn the_dynamodb_store_keeps_the_store_contract() {
 
 #[tokio::test]
 async fn the_sqs_queue_keeps_the_queue_contract_the_memory_queue_is_held_to() {
-    let visibility = Duration::from_secs(1);
+    // Long enough that a slow emulator call cannot outlast it between two checks.
+    let visibility = Duration::from_secs(2);
     let stack = Stack::create(2, visibility).await;
     let (queue, dlq) = (stack.queue(), stack.dlq());
     let setup = queue_contract::Setup {

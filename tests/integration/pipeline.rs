@@ -474,7 +474,7 @@ async fn a_job_whose_consumer_died_is_claimed_again_once_its_lease_lapses() {
     let app = stack.app(stack.settings(), processors_with(&counting));
     let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
     // A consumer claims the job for one more second, then dies without a word.
-    let lease = Duration::from_secs(1);
+    let lease = Duration::from_secs(3);
     let claim = spillway_core::domain::Change {
         transition: spillway_core::domain::Transition::Claim {
             lease_until: deadline_in(0).saturating_add(lease),
