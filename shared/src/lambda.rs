@@ -98,6 +98,57 @@ fn into_lambda(response: ApiResponse) -> Response<Body> {
 mod tests {
     use super::*;
 
+    fn request_with_authorizer(authorizer: serde_json::Value) -> Request {
+        let event = serde_json::json!({
+            "version": "2.0",
+            "routeKey": "GET /jobs/{id}",
+            "rawPath": "/jobs/x",
+            "rawQueryString": "",
+            "headers": {},
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "api-id",
+                "authorizer": authorizer,
+                "domainName": "id.execute-api.us-east-1.amazonaws.com",
+                "http": {"method": "GET", "path": "/jobs/x", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},
+                "requestId": "id",
+                "routeKey": "GET /jobs/{id}",
+                "stage": "$default",
+                "time": "12/Mar/2020:19:03:58 +0000",
+                "timeEpoch": 1_583_348_638_390_i64
+            },
+            "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_owner_is_the_authorizers_identity() {
+        let jwt = request_with_authorizer(
+            serde_json::json!({"jwt": {"claims": {"sub": "user-42"}, "scopes": []}}),
+        );
+        assert_eq!(owner(&jwt), Owner::authenticated("user-42"));
+        let iam = request_with_authorizer(
+            serde_json::json!({"iam": {"userArn": "arn:aws:iam::123456789012:user/ci"}}),
+        );
+        assert_eq!(
+            owner(&iam),
+            Owner::authenticated("arn:aws:iam::123456789012:user/ci")
+        );
+        let lambda =
+            request_with_authorizer(serde_json::json!({"lambda": {"principalId": "tenant-7"}}));
+        assert_eq!(owner(&lambda), Owner::authenticated("tenant-7"));
+    }
+
+    #[test]
+    fn a_request_without_an_identity_is_anonymous() {
+        let claims_without_sub = request_with_authorizer(
+            serde_json::json!({"jwt": {"claims": {"aud": "x"}, "scopes": []}}),
+        );
+        assert_eq!(owner(&claims_without_sub), Owner::anonymous());
+        assert_eq!(owner(&Request::default()), Owner::anonymous());
+    }
+
     #[test]
     fn a_deadline_already_past_falls_back_to_the_default_invocation_time() {
         let now = Timestamp::from_millis(1_795_000_000_000);

@@ -128,8 +128,8 @@ async fn submit(
     match app.store.create(&job, idempotency.as_ref()).await {
         Ok(()) => {}
         Err(StoreError::KeyTaken(first)) => {
-            let fingerprint = IdempotencyRecord::fingerprint(body);
-            return replay(app, &first, &job.owner, &fingerprint, request.payload).await;
+            let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
+            return replay(app, &first, &job.owner, fingerprint, request.payload).await;
         }
         Err(error) => return Err(error.into()),
     }
