@@ -96,21 +96,24 @@ async fn in_real_time(
     simulation.run(ports).await
 }
 
+/// A multi-threaded runtime for the runs in real time.
+fn real_time_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The emulator's DynamoDB and SQS. The suite injects its own faults; the SDK's retries would only
 /// blur which call failed (and moto applies two copies of one retried conditional write).
 fn on_emulator(seed: u64) -> Report {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    real_time_runtime().block_on(async {
         let stack = Stack::create(5, Duration::from_secs(2)).await;
-        let without_retries = |sdk: &aws_config::SdkConfig| {
-            aws_sdk_dynamodb::config::Builder::from(sdk)
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&stack.sdk)
                 .retry_config(RetryConfig::disabled())
-                .build()
-        };
-        let dynamodb = aws_sdk_dynamodb::Client::from_conf(without_retries(&stack.sdk));
+                .build(),
+        );
         let sqs = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&stack.sdk)
                 .retry_config(RetryConfig::disabled())
@@ -130,11 +133,7 @@ fn on_emulator(seed: u64) -> Report {
 /// The job store on DynamoDB Local (AWS's implementation), SDK retries on; the queues on the
 /// emulator's SQS.
 fn on_dynamodb_local(seed: u64) -> Report {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    real_time_runtime().block_on(async {
         let stack = Stack::create(5, Duration::from_secs(2)).await;
         let (dynamodb, table) = spillway_tests::dynamodb_local_table().await;
         let store = Arc::new(DynamoStore::new(dynamodb.clone(), &table));
