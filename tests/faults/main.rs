@@ -106,6 +106,11 @@ fn real_time_runtime() -> tokio::runtime::Runtime {
 
 /// The emulator's DynamoDB and SQS. The suite injects its own faults; the SDK's retries would only
 /// blur which call failed (and moto applies two copies of one retried conditional write).
+///
+/// moto evaluates a conditional update and writes it without a lock, so two concurrent claims of
+/// one job can both pass their condition and one's `attempts + 1` overwrite the other's: on moto
+/// the run can only show that nothing is lost. The at-most-once-per-claim check runs on DynamoDB
+/// Local, whose conditional writes are atomic as DynamoDB's are (docs/guarantees.md).
 fn on_emulator(seed: u64) -> Report {
     real_time_runtime().block_on(async {
         let stack = Stack::create(5, Duration::from_secs(2)).await;
@@ -198,8 +203,8 @@ fn main() -> ExitCode {
         spillway_tests::endpoint()
     );
     check(
-        format!("on the emulator, seed {seed}: nothing lost, nothing run twice per claim"),
-        report.holds(),
+        format!("on the emulator, seed {seed}: nothing lost"),
+        report.nothing_lost(),
     );
 
     let report = on_dynamodb_local(seed);

@@ -368,10 +368,14 @@ pub struct Report {
 impl Report {
     /// Whether every guarantee held.
     pub fn holds(&self) -> bool {
-        self.lost == 0
-            && self.accepted_without_job == 0
-            && self.runs_over_claims == 0
-            && self.runs_after_terminal == 0
+        self.nothing_lost() && self.runs_over_claims == 0 && self.runs_after_terminal == 0
+    }
+
+    /// Whether every accepted job was kept: it has its item, and it ended terminal or in the DLQ.
+    /// Unlike [`Report::holds`], this does not depend on the store's conditional writes being
+    /// atomic.
+    pub fn nothing_lost(&self) -> bool {
+        self.lost == 0 && self.accepted_without_job == 0
     }
 }
 
