@@ -1,0 +1,482 @@
+//! `spillway-bench`: runs the functions' release binaries under the Lambda Runtime API emulator,
+//! with `FakeAws` on loopback as their AWS endpoint, and prints each figure against its budget.
+//! `scripts/bench` builds the binaries and the zips and runs `spillway load` first; see
+//! docs/performance.md.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+use spillway_bench::{FakeAws, QUEUE_URL, RuntimeApi, TABLE, events};
+use spillway_core::domain::JobMessage;
+use spillway_core::store::{DynamoStore, JobStore};
+use tokio::process::{Child, Command};
+
+/// Measure the Lambda binaries: init time against a hello-world baseline, peak memory over many
+/// events, and a batch of slow jobs against a single one.
+#[derive(Debug, Parser)]
+#[command(name = "spillway-bench")]
+struct Args {
+    /// Where the release binaries `intake`, `status`, `consumer` and `hello` are: as cargo-lambda
+    /// leaves them (`<dir>/<function>/bootstrap`) or as cargo does (`<dir>/<function>`).
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// Where `cargo lambda build --output-format zip` left `<function>/bootstrap.zip`.
+    #[arg(long)]
+    zip_dir: Option<PathBuf>,
+    /// The target the zips were built for, for the table (for example `arm64`).
+    #[arg(long, default_value = "arm64")]
+    zip_target: String,
+    /// Cold starts per function; the table shows the median.
+    #[arg(long, default_value_t = 9)]
+    runs: usize,
+    /// Events (intake, status) or records (consumer) for the peak-memory runs.
+    #[arg(long, default_value_t = 10_000)]
+    records: usize,
+    /// `spillway load --json` report of the fixed-rate run against `spillway dev`.
+    #[arg(long)]
+    load: Option<PathBuf>,
+    /// `spillway load --json` report of the spike run against `spillway dev`.
+    #[arg(long)]
+    spike: Option<PathBuf>,
+    /// Also write every figure as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One line of the table.
+struct Row {
+    what: String,
+    value: String,
+    budget: String,
+    /// `None` when the line has no budget.
+    within: Option<bool>,
+}
+
+impl Row {
+    fn new(what: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            value: value.into(),
+            budget: String::new(),
+            within: None,
+        }
+    }
+
+    fn budget(mut self, budget: impl Into<String>, within: bool) -> Self {
+        self.budget = budget.into();
+        self.within = Some(within);
+        self
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("spillway-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("spillway-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let fake = FakeAws::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(Arc::clone(&fake).serve(listener));
+    let bench = Bench {
+        store: DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&fake.sdk_config().await),
+            TABLE,
+        ),
+        endpoint,
+        bin_dir: args.bin_dir.clone(),
+    };
+    let mut rows = Vec::new();
+    let mut figures = BTreeMap::<String, Value>::new();
+
+    if let Some(zip_dir) = &args.zip_dir {
+        for function in FUNCTIONS {
+            let path = zip_dir.join(function).join("bootstrap.zip");
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .len();
+            figures.insert(format!("{function}.zip_bytes"), json!(bytes));
+            rows.push(
+                Row::new(
+                    format!("{function}: bootstrap.zip ({})", args.zip_target),
+                    format!("{:.2} MB", bytes as f64 / 1e6),
+                )
+                .budget("≤ 4 MB", bytes <= 4_000_000),
+            );
+        }
+    }
+
+    eprintln!("init: {} cold starts of each function", args.runs);
+    let hello = bench.init_times("hello", args.runs).await?;
+    let hello_median = median(&hello);
+    figures.insert("hello.init_ms".into(), json!(hello));
+    rows.push(Row::new(
+        "hello-world lambda_runtime: init, median",
+        format!("{hello_median:.2} ms"),
+    ));
+    for function in FUNCTIONS {
+        let times = bench.init_times(function, args.runs).await?;
+        let median = median(&times);
+        let ratio = median / hello_median;
+        figures.insert(format!("{function}.init_ms"), json!(times));
+        rows.push(
+            Row::new(
+                format!("{function}: init, median"),
+                format!("{median:.2} ms ({ratio:.2}× hello)"),
+            )
+            .budget("≤ 1.5× hello", ratio <= 1.5),
+        );
+    }
+
+    for function in ["hello", "intake", "status", "consumer"] {
+        eprintln!("peak memory: {function} over {} events", args.records);
+        let peak_kib = bench.peak_memory(function, args.records).await?;
+        figures.insert(format!("{function}.peak_rss_kib"), json!(peak_kib));
+        let what = if function == "consumer" {
+            format!("{function}: peak RSS over {} records", args.records)
+        } else {
+            format!("{function}: peak RSS over {} requests", args.records)
+        };
+        let row = Row::new(what, format!("{:.1} MB", peak_kib as f64 / 1024.0));
+        rows.push(if function == "hello" {
+            row
+        } else {
+            row.budget("≤ 32 MB", peak_kib <= 32 * 1024)
+        });
+    }
+
+    eprintln!("consumer: a batch of 10 sleep jobs against one");
+    let (single, batch) = bench.batch_against_single(args.runs).await?;
+    let ratio = batch / single;
+    figures.insert("consumer.single_sleep_ms".into(), json!(single));
+    figures.insert("consumer.batch_of_10_sleep_ms".into(), json!(batch));
+    rows.push(Row::new(
+        "consumer: one sleep-50ms job, median",
+        format!("{single:.1} ms"),
+    ));
+    rows.push(
+        Row::new(
+            "consumer: batch of 10 sleep-50ms jobs, median",
+            format!("{batch:.1} ms ({ratio:.2}× one)"),
+        )
+        .budget("≤ 2× one", ratio <= 2.0),
+    );
+
+    if let Some(path) = &args.load {
+        let report = read_json(path)?;
+        rows.extend(load_rows("fixed rate", &report, true));
+        figures.insert("load.fixed".into(), report);
+    }
+    if let Some(path) = &args.spike {
+        let report = read_json(path)?;
+        rows.extend(load_rows("spike", &report, false));
+        figures.insert("load.spike".into(), report);
+    }
+
+    print_table(&rows);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
+    }
+    Ok(())
+}
+
+const FUNCTIONS: [&str; 3] = ["intake", "status", "consumer"];
+
+struct Bench {
+    store: DynamoStore,
+    endpoint: String,
+    bin_dir: PathBuf,
+}
+
+/// A function process under a fresh runtime API; killed when dropped.
+struct Function {
+    child: Child,
+    runtime: RuntimeApi,
+}
+
+impl Function {
+    async fn invoke(&self, event: impl Into<bytes::Bytes>) -> Result<bytes::Bytes, BoxError> {
+        let answer = tokio::time::timeout(Duration::from_secs(60), self.runtime.invoke(event))
+            .await
+            .map_err(|_| "the function did not answer within a minute")?;
+        answer.map_err(|error| match self.runtime.init_error() {
+            Some(init) => format!("{error}; at init: {init}").into(),
+            None => error.into(),
+        })
+    }
+
+    /// The kernel's high-water mark of the process's resident memory, in KiB.
+    fn peak_rss_kib(&self) -> Result<u64, BoxError> {
+        let pid = self.child.id().ok_or("the function has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| "no VmHWM in /proc/<pid>/status".into())
+    }
+}
+
+impl Bench {
+    /// Starts `function` the way Lambda does: only the runtime's variables, credentials in the
+    /// environment, and logs to a pipe nobody reads faster than needed.
+    async fn start(&self, function: &str) -> Result<(Function, Instant), BoxError> {
+        let runtime = RuntimeApi::start().await?;
+        // cargo-lambda's layout (`<function>/bootstrap`), or cargo's (`<function>`).
+        let bootstrap = self.bin_dir.join(function).join("bootstrap");
+        let binary = if bootstrap.is_file() {
+            bootstrap
+        } else {
+            self.bin_dir.join(function)
+        };
+        let started = Instant::now();
+        let child = Command::new(&binary)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
+            .env("AWS_LAMBDA_FUNCTION_NAME", format!("spillway-{function}"))
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{function}"),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/24/[$LATEST]bench")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDBENCHMARK")
+            .env("AWS_SECRET_ACCESS_KEY", "benchmark-secret")
+            .env("AWS_SESSION_TOKEN", "benchmark-token")
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("SPILLWAY_TABLE", TABLE)
+            .env("SPILLWAY_QUEUE_URL", QUEUE_URL)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", binary.display()))?;
+        Ok((Function { child, runtime }, started))
+    }
+
+    /// A typical first event for `function`.
+    async fn event(&self, function: &str) -> Result<Vec<u8>, BoxError> {
+        Ok(match function {
+            "intake" => events::submit(r#"{"kind": "echo", "payload": {"order": 1042}}"#).into(),
+            "status" => {
+                events::status(self.jobs(1, "echo", &json!({"n": 1})).await?[0].job_id).into()
+            }
+            "consumer" => {
+                let jobs = self.jobs(1, "echo", &json!({"order": 1042})).await?;
+                serde_json::to_vec(&events::sqs_batch(&jobs))?
+            }
+            _ => br#"{"hello": "world"}"#.to_vec(),
+        })
+    }
+
+    async fn jobs(
+        &self,
+        count: usize,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<Vec<JobMessage>, BoxError> {
+        Ok(events::pending_jobs(&self.store as &dyn JobStore, count, kind, payload).await?)
+    }
+
+    /// Process start to the first event answered, `runs` times.
+    async fn init_times(&self, function: &str, runs: usize) -> Result<Vec<f64>, BoxError> {
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let event = self.event(function).await?;
+            let (process, started) = self.start(function).await?;
+            let answer = process.invoke(event).await?;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            check_answer(function, &answer)?;
+        }
+        Ok(times)
+    }
+
+    /// Peak resident memory over `count` events (consumer: records, in batches of 10).
+    async fn peak_memory(&self, function: &str, count: usize) -> Result<u64, BoxError> {
+        let (process, _) = self.start(function).await?;
+        if function == "consumer" {
+            let jobs = self.jobs(count, "echo", &json!({"order": 1042})).await?;
+            for batch in jobs.chunks(10) {
+                let answer = process
+                    .invoke(serde_json::to_vec(&events::sqs_batch(batch))?)
+                    .await?;
+                check_answer(function, &answer)?;
+            }
+        } else {
+            let event = self.event(function).await?;
+            for _ in 0..count {
+                let answer = process.invoke(event.clone()).await?;
+                check_answer(function, &answer)?;
+            }
+        }
+        process.peak_rss_kib()
+    }
+
+    /// The consumer's time for one `sleep` 50 ms job and for a batch of ten, medians in ms.
+    async fn batch_against_single(&self, runs: usize) -> Result<(f64, f64), BoxError> {
+        let (process, _) = self.start("consumer").await?;
+        let warm_up = self.event("consumer").await?;
+        process.invoke(warm_up).await?;
+        let payload = json!({"ms": 50});
+        let (mut single, mut batch) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            for (size, times) in [(1, &mut single), (10, &mut batch)] {
+                let jobs = self.jobs(size, "sleep", &payload).await?;
+                let event = serde_json::to_vec(&events::sqs_batch(&jobs))?;
+                let started = Instant::now();
+                let answer = process.invoke(event).await?;
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+                check_answer("consumer", &answer)?;
+            }
+        }
+        Ok((median(&single), median(&batch)))
+    }
+}
+
+/// A benchmark of failures measures nothing: every answer must be the success it should be.
+fn check_answer(function: &str, answer: &[u8]) -> Result<(), BoxError> {
+    let answer: Value = serde_json::from_slice(answer)?;
+    let ok = match function {
+        "intake" => answer["statusCode"] == 202,
+        "status" => answer["statusCode"] == 200,
+        "consumer" => answer["batchItemFailures"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{function} answered {answer}").into())
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The lines of one `spillway load` report: the fixed-rate run is held to the latency and
+/// nothing-lost budgets, the spike run to the throughput budget.
+fn load_rows(name: &str, report: &Value, fixed: bool) -> Vec<Row> {
+    let number = |value: &Value| value.as_f64().unwrap_or(f64::NAN);
+    let accepted = report["accepted"].as_u64().unwrap_or(0);
+    let p99 = number(&report["intake_latency"]["p99_ms"]);
+    let lost = report["follow"]["lost"].as_u64();
+    let mut rows = vec![Row::new(
+        format!(
+            "spillway load, {name}: {} jobs at {}/s for {} s",
+            report["scheduled"], report["rate"], report["duration_s"]
+        ),
+        format!(
+            "{accepted} accepted, {:.0}/s, rejected {}, errors {}",
+            number(&report["accepted_per_s"]),
+            report["rejected"],
+            report["errors"]
+        ),
+    )];
+    if fixed {
+        rows.push(
+            Row::new(
+                format!("spillway load, {name}: p99 intake latency"),
+                format!("{p99:.2} ms"),
+            )
+            .budget("≤ 10 ms", p99 <= 10.0),
+        );
+    } else {
+        let spike = &report["spike"];
+        let rate = number(&spike["accepted_per_s"]);
+        rows.push(
+            Row::new(
+                format!(
+                    "spillway load, {name}: accepted/s inside the {}/s window",
+                    spike["rate"]
+                ),
+                format!(
+                    "{rate:.0}/s (p99 intake {:.2} ms)",
+                    number(&spike["intake_latency"]["p99_ms"])
+                ),
+            )
+            .budget("≥ 3,000/s", rate >= 3000.0),
+        );
+    }
+    let row = Row::new(
+        format!("spillway load, {name}: jobs lost (followed to the end)"),
+        lost.map_or_else(|| "not followed".to_owned(), |lost| lost.to_string()),
+    );
+    rows.push(if fixed {
+        row.budget("0 of ≥ 60,000", lost == Some(0) && accepted >= 60_000)
+    } else {
+        row
+    });
+    rows
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows
+        .iter()
+        .map(|r| r.what.chars().count())
+        .max()
+        .unwrap_or(0);
+    let value_width = rows
+        .iter()
+        .map(|r| r.value.chars().count())
+        .max()
+        .unwrap_or(0);
+    let budget_width = rows
+        .iter()
+        .map(|r| r.budget.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!();
+    for row in rows {
+        let verdict = match row.within {
+            Some(true) => "ok",
+            Some(false) => "OVER",
+            None => "",
+        };
+        println!(
+            "{:<width$}  {:>value_width$}  {:<budget_width$}  {verdict}",
+            row.what, row.value, row.budget
+        );
+    }
+}
