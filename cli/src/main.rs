@@ -3,6 +3,7 @@
 mod aws;
 mod dev;
 mod dlq;
+mod load;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,9 @@ enum Command {
     /// Inspect and redrive the dead-letter queue of a deployment (at --endpoint-url, or on AWS).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Load a Spillway API (`spillway dev` or a deployed stage) at a fixed rate, with an optional
+    /// spike, and report accepted/s, rejections, intake and end-to-end latency, and lost jobs.
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Dlq(command) => dlq::run(command).await,
+            Command::Load(args) => load::run(args).await,
         }
     });
     match result {

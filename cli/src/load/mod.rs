@@ -1,0 +1,629 @@
+//! `spillway load`: an open-loop load generator for a Spillway API.
+//!
+//! Open loop: each request is sent when the schedule says, whether or not earlier ones have been
+//! answered, so a slow server shows up as latency (measured from the intended send time) rather
+//! than as a politely slower generator. When the generator itself falls behind (a starved CPU),
+//! the report says by how much.
+
+mod report;
+mod schedule;
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use clap::Args;
+use futures::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use report::{FollowReport, Percentiles, Report, SpikeReport};
+use schedule::{Profile, Spike};
+
+/// How many lost job ids the report lists.
+const LOST_IDS_SHOWN: usize = 10;
+/// The longest long poll the status API accepts.
+const MAX_WAIT_SECONDS: u64 = 20;
+/// A non-terminal answer quicker than this was not a held long poll…
+const EAGER_ANSWER: Duration = Duration::from_secs(1);
+/// …so the next poll of that job waits this long.
+const EAGER_PAUSE: Duration = Duration::from_millis(250);
+/// Statuses after which a job never changes.
+const TERMINAL: [&str; 5] = [
+    "succeeded",
+    "failed",
+    "expired",
+    "dead_lettered",
+    "cancelled",
+];
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Base URL of the Spillway API: `spillway dev`, or a deployed stage's URL.
+    #[arg(long, env = "SPILLWAY_URL", default_value = "http://127.0.0.1:3000")]
+    url: String,
+    /// Jobs submitted per second (outside the spike).
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// How long to submit jobs for, e.g. `60s` or `2m`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Jobs per second inside the spike window. Without it there is no spike.
+    #[arg(long)]
+    spike_rate: Option<u32>,
+    /// When the spike starts, counted from the start of the run.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, requires = "spike_rate")]
+    spike_start: Duration,
+    /// How long the spike lasts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, requires = "spike_rate")]
+    spike_length: Duration,
+    /// The kind of job submitted.
+    #[arg(long, default_value = "echo")]
+    kind: String,
+    /// Size in bytes of the generated payload `{"data": "xx…"}`, for any kind but `sleep`.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// For `--kind sleep`: how long each job sleeps, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    sleep_ms: u64,
+    /// The payload as JSON, instead of the generated one.
+    #[arg(long, value_parser = parse_json)]
+    payload: Option<Value>,
+    /// After the run, poll every accepted job until it is terminal, and report end-to-end latency,
+    /// final states and lost jobs. Exits non-zero when a job is lost.
+    #[arg(long)]
+    follow: bool,
+    /// How long --follow waits in all for the jobs to become terminal.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    follow_timeout: Duration,
+    /// Long polls in flight at once while following.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pollers: u32,
+    /// Requests outstanding at most. A request due while this many are unanswered is dropped and
+    /// counted, never delayed.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
+    /// Timeout of each submission.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_json(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+}
+
+/// Runs the load, prints the report, and fails when an accepted job was lost.
+pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
+    let base = args.url.trim_end_matches('/').to_owned();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(format!(
+            "--url must be an http:// or https:// URL, got {:?}",
+            args.url
+        )
+        .into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(args.timeout)
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true)
+        .build()?;
+    let profile = Profile {
+        rate: args.rate,
+        duration: args.duration,
+        spike: args.spike_rate.map(|rate| Spike {
+            rate,
+            start: args.spike_start,
+            length: args.spike_length,
+        }),
+    };
+    let body = Bytes::from(request_body(&args).to_string());
+
+    let submissions = submit_all(&client, &base, body, &profile, args.max_in_flight).await;
+    let mut report = summarize(&args, &base, &profile, &submissions);
+    if args.follow {
+        let accepted: Vec<String> = submissions
+            .records
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Accepted(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        report.follow = Some(follow(&client, &base, accepted, &args).await);
+    }
+
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{}", report.to_text());
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    match &report.follow {
+        Some(follow) if follow.lost > 0 => {
+            Err(format!("{} accepted jobs were lost", follow.lost).into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `{"kind": …, "payload": …}`: the same body for every request (each makes its own job, as no
+/// idempotency key is sent).
+fn request_body(args: &LoadArgs) -> Value {
+    let payload = match (&args.payload, args.kind.as_str()) {
+        (Some(payload), _) => payload.clone(),
+        (None, "sleep") => json!({ "ms": args.sleep_ms }),
+        (None, _) => {
+            let envelope = json!({ "data": "" }).to_string().len();
+            json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(envelope)) })
+        }
+    };
+    json!({ "kind": args.kind, "payload": payload })
+}
+
+/// What became of one submission.
+#[derive(Debug)]
+enum Outcome {
+    Accepted(String),
+    Rejected(u16),
+    Failed(&'static str),
+}
+
+/// One submission, timed from the start of the run.
+#[derive(Debug)]
+struct Record {
+    /// When the schedule said to send it.
+    due: Duration,
+    /// How late it was actually sent.
+    lag: Duration,
+    /// When its answer (or error) arrived.
+    done: Duration,
+    outcome: Outcome,
+}
+
+/// Every submission of a run.
+#[derive(Debug)]
+struct Submissions {
+    records: Vec<Record>,
+    scheduled: u64,
+    dropped: u64,
+}
+
+/// Counters the progress line reads while requests are in flight.
+#[derive(Debug, Default)]
+struct Progress {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    behind_micros: AtomicU64,
+}
+
+async fn submit_all(
+    client: &reqwest::Client,
+    base: &str,
+    body: Bytes,
+    profile: &Profile,
+    max_in_flight: u32,
+) -> Submissions {
+    let url: Arc<str> = format!("{base}/jobs").into();
+    let progress = Arc::new(Progress::default());
+    let in_flight = Arc::new(Semaphore::new(max_in_flight as usize));
+    let (records_tx, mut records_rx) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    let printer = tokio::spawn(print_progress(progress.clone(), start));
+
+    let mut scheduled = 0;
+    for due in profile.schedule() {
+        scheduled += 1;
+        let at = start + due;
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
+        let lag = start.elapsed().saturating_sub(due);
+        progress.behind_micros.store(
+            u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            progress.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        progress.sent.fetch_add(1, Ordering::Relaxed);
+        let request = client
+            .post(&*url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        let (records_tx, progress) = (records_tx.clone(), progress.clone());
+        tokio::spawn(async move {
+            let outcome = submit(request).await;
+            let counter = match outcome {
+                Outcome::Accepted(_) => &progress.accepted,
+                Outcome::Rejected(_) => &progress.rejected,
+                Outcome::Failed(_) => &progress.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let done = start.elapsed();
+            drop(permit);
+            let _ = records_tx.send(Record {
+                due,
+                lag,
+                done,
+                outcome,
+            });
+        });
+    }
+    drop(records_tx);
+    let mut records = Vec::with_capacity(usize::try_from(scheduled).unwrap_or(0));
+    while let Some(record) = records_rx.recv().await {
+        records.push(record);
+    }
+    printer.abort();
+    finish_progress_line();
+    Submissions {
+        records,
+        scheduled,
+        dropped: progress.dropped.load(Ordering::Relaxed),
+    }
+}
+
+async fn submit(request: reqwest::RequestBuilder) -> Outcome {
+    #[derive(Deserialize)]
+    struct Accepted {
+        id: String,
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) => return Outcome::Failed(reason(&error)),
+    };
+    let status = response.status();
+    let body = response.bytes().await;
+    if status != reqwest::StatusCode::ACCEPTED {
+        return Outcome::Rejected(status.as_u16());
+    }
+    match body {
+        Ok(body) => match serde_json::from_slice::<Accepted>(&body) {
+            Ok(accepted) => Outcome::Accepted(accepted.id),
+            Err(_) => Outcome::Failed("202 without a job id"),
+        },
+        Err(error) => Outcome::Failed(reason(&error)),
+    }
+}
+
+/// A short name for why a request got no answer.
+fn reason(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else if error.is_body() || error.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
+
+/// Prints a progress line on stderr every second (rewritten in place on a terminal).
+async fn print_progress(progress: Arc<Progress>, start: Instant) {
+    let in_place = std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let sent = get(&progress.sent);
+        let answered = get(&progress.accepted) + get(&progress.rejected) + get(&progress.failed);
+        #[allow(clippy::cast_precision_loss)]
+        let behind_ms = get(&progress.behind_micros) as f64 / 1000.0;
+        let line = format!(
+            "{:>6.1} s  sent {sent}  accepted {}  rejected {}  errors {}  in flight {}  dropped {}  behind {behind_ms:.1} ms",
+            start.elapsed().as_secs_f64(),
+            get(&progress.accepted),
+            get(&progress.rejected),
+            get(&progress.failed),
+            sent.saturating_sub(answered),
+            get(&progress.dropped),
+        );
+        let mut stderr = std::io::stderr().lock();
+        let _ = if in_place {
+            write!(stderr, "\r\x1b[2K{line}")
+        } else {
+            writeln!(stderr, "{line}")
+        };
+    }
+}
+
+fn finish_progress_line() {
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+}
+
+fn summarize(args: &LoadArgs, base: &str, profile: &Profile, runs: &Submissions) -> Report {
+    let records = &runs.records;
+    let accepted: Vec<&Record> = records
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Accepted(_)))
+        .collect();
+    let mut rejected = BTreeMap::new();
+    let mut errors = BTreeMap::new();
+    for record in records {
+        match record.outcome {
+            Outcome::Accepted(_) => {}
+            Outcome::Rejected(status) => *rejected.entry(status).or_insert(0) += 1,
+            Outcome::Failed(reason) => *errors.entry(reason.to_owned()).or_insert(0) += 1,
+        }
+    }
+    let last_answer = records.iter().map(|r| r.done).max().unwrap_or_default();
+    let span = profile.duration.max(last_answer).as_secs_f64();
+    let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
+    for record in &accepted {
+        *per_second.entry(record.done.as_secs()).or_insert(0) += 1;
+    }
+    let latency =
+        |records: &[&Record]| Percentiles::of(records.iter().map(|r| r.done - r.due).collect());
+    let spike = profile.spike.map(|spike| {
+        let window = spike.start.min(profile.duration)
+            ..spike
+                .start
+                .saturating_add(spike.length)
+                .min(profile.duration);
+        let in_window: Vec<&Record> = accepted
+            .iter()
+            .copied()
+            .filter(|r| window.contains(&r.due))
+            .collect();
+        let answered_in_window = accepted.iter().filter(|r| window.contains(&r.done)).count();
+        let length = (window.end - window.start).as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        SpikeReport {
+            rate: spike.rate,
+            start_s: spike.start.as_secs_f64(),
+            length_s: length,
+            accepted_per_s: if length > 0.0 {
+                answered_in_window as f64 / length
+            } else {
+                0.0
+            },
+            intake_latency: latency(&in_window),
+        }
+    });
+    #[allow(clippy::cast_precision_loss)]
+    Report {
+        url: base.to_owned(),
+        kind: args.kind.clone(),
+        rate: args.rate,
+        duration_s: profile.duration.as_secs_f64(),
+        spike,
+        scheduled: runs.scheduled,
+        sent: records.len() as u64,
+        dropped: runs.dropped,
+        accepted: accepted.len() as u64,
+        accepted_per_s: if span > 0.0 {
+            accepted.len() as f64 / span
+        } else {
+            0.0
+        },
+        peak_accepted_per_s: per_second.values().copied().max().unwrap_or(0),
+        rejected,
+        errors,
+        intake_latency: latency(&accepted),
+        service_time: Percentiles::of(
+            accepted
+                .iter()
+                .map(|r| r.done.saturating_sub(r.due + r.lag))
+                .collect(),
+        ),
+        lag: Percentiles::of(records.iter().map(|r| r.lag).collect()),
+        follow: None,
+    }
+}
+
+/// The last word on one followed job.
+#[derive(Debug)]
+enum Fate {
+    Terminal {
+        status: String,
+        end_to_end: Option<Duration>,
+    },
+    NotTerminal(String),
+    NotFound,
+}
+
+/// The part of the status document `--follow` reads.
+#[derive(Debug, Deserialize)]
+struct StatusDocument {
+    status: String,
+    created_at: String,
+    updated_at: String,
+}
+
+/// Long-polls every accepted job, `--pollers` at a time, until it is terminal or the follow
+/// timeout runs out. Polling starts after the run so that it does not load the intake being
+/// measured; end-to-end latency comes from each job's own timestamps, so it is not inflated by
+/// the wait.
+async fn follow(
+    client: &reqwest::Client,
+    base: &str,
+    ids: Vec<String>,
+    args: &LoadArgs,
+) -> FollowReport {
+    let started = Instant::now();
+    let deadline = started + args.follow_timeout;
+    let poll_errors = Arc::new(AtomicU64::new(0));
+    let fates: Vec<(String, Fate)> = futures::stream::iter(ids)
+        .map(|id| {
+            let poll_errors = poll_errors.clone();
+            async move {
+                let fate = follow_one(client, base, &id, deadline, &poll_errors).await;
+                (id, fate)
+            }
+        })
+        .buffer_unordered(args.pollers as usize)
+        .collect()
+        .await;
+
+    let mut report = FollowReport::default();
+    let mut end_to_end = Vec::new();
+    for (id, fate) in fates {
+        let lost = match fate {
+            Fate::Terminal {
+                status,
+                end_to_end: latency,
+            } => {
+                end_to_end.extend(latency);
+                *report.final_states.entry(status).or_insert(0) += 1;
+                false
+            }
+            Fate::NotTerminal(status) => {
+                *report.final_states.entry(status).or_insert(0) += 1;
+                report.not_terminal += 1;
+                true
+            }
+            Fate::NotFound => {
+                report.not_found += 1;
+                true
+            }
+        };
+        if lost && report.lost_ids.len() < LOST_IDS_SHOWN {
+            report.lost_ids.push(id);
+        }
+    }
+    report.lost = report.not_found + report.not_terminal;
+    report.end_to_end_latency = Percentiles::of(end_to_end);
+    report.poll_errors = poll_errors.load(Ordering::Relaxed);
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    report
+}
+
+async fn follow_one(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    deadline: Instant,
+    poll_errors: &AtomicU64,
+) -> Fate {
+    let mut last_status = None;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return match last_status {
+                Some(status) => Fate::NotTerminal(status),
+                None => Fate::NotTerminal("unknown".to_owned()),
+            };
+        }
+        let wait = remaining.as_secs().clamp(1, MAX_WAIT_SECONDS);
+        let asked = Instant::now();
+        let answer = client
+            .get(format!("{base}/jobs/{id}?wait={wait}"))
+            .timeout(Duration::from_secs(wait) + Duration::from_secs(10))
+            .send()
+            .await;
+        let response = match answer {
+            Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
+                return Fate::NotFound;
+            }
+            Ok(response) if response.status().is_success() => response,
+            _ => {
+                poll_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Ok(document) = response.json::<StatusDocument>().await else {
+            poll_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if TERMINAL.contains(&document.status.as_str()) {
+            return Fate::Terminal {
+                end_to_end: elapsed_between(&document.created_at, &document.updated_at),
+                status: document.status,
+            };
+        }
+        last_status = Some(document.status);
+        // A server that answers at once instead of holding the poll (or a job that just moved
+        // from pending to running) is polled again after a pause, not in a tight loop.
+        if asked.elapsed() < EAGER_ANSWER {
+            tokio::time::sleep(EAGER_PAUSE).await;
+        }
+    }
+}
+
+/// `to − from` for two RFC 3339 timestamps, if both parse and are in order.
+fn elapsed_between(from: &str, to: &str) -> Option<Duration> {
+    let parse = |text: &str| humantime::parse_rfc3339(text).ok();
+    let (from, to): (SystemTime, SystemTime) = (parse(from)?, parse(to)?);
+    to.duration_since(from).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn args(extra: &[&str]) -> LoadArgs {
+        Cli::try_parse_from(std::iter::once("load").chain(extra.iter().copied()))
+            .unwrap()
+            .load
+    }
+
+    #[test]
+    fn the_generated_payload_has_the_requested_size() {
+        let body = request_body(&args(&["--payload-bytes", "200"]));
+        assert_eq!(body["kind"], "echo");
+        assert_eq!(body["payload"].to_string().len(), 200);
+    }
+
+    #[test]
+    fn sleep_jobs_get_a_sleep_payload() {
+        let body = request_body(&args(&["--kind", "sleep", "--sleep-ms", "50"]));
+        assert_eq!(body, json!({"kind": "sleep", "payload": {"ms": 50}}));
+    }
+
+    #[test]
+    fn an_explicit_payload_wins() {
+        let body = request_body(&args(&["--payload", r#"{"a": [1]}"#]));
+        assert_eq!(body["payload"], json!({"a": [1]}));
+        let error = Cli::try_parse_from(["load", "--payload", "{nope"]).unwrap_err();
+        assert!(error.to_string().contains("not JSON"), "{error}");
+    }
+
+    #[test]
+    fn spike_options_need_a_spike_rate() {
+        assert!(Cli::try_parse_from(["load", "--spike-start", "1s"]).is_err());
+        let parsed = args(&["--spike-rate", "10", "--spike-start", "1s"]);
+        assert_eq!(parsed.spike_start, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn end_to_end_comes_from_the_documents_timestamps() {
+        let elapsed = elapsed_between("2026-12-02T10:00:00.100Z", "2026-12-02T10:00:01.350Z");
+        assert_eq!(elapsed, Some(Duration::from_millis(1250)));
+        assert_eq!(
+            elapsed_between("2026-12-02T10:00:02Z", "2026-12-02T10:00:01Z"),
+            None
+        );
+        assert_eq!(elapsed_between("yesterday", "2026-12-02T10:00:01Z"), None);
+    }
+}
