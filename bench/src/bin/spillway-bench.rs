@@ -47,6 +47,30 @@ struct Args {
     /// Also write every figure as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Measure only these parts (comma-separated), for iterating on one figure.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
+    only: Vec<Part>,
+    /// Run each function under this command, for profiling: for example
+    /// `--wrap 'perf record -g -o /tmp/init.perf --'` (split on whitespace).
+    #[arg(long)]
+    wrap: Option<String>,
+}
+
+/// The parts of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// The zips' sizes.
+    Zip,
+    /// Cold starts.
+    Init,
+    /// Peak resident memory.
+    Memory,
+    /// A batch of slow jobs against one.
+    Batch,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Zip, Part::Init, Part::Memory, Part::Batch];
 }
 
 /// One line of the table.
@@ -110,11 +134,20 @@ async fn run(args: Args) -> Result<(), BoxError> {
         ),
         endpoint,
         bin_dir: args.bin_dir.clone(),
+        wrap: args
+            .wrap
+            .as_deref()
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
     };
     let mut rows = Vec::new();
     let mut figures = BTreeMap::<String, Value>::new();
 
-    if let Some(zip_dir) = &args.zip_dir {
+    if let Some(zip_dir) = args
+        .zip_dir
+        .as_ref()
+        .filter(|_| args.only.contains(&Part::Zip))
+    {
         for function in FUNCTIONS {
             let path = zip_dir.join(function).join("bootstrap.zip");
             let bytes = std::fs::metadata(&path)
@@ -131,61 +164,67 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
 
-    eprintln!("init: {} cold starts of each function", args.runs);
-    let hello = bench.init_times("hello", args.runs).await?;
-    let hello_median = median(&hello);
-    figures.insert("hello.init_ms".into(), json!(hello));
-    rows.push(Row::new(
-        "hello-world lambda_runtime: init, median",
-        format!("{hello_median:.2} ms"),
-    ));
-    for function in FUNCTIONS {
-        let times = bench.init_times(function, args.runs).await?;
-        let median = median(&times);
-        let ratio = median / hello_median;
-        figures.insert(format!("{function}.init_ms"), json!(times));
+    if args.only.contains(&Part::Init) {
+        eprintln!("init: {} cold starts of each function", args.runs);
+        let hello = bench.init_times("hello", args.runs).await?;
+        let hello_median = median(&hello);
+        figures.insert("hello.init_ms".into(), json!(hello));
+        rows.push(Row::new(
+            "hello-world lambda_runtime: init, median",
+            format!("{hello_median:.2} ms"),
+        ));
+        for function in FUNCTIONS {
+            let times = bench.init_times(function, args.runs).await?;
+            let median = median(&times);
+            let ratio = median / hello_median;
+            figures.insert(format!("{function}.init_ms"), json!(times));
+            rows.push(
+                Row::new(
+                    format!("{function}: init, median"),
+                    format!("{median:.2} ms ({ratio:.2}× hello)"),
+                )
+                .budget("≤ 1.5× hello", ratio <= 1.5),
+            );
+        }
+    }
+
+    if args.only.contains(&Part::Memory) {
+        for function in ["hello", "intake", "status", "consumer"] {
+            eprintln!("peak memory: {function} over {} events", args.records);
+            let peak_kib = bench.peak_memory(function, args.records).await?;
+            figures.insert(format!("{function}.peak_rss_kib"), json!(peak_kib));
+            let what = if function == "consumer" {
+                format!("{function}: peak RSS over {} records", args.records)
+            } else {
+                format!("{function}: peak RSS over {} requests", args.records)
+            };
+            let row = Row::new(what, format!("{:.1} MB", peak_kib as f64 / 1024.0));
+            rows.push(if function == "hello" {
+                row
+            } else {
+                row.budget("≤ 32 MB", peak_kib <= 32 * 1024)
+            });
+        }
+    }
+
+    if args.only.contains(&Part::Batch) {
+        eprintln!("consumer: a batch of 10 sleep jobs against one");
+        let (single, batch) = bench.batch_against_single(args.runs).await?;
+        let ratio = batch / single;
+        figures.insert("consumer.single_sleep_ms".into(), json!(single));
+        figures.insert("consumer.batch_of_10_sleep_ms".into(), json!(batch));
+        rows.push(Row::new(
+            "consumer: one sleep-50ms job, median",
+            format!("{single:.1} ms"),
+        ));
         rows.push(
             Row::new(
-                format!("{function}: init, median"),
-                format!("{median:.2} ms ({ratio:.2}× hello)"),
+                "consumer: batch of 10 sleep-50ms jobs, median",
+                format!("{batch:.1} ms ({ratio:.2}× one)"),
             )
-            .budget("≤ 1.5× hello", ratio <= 1.5),
+            .budget("≤ 2× one", ratio <= 2.0),
         );
     }
-
-    for function in ["hello", "intake", "status", "consumer"] {
-        eprintln!("peak memory: {function} over {} events", args.records);
-        let peak_kib = bench.peak_memory(function, args.records).await?;
-        figures.insert(format!("{function}.peak_rss_kib"), json!(peak_kib));
-        let what = if function == "consumer" {
-            format!("{function}: peak RSS over {} records", args.records)
-        } else {
-            format!("{function}: peak RSS over {} requests", args.records)
-        };
-        let row = Row::new(what, format!("{:.1} MB", peak_kib as f64 / 1024.0));
-        rows.push(if function == "hello" {
-            row
-        } else {
-            row.budget("≤ 32 MB", peak_kib <= 32 * 1024)
-        });
-    }
-
-    eprintln!("consumer: a batch of 10 sleep jobs against one");
-    let (single, batch) = bench.batch_against_single(args.runs).await?;
-    let ratio = batch / single;
-    figures.insert("consumer.single_sleep_ms".into(), json!(single));
-    figures.insert("consumer.batch_of_10_sleep_ms".into(), json!(batch));
-    rows.push(Row::new(
-        "consumer: one sleep-50ms job, median",
-        format!("{single:.1} ms"),
-    ));
-    rows.push(
-        Row::new(
-            "consumer: batch of 10 sleep-50ms jobs, median",
-            format!("{batch:.1} ms ({ratio:.2}× one)"),
-        )
-        .budget("≤ 2× one", ratio <= 2.0),
-    );
 
     if let Some(path) = &args.load {
         let report = read_json(path)?;
@@ -211,6 +250,8 @@ struct Bench {
     store: DynamoStore,
     endpoint: String,
     bin_dir: PathBuf,
+    /// A command (and its arguments) each function runs under; empty for none.
+    wrap: Vec<String>,
 }
 
 /// A function process under a fresh runtime API; killed when dropped.
@@ -254,9 +295,18 @@ impl Bench {
         } else {
             self.bin_dir.join(function)
         };
+        let mut command = match self.wrap.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
         let started = Instant::now();
-        let child = Command::new(&binary)
+        let child = command
             .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
             .env("AWS_LAMBDA_FUNCTION_NAME", format!("spillway-{function}"))
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
