@@ -1,7 +1,7 @@
 //! Reaching DynamoDB and SQS from the command line: an endpoint, a region, and the deployment's
 //! table and queues.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 
 /// Where the AWS APIs are, and which table and queues to use.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,7 +35,7 @@ impl AwsArgs {
     /// credentials: when none are configured in the environment, throwaway ones are used), else
     /// the AWS SDK's own chain, as on AWS.
     pub async fn sdk_config(&self) -> SdkConfig {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = spillway_core::sdk::loader(spillway_core::sdk::Roots::System)
             .region(Region::new(self.region.clone()));
         if let Some(endpoint_url) = &self.endpoint_url {
             loader = loader.endpoint_url(endpoint_url);

@@ -51,11 +51,13 @@ impl App {
     }
 
     /// The app a Lambda function runs: configuration from the environment, and DynamoDB and SQS
-    /// clients from the AWS SDK's own configuration chain (so `AWS_ENDPOINT_URL` and
+    /// clients from the AWS SDK's own configuration chain (see [`crate::sdk`]) (so `AWS_ENDPOINT_URL` and
     /// `AWS_REGION` point the same binary at AWS, LocalStack or moto).
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
+            .load()
+            .await;
         Ok(Self::on_aws(&sdk, &config))
     }
 

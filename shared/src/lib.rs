@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod processor;
 pub mod provision;
 pub mod queue;
+pub mod sdk;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

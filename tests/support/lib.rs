@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use spillway_core::App;
 use spillway_core::config::{Config, Resources, Settings};
 use spillway_core::esm::EventSourceMapping;
@@ -60,7 +60,7 @@ pub fn unique_name(prefix: &str) -> String {
 /// SDK configuration for the emulator: explicit region, throwaway credentials.
 pub async fn sdk_config() -> SdkConfig {
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
-    aws_config::defaults(BehaviorVersion::latest())
+    spillway_core::sdk::loader(spillway_core::sdk::Roots::System)
         .region(Region::new(region))
         .endpoint_url(endpoint())
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(

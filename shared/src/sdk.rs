@@ -1,0 +1,76 @@
+//! The AWS SDK configuration every Spillway process loads: the SDK's own chain (environment,
+//! profile, container and instance credentials; `AWS_ENDPOINT_URL`), with an HTTPS client chosen
+//! for Lambda's cold start and package size.
+//!
+//! - **rustls on ring** rather than the SDK's default aws-lc: the same TLS 1.2/1.3 suites, and
+//!   about 1.4 MB less code in every function (docs/performance.md).
+//! - **Amazon Trust Services roots** rather than the system's whole store: every AWS service
+//!   endpoint chains to one of these six, and parsing the system's ~140 roots cost each cold
+//!   start about 2.5 ms. A process that must also trust another CA (an emulator or proxy with its
+//!   own certificate) names it the standard way, with `SSL_CERT_FILE` or `SSL_CERT_DIR`, and then
+//!   trusts the system's roots and that file as well.
+
+use aws_config::{BehaviorVersion, ConfigLoader};
+use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_http_client::{Builder, tls::rustls_provider::CryptoMode};
+
+/// The PEM roots of Amazon Trust Services.
+const AMAZON_TRUST_SERVICES: &str = include_str!("sdk/amazon-trust-services.pem");
+
+/// Which certificate authorities the HTTPS client trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// Amazon Trust Services only, unless `SSL_CERT_FILE` or `SSL_CERT_DIR` names more: for the
+    /// Lambda functions.
+    Aws,
+    /// The system's store as well (and `SSL_CERT_FILE`/`SSL_CERT_DIR`): for the command-line
+    /// tool, which may talk to anything a developer points it at.
+    System,
+}
+
+impl Roots {
+    /// `Aws`, widened to `System` when the environment names its own certificates.
+    pub fn for_lambda() -> Self {
+        let named = |var| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        if named("SSL_CERT_FILE") || named("SSL_CERT_DIR") {
+            Self::System
+        } else {
+            Self::Aws
+        }
+    }
+}
+
+/// The HTTPS client for the AWS SDK clients, trusting `roots`.
+pub fn http_client(roots: Roots) -> SharedHttpClient {
+    let trust = TrustStore::empty()
+        .with_native_roots(roots == Roots::System)
+        .with_pem_certificate(AMAZON_TRUST_SERVICES.as_bytes());
+    let builder = Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        // Only an unparsable custom certificate fails here, and the one above is fixed.
+        Err(_) => builder.build_https(),
+    }
+}
+
+/// The SDK's configuration loader with Spillway's HTTPS client.
+pub fn loader(roots: Roots) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client(roots))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_roots_are_six_certificates() {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+
+        let certificates: Vec<_> = CertificateDer::pem_slice_iter(AMAZON_TRUST_SERVICES.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(certificates.len(), 6);
+    }
+}
