@@ -51,8 +51,8 @@ impl App {
     }
 
     /// The app a Lambda function runs: configuration from the environment, and DynamoDB and SQS
-    /// clients from the AWS SDK's own configuration chain (see [`crate::sdk`]) (so `AWS_ENDPOINT_URL` and
-    /// `AWS_REGION` point the same binary at AWS, LocalStack or moto).
+    /// clients from the AWS SDK's own configuration chain over [`crate::sdk`]'s HTTPS client (so
+    /// `AWS_ENDPOINT_URL` and `AWS_REGION` point the same binary at AWS, LocalStack or moto).
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
         let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
