@@ -245,7 +245,7 @@ impl Record<'_> {
         let attempt = job.attempts;
         let last_attempt = receive_count >= self.app.settings.max_attempts;
         let (transition, retry_after) = match result {
-            Ok(result) if result.to_string().len() > MAX_RESULT_BYTES => (
+            Ok(result) if json_len(&result) > MAX_RESULT_BYTES => (
                 Transition::Fail {
                     attempt,
                     error: format!("the result is larger than {MAX_RESULT_BYTES} bytes"),
@@ -362,6 +362,25 @@ pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>)
     drawn
         .max(retry_after.unwrap_or_default())
         .min(MAX_VISIBILITY)
+}
+
+/// The length of `value` as compact JSON, counted without building the string: the store
+/// serializes the result once more when it writes it.
+fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 #[cfg(test)]

@@ -288,3 +288,38 @@ fn a_longer_retry_after_wins_over_the_backoff() {
         MAX_VISIBILITY
     );
 }
+
+#[test]
+fn a_result_is_measured_as_the_json_the_store_writes() {
+    for value in [
+        json!(null),
+        json!({"a": [1, "é", {"b": true}], "c": 1.5}),
+        json!("x".repeat(1000)),
+    ] {
+        assert_eq!(super::json_len(&value), value.to_string().len());
+    }
+}
+
+#[tokio::test]
+async fn a_result_over_the_item_limit_fails_the_job_permanently() {
+    let settings = Settings {
+        max_payload_bytes: 2 * MAX_RESULT_BYTES,
+        ..fast_settings()
+    };
+    let pipeline = MemoryPipeline::new(settings, crate::processor::Processors::builtin());
+    let big = "x".repeat(MAX_RESULT_BYTES);
+    let id = submit(&pipeline.app, json!({"kind": "echo", "payload": big})).await;
+    pipeline
+        .esm
+        .poll_once(&pipeline.app, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let job = job(&pipeline.app, id).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.result, None);
+    assert!(
+        job.error.as_deref().unwrap().contains("larger than"),
+        "{job:?}"
+    );
+}
