@@ -3,13 +3,13 @@
 //! pipeline — serialization, SigV4 signing, deserialization — so what a benchmark measures is
 //! Spillway's own work, not the network's.
 //!
-//! It answers in process, as the SDK's HTTP client ([`FakeAws::http_client`]), for the
+//! It answers in process, as the SDK's HTTP client ([`FakeAws::sdk_config`]), for the
 //! micro-benchmarks, and on a loopback port ([`FakeAws::serve`]) for the Lambda binaries under
 //! the runtime emulator. It keeps the items written to it so a later read or update finds them;
 //! conditions are not evaluated (every benchmarked call is one that succeeds).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -27,8 +27,10 @@ type Item = Map<String, Value>;
 pub struct FakeAws {
     items: Mutex<HashMap<String, Item>>,
     forget_writes: AtomicBool,
-    requests: AtomicU64,
 }
+
+/// The content type of both services' JSON protocols.
+const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
 /// One answer: HTTP status and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,14 +69,8 @@ impl FakeAws {
         self.forget_writes.store(true, Ordering::SeqCst);
     }
 
-    /// How many requests were answered.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
-
     /// The answer to one request, named by its `X-Amz-Target` header.
     pub fn answer(&self, target: &str, body: &[u8]) -> Answer {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let Ok(request) = serde_json::from_slice::<Value>(body) else {
             return Answer::error("SerializationException", "the body is not JSON");
         };
@@ -148,23 +144,31 @@ impl FakeAws {
         self.items.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The answer to one HTTP request: the operation is named by its `X-Amz-Target` header.
+    fn respond(&self, headers: &http::HeaderMap, body: &[u8]) -> (http::StatusCode, Bytes) {
+        let target = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let answer = self.answer(target, body);
+        let status = http::StatusCode::from_u16(answer.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        (status, answer.body)
+    }
+
     /// An SDK configuration whose every call this fake answers in process.
     pub async fn sdk_config(self: &Arc<Self>) -> SdkConfig {
         let fake = Arc::clone(self);
-        let http_client = infallible_client_fn(move |request: http::Request<_>| {
-            let target = request
-                .headers()
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let body: &SdkBody = request.body();
-            let answer = fake.answer(target, body.bytes().unwrap_or_default());
-            let mut response = http::Response::new(SdkBody::from(answer.body));
-            *response.status_mut() =
-                http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+        let http_client = infallible_client_fn(move |request: http::Request<SdkBody>| {
+            let (status, body) = fake.respond(
+                request.headers(),
+                request.body().bytes().unwrap_or_default(),
+            );
+            let mut response = http::Response::new(SdkBody::from(body));
+            *response.status_mut() = status;
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/x-amz-json-1.0"),
+                http::HeaderValue::from_static(CONTENT_TYPE),
             );
             response
         });
@@ -187,17 +191,8 @@ impl FakeAws {
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         let app =
             axum::Router::new().fallback(move |headers: http::HeaderMap, body: Bytes| async move {
-                let target = headers
-                    .get("x-amz-target")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                let answer = self.answer(target, &body);
-                (
-                    http::StatusCode::from_u16(answer.status)
-                        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
-                    [("content-type", "application/x-amz-json-1.0")],
-                    answer.body,
-                )
+                let (status, body) = self.respond(&headers, &body);
+                (status, [(http::header::CONTENT_TYPE, CONTENT_TYPE)], body)
             });
         axum::serve(listener, app).await
     }
