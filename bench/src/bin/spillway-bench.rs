@@ -505,21 +505,15 @@ fn load_rows(name: &str, report: &Value, fixed: bool) -> Vec<Row> {
 }
 
 fn print_table(rows: &[Row]) {
-    let width = rows
-        .iter()
-        .map(|r| r.what.chars().count())
-        .max()
-        .unwrap_or(0);
-    let value_width = rows
-        .iter()
-        .map(|r| r.value.chars().count())
-        .max()
-        .unwrap_or(0);
-    let budget_width = rows
-        .iter()
-        .map(|r| r.budget.chars().count())
-        .max()
-        .unwrap_or(0);
+    let widest = |column: fn(&Row) -> &str| {
+        rows.iter()
+            .map(|r| column(r).chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let width = widest(|r| &r.what);
+    let value_width = widest(|r| &r.value);
+    let budget_width = widest(|r| &r.budget);
     println!();
     for row in rows {
         let verdict = match row.within {
