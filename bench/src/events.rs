@@ -111,6 +111,7 @@ pub async fn pending_jobs(
             deadline,
             payload: PayloadDigest::of(payload.get()),
             expires_at: deadline.saturating_add(Duration::from_secs(86_400)),
+            callback_url: None,
         });
         store.create(&job, None).await?;
         messages.push(JobMessage {

@@ -14,11 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use spillway_core::api::{self, ApiError, ApiResponse};
-use spillway_core::config::{Config, Resources, Settings};
+use spillway_core::config::{Config, Resources, Settings, WebhookSettings};
 use spillway_core::domain::Owner;
 use spillway_core::esm::EventSourceMapping;
+use spillway_core::processor::Processors;
 use spillway_core::queue::{JobQueue, MemoryQueue, SqsQueue};
 use spillway_core::store::MemoryStore;
+use spillway_core::webhook::{Allowlist, SigningKeys, Webhook};
 use spillway_core::{App, provision};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -101,10 +103,13 @@ enum LogFormat {
 pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
     init_logging(args.log_format);
     let settings = settings(&args)?;
+    let keys = webhook_keys(&args).await?;
+    let webhook = Webhook::new(settings.webhook.clone(), Some(keys));
     let (app, esm, backend) = match &args.aws.endpoint_url {
         None => embedded(&args, settings),
         Some(url) => on_endpoint(&args, url, settings).await?,
     };
+    let app = app.with_processors(Processors::builtin_with(webhook));
 
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
@@ -159,6 +164,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// What webhooks may reach under `spillway dev` besides the public internet.
+const DEV_WEBHOOK_ALLOW: &str = "127.0.0.0/8, ::1, localhost";
+
 /// The Lambdas' settings with dev-friendly defaults (a failing job is dead-lettered in seconds),
 /// then the `SPILLWAY_*` variables, then the flags.
 fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
@@ -166,6 +174,12 @@ fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
         max_attempts: 3,
         backoff_base: Duration::from_secs(1),
         backoff_max: Duration::from_secs(4),
+        // Local receivers: webhooks may reach this machine unless SPILLWAY_WEBHOOK_ALLOW says
+        // otherwise.
+        webhook: WebhookSettings {
+            allow: Allowlist::parse(DEV_WEBHOOK_ALLOW)?,
+            ..WebhookSettings::default()
+        },
         ..Settings::default()
     };
     let mut settings = dev_defaults.with_lookup(|name| std::env::var(name).ok())?;
@@ -185,6 +199,24 @@ fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
         return Err("--backoff-base-seconds is longer than --backoff-max-seconds".into());
     }
     Ok(settings)
+}
+
+/// The webhook signing secret the Lambdas would read (`SPILLWAY_WEBHOOK_SECRET`, or the secret
+/// `SPILLWAY_WEBHOOK_SECRET_ARN` names), or else a new one for this run, logged so a local
+/// receiver can verify what it gets.
+async fn webhook_keys(args: &DevArgs) -> Result<SigningKeys, Box<dyn Error>> {
+    let sdk = args.aws.sdk_config().await;
+    if let Some(keys) =
+        spillway_core::app::webhook_keys(&sdk, |name| std::env::var(name).ok()).await?
+    {
+        return Ok(keys);
+    }
+    let (secret, keys) = SigningKeys::generate()?;
+    info!(
+        secret = %secret,
+        "webhooks are signed with this secret for this run; set SPILLWAY_WEBHOOK_SECRET to choose one"
+    );
+    Ok(keys)
 }
 
 fn mapping(args: &DevArgs, queue: Arc<dyn JobQueue>, queue_arn: String) -> EventSourceMapping {

@@ -241,3 +241,42 @@ async fn the_readme_walkthrough_works_as_written() {
     }
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
+
+#[tokio::test]
+async fn webhooks_and_callbacks_reach_a_local_receiver_signed_with_the_logged_secret() {
+    let dev = DevServer::start(&[]).await;
+    let secret = dev
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|entry| entry["fields"]["secret"].as_str().map(str::to_owned))
+        .expect("spillway dev logs the secret it made for the run");
+    let receiver = spillway_tests::receiver::Receiver::start(&[&secret]).await;
+
+    let webhook = dev
+        .submit(
+            json!({"kind": "webhook", "payload": {"url": receiver.url("/hook"), "body": {"a": 1}}}),
+        )
+        .await;
+    let echo = dev
+        .submit(json!({"kind": "echo", "payload": {"b": 2}, "callback_url": receiver.url("/done")}))
+        .await;
+    let hooks = receiver
+        .wait_for_deliveries("/hook", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(hooks[0].headers["webhook-id"], webhook);
+    assert_eq!(hooks[0].body, r#"{"a":1}"#);
+    let callbacks = receiver
+        .wait_for_deliveries("/done", 1, Duration::from_secs(20))
+        .await;
+    let document: Value = serde_json::from_str(&callbacks[0].body).unwrap();
+    assert_eq!(
+        (document["id"].as_str(), document["status"].as_str()),
+        (Some(echo.as_str()), Some("succeeded"))
+    );
+    for delivery in hooks.iter().chain(&callbacks) {
+        assert!(delivery.verified, "{:?}", delivery.verify_error);
+    }
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}

@@ -8,6 +8,7 @@ use crate::config::{Config, ConfigError, Settings};
 use crate::processor::Processors;
 use crate::queue::{JobQueue, SqsQueue};
 use crate::store::{DynamoStore, JobStore};
+use crate::webhook::{SigningKeys, Webhook};
 
 /// What the handlers run on: the ports, the processors and the settings. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -31,7 +32,10 @@ impl App {
         Self {
             store,
             queue,
-            processors: Arc::new(Processors::builtin()),
+            processors: Arc::new(Processors::builtin_with(Webhook::new(
+                settings.webhook.clone(),
+                None,
+            ))),
             backlog: Arc::new(Backlog::new(settings.backlog_limit)),
             settings: Arc::new(settings),
             clock: Arc::new(SystemClock),
@@ -61,10 +65,69 @@ impl App {
         Ok(Self::on_aws(&sdk, &config))
     }
 
+    /// The consumer's app: [`App::from_env`], and the webhook signing secret, from
+    /// `SPILLWAY_WEBHOOK_SECRET` or, read once here, from the Secrets Manager secret
+    /// `SPILLWAY_WEBHOOK_SECRET_ARN` names. Without either, webhook jobs wait (retryable) for a
+    /// consumer that has one.
+    pub async fn consumer_from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
+            .load()
+            .await;
+        let keys = webhook_keys(&sdk, |name| std::env::var(name).ok()).await?;
+        if keys.is_none() {
+            tracing::warn!(
+                "no webhook signing secret configured; webhook jobs and callbacks will wait"
+            );
+        }
+        let webhook = Webhook::new(config.settings.webhook.clone(), keys);
+        Ok(Self::on_aws(&sdk, &config).with_processors(Processors::builtin_with(webhook)))
+    }
+
     /// The app on DynamoDB and SQS, with clients made from `sdk`.
     pub fn on_aws(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.resources.table);
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.resources.queue_url);
         Self::new(Arc::new(store), Arc::new(queue), config.settings.clone())
     }
+}
+
+/// The webhook signing secret: the value of `SPILLWAY_WEBHOOK_SECRET`, or the Secrets Manager
+/// secret `SPILLWAY_WEBHOOK_SECRET_ARN` names (its string: one secret, or several separated by
+/// spaces during a rotation).
+pub async fn webhook_keys(
+    sdk: &aws_config::SdkConfig,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<SigningKeys>, ConfigError> {
+    let set = |name| lookup(name).filter(|value| !value.trim().is_empty());
+    let (variable, secret) = if let Some(secret) = set("SPILLWAY_WEBHOOK_SECRET") {
+        ("SPILLWAY_WEBHOOK_SECRET", secret)
+    } else if let Some(arn) = set("SPILLWAY_WEBHOOK_SECRET_ARN") {
+        let variable = "SPILLWAY_WEBHOOK_SECRET_ARN";
+        let output = aws_sdk_secretsmanager::Client::new(sdk)
+            .get_secret_value()
+            .secret_id(arn.trim())
+            .send()
+            .await
+            .map_err(|error| ConfigError {
+                variable,
+                problem: format!(
+                    "the secret could not be read: {}",
+                    crate::api::Chain(&error)
+                ),
+            })?;
+        let secret = output.secret_string.ok_or(ConfigError {
+            variable,
+            problem: "the secret holds no string (binary secrets are not supported)".to_owned(),
+        })?;
+        (variable, secret)
+    } else {
+        return Ok(None);
+    };
+    SigningKeys::parse(&secret)
+        .map(Some)
+        .map_err(|error| ConfigError {
+            variable,
+            problem: error.to_string(),
+        })
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::webhook::Allowlist;
+
 /// Where Spillway keeps its state and work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
@@ -38,6 +40,38 @@ pub struct Settings {
     pub backlog_limit: u64,
     /// How many records of one batch run at once (`SPILLWAY_CONSUMER_CONCURRENCY`).
     pub consumer_concurrency: usize,
+    /// How webhooks are delivered.
+    pub webhook: WebhookSettings,
+}
+
+/// How the `webhook` processor delivers. The signing secret is not here: it is read apart, and
+/// never printed (see [`crate::webhook::SigningKeys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Networks and hosts webhooks may reach despite the SSRF guard (`SPILLWAY_WEBHOOK_ALLOW`).
+    pub allow: Allowlist,
+    /// Longest wait for a connection (`SPILLWAY_WEBHOOK_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole delivery, connection included (`SPILLWAY_WEBHOOK_TIMEOUT_MS`).
+    pub timeout: Duration,
+    /// Consecutive failures that open a host's circuit; 0 turns the breaker off
+    /// (`SPILLWAY_WEBHOOK_BREAKER_FAILURES`).
+    pub breaker_failures: u32,
+    /// How long an open circuit fails deliveries fast
+    /// (`SPILLWAY_WEBHOOK_BREAKER_COOLDOWN_SECONDS`).
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow: Allowlist::default(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -52,6 +86,7 @@ impl Default for Settings {
             retention: Duration::from_secs(604_800),
             backlog_limit: 0,
             consumer_concurrency: 10,
+            webhook: WebhookSettings::default(),
         }
     }
 }
@@ -145,6 +180,7 @@ impl Settings {
                 self.consumer_concurrency,
                 1..=1000,
             )?,
+            webhook: WebhookSettings::with_env(self.webhook, &env)?,
         };
         if settings.default_ttl > settings.max_ttl {
             return Err(ConfigError {
@@ -172,6 +208,40 @@ impl Settings {
     /// Reads the `SPILLWAY_*` behaviour variables over the defaults.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::default().with_lookup(lookup)
+    }
+}
+
+impl WebhookSettings {
+    fn with_env(self, env: &Env<'_>) -> Result<Self, ConfigError> {
+        let millis = |name, default: Duration| {
+            let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+            env.number(name, default, 1..=900_000)
+                .map(Duration::from_millis)
+        };
+        let allow = match env.optional("SPILLWAY_WEBHOOK_ALLOW") {
+            None => self.allow,
+            Some(list) => Allowlist::parse(&list).map_err(|problem| ConfigError {
+                variable: "SPILLWAY_WEBHOOK_ALLOW",
+                problem,
+            })?,
+        };
+        Ok(Self {
+            allow,
+            connect_timeout: millis("SPILLWAY_WEBHOOK_CONNECT_TIMEOUT_MS", self.connect_timeout)?,
+            timeout: millis("SPILLWAY_WEBHOOK_TIMEOUT_MS", self.timeout)?,
+            breaker_failures: env.number(
+                "SPILLWAY_WEBHOOK_BREAKER_FAILURES",
+                self.breaker_failures,
+                0..=1000,
+            )?,
+            breaker_cooldown: env
+                .number(
+                    "SPILLWAY_WEBHOOK_BREAKER_COOLDOWN_SECONDS",
+                    self.breaker_cooldown.as_secs(),
+                    1..=3600,
+                )
+                .map(Duration::from_secs)?,
+        })
     }
 }
 
@@ -292,5 +362,27 @@ mod tests {
         assert_eq!(config.settings.max_attempts, 3);
         assert_eq!(config.settings.backlog_limit, 1000);
         assert_eq!(config.resources.dlq_url, None);
+    }
+
+    #[test]
+    fn webhook_settings_are_read_and_a_bad_allowlist_is_named() {
+        let mut pairs = RESOURCES.to_vec();
+        pairs.extend([
+            ("SPILLWAY_WEBHOOK_ALLOW", "127.0.0.1/32, hooks.internal"),
+            ("SPILLWAY_WEBHOOK_TIMEOUT_MS", "2500"),
+            ("SPILLWAY_WEBHOOK_BREAKER_FAILURES", "0"),
+        ]);
+        let webhook = Config::from_lookup(lookup(&pairs))
+            .unwrap()
+            .settings
+            .webhook;
+        assert_eq!(webhook.timeout, Duration::from_millis(2500));
+        assert_eq!(webhook.connect_timeout, Duration::from_secs(5));
+        assert_eq!(webhook.breaker_failures, 0);
+        assert!(webhook.allow.check_url("http://hooks.internal/x").is_ok());
+        let mut bad = RESOURCES.to_vec();
+        bad.push(("SPILLWAY_WEBHOOK_ALLOW", "10.0.0.0/99"));
+        let err = Config::from_lookup(lookup(&bad)).unwrap_err();
+        assert_eq!(err.variable, "SPILLWAY_WEBHOOK_ALLOW");
     }
 }

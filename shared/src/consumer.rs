@@ -147,7 +147,7 @@ impl Record<'_> {
             .await
         {
             Ok(job) => job,
-            Err(error) => return self.not_claimed(error),
+            Err(error) => return self.not_claimed(error).await,
         };
         let attempt = job.attempts;
         Span::current().record("attempt", attempt);
@@ -201,24 +201,36 @@ impl Record<'_> {
             .apply(message.job_id, &self.change(Transition::Expire))
             .await
         {
-            Ok(_) => {
+            Ok(job) => {
                 info!(deadline = %message.deadline, "expired before it could run");
-                Outcome::Done
+                self.with_callback(&job, Outcome::Done).await
             }
-            Err(error) => self.not_claimed(error),
+            Err(error) => self.not_claimed(error).await,
+        }
+    }
+
+    /// `outcome`, once the callback of a terminal `job` is made sure of; when that fails the
+    /// message stays, and its next delivery finds the job terminal and tries again.
+    async fn with_callback(&self, job: &Job, outcome: Outcome) -> Outcome {
+        match callback::ensure(self.app, job).await {
+            Ok(()) => outcome,
+            Err(error) => {
+                error!(error = %crate::api::Chain(&error), "callback not enqueued; the message stays");
+                Outcome::Failed
+            }
         }
     }
 
     /// A claim or expiry was refused: decide from the job's actual state.
-    fn not_claimed(&self, error: ApplyError) -> Outcome {
+    async fn not_claimed(&self, error: ApplyError) -> Outcome {
         match error {
             ApplyError::Rejected(job) => match job.status {
                 // Leave a dead-lettered job's message for SQS to move to the DLQ, where a redrive
                 // can find it; deleting it would strand the job.
-                JobStatus::DeadLettered => Outcome::Failed,
+                JobStatus::DeadLettered => self.with_callback(&job, Outcome::Failed).await,
                 status if status.is_terminal() => {
                     info!(status = %status, "already finished; duplicate delivery acknowledged");
-                    Outcome::Done
+                    self.with_callback(&job, Outcome::Done).await
                 }
                 _ => {
                     info!(lease_until = ?job.lease_until, "leased by another consumer; backing off");
@@ -282,16 +294,24 @@ impl Record<'_> {
             }
         };
         let to = transition.target();
-        if let Err(error) = self.app.store.apply(job.id, &self.change(transition)).await {
-            // Another consumer claimed the job after our lease lapsed, or the store failed: the
-            // message stays, and whoever holds the job now decides.
-            warn!(error = %crate::api::Chain(&error), to = %to, "outcome not recorded");
-            return Outcome::Failed;
-        }
+        let recorded = match self.app.store.apply(job.id, &self.change(transition)).await {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                // Another consumer claimed the job after our lease lapsed, or the store failed:
+                // the message stays, and whoever holds the job now decides.
+                warn!(error = %crate::api::Chain(&error), to = %to, "outcome not recorded");
+                return Outcome::Failed;
+            }
+        };
         info!(status = %to, "recorded");
         let Some(delay) = retry_after else {
-            return Outcome::Done;
+            return self.with_callback(&recorded, Outcome::Done).await;
         };
+        if to == JobStatus::DeadLettered {
+            // Best effort: the message moves to the DLQ next, so no later delivery of it would
+            // try again; a failure is logged.
+            let _ = self.with_callback(&recorded, Outcome::Failed).await;
+        }
         if to == JobStatus::Pending {
             info!(
                 delay_seconds = delay.as_secs(),
@@ -383,5 +403,6 @@ fn json_len(value: &Value) -> usize {
     counter.0
 }
 
+mod callback;
 #[cfg(test)]
 mod tests;

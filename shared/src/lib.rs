@@ -18,6 +18,7 @@ pub mod sdk;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhook;
 
 pub use app::App;
-pub use config::{Config, ConfigError, Settings};
+pub use config::{Config, ConfigError, Settings, WebhookSettings};

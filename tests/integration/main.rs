@@ -8,3 +8,5 @@ mod idempotency;
 mod lambda_binaries;
 mod openapi;
 mod pipeline;
+mod receiver;
+mod webhooks;

@@ -15,6 +15,7 @@ use spillway_core::queue::{JobQueue, SqsQueue};
 
 pub mod emulator;
 pub mod openapi;
+pub mod receiver;
 
 /// The emulator's endpoint. The test command starts moto and sets it; point it at LocalStack to
 /// run the same tests there.

@@ -61,6 +61,12 @@ impl<'a> JobDocument<'a> {
     }
 }
 
+/// The job's document as `GET /jobs/{id}` serves it, which is also what a completion callback
+/// delivers.
+pub fn job_document(job: &Job) -> serde_json::Value {
+    serde_json::to_value(JobDocument::of(job)).unwrap_or_default()
+}
+
 /// A JSON response; `body` serialises infallibly (plain structs of strings and numbers).
 fn json_response(status: StatusCode, body: &impl Serialize) -> ApiResponse {
     let mut response = http::Response::new(serde_json::to_string(body).unwrap_or_default());

@@ -27,6 +27,9 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// A well-formed request the deployment refuses to carry out (a webhook to a private address).
+    #[error("{0}")]
+    Forbidden(String),
     /// No processor is registered for the kind.
     #[error("no processor is registered for kind `{kind}`; known kinds: {known}")]
     UnknownKind {
@@ -107,7 +110,9 @@ impl ApiError {
             }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownKind { .. } | Self::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Forbidden(_) | Self::UnknownKind { .. } | Self::KeyReused { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::NotFound(_) | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::BacklogFull { .. } | Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => {
@@ -124,6 +129,7 @@ impl ApiError {
             Self::Invalid(_) => "invalid-request",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::Forbidden(_) => "forbidden-destination",
             Self::UnknownKind { .. } => "unknown-kind",
             Self::KeyReused { .. } => "idempotency-key-reused",
             Self::InvalidJobId(_) => "invalid-job-id",
@@ -141,6 +147,7 @@ impl ApiError {
             Self::Invalid(_) => "Invalid request",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::Forbidden(_) => "Destination not allowed",
             Self::UnknownKind { .. } => "Unknown job kind",
             Self::KeyReused { .. } => "Idempotency key reused",
             Self::InvalidJobId(_) => "Invalid job id",

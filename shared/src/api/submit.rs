@@ -11,7 +11,9 @@ use crate::domain::{
     IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind, NewJob, Owner,
     PayloadDigest, Timestamp, Ttl,
 };
+use crate::processor::Rejection;
 use crate::store::StoreError;
+use crate::webhook::Refusal;
 
 /// The body of `POST /jobs`.
 #[derive(Debug, Deserialize)]
@@ -93,14 +95,19 @@ async fn submit(
             .duration(),
         None => settings.default_ttl,
     };
-    if request.callback_url.is_some() {
-        return Err(ApiError::Invalid(
-            "callback_url is not supported by this version of Spillway".to_owned(),
-        ));
+    if let Some(url) = &request.callback_url {
+        check_callback_url(app, url)?;
     }
     processor
-        .validate(request.payload)
-        .map_err(|reason| ApiError::Invalid(format!("payload for kind `{kind}`: {reason}")))?;
+        .admit(request.payload)
+        .map_err(|rejection| match rejection {
+            Rejection::Invalid(reason) => {
+                ApiError::Invalid(format!("payload for kind `{kind}`: {reason}"))
+            }
+            Rejection::Forbidden(reason) => {
+                ApiError::Forbidden(format!("payload for kind `{kind}`: {reason}"))
+            }
+        })?;
     if let Some((depth, limit)) = app.backlog.over_limit(app.queue.as_ref()).await? {
         warn!(depth, limit, "backlog over the limit; refusing new jobs");
         return Err(ApiError::BacklogFull { depth, limit });
@@ -117,6 +124,7 @@ async fn submit(
         payload: PayloadDigest::of(request.payload.get()),
         // A job whose message never arrives is forgotten once it could no longer run anyway.
         expires_at: deadline.saturating_add(settings.retention),
+        callback_url: request.callback_url,
     });
     let idempotency = key.map(|key| IdempotencyRecord {
         owner: job.owner.clone(),
@@ -178,6 +186,21 @@ async fn enqueue(app: &App, job: &Job, payload: &RawValue) -> Result<String, Api
         deadline: job.deadline,
     };
     Ok(app.queue.send(&message.encode()).await?)
+}
+
+/// A callback is a `webhook` job, so its URL passes the same guard as a webhook's, with the
+/// deployment's allowlist.
+fn check_callback_url(app: &App, url: &str) -> Result<(), ApiError> {
+    let webhook = app.processors.webhook().ok_or_else(|| {
+        ApiError::Forbidden("this deployment does not deliver callbacks".to_owned())
+    })?;
+    match webhook.check_url(url) {
+        Ok(_) => Ok(()),
+        Err(Refusal::Invalid(reason)) => Err(ApiError::Invalid(format!("callback_url: {reason}"))),
+        Err(Refusal::Forbidden(reason)) => {
+            Err(ApiError::Forbidden(format!("callback_url: {reason}")))
+        }
+    }
 }
 
 /// The `202`, also for a replay (marked `Idempotent-Replayed: true`), as the draft standard wants

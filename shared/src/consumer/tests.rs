@@ -1,10 +1,11 @@
 use std::time::Duration;
 
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::*;
 use crate::clock::Clock as _;
-use crate::domain::JobId;
+use crate::domain::{JobId, Kind};
 use crate::esm::sqs_event;
 use crate::queue::JobQueue as _;
 use crate::testing::{Behaviour, Counting, MemoryPipeline, fast_settings, processors_with, submit};
@@ -321,5 +322,217 @@ async fn a_result_over_the_item_limit_fails_the_job_permanently() {
     assert!(
         job.error.as_deref().unwrap().contains("larger than"),
         "{job:?}"
+    );
+}
+
+const CALLBACK_URL: &str = "https://hooks.example.com/done";
+
+/// Receives the messages now visible and decodes them.
+async fn visible_messages(pipeline: &MemoryPipeline) -> Vec<JobMessage> {
+    let received = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
+    for message in &received {
+        pipeline
+            .app
+            .queue
+            .change_visibility(&message.receipt_handle, Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    received
+        .iter()
+        .map(|m| JobMessage::decode(&m.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_terminal_job_with_a_callback_url_enqueues_a_webhook_job_with_its_final_document() {
+    let (pipeline, _) = pipeline(Behaviour::Succeed);
+    let app = &pipeline.app;
+    let id = submit(
+        app,
+        json!({"kind": "echo", "payload": {"n": 1}, "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    assert_eq!(
+        job(app, id).await.callback_url.as_deref(),
+        Some(CALLBACK_URL)
+    );
+    pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
+
+    let finished = job(app, id).await;
+    assert_eq!(finished.status, JobStatus::Succeeded);
+    let messages = visible_messages(&pipeline).await;
+    assert_eq!(messages.len(), 1, "one callback message");
+    let callback = &messages[0];
+    assert_eq!(callback.job_id, id.derived("callback:succeeded:1"));
+    assert_eq!(callback.kind.as_str(), "webhook");
+    let payload: Value = serde_json::from_str(callback.payload.get()).unwrap();
+    assert_eq!(
+        payload,
+        json!({"url": CALLBACK_URL, "method": "POST", "body": crate::api::job_document(&finished)})
+    );
+    assert_eq!(payload["body"]["result"], json!({"n": 1}));
+    let stored = job(app, callback.job_id).await;
+    assert_eq!(
+        (
+            stored.status,
+            stored.owner.clone(),
+            stored.callback_url.clone()
+        ),
+        (JobStatus::Pending, finished.owner, None)
+    );
+}
+
+#[tokio::test]
+async fn failed_and_expired_jobs_get_callbacks_and_jobs_without_a_url_do_not() {
+    let (pipeline, _) = pipeline(Behaviour::FailPermanent);
+    let app = &pipeline.app;
+    let failed = submit(
+        app,
+        json!({"kind": "counting", "payload": {}, "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    let plain = submit(app, json!({"kind": "counting", "payload": {}})).await;
+    pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
+    assert_eq!(job(app, failed).await.status, JobStatus::Failed);
+    assert_eq!(job(app, plain).await.status, JobStatus::Failed);
+    let messages = visible_messages(&pipeline).await;
+    let ids: Vec<_> = messages.iter().map(|m| m.job_id).collect();
+    assert_eq!(ids, [failed.derived("callback:failed:1")]);
+
+    let expiring = crate::domain::JobMessage {
+        job_id: submit(
+            app,
+            json!({"kind": "echo", "payload": {}, "callback_url": CALLBACK_URL, "ttl_seconds": 1}),
+        )
+        .await,
+        kind: Kind::parse("echo").unwrap(),
+        payload: RawValue::from_string("{}".to_owned()).unwrap(),
+        deadline: Timestamp::from_millis(0),
+    };
+    let mut delivery = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
+    delivery.retain(|m| m.body.contains(&expiring.job_id.to_string()));
+    delivery[0].body = expiring.encode();
+    pipeline.esm.invoke(app, &delivery).await;
+    assert_eq!(job(app, expiring.job_id).await.status, JobStatus::Expired);
+    let callbacks = visible_messages(&pipeline).await;
+    assert!(
+        callbacks
+            .iter()
+            .any(|m| m.job_id == expiring.job_id.derived("callback:expired:0")),
+        "{callbacks:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_creates_no_second_callback_job() {
+    let (pipeline, _) = pipeline(Behaviour::Succeed);
+    let app = &pipeline.app;
+    let id = submit(
+        app,
+        json!({"kind": "echo", "payload": {}, "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    let delivery = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
+    pipeline.esm.invoke(app, &delivery).await;
+    let callback_id = id.derived("callback:succeeded:1");
+    // The callback job has been claimed by now: a second delivery of the finished job's message
+    // must neither create nor enqueue anything.
+    let claim = Change {
+        transition: Transition::Claim {
+            lease_until: far_deadline(),
+        },
+        at: app.clock.now(),
+        retention: app.settings.retention,
+    };
+    app.store.apply(callback_id, &claim).await.unwrap();
+    let depth_before = app.queue.depth().await.unwrap();
+    let report = pipeline.esm.invoke(app, &delivery).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(app.queue.depth().await.unwrap(), depth_before);
+    assert_eq!(job(app, callback_id).await.attempts, 1);
+}
+
+/// A queue whose `send` fails while `failing` is set.
+#[derive(Debug)]
+struct FlakySend {
+    inner: Arc<dyn crate::queue::JobQueue>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl crate::queue::JobQueue for FlakySend {
+    async fn send(&self, body: &str) -> Result<String, crate::queue::QueueError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::queue::QueueError::Unavailable("send refused".into()));
+        }
+        self.inner.send(body).await
+    }
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), crate::queue::QueueError> {
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<crate::queue::ReceivedMessage>, crate::queue::QueueError> {
+        self.inner.receive(max, wait).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), crate::queue::QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+    async fn depth(&self) -> Result<crate::queue::QueueDepth, crate::queue::QueueError> {
+        self.inner.depth().await
+    }
+}
+
+#[tokio::test]
+async fn a_callback_that_could_not_be_enqueued_is_enqueued_by_the_next_delivery() {
+    let (pipeline, _) = pipeline(Behaviour::Succeed);
+    let flaky = Arc::new(FlakySend {
+        inner: pipeline.app.queue.clone(),
+        failing: false.into(),
+    });
+    let mut app = pipeline.app.clone();
+    app.queue = flaky.clone();
+    let id = submit(
+        &app,
+        json!({"kind": "echo", "payload": {}, "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    flaky
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let delivery = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
+    let report = pipeline.esm.invoke(&app, &delivery).await;
+    assert_eq!(report.failed.len(), 1, "the message stays: {report:?}");
+    assert_eq!(job(&app, id).await.status, JobStatus::Succeeded);
+    let callback_id = id.derived("callback:succeeded:1");
+    assert_eq!(job(&app, callback_id).await.status, JobStatus::Pending);
+    assert!(
+        visible_messages(&pipeline).await.is_empty(),
+        "nothing enqueued"
+    );
+
+    // The message comes back when its visibility timeout ends.
+    app.queue
+        .change_visibility(&delivery[0].receipt_handle, Duration::ZERO)
+        .await
+        .unwrap();
+    flaky
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let again = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let report = pipeline.esm.invoke(&app, &again).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let messages = visible_messages(&pipeline).await;
+    assert_eq!(
+        messages.iter().map(|m| m.job_id).collect::<Vec<_>>(),
+        [callback_id]
     );
 }

@@ -33,6 +33,8 @@ pub struct Job {
     pub payload: PayloadDigest,
     /// When the table may forget the job (DynamoDB TTL), in whole seconds.
     pub expires_at: Timestamp,
+    /// Where its final status document is delivered once it is terminal.
+    pub callback_url: Option<String>,
 }
 
 /// The fields a new job starts from.
@@ -52,6 +54,8 @@ pub struct NewJob {
     pub payload: PayloadDigest,
     /// When the table may forget it if it never finishes (an orphan whose message was lost).
     pub expires_at: Timestamp,
+    /// Where to deliver its final status document.
+    pub callback_url: Option<String>,
 }
 
 impl Job {
@@ -71,6 +75,7 @@ impl Job {
             error: None,
             payload: new.payload,
             expires_at: new.expires_at.ceil_to_second(),
+            callback_url: new.callback_url,
         }
     }
 

@@ -2,6 +2,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// A job's identifier: a UUIDv7, so ids sort by creation time.
@@ -17,6 +18,23 @@ impl JobId {
     /// A new, time-ordered id.
     pub fn generate() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// An id derived from this one and `tag`: the same two always give the same id, so a step
+    /// that may run more than once (the callback of a terminal job) creates its job once. It keeps
+    /// this id's timestamp and takes its random bits from SHA-256 of both.
+    pub fn derived(&self, tag: &str) -> Self {
+        let digest = Sha256::new()
+            .chain_update(self.0.as_bytes())
+            .chain_update(tag.as_bytes())
+            .finalize();
+        let millis = self.0.get_timestamp().map_or(0, |timestamp| {
+            let (seconds, nanos) = timestamp.to_unix();
+            seconds * 1000 + u64::from(nanos / 1_000_000)
+        });
+        let mut random = [0; 10];
+        random.copy_from_slice(&digest[..10]);
+        Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
     }
 
     /// Parses the hyphenated form; only version 7 UUIDs are job ids.
@@ -82,6 +100,17 @@ mod tests {
         let first = JobId::generate();
         let second = JobId::generate();
         assert!(first < second);
+    }
+
+    #[test]
+    fn derived_ids_are_stable_distinct_and_valid() {
+        let parent = JobId::generate();
+        let a = parent.derived("callback:succeeded:1");
+        assert_eq!(a, parent.derived("callback:succeeded:1"));
+        assert_ne!(a, parent.derived("callback:failed:1"));
+        assert_ne!(a, JobId::generate().derived("callback:succeeded:1"));
+        assert_eq!(JobId::parse(&a.to_string()), Ok(a));
+        assert_eq!(a.0.get_timestamp(), parent.0.get_timestamp());
     }
 
     #[test]

@@ -173,6 +173,7 @@ mod tests {
             deadline: T0.saturating_add(Duration::from_secs(60)),
             payload: PayloadDigest::of("{}"),
             expires_at: T0.saturating_add(Duration::from_secs(3600)),
+            callback_url: None,
         });
         job.status = status;
         job.attempts = attempts;

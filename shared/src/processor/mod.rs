@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 pub use echo::Echo;
 pub use sleep::Sleep;
 
+use crate::config::WebhookSettings;
 use crate::domain::{JobId, Kind, Timestamp};
+use crate::webhook::Webhook;
 
 /// One run of one job, as its processor sees it.
 #[derive(Debug)]
@@ -71,6 +73,18 @@ impl ProcessError {
     }
 }
 
+/// Why intake refuses a payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The payload is malformed (`400`).
+    #[error("{0}")]
+    Invalid(String),
+    /// The payload is well-formed but asks for something this deployment forbids, such as a
+    /// webhook to a private address (`422`).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
 /// The work behind one job kind.
 #[async_trait]
 pub trait Processor: Send + Sync + std::fmt::Debug {
@@ -79,6 +93,12 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
     fn validate(&self, payload: &RawValue) -> Result<(), String> {
         let _ = payload;
         Ok(())
+    }
+
+    /// What intake calls: [`validate`](Self::validate), its error a `400`. A processor that can
+    /// also refuse a well-formed payload as forbidden (`422`) overrides this.
+    fn admit(&self, payload: &RawValue) -> Result<(), Rejection> {
+        self.validate(payload).map_err(Rejection::Invalid)
     }
 
     /// Runs the job and returns its result. It may run more than once for one job (at-least-once
@@ -90,6 +110,7 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Processors {
     by_kind: HashMap<Kind, Arc<dyn Processor>>,
+    webhook: Option<Webhook>,
 }
 
 impl Processors {
@@ -98,9 +119,20 @@ impl Processors {
         Self::default()
     }
 
-    /// The processors that ship with Spillway. Register your own kinds here.
+    /// The processors that ship with Spillway, the `webhook` one on default settings and without
+    /// a signing secret. Register your own kinds here.
     pub fn builtin() -> Self {
-        Self::new().with("echo", Echo).with("sleep", Sleep)
+        Self::builtin_with(Webhook::new(WebhookSettings::default(), None))
+    }
+
+    /// The processors that ship with Spillway, with this `webhook` processor.
+    pub fn builtin_with(webhook: Webhook) -> Self {
+        let mut processors = Self::new()
+            .with("echo", Echo)
+            .with("sleep", Sleep)
+            .with(crate::webhook::KIND, webhook.clone());
+        processors.webhook = Some(webhook);
+        processors
     }
 
     /// Adds (or replaces) the processor for `kind`.
@@ -111,6 +143,11 @@ impl Processors {
     #[allow(clippy::expect_used)]
     pub fn with(mut self, kind: &str, processor: impl Processor + 'static) -> Self {
         let kind = Kind::parse(kind).expect("registered kind names are valid");
+        if kind.as_str() == crate::webhook::KIND {
+            // Another processor under the webhook kind: callbacks go through it as well, but
+            // their URLs are no longer checked by Spillway's guard at intake.
+            self.webhook = None;
+        }
         self.by_kind.insert(kind, Arc::new(processor));
         self
     }
@@ -118,6 +155,11 @@ impl Processors {
     /// The processor for `kind`.
     pub fn get(&self, kind: &Kind) -> Option<&Arc<dyn Processor>> {
         self.by_kind.get(kind)
+    }
+
+    /// The `webhook` processor, when it is Spillway's own (callbacks are delivered by it).
+    pub fn webhook(&self) -> Option<&Webhook> {
+        self.webhook.as_ref()
     }
 
     /// The registered kinds, sorted.

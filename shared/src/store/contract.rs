@@ -52,6 +52,7 @@ fn new_job() -> Job {
         deadline: created_at.saturating_add(Duration::from_secs(300)),
         payload: PayloadDigest::of(r#"{"hello":"world"}"#),
         expires_at: created_at.saturating_add(Duration::from_secs(900)),
+        callback_url: None,
     })
 }
 

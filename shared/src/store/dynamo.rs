@@ -387,6 +387,9 @@ fn to_item(job: &Job) -> Item {
     if let Some(error) = &job.error {
         item.insert("error".to_owned(), s(error));
     }
+    if let Some(callback_url) = &job.callback_url {
+        item.insert("callback_url".to_owned(), s(callback_url));
+    }
     item
 }
 
@@ -446,6 +449,7 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
             sha256: string("payload_sha256")?.to_owned(),
         },
         expires_at: Timestamp::from_millis(expires_at_seconds.saturating_mul(1000)),
+        callback_url: optional_string("callback_url")?,
     })
 }
 
@@ -467,6 +471,7 @@ mod tests {
             deadline: created_at.saturating_add(Duration::from_secs(60)),
             payload: PayloadDigest::of("[1,2,3]"),
             expires_at: created_at.saturating_add(Duration::from_secs(120)),
+            callback_url: Some("https://hooks.example.com/done".to_owned()),
         });
         job.status = JobStatus::Succeeded;
         job.result = Some(serde_json::json!({"ok": [1, "two"]}));

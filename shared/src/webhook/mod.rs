@@ -1,0 +1,371 @@
+//! The built-in `webhook` job kind: an outbound HTTP call taken off the request path, signed per
+//! the Standard Webhooks specification, guarded against SSRF, retried by the consumer like any
+//! job, and failed fast per host by a circuit breaker. Completion callbacks are webhook jobs too.
+//!
+//! Payload: `{"url", "method": "POST" | "PUT", "headers": {...}, "body": <JSON or string>}`.
+//!
+//! | the receiver | the job |
+//! | --- | --- |
+//! | answers 2xx | succeeds; its result records the status, latency and the start of the body |
+//! | answers 408, 429 or 5xx, times out, or cannot be reached | is retried, after its `Retry-After` when longer than the backoff |
+//! | answers another 4xx, or any 3xx (redirects are not followed) | fails |
+//! | is refused by the SSRF guard | fails, without a connection |
+
+mod breaker;
+mod client;
+mod guard;
+mod signature;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+pub use breaker::{Admission, Breakers, Counters, Open};
+pub use client::{Client, ConnectRefused, Resolve, SendError, SystemResolver};
+pub use guard::{Allowlist, Refusal, Target};
+pub use signature::{SecretError, SigningKeys};
+
+use crate::config::WebhookSettings;
+use crate::processor::{ProcessError, Processor, Rejection, Work};
+
+/// The kind name webhooks and callbacks run under.
+pub const KIND: &str = "webhook";
+/// How much of a receiver's answer the job's result (or error) keeps.
+pub const BODY_SLICE_BYTES: usize = 1024;
+/// Longest accepted URL.
+const MAX_URL_BYTES: usize = 2048;
+/// Most headers a webhook may set.
+const MAX_HEADERS: usize = 32;
+/// Headers Spillway sets itself, or that would let a payload change the framing of the request.
+const RESERVED_HEADERS: [&str; 11] = [
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// The `webhook` processor. Cheap to clone; clones share the connection pool and the breakers.
+#[derive(Clone)]
+pub struct Webhook {
+    settings: Arc<WebhookSettings>,
+    allow: Arc<Allowlist>,
+    keys: Option<SigningKeys>,
+    resolver: Arc<dyn Resolve>,
+    breakers: Arc<Breakers>,
+    client: Arc<OnceLock<Result<Client, String>>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+enum Method {
+    #[default]
+    #[serde(rename = "POST")]
+    Post,
+    #[serde(rename = "PUT")]
+    Put,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload<'a> {
+    url: String,
+    #[serde(default)]
+    method: Method,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
+}
+
+/// A payload checked and turned into the parts of a request.
+#[derive(Debug)]
+struct Prepared {
+    target: Target,
+    method: http::Method,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Webhook {
+    /// A processor delivering with `settings`, signing with `keys`. Without keys it still
+    /// validates payloads (intake needs no secret), and fails deliveries as retryable until a
+    /// consumer with a secret picks them up.
+    pub fn new(settings: WebhookSettings, keys: Option<SigningKeys>) -> Self {
+        let breakers = Breakers::new(settings.breaker_failures, settings.breaker_cooldown);
+        Self {
+            allow: Arc::new(settings.allow.clone()),
+            settings: Arc::new(settings),
+            keys,
+            resolver: Arc::new(SystemResolver),
+            breakers,
+            client: Arc::default(),
+        }
+    }
+
+    /// The same processor resolving names with `resolver` (tests use it to answer DNS).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = resolver;
+        self.client = Arc::default();
+        self
+    }
+
+    /// The per-host circuit breakers.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    /// Checks a URL a webhook or callback would be sent to.
+    pub fn check_url(&self, url: &str) -> Result<Target, Refusal> {
+        if url.len() > MAX_URL_BYTES {
+            return Err(Refusal::Invalid(format!(
+                "the URL is longer than {MAX_URL_BYTES} bytes"
+            )));
+        }
+        self.allow.check_url(url)
+    }
+
+    fn prepare(&self, payload: &RawValue) -> Result<Prepared, Rejection> {
+        let payload: Payload<'_> = serde_json::from_str(payload.get()).map_err(|e| {
+            Rejection::Invalid(format!(
+                r#"webhook expects {{"url", "method": "POST" | "PUT", "headers": {{...}}, "body": ...}}: {e}"#
+            ))
+        })?;
+        let target = self
+            .check_url(&payload.url)
+            .map_err(|refusal| match refusal {
+                Refusal::Invalid(why) => Rejection::Invalid(why),
+                Refusal::Forbidden(why) => Rejection::Forbidden(why),
+            })?;
+        if payload.headers.len() > MAX_HEADERS {
+            return Err(Rejection::Invalid(format!(
+                "a webhook may set at most {MAX_HEADERS} headers"
+            )));
+        }
+        let mut headers = HeaderMap::with_capacity(payload.headers.len() + 5);
+        for (name, value) in &payload.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Rejection::Invalid(format!("`{name}` is not a header name")))?;
+            if RESERVED_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
+                return Err(Rejection::Invalid(format!(
+                    "the `{name}` header is set by Spillway and may not be given"
+                )));
+            }
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                Rejection::Invalid(format!("the value of `{name}` is not a valid header value"))
+            })?;
+            headers.append(name, value);
+        }
+        let (body, content_type) = match payload.body {
+            None => (Bytes::new(), None),
+            Some(raw) if raw.get().starts_with('"') => {
+                let text: String = serde_json::from_str(raw.get())
+                    .map_err(|e| Rejection::Invalid(format!("body: {e}")))?;
+                (Bytes::from(text), Some("text/plain; charset=utf-8"))
+            }
+            Some(raw) => (
+                Bytes::copy_from_slice(raw.get().as_bytes()),
+                Some("application/json"),
+            ),
+        };
+        if let Some(content_type) = content_type {
+            headers
+                .entry(header::CONTENT_TYPE)
+                .or_insert(HeaderValue::from_static(content_type));
+        }
+        headers
+            .entry(header::USER_AGENT)
+            .or_insert(HeaderValue::from_static(concat!(
+                "Spillway-Webhooks/",
+                env!("CARGO_PKG_VERSION")
+            )));
+        let method = match payload.method {
+            Method::Post => http::Method::POST,
+            Method::Put => http::Method::PUT,
+        };
+        Ok(Prepared {
+            target,
+            method,
+            headers,
+            body,
+        })
+    }
+
+    fn client(&self) -> Result<&Client, ProcessError> {
+        self.client
+            .get_or_init(|| {
+                Client::new(
+                    self.allow.clone(),
+                    self.resolver.clone(),
+                    self.settings.connect_timeout,
+                )
+                .map_err(|e| format!("the webhook HTTP client could not be built: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| ProcessError::retryable(e.clone()))
+    }
+
+    async fn deliver(&self, work: &Work, keys: &SigningKeys) -> Result<Value, ProcessError> {
+        let prepared = self
+            .prepare(&work.payload)
+            .map_err(|rejection| ProcessError::permanent(rejection.to_string()))?;
+        let client = self.client()?;
+        let host = prepared.target.host.clone();
+        let what = format!("{} {}", prepared.method, prepared.target.uri);
+        let admission = self
+            .breakers
+            .admit(&host)
+            .map_err(|open| ProcessError::Retryable {
+                message: format!(
+                    "{what}: not sent, the circuit for {host} is open after repeated failures"
+                ),
+                retry_after: Some(open.retry_after),
+            })?;
+
+        let id = work.job_id.to_string();
+        let timestamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut request = http::Request::new(Full::new(prepared.body.clone()));
+        *request.method_mut() = prepared.method;
+        *request.uri_mut() = prepared.target.uri;
+        let headers = request.headers_mut();
+        *headers = prepared.headers;
+        let signature = keys.sign(&id, timestamp, &prepared.body);
+        for (name, value) in [
+            ("webhook-id", id),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ] {
+            // Ids, digits and base64 are always valid header values.
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
+
+        let started = tokio::time::Instant::now();
+        let timeout = self.settings.timeout;
+        let sent = tokio::time::timeout(timeout, client.send(request, BODY_SLICE_BYTES)).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let answer = match sent {
+            Err(_) => {
+                admission.failed();
+                warn!(host = %host, latency_ms, "webhook timed out");
+                return Err(ProcessError::retryable(format!(
+                    "{what}: no answer within {} ms",
+                    timeout.as_millis()
+                )));
+            }
+            Ok(Err(SendError::Refused(refusal))) => {
+                admission.failed();
+                return Err(ProcessError::permanent(format!(
+                    "{what}: refused before connecting: {refusal}"
+                )));
+            }
+            Ok(Err(SendError::Transport(error))) => {
+                admission.failed();
+                warn!(host = %host, error = %error, "webhook not delivered");
+                return Err(ProcessError::retryable(format!("{what}: {error}")));
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let status = answer.status;
+        let body = String::from_utf8_lossy(&answer.body);
+        info!(host = %host, status = status.as_u16(), latency_ms, "webhook answered");
+        if status.is_success() {
+            admission.succeeded();
+            return Ok(json!({
+                "status_code": status.as_u16(),
+                "latency_ms": latency_ms,
+                "body": body,
+                "body_truncated": answer.truncated,
+            }));
+        }
+        let said = if body.is_empty() {
+            format!("{what}: answered {status}")
+        } else {
+            let ellipsis = if answer.truncated { "…" } else { "" };
+            format!("{what}: answered {status}: {body}{ellipsis}")
+        };
+        if status.is_server_error()
+            || status == http::StatusCode::REQUEST_TIMEOUT
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+        {
+            admission.failed();
+            return Err(ProcessError::Retryable {
+                message: said,
+                retry_after: retry_after(&answer.headers, SystemTime::now()),
+            });
+        }
+        admission.succeeded();
+        if status.is_redirection() {
+            let location = answer
+                .headers
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            return Err(ProcessError::permanent(format!(
+                "{said} (redirects are not followed; Location: {location})"
+            )));
+        }
+        Err(ProcessError::permanent(said))
+    }
+}
+
+#[async_trait]
+impl Processor for Webhook {
+    fn validate(&self, payload: &RawValue) -> Result<(), String> {
+        self.prepare(payload).map(drop).map_err(|r| r.to_string())
+    }
+
+    fn admit(&self, payload: &RawValue) -> Result<(), Rejection> {
+        self.prepare(payload).map(drop)
+    }
+
+    async fn process(&self, work: &Work) -> Result<Value, ProcessError> {
+        let Some(keys) = &self.keys else {
+            return Err(ProcessError::retryable(
+                "no webhook signing secret is configured in this consumer \
+                 (SPILLWAY_WEBHOOK_SECRET or SPILLWAY_WEBHOOK_SECRET_ARN)",
+            ));
+        };
+        self.deliver(work, keys).await
+    }
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("settings", &self.settings)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wait a `Retry-After` header asks for: delta-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,310 @@
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::domain::{JobId, Kind, Timestamp};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn keys() -> SigningKeys {
+    SigningKeys::parse(SECRET).unwrap()
+}
+
+fn settings(allow: &str) -> WebhookSettings {
+    WebhookSettings {
+        allow: Allowlist::parse(allow).unwrap(),
+        timeout: Duration::from_millis(500),
+        breaker_failures: 2,
+        ..WebhookSettings::default()
+    }
+}
+
+fn work(payload: Value) -> Work {
+    Work {
+        job_id: JobId::generate(),
+        kind: Kind::parse(KIND).unwrap(),
+        payload: RawValue::from_string(payload.to_string()).unwrap(),
+        attempt: 1,
+        deadline: Timestamp::from_millis(u64::MAX),
+    }
+}
+
+fn raw(payload: Value) -> Box<RawValue> {
+    RawValue::from_string(payload.to_string()).unwrap()
+}
+
+/// A TCP server on 127.0.0.1 that counts connections and answers each with `response` (raw HTTP),
+/// or never answers when `response` is `None`. Returns its port and the connection count.
+async fn server(
+    response: Option<&'static str>,
+) -> (u16, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (count, seen) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 65_536];
+                let read = socket.read(&mut buffer).await.unwrap_or(0);
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buffer[..read]).into_owned());
+                match response {
+                    Some(response) => {
+                        let _ = socket.write_all(response.as_bytes()).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(3600)).await,
+                }
+            });
+        }
+    });
+    (port, connections, requests)
+}
+
+#[derive(Debug)]
+struct FixedResolver(Vec<IpAddr>);
+
+impl Resolve for FixedResolver {
+    fn resolve(
+        &self,
+        _: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>
+    {
+        let addresses = self.0.clone();
+        Box::pin(async move { Ok(addresses) })
+    }
+}
+
+#[test]
+fn payloads_are_checked_at_intake() {
+    let webhook = Webhook::new(WebhookSettings::default(), None);
+    assert_eq!(
+        webhook.admit(&raw(
+            json!({"url": "https://hooks.example.com/x", "body": {"a": 1}})
+        )),
+        Ok(())
+    );
+    assert_eq!(
+        webhook.admit(&raw(json!({"url": "https://hooks.example.com/x", "method": "PUT", "headers": {"X-Tenant": "7"}, "body": "plain"}))),
+        Ok(())
+    );
+    for invalid in [
+        json!({}),
+        json!({"url": "https://hooks.example.com/", "method": "GET"}),
+        json!({"url": "https://hooks.example.com/", "extra": 1}),
+        json!({"url": "https://hooks.example.com/", "headers": {"webhook-signature": "v1,x"}}),
+        json!({"url": "https://hooks.example.com/", "headers": {"Host": "other"}}),
+        json!({"url": "https://hooks.example.com/", "headers": {"bad name": "x"}}),
+        json!({"url": "https://hooks.example.com/", "headers": {"x-a": "line\nbreak"}}),
+        json!({"url": "not a url"}),
+    ] {
+        assert!(
+            matches!(
+                webhook.admit(&raw(invalid.clone())),
+                Err(Rejection::Invalid(_))
+            ),
+            "{invalid}"
+        );
+    }
+    for forbidden in ["http://127.0.0.1/", "file:///etc/passwd", "http://[::1]/"] {
+        assert!(
+            matches!(
+                webhook.admit(&raw(json!({"url": forbidden}))),
+                Err(Rejection::Forbidden(_))
+            ),
+            "{forbidden}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_2xx_succeeds_with_a_signed_request_and_the_start_of_the_answer() {
+    let (port, _, requests) = server(Some(
+        "HTTP/1.1 201 Created\r\ncontent-length: 11\r\n\r\n{\"ok\":true}",
+    ))
+    .await;
+    let webhook = Webhook::new(settings("127.0.0.1"), Some(keys()));
+    let job = work(
+        json!({"url": format!("http://127.0.0.1:{port}/in"), "headers": {"X-Tenant": "7"}, "body": {"n": 1}}),
+    );
+    let result = webhook.process(&job).await.unwrap();
+    assert_eq!(result["status_code"], 201);
+    assert_eq!(result["body"], "{\"ok\":true}");
+    assert_eq!(result["body_truncated"], false);
+    let request = requests.lock().unwrap()[0].clone();
+    let lower = request.to_ascii_lowercase();
+    assert!(request.starts_with("POST /in HTTP/1.1\r\n"), "{request}");
+    assert!(
+        lower.contains(&format!("webhook-id: {}\r\n", job.job_id)),
+        "{request}"
+    );
+    assert!(lower.contains("x-tenant: 7\r\n"));
+    assert!(lower.contains("content-type: application/json\r\n"));
+    assert!(request.ends_with("\r\n\r\n{\"n\":1}"), "{request}");
+    let timestamp: u64 = lower
+        .split("webhook-timestamp: ")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let signature = keys().sign(&job.job_id.to_string(), timestamp, b"{\"n\":1}");
+    assert!(lower.contains(&format!(
+        "webhook-signature: {}\r\n",
+        signature.to_ascii_lowercase()
+    )));
+}
+
+#[tokio::test]
+async fn statuses_map_to_outcomes() {
+    type Expected = fn(&Result<Value, ProcessError>) -> bool;
+    let cases: [(&str, Expected); 5] = [
+        (
+            "HTTP/1.1 503 Unavailable\r\nretry-after: 7\r\ncontent-length: 4\r\n\r\nbusy",
+            |r| matches!(r, Err(ProcessError::Retryable { retry_after: Some(d), message }) if *d == Duration::from_secs(7) && message.contains("503") && message.contains("busy")),
+        ),
+        ("HTTP/1.1 429 Too Many\r\ncontent-length: 0\r\n\r\n", |r| {
+            matches!(
+                r,
+                Err(ProcessError::Retryable {
+                    retry_after: None,
+                    ..
+                })
+            )
+        }),
+        ("HTTP/1.1 408 Timeout\r\ncontent-length: 0\r\n\r\n", |r| {
+            matches!(r, Err(ProcessError::Retryable { .. }))
+        }),
+        (
+            "HTTP/1.1 400 Bad\r\ncontent-length: 3\r\n\r\nbad",
+            |r| matches!(r, Err(ProcessError::Permanent { message }) if message.contains("400")),
+        ),
+        (
+            "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n",
+            |r| matches!(r, Err(ProcessError::Permanent { message }) if message.contains("redirects are not followed")),
+        ),
+    ];
+    for (response, expected) in cases {
+        let (port, _, _) = server(Some(response)).await;
+        let webhook = Webhook::new(settings("127.0.0.1"), Some(keys()));
+        let result = webhook
+            .process(&work(json!({"url": format!("http://127.0.0.1:{port}/")})))
+            .await;
+        assert!(expected(&result), "{response}: {result:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_times_out_as_retryable() {
+    let (port, connections, _) = server(None).await;
+    let webhook = Webhook::new(settings("127.0.0.1"), Some(keys()));
+    let result = webhook
+        .process(&work(
+            json!({"url": format!("http://127.0.0.1:{port}/slow")}),
+        ))
+        .await;
+    assert!(
+        matches!(&result, Err(ProcessError::Retryable { message, .. }) if message.contains("no answer within 500 ms")),
+        "{result:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_a_refused_address_gets_no_connection() {
+    let (port, connections, _) = server(Some("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+    // DNS answers loopback, where the server listens; the allowlist is empty.
+    let webhook = Webhook::new(settings(""), Some(keys()))
+        .with_resolver(Arc::new(FixedResolver(vec!["127.0.0.1".parse().unwrap()])));
+    let result = webhook
+        .process(&work(
+            json!({"url": format!("http://rebound.example.com:{port}/")}),
+        ))
+        .await;
+    assert!(
+        matches!(&result, Err(ProcessError::Permanent { message }) if message.contains("refused before connecting") && message.contains("loopback")),
+        "{result:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn only_the_allowed_addresses_of_a_name_are_connected_to() {
+    let (port, connections, _) = server(Some("HTTP/1.1 204 No Content\r\n\r\n")).await;
+    let webhook = Webhook::new(settings("127.0.0.1/32"), Some(keys())).with_resolver(Arc::new(
+        FixedResolver(vec![
+            "10.0.0.1".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ]),
+    ));
+    let result = webhook
+        .process(&work(
+            json!({"url": format!("http://mixed.example.com:{port}/")}),
+        ))
+        .await;
+    assert_eq!(result.unwrap()["status_code"], 204);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_breaker_fails_a_failing_host_fast_without_a_request() {
+    let (port, connections, _) =
+        server(Some("HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n")).await;
+    let webhook = Webhook::new(settings("127.0.0.1"), Some(keys()));
+    let job = work(json!({"url": format!("http://127.0.0.1:{port}/")}));
+    for _ in 0..2 {
+        assert!(webhook.process(&job).await.is_err());
+    }
+    let fast = webhook.process(&job).await;
+    assert!(
+        matches!(&fast, Err(ProcessError::Retryable { retry_after: Some(_), message }) if message.contains("circuit")),
+        "{fast:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        webhook.breakers().counters().opened.load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn without_a_secret_deliveries_wait_as_retryable() {
+    let webhook = Webhook::new(settings("127.0.0.1"), None);
+    let result = webhook
+        .process(&work(json!({"url": "http://127.0.0.1:9/"})))
+        .await;
+    assert!(
+        matches!(result, Err(ProcessError::Retryable { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn retry_after_takes_seconds_or_a_date() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+    let headers = |value: &'static str| {
+        HeaderMap::from_iter([(header::RETRY_AFTER, HeaderValue::from_static(value))])
+    };
+    assert_eq!(
+        retry_after(&headers("3"), now),
+        Some(Duration::from_secs(3))
+    );
+    assert_eq!(
+        retry_after(&headers("Wed, 21 Oct 2015 07:28:30 GMT"), now),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        retry_after(&headers("Wed, 21 Oct 2015 07:00:00 GMT"), now),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(retry_after(&headers("soon"), now), None);
+    assert_eq!(retry_after(&HeaderMap::new(), now), None);
+}

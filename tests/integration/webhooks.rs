@@ -1,0 +1,530 @@
+//! Webhook delivery and completion callbacks against a real receiver (tests/webhooks/receiver.py,
+//! which verifies every signature with the Standard Webhooks reference library), on the in-memory
+//! adapters and on the AWS emulator.
+
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+use spillway_core::App;
+use spillway_core::api;
+use spillway_core::config::{Settings, WebhookSettings};
+use spillway_core::domain::{JobId, JobStatus, Owner};
+use spillway_core::esm::EventSourceMapping;
+use spillway_core::processor::Processors;
+use spillway_core::testing::{MemoryPipeline, json_headers, submit};
+use spillway_core::webhook::{Allowlist, Resolve, SigningKeys, Webhook};
+use spillway_tests::Stack;
+use spillway_tests::receiver::{Delivery, Receiver};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The secret the receiver verifies with.
+const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// A newer secret Spillway signs with as well, as during a rotation the receiver has not caught
+/// up with yet.
+const NEW_SECRET: &str = "whsec_c3BpbGx3YXktdGVzdC1yb3RhdGlvbi1zZWNyZXQtMzI=";
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+fn settings(allow: &str) -> Settings {
+    Settings {
+        max_attempts: 4,
+        backoff_base: BACKOFF_BASE,
+        backoff_max: Duration::from_secs(8),
+        webhook: WebhookSettings {
+            allow: Allowlist::parse(allow).unwrap(),
+            timeout: Duration::from_secs(1),
+            ..WebhookSettings::default()
+        },
+        ..Settings::default()
+    }
+}
+
+fn webhook(settings: &Settings) -> Webhook {
+    let keys = SigningKeys::parse(&format!("{NEW_SECRET} {OLD_SECRET}")).unwrap();
+    Webhook::new(settings.webhook.clone(), Some(keys))
+}
+
+/// Where a test's pipeline runs.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Memory,
+    Emulator,
+}
+
+struct Pipeline {
+    app: App,
+    esm: EventSourceMapping,
+    stack: Option<Stack>,
+}
+
+impl Pipeline {
+    async fn new(backend: Backend, settings: Settings, processors: Processors) -> Self {
+        match backend {
+            Backend::Memory => {
+                let pipeline = MemoryPipeline::new(settings, processors);
+                Self {
+                    app: pipeline.app,
+                    esm: pipeline.esm,
+                    stack: None,
+                }
+            }
+            Backend::Emulator => {
+                let stack = Stack::create(settings.max_attempts, Duration::from_secs(30)).await;
+                Self {
+                    app: stack.app(settings, processors),
+                    esm: stack.esm(),
+                    stack: Some(stack),
+                }
+            }
+        }
+    }
+
+    async fn status(&self, id: JobId) -> Value {
+        let response = api::get_job(&self.app, &Owner::anonymous(), &id.to_string(), None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{}", response.body());
+        serde_json::from_str(response.body()).unwrap()
+    }
+
+    /// Runs the event source mapping until job `id` is terminal.
+    async fn run_until_terminal(&self, id: JobId) -> Value {
+        for _ in 0..60 {
+            let job = self.status(id).await;
+            if job["status"] != "pending" && job["status"] != "running" {
+                return job;
+            }
+            self.esm
+                .poll_once(&self.app, Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        panic!("job {id} did not finish: {}", self.status(id).await);
+    }
+
+    /// Runs the event source mapping until the queue stays empty for a second.
+    async fn drain(&self) {
+        for _ in 0..60 {
+            let report = self
+                .esm
+                .poll_once(&self.app, Duration::from_secs(1))
+                .await
+                .unwrap();
+            if report.is_none() {
+                return;
+            }
+        }
+        panic!("the queue did not drain");
+    }
+
+    async fn delete(self) {
+        if let Some(stack) = self.stack {
+            stack.delete().await;
+        }
+    }
+}
+
+/// Captures the JSON log lines of the current thread (a `#[tokio::test]` runs every task on it).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Logs {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn lines(&self) -> Vec<Value> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+fn webhook_job(url: String) -> Value {
+    json!({"kind": "webhook", "payload": {"url": url, "body": {"order": 42}}})
+}
+
+fn assert_verified(deliveries: &[Delivery]) {
+    for delivery in deliveries {
+        assert!(
+            delivery.verified,
+            "the reference library rejected a signature: {:?}",
+            delivery.verify_error
+        );
+    }
+}
+
+async fn retries_until_the_receiver_accepts(backend: Backend) {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    receiver
+        .script(
+            "/flaky",
+            json!([{"status": 500}, {"status": 500}, {"status": 200, "body": "thanks"}]),
+        )
+        .await;
+    let settings = settings("127.0.0.1");
+    let pipeline = Pipeline::new(
+        backend,
+        settings.clone(),
+        Processors::builtin_with(webhook(&settings)),
+    )
+    .await;
+    let logs = Logs::default();
+    let _guard = tracing_subscriber::fmt()
+        .json()
+        .with_writer(logs.clone())
+        .finish()
+        .set_default();
+
+    let id = submit(&pipeline.app, webhook_job(receiver.url("/flaky"))).await;
+    let job = pipeline.run_until_terminal(id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["result"]["status_code"], 200);
+    assert_eq!(job["result"]["body"], "thanks");
+
+    let deliveries = receiver.deliveries("/flaky").await;
+    assert_eq!(deliveries.len(), 3);
+    assert_verified(&deliveries);
+    for delivery in &deliveries {
+        assert_eq!(
+            delivery.headers["webhook-id"],
+            id.to_string(),
+            "one id for every attempt"
+        );
+        assert_eq!(delivery.body, r#"{"order":42}"#);
+        assert_eq!(delivery.headers["content-type"], "application/json");
+        assert_eq!(delivery.headers["webhook-signature"].split(' ').count(), 2);
+    }
+
+    // Each retry's delay was drawn within its bound, and the receiver saw the retry no sooner.
+    let delays: Vec<(u64, u64)> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line["fields"]["message"] == "retry scheduled")
+        .map(|line| {
+            let fields = &line["fields"];
+            (
+                fields["receive_count"].as_u64().unwrap(),
+                fields["delay_seconds"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        delays.iter().map(|d| d.0).collect::<Vec<_>>(),
+        [1, 2],
+        "{delays:?}"
+    );
+    for (receive_count, delay) in &delays {
+        let bound = BACKOFF_BASE.as_secs() << (receive_count - 1);
+        assert!(
+            *delay <= bound,
+            "retry {receive_count} waited {delay} s, over its bound of {bound} s"
+        );
+        let index = usize::try_from(*receive_count).unwrap();
+        let gap = deliveries[index].received_at - deliveries[index - 1].received_at;
+        assert!(
+            gap >= *delay as f64 - 0.2,
+            "retry {receive_count} came {gap:.2} s after the last, sooner than its {delay} s delay"
+        );
+    }
+    pipeline.delete().await;
+}
+
+#[tokio::test]
+async fn a_webhook_is_retried_with_backoff_until_the_receiver_accepts_in_memory() {
+    retries_until_the_receiver_accepts(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_webhook_is_retried_with_backoff_until_the_receiver_accepts_on_the_emulator() {
+    retries_until_the_receiver_accepts(Backend::Emulator).await;
+}
+
+#[tokio::test]
+async fn a_400_fails_the_job_after_one_attempt() {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    receiver
+        .script(
+            "/strict",
+            json!([{"status": 400, "body": "{\"error\": \"unknown order\"}"}]),
+        )
+        .await;
+    let settings = settings("127.0.0.1");
+    let pipeline = Pipeline::new(
+        Backend::Memory,
+        settings.clone(),
+        Processors::builtin_with(webhook(&settings)),
+    )
+    .await;
+    let id = submit(&pipeline.app, webhook_job(receiver.url("/strict"))).await;
+    let job = pipeline.run_until_terminal(id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_u64()),
+        (Some("failed"), Some(1))
+    );
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("400") && error.contains("unknown order"),
+        "{error}"
+    );
+    assert_eq!(receiver.deliveries("/strict").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_delays_the_next_attempt_at_least_that_long() {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    receiver
+        .script(
+            "/busy",
+            json!([{"status": 429, "headers": {"Retry-After": "3"}}, {"status": 204}]),
+        )
+        .await;
+    let settings = settings("127.0.0.1");
+    let pipeline = Pipeline::new(
+        Backend::Memory,
+        settings.clone(),
+        Processors::builtin_with(webhook(&settings)),
+    )
+    .await;
+    let id = submit(&pipeline.app, webhook_job(receiver.url("/busy"))).await;
+    let job = pipeline.run_until_terminal(id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let deliveries = receiver.deliveries("/busy").await;
+    assert_eq!(deliveries.len(), 2);
+    assert_verified(&deliveries);
+    let gap = deliveries[1].received_at - deliveries[0].received_at;
+    assert!(
+        gap >= 3.0,
+        "the retry came {gap:.2} s later, before Retry-After's 3 s"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_hangs_times_out_and_the_attempt_is_retried() {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    receiver
+        .script("/hang", json!([{"status": 200, "delay_seconds": 10}]))
+        .await;
+    let settings = settings("127.0.0.1");
+    let pipeline = Pipeline::new(
+        Backend::Memory,
+        settings.clone(),
+        Processors::builtin_with(webhook(&settings)),
+    )
+    .await;
+    let id = submit(&pipeline.app, webhook_job(receiver.url("/hang"))).await;
+    pipeline
+        .esm
+        .poll_once(&pipeline.app, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let job = pipeline.status(id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_u64()),
+        (Some("pending"), Some(1)),
+        "{job}"
+    );
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1000 ms"),
+        "{job}"
+    );
+    // The next attempt gets the receiver's default answer.
+    let job = pipeline.run_until_terminal(id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_u64()),
+        (Some("succeeded"), Some(2))
+    );
+}
+
+/// Answers every name with one address, as a DNS server controlled by an attacker would.
+#[derive(Debug)]
+struct Resolves(IpAddr);
+
+impl Resolve for Resolves {
+    fn resolve(&self, _: &str) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>> {
+        let address = self.0;
+        Box::pin(async move { Ok(vec![address]) })
+    }
+}
+
+#[tokio::test]
+async fn ssrf_targets_are_refused_without_a_connection() {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let settings = settings("");
+    let port = receiver.url("").rsplit(':').next().unwrap().to_owned();
+    let webhook =
+        webhook(&settings).with_resolver(Arc::new(Resolves("127.0.0.1".parse().unwrap())));
+    let pipeline =
+        Pipeline::new(Backend::Memory, settings, Processors::builtin_with(webhook)).await;
+
+    // At intake: refused with 422 and nothing written or enqueued.
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        format!("http://[::1]:{port}/"),
+        "http://10.0.0.1/".to_owned(),
+        "file:///etc/passwd".to_owned(),
+        "gopher://example.com:70/1".to_owned(),
+        format!("http://localhost:{port}/"),
+    ] {
+        for body in [
+            webhook_job(url.clone()),
+            json!({"kind": "echo", "payload": {}, "callback_url": url}),
+        ] {
+            let response = api::submit_job(
+                &pipeline.app,
+                Owner::anonymous(),
+                &json_headers(),
+                body.to_string().as_bytes(),
+            )
+            .await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{body}: {}",
+                response.body()
+            );
+            let problem: Value = serde_json::from_str(response.body()).unwrap();
+            assert_eq!(
+                problem["type"],
+                "urn:spillway:problem:forbidden-destination"
+            );
+        }
+    }
+    assert_eq!(pipeline.app.queue.depth().await.unwrap().visible, 0);
+
+    // At delivery: a name that resolves to a refused address (here the receiver's own).
+    let id = submit(
+        &pipeline.app,
+        webhook_job(format!("http://hooks.example.com:{port}/rebound")),
+    )
+    .await;
+    let job = pipeline.run_until_terminal(id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused before connecting") && error.contains("loopback"),
+        "{error}"
+    );
+    assert_eq!(
+        receiver.connections().await,
+        0,
+        "a connection reached the receiver"
+    );
+}
+
+async fn a_callback_is_delivered_once(backend: Backend) {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let settings = settings("127.0.0.1");
+    let pipeline = Pipeline::new(
+        backend,
+        settings.clone(),
+        Processors::builtin_with(webhook(&settings)),
+    )
+    .await;
+    let id = submit(
+        &pipeline.app,
+        json!({"kind": "echo", "payload": {"n": 7}, "callback_url": receiver.url("/done")}),
+    )
+    .await;
+
+    // SQS delivers the job's message twice.
+    let delivery = pipeline
+        .esm
+        .receive_batch(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(delivery.len(), 1);
+    pipeline.esm.invoke(&pipeline.app, &delivery).await;
+    pipeline.esm.invoke(&pipeline.app, &delivery).await;
+    pipeline.drain().await;
+
+    let deliveries = receiver
+        .wait_for_deliveries("/done", 1, Duration::from_secs(5))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deliveries_later = receiver.deliveries("/done").await;
+    assert_eq!(deliveries_later.len(), 1, "{deliveries_later:?}");
+    assert_verified(&deliveries);
+    let callback: Value = serde_json::from_str(&deliveries[0].body).unwrap();
+    let job = pipeline.status(id).await;
+    assert_eq!(
+        callback, job,
+        "the callback carries the final status document"
+    );
+    assert_eq!(callback["status"], "succeeded");
+    assert_eq!(callback["result"], json!({"n": 7}));
+    let callback_id = deliveries[0].headers["webhook-id"].clone();
+    assert_eq!(
+        pipeline.status(JobId::parse(&callback_id).unwrap()).await["status"],
+        "succeeded",
+        "the callback is a webhook job of its own"
+    );
+    pipeline.delete().await;
+}
+
+#[tokio::test]
+async fn a_callback_is_delivered_once_even_when_the_message_comes_twice_in_memory() {
+    a_callback_is_delivered_once(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_callback_is_delivered_once_even_when_the_message_comes_twice_on_the_emulator() {
+    a_callback_is_delivered_once(Backend::Emulator).await;
+}
+
+#[tokio::test]
+async fn a_dead_lettered_job_calls_back_with_its_last_error() {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let settings = Settings {
+        max_attempts: 1,
+        ..settings("127.0.0.1")
+    };
+    let pipeline = Pipeline::new(
+        Backend::Memory,
+        settings.clone(),
+        Processors::builtin_with(webhook(&settings)),
+    )
+    .await;
+    let id = submit(
+        &pipeline.app,
+        json!({"kind": "sleep", "payload": {"ms": 1, "fail": "retryable"}, "callback_url": receiver.url("/dlq")}),
+    )
+    .await;
+    pipeline.drain().await;
+    let deliveries = receiver
+        .wait_for_deliveries("/dlq", 1, Duration::from_secs(5))
+        .await;
+    assert_verified(&deliveries);
+    let callback: Value = serde_json::from_str(&deliveries[0].body).unwrap();
+    assert_eq!(callback["id"], id.to_string());
+    assert_eq!(callback["status"], JobStatus::DeadLettered.as_str());
+    assert!(
+        callback["error"]
+            .as_str()
+            .unwrap()
+            .contains("asked to fail")
+    );
+}
