@@ -92,6 +92,26 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         "post",
         &post(&app, &json_headers(), r#"{"kind": "nope", "payload": 1}"#).await,
     );
+    spec.check(
+        JOBS,
+        "post",
+        &post(
+            &app,
+            &json_headers(),
+            r#"{"kind": "echo", "payload": 1, "callback_url": "http://169.254.169.254/"}"#,
+        )
+        .await,
+    );
+    spec.check(
+        JOBS,
+        "post",
+        &post(
+            &app,
+            &json_headers(),
+            r#"{"kind": "echo", "payload": 1, "callback_url": "https://hooks.example.com/done"}"#,
+        )
+        .await,
+    );
     let corrupt = App::new(Arc::new(CorruptStore), stack.queue(), settings.clone());
     spec.check(
         JOBS,

@@ -13,6 +13,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use spillway_core::App;
 use spillway_core::api;
+use spillway_core::app::webhook_keys;
 use spillway_core::config::{Settings, WebhookSettings};
 use spillway_core::domain::{JobId, JobStatus, Owner};
 use spillway_core::esm::EventSourceMapping;
@@ -158,6 +159,13 @@ impl Logs {
     }
 }
 
+/// A receiver, and a pipeline on `backend` whose webhooks may reach it.
+async fn receiver_and_pipeline(backend: Backend, settings: Settings) -> (Receiver, Pipeline) {
+    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let processors = Processors::builtin_with(webhook(&settings));
+    (receiver, Pipeline::new(backend, settings, processors).await)
+}
+
 fn webhook_job(url: String) -> Value {
     json!({"kind": "webhook", "payload": {"url": url, "body": {"order": 42}}})
 }
@@ -173,20 +181,13 @@ fn assert_verified(deliveries: &[Delivery]) {
 }
 
 async fn retries_until_the_receiver_accepts(backend: Backend) {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let (receiver, pipeline) = receiver_and_pipeline(backend, settings("127.0.0.1")).await;
     receiver
         .script(
             "/flaky",
             json!([{"status": 500}, {"status": 500}, {"status": 200, "body": "thanks"}]),
         )
         .await;
-    let settings = settings("127.0.0.1");
-    let pipeline = Pipeline::new(
-        backend,
-        settings.clone(),
-        Processors::builtin_with(webhook(&settings)),
-    )
-    .await;
     let logs = Logs::default();
     let _guard = tracing_subscriber::fmt()
         .json()
@@ -261,20 +262,13 @@ async fn a_webhook_is_retried_with_backoff_until_the_receiver_accepts_on_the_emu
 
 #[tokio::test]
 async fn a_400_fails_the_job_after_one_attempt() {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let (receiver, pipeline) = receiver_and_pipeline(Backend::Memory, settings("127.0.0.1")).await;
     receiver
         .script(
             "/strict",
             json!([{"status": 400, "body": "{\"error\": \"unknown order\"}"}]),
         )
         .await;
-    let settings = settings("127.0.0.1");
-    let pipeline = Pipeline::new(
-        Backend::Memory,
-        settings.clone(),
-        Processors::builtin_with(webhook(&settings)),
-    )
-    .await;
     let id = submit(&pipeline.app, webhook_job(receiver.url("/strict"))).await;
     let job = pipeline.run_until_terminal(id).await;
     assert_eq!(
@@ -291,20 +285,13 @@ async fn a_400_fails_the_job_after_one_attempt() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_delays_the_next_attempt_at_least_that_long() {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let (receiver, pipeline) = receiver_and_pipeline(Backend::Memory, settings("127.0.0.1")).await;
     receiver
         .script(
             "/busy",
             json!([{"status": 429, "headers": {"Retry-After": "3"}}, {"status": 204}]),
         )
         .await;
-    let settings = settings("127.0.0.1");
-    let pipeline = Pipeline::new(
-        Backend::Memory,
-        settings.clone(),
-        Processors::builtin_with(webhook(&settings)),
-    )
-    .await;
     let id = submit(&pipeline.app, webhook_job(receiver.url("/busy"))).await;
     let job = pipeline.run_until_terminal(id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
@@ -320,17 +307,10 @@ async fn a_429_with_retry_after_delays_the_next_attempt_at_least_that_long() {
 
 #[tokio::test]
 async fn a_receiver_that_hangs_times_out_and_the_attempt_is_retried() {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let (receiver, pipeline) = receiver_and_pipeline(Backend::Memory, settings("127.0.0.1")).await;
     receiver
         .script("/hang", json!([{"status": 200, "delay_seconds": 10}]))
         .await;
-    let settings = settings("127.0.0.1");
-    let pipeline = Pipeline::new(
-        Backend::Memory,
-        settings.clone(),
-        Processors::builtin_with(webhook(&settings)),
-    )
-    .await;
     let id = submit(&pipeline.app, webhook_job(receiver.url("/hang"))).await;
     pipeline
         .esm
@@ -436,14 +416,7 @@ async fn ssrf_targets_are_refused_without_a_connection() {
 }
 
 async fn a_callback_is_delivered_once(backend: Backend) {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
-    let settings = settings("127.0.0.1");
-    let pipeline = Pipeline::new(
-        backend,
-        settings.clone(),
-        Processors::builtin_with(webhook(&settings)),
-    )
-    .await;
+    let (receiver, pipeline) = receiver_and_pipeline(backend, settings("127.0.0.1")).await;
     let id = submit(
         &pipeline.app,
         json!({"kind": "echo", "payload": {"n": 7}, "callback_url": receiver.url("/done")}),
@@ -497,15 +470,12 @@ async fn a_callback_is_delivered_once_even_when_the_message_comes_twice_on_the_e
 
 #[tokio::test]
 async fn a_dead_lettered_job_calls_back_with_its_last_error() {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
-    let settings = Settings {
-        max_attempts: 1,
-        ..settings("127.0.0.1")
-    };
-    let pipeline = Pipeline::new(
+    let (receiver, pipeline) = receiver_and_pipeline(
         Backend::Memory,
-        settings.clone(),
-        Processors::builtin_with(webhook(&settings)),
+        Settings {
+            max_attempts: 1,
+            ..settings("127.0.0.1")
+        },
     )
     .await;
     let id = submit(
@@ -527,4 +497,81 @@ async fn a_dead_lettered_job_calls_back_with_its_last_error() {
             .unwrap()
             .contains("asked to fail")
     );
+}
+
+#[tokio::test]
+async fn a_job_cancelled_through_the_api_calls_back_when_the_consumer_meets_its_message() {
+    let (receiver, pipeline) = receiver_and_pipeline(Backend::Memory, settings("127.0.0.1")).await;
+    let id = submit(
+        &pipeline.app,
+        json!({"kind": "echo", "payload": {}, "callback_url": receiver.url("/cancelled")}),
+    )
+    .await;
+    let response = api::cancel_job(&pipeline.app, &Owner::anonymous(), &id.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.body());
+    pipeline.drain().await;
+    let deliveries = receiver
+        .wait_for_deliveries("/cancelled", 1, Duration::from_secs(5))
+        .await;
+    assert_verified(&deliveries);
+    let callback: Value = serde_json::from_str(&deliveries[0].body).unwrap();
+    assert_eq!(callback["status"], "cancelled");
+    assert_eq!(callback, pipeline.status(id).await);
+}
+
+#[tokio::test]
+async fn the_consumer_reads_its_signing_secrets_from_secrets_manager() {
+    let sdk = spillway_tests::sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let create = |value: String| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .create_secret()
+                .name(spillway_tests::unique_name("spillway-webhook"))
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap()
+                .arn
+                .unwrap()
+        }
+    };
+    let only_arn = |arn: String| {
+        move |name: &str| (name == "SPILLWAY_WEBHOOK_SECRET_ARN").then(|| arn.clone())
+    };
+
+    let rotation = format!("{NEW_SECRET} {OLD_SECRET}");
+    let arn = create(rotation.clone()).await;
+    let keys = webhook_keys(&sdk, only_arn(arn.clone()))
+        .await
+        .unwrap()
+        .expect("keys from the secret");
+    let expected = SigningKeys::parse(&rotation).unwrap();
+    assert_eq!(keys.sign("msg", 1, b"{}"), expected.sign("msg", 1, b"{}"));
+
+    // The variable wins over the secret.
+    let both = |name: &str| match name {
+        "SPILLWAY_WEBHOOK_SECRET" => Some(OLD_SECRET.to_owned()),
+        "SPILLWAY_WEBHOOK_SECRET_ARN" => Some(arn.clone()),
+        _ => None,
+    };
+    let keys = webhook_keys(&sdk, both).await.unwrap().unwrap();
+    assert_eq!(keys.len(), 1);
+
+    // A missing secret, or one that is not a signing secret, stops the cold start, named.
+    let missing = webhook_keys(&sdk, only_arn(format!("{arn}-gone")))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.variable, "SPILLWAY_WEBHOOK_SECRET_ARN");
+    assert!(missing.problem.contains("could not be read"), "{missing}");
+    let garbage = create("hunter2!".to_owned()).await;
+    let bad = webhook_keys(&sdk, only_arn(garbage)).await.unwrap_err();
+    assert_eq!(bad.variable, "SPILLWAY_WEBHOOK_SECRET_ARN");
+    assert!(
+        !bad.to_string().contains("hunter2"),
+        "the secret leaked: {bad}"
+    );
+
+    assert!(webhook_keys(&sdk, |_: &str| None).await.unwrap().is_none());
 }

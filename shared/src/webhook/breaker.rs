@@ -103,8 +103,11 @@ impl Breakers {
             return Err(Open { retry_after });
         }
         circuit.probing = true;
-        self.counters.half_opened.fetch_add(1, Ordering::Relaxed);
-        info!(host, "circuit half-open: one probe delivery goes through");
+        let half_opened_total = self.counters.half_opened.fetch_add(1, Ordering::Relaxed) + 1;
+        info!(
+            host,
+            half_opened_total, "circuit half-open: one probe delivery goes through"
+        );
         Ok(admission(true))
     }
 
@@ -118,8 +121,11 @@ impl Breakers {
                 && circuit.open_until.is_some()
                 && probe
             {
-                self.counters.closed.fetch_add(1, Ordering::Relaxed);
-                info!(host, "circuit closed: the probe delivery succeeded");
+                let closed_total = self.counters.closed.fetch_add(1, Ordering::Relaxed) + 1;
+                info!(
+                    host,
+                    closed_total, "circuit closed: the probe delivery succeeded"
+                );
             }
             return;
         }
@@ -130,10 +136,11 @@ impl Breakers {
         if reopen || open {
             circuit.open_until = Some(Instant::now() + self.cooldown);
             circuit.probing = false;
-            self.counters.opened.fetch_add(1, Ordering::Relaxed);
+            let opened_total = self.counters.opened.fetch_add(1, Ordering::Relaxed) + 1;
             warn!(
                 host,
                 consecutive_failures = circuit.failures,
+                opened_total,
                 cooldown_seconds = self.cooldown.as_secs(),
                 "circuit opened: deliveries to this host fail fast until the cool-down ends"
             );
