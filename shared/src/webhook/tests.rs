@@ -308,3 +308,31 @@ fn retry_after_takes_seconds_or_a_date() {
     assert_eq!(retry_after(&headers("soon"), now), None);
     assert_eq!(retry_after(&HeaderMap::new(), now), None);
 }
+
+#[tokio::test]
+async fn https_urls_are_sent_over_tls() {
+    // A plain-HTTP server behind an https URL: the TLS handshake fails, which shows the request
+    // went through the TLS connector (with the system's roots loaded) and never in clear text.
+    let (port, connections, requests) =
+        server(Some("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+    let webhook = Webhook::new(settings("127.0.0.1"), Some(keys()));
+    let result = webhook
+        .process(&work(
+            json!({"url": format!("https://127.0.0.1:{port}/"), "body": {"secret": 1}}),
+        ))
+        .await;
+    assert!(
+        matches!(&result, Err(ProcessError::Retryable { message, .. }) if message.contains("https://127.0.0.1")),
+        "{result:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let seen = requests.lock().unwrap().concat();
+    assert!(
+        !seen.contains("secret"),
+        "the body went out in clear text: {seen}"
+    );
+    assert!(
+        seen.as_bytes().first() == Some(&0x16),
+        "not a TLS handshake: {seen:?}"
+    );
+}
