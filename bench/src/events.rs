@@ -112,6 +112,7 @@ pub async fn pending_jobs(
             payload: PayloadDigest::of(payload.get()),
             expires_at: deadline.saturating_add(Duration::from_secs(86_400)),
             callback_url: None,
+            correlation_id: None,
         });
         store.create(&job, None).await?;
         messages.push(JobMessage {
@@ -119,6 +120,7 @@ pub async fn pending_jobs(
             kind: kind.clone(),
             payload: payload.clone(),
             deadline,
+            correlation_id: None,
         });
     }
     Ok(messages)

@@ -52,6 +52,7 @@ pub async fn handle_batch(
             "record",
             message_id = %message_id,
             job_id = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
             attempt = tracing::field::Empty
         );
         let app = app.clone();
@@ -121,7 +122,11 @@ impl Record<'_> {
                 return Outcome::Failed;
             }
         };
-        Span::current().record("job_id", tracing::field::display(message.job_id));
+        let span = Span::current();
+        span.record("job_id", tracing::field::display(message.job_id));
+        if let Some(correlation_id) = &message.correlation_id {
+            span.record("correlation_id", correlation_id.as_str());
+        }
         let receive_count = self.receive_count();
         let now = self.app.clock.now();
 
@@ -150,7 +155,12 @@ impl Record<'_> {
             Err(error) => return self.not_claimed(error).await,
         };
         let attempt = job.attempts;
-        Span::current().record("attempt", attempt);
+        span.record("attempt", attempt);
+        if message.correlation_id.is_none()
+            && let Some(correlation_id) = &job.correlation_id
+        {
+            span.record("correlation_id", correlation_id.as_str());
+        }
         info!(kind = %message.kind, receive_count, "claimed");
 
         let Some(processor) = self.app.processors.get(&message.kind).cloned() else {

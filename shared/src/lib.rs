@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod domain;
 pub mod esm;
 pub mod lambda;
+pub mod logging;
 pub mod processor;
 pub mod provision;
 pub mod queue;

@@ -164,3 +164,82 @@ async fn the_lambda_binaries_answer_malformed_input_with_clear_errors_and_change
     drop(lambda);
     stack.delete().await;
 }
+
+#[tokio::test]
+async fn every_log_line_about_a_job_carries_its_correlation_id_in_all_three_functions() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let lambda = Emulator::start_with(&stack, &[("AWS_LAMBDA_LOG_FORMAT", "JSON")]).await;
+    let correlation_id = "checkout-7f3a/42";
+
+    let mut event = post_jobs(r#"{"kind":"echo","payload":{"n":1}}"#);
+    event["headers"]["x-correlation-id"] = json!(correlation_id);
+    let accepted = lambda.invoke_ok("intake", &event).await;
+    assert_eq!(accepted["statusCode"], 202, "{accepted}");
+    assert_eq!(accepted["headers"]["x-correlation-id"], correlation_id);
+    let id = body(&accepted)["id"].as_str().unwrap().to_owned();
+
+    let message = stack
+        .queue()
+        .receive(1, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .remove(0);
+    let message_id = message.message_id.clone();
+    let batch = lambda
+        .invoke_ok(
+            "consumer",
+            &sqs_event(
+                &stack.queue_arn,
+                &message.message_id,
+                &message.receipt_handle,
+                &message.body,
+                message.receive_count,
+            ),
+        )
+        .await;
+    assert_eq!(
+        batch,
+        json!({"batchItemFailures": []}),
+        "{}",
+        lambda.log_tail()
+    );
+    let job = lambda.invoke_ok("status", &get_job(&id)).await;
+    assert_eq!(job["headers"]["x-correlation-id"], correlation_id, "{job}");
+
+    // A generated id when the caller sends none, returned to it.
+    let other = lambda
+        .invoke_ok("intake", &post_jobs(r#"{"kind":"echo","payload":{}}"#))
+        .await;
+    let generated = other["headers"]["x-correlation-id"].as_str().unwrap();
+    assert!(!generated.is_empty() && generated != correlation_id);
+
+    let log = lambda.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|line| {
+            line.find('{')
+                .and_then(|at| serde_json::from_str(&line[at..]).ok())
+        })
+        .filter(|line: &Value| line["job_id"] == id.as_str())
+        .collect();
+    for line in &lines {
+        assert_eq!(line["correlation_id"], correlation_id, "{line}");
+    }
+    let said = |message: &str| lines.iter().find(|line| line["message"] == message);
+    assert!(
+        said("accepted").is_some(),
+        "intake's line is missing:\n{log}"
+    );
+    let claimed =
+        said("claimed").unwrap_or_else(|| panic!("the consumer's line is missing:\n{log}"));
+    assert_eq!(claimed["message_id"], message_id.as_str());
+    assert_eq!(claimed["attempt"], 1);
+    assert!(said("recorded").is_some(), "{log}");
+    assert!(
+        said("read").is_some(),
+        "the status function's line is missing:\n{log}"
+    );
+
+    drop(lambda);
+    stack.delete().await;
+}

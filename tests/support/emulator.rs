@@ -51,16 +51,22 @@ impl Emulator {
     /// The functions inherit this process's environment (`AWS_ENDPOINT_URL`, region,
     /// credentials, `CARGO_TARGET_DIR` so that the test build is reused).
     pub async fn start(stack: &Stack) -> Self {
-        let env_vars = [
+        Self::start_with(stack, &[]).await
+    }
+
+    /// [`Emulator::start`], with more variables for the functions (`AWS_LAMBDA_LOG_FORMAT`, say).
+    pub async fn start_with(stack: &Stack, extra: &[(&str, &str)]) -> Self {
+        let max_attempts = stack.max_receive_count.to_string();
+        let env_vars: Vec<String> = [
             ("SPILLWAY_TABLE", stack.table.as_str()),
             ("SPILLWAY_QUEUE_URL", stack.queue_url.as_str()),
             ("SPILLWAY_DLQ_URL", stack.dlq_url.as_str()),
-            (
-                "SPILLWAY_MAX_ATTEMPTS",
-                &stack.max_receive_count.to_string(),
-            ),
+            ("SPILLWAY_MAX_ATTEMPTS", max_attempts.as_str()),
         ]
-        .map(|(key, value)| format!("{key}={value}"));
+        .iter()
+        .chain(extra)
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -162,6 +168,11 @@ impl Emulator {
                 self.log_tail()
             ),
         }
+    }
+
+    /// Everything the emulator and the functions logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The end of what the emulator and the functions logged, for failure messages.

@@ -6,7 +6,7 @@ use spillway_core::{App, lambda};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    spillway_core::logging::init();
     let app = App::consumer_from_env().await?;
     let app = &app;
     lambda_runtime::run(service_fn(move |event| lambda::consumer(app, event))).await

@@ -6,7 +6,7 @@ use spillway_core::{App, lambda};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    spillway_core::logging::init();
     let app = App::from_env().await?;
     let app = &app;
     lambda_http::run(service_fn(move |request| lambda::status(app, request))).await

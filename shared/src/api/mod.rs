@@ -20,6 +20,9 @@ use crate::domain::{Job, JobStatus};
 /// A response: status, headers and a JSON (or problem+json) body.
 pub type ApiResponse = http::Response<String>;
 
+/// The header that carries a request's correlation id in and out.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
 /// Seconds a client should wait before polling a job that is not finished.
 const POLL_AFTER_SECONDS: u64 = 1;
 
@@ -75,10 +78,16 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> ApiResponse {
     response
 }
 
-/// `200` with the job's document, uncacheable, with a polling hint while it is not finished.
+/// `200` with the job's document, uncacheable, with a polling hint while it is not finished, and
+/// the correlation id of the request that submitted it.
 fn job_response(job: &Job) -> ApiResponse {
     let mut response = json_response(StatusCode::OK, &JobDocument::of(job));
     let headers = response.headers_mut();
+    if let Some(id) = &job.correlation_id
+        && let Ok(value) = HeaderValue::from_str(id.as_str())
+    {
+        headers.insert(CORRELATION_HEADER, value);
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if !job.status.is_terminal() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));

@@ -12,7 +12,7 @@ pub const MAX_WAIT_SECONDS: u64 = 20;
 
 /// `GET /jobs/{id}[?wait=N]`: the job's document. With `wait`, holds the request until the job is
 /// terminal or `N` seconds pass.
-#[instrument(skip_all, fields(job_id = raw_id))]
+#[instrument(skip_all, fields(job_id = raw_id, correlation_id))]
 pub async fn get_job(app: &App, owner: &Owner, raw_id: &str, wait: Option<&str>) -> ApiResponse {
     let result = async {
         let id = JobId::parse(raw_id)?;
@@ -23,6 +23,7 @@ pub async fn get_job(app: &App, owner: &Owner, raw_id: &str, wait: Option<&str>)
             let job = read(app, owner, id).await?;
             let now = tokio::time::Instant::now();
             if job.status.is_terminal() || now >= until {
+                info!(status = %job.status, attempts = job.attempts, "read");
                 return Ok(job_response(&job));
             }
             tokio::time::sleep(pause.min(until - now)).await;
@@ -35,7 +36,7 @@ pub async fn get_job(app: &App, owner: &Owner, raw_id: &str, wait: Option<&str>)
 
 /// `DELETE /jobs/{id}`: cancels a pending job. Cancelling a cancelled job answers as the first
 /// cancel did.
-#[instrument(skip_all, fields(job_id = raw_id))]
+#[instrument(skip_all, fields(job_id = raw_id, correlation_id))]
 pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
     let result = async {
         let id = JobId::parse(raw_id)?;
@@ -86,6 +87,9 @@ fn parse_wait(raw: Option<&str>) -> Result<Duration, ApiError> {
 async fn read(app: &App, owner: &Owner, id: JobId) -> Result<Job, ApiError> {
     let job = app.store.get(id).await?.filter(|job| &job.owner == owner);
     let job = job.ok_or(ApiError::NotFound(id))?;
+    if let Some(correlation_id) = &job.correlation_id {
+        tracing::Span::current().record("correlation_id", correlation_id.as_str());
+    }
     let now = app.clock.now();
     if job.status.is_terminal() || now <= job.deadline || job.is_leased_at(now) {
         return Ok(job);

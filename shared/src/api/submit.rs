@@ -5,11 +5,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tracing::{info, instrument, warn};
 
-use super::{ApiError, ApiResponse, JSON, POLL_AFTER_SECONDS, json_response, status_path};
+use super::{
+    ApiError, ApiResponse, CORRELATION_HEADER, JSON, POLL_AFTER_SECONDS, json_response, status_path,
+};
 use crate::app::App;
 use crate::domain::{
-    IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind, NewJob, Owner,
-    PayloadDigest, Timestamp, Ttl,
+    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind,
+    NewJob, Owner, PayloadDigest, Timestamp, Ttl,
 };
 use crate::processor::Rejection;
 use crate::store::StoreError;
@@ -39,10 +41,23 @@ struct Accepted<'a> {
 }
 
 /// `POST /jobs`: validates the request, writes the job as `pending`, enqueues its message and
-/// answers `202`. A request refused with a 4xx writes nothing and enqueues nothing.
-#[instrument(skip_all, fields(job_id))]
+/// answers `202`. A request refused with a 4xx writes nothing and enqueues nothing. Every answer
+/// carries the request's `X-Correlation-Id` (the caller's, or one made here).
+#[instrument(skip_all, fields(job_id, correlation_id))]
 pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8]) -> ApiResponse {
-    match submit(app, owner, headers, body).await {
+    let given = headers
+        .get(CORRELATION_HEADER)
+        .map(|value| CorrelationId::parse(value.as_bytes()));
+    let correlation_id = match &given {
+        Some(Ok(id)) => id.clone(),
+        _ => CorrelationId::generate(),
+    };
+    tracing::Span::current().record("correlation_id", correlation_id.as_str());
+    let result = match given {
+        Some(Err(invalid)) => Err(ApiError::Invalid(invalid.to_string())),
+        _ => submit(app, owner, headers, body, &correlation_id).await,
+    };
+    let mut response = match result {
         Ok(response) => response,
         Err(error) => {
             if !error.status().is_server_error() {
@@ -50,7 +65,13 @@ pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8
             }
             error.into_response()
         }
+    };
+    if !response.headers().contains_key(CORRELATION_HEADER)
+        && let Ok(value) = HeaderValue::from_str(correlation_id.as_str())
+    {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
     }
+    response
 }
 
 async fn submit(
@@ -58,6 +79,7 @@ async fn submit(
     owner: Owner,
     headers: &HeaderMap,
     body: &[u8],
+    correlation_id: &CorrelationId,
 ) -> Result<ApiResponse, ApiError> {
     let settings = &app.settings;
     check_content_type(headers)?;
@@ -125,6 +147,7 @@ async fn submit(
         // A job whose message never arrives is forgotten once it could no longer run anyway.
         expires_at: deadline.saturating_add(settings.retention),
         callback_url: request.callback_url,
+        correlation_id: Some(correlation_id.clone()),
     });
     let idempotency = key.map(|key| IdempotencyRecord {
         owner: job.owner.clone(),
@@ -159,7 +182,8 @@ async fn replay(
     fingerprint: &str,
     payload: &RawValue,
 ) -> Result<ApiResponse, ApiError> {
-    tracing::Span::current().record("job_id", tracing::field::display(first.job_id));
+    let span = tracing::Span::current();
+    span.record("job_id", tracing::field::display(first.job_id));
     if first.fingerprint != fingerprint || &first.owner != owner {
         return Err(ApiError::KeyReused { job_gone: false });
     }
@@ -169,6 +193,10 @@ async fn replay(
         .await?
         .filter(|job| &job.owner == owner);
     let job = job.ok_or(ApiError::KeyReused { job_gone: true })?;
+    // Its log lines are the first request's job's: they carry that request's correlation id.
+    if let Some(first) = &job.correlation_id {
+        span.record("correlation_id", first.as_str());
+    }
     if job.status == JobStatus::Pending {
         let message_id = enqueue(app, &job, payload).await?;
         info!(message_id = %message_id, "replayed; pending job enqueued again");
@@ -184,6 +212,7 @@ async fn enqueue(app: &App, job: &Job, payload: &RawValue) -> Result<String, Api
         kind: job.kind.clone(),
         payload: payload.to_owned(),
         deadline: job.deadline,
+        correlation_id: job.correlation_id.clone(),
     };
     Ok(app.queue.send(&message.encode()).await?)
 }
@@ -219,6 +248,11 @@ fn accepted(job: &Job, replayed: bool) -> ApiResponse {
         headers.insert(header::LOCATION, value);
     }
     headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
+    if let Some(id) = &job.correlation_id
+        && let Ok(value) = HeaderValue::from_str(id.as_str())
+    {
+        headers.insert(CORRELATION_HEADER, value);
+    }
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }

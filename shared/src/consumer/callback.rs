@@ -60,6 +60,7 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         payload: PayloadDigest::of(payload.get()),
         expires_at: deadline.saturating_add(app.settings.retention),
         callback_url: None,
+        correlation_id: job.correlation_id.clone(),
     });
     let deadline = match app.store.create(&callback, None).await {
         Ok(()) => deadline,
@@ -79,6 +80,7 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         kind: webhook_kind(),
         payload,
         deadline,
+        correlation_id: job.correlation_id.clone(),
     };
     let message_id = app.queue.send(&message.encode()).await?;
     info!(callback_job_id = %id, message_id = %message_id, status = %job.status, "callback enqueued");

@@ -409,6 +409,7 @@ async fn failed_and_expired_jobs_get_callbacks_and_jobs_without_a_url_do_not() {
         kind: Kind::parse("echo").unwrap(),
         payload: RawValue::from_string("{}".to_owned()).unwrap(),
         deadline: Timestamp::from_millis(0),
+        correlation_id: None,
     };
     let mut delivery = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
     delivery.retain(|m| m.body.contains(&expiring.job_id.to_string()));

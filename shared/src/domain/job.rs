@@ -1,7 +1,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{JobId, JobStatus, Kind, Owner, Timestamp};
+use super::{CorrelationId, JobId, JobStatus, Kind, Owner, Timestamp};
 
 /// A job's state as the table keeps it. The payload itself travels in the queue message; the
 /// table keeps only its size and hash.
@@ -35,6 +35,8 @@ pub struct Job {
     pub expires_at: Timestamp,
     /// Where its final status document is delivered once it is terminal.
     pub callback_url: Option<String>,
+    /// The id that ties its log lines to the request that submitted it.
+    pub correlation_id: Option<CorrelationId>,
 }
 
 /// The fields a new job starts from.
@@ -56,6 +58,8 @@ pub struct NewJob {
     pub expires_at: Timestamp,
     /// Where to deliver its final status document.
     pub callback_url: Option<String>,
+    /// The submitting request's correlation id.
+    pub correlation_id: Option<CorrelationId>,
 }
 
 impl Job {
@@ -76,6 +80,7 @@ impl Job {
             payload: new.payload,
             expires_at: new.expires_at.ceil_to_second(),
             callback_url: new.callback_url,
+            correlation_id: new.correlation_id,
         }
     }
 

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{JobId, Kind, Timestamp};
+use super::{CorrelationId, JobId, Kind, Timestamp};
 
 /// What the queue carries for one job: small, versioned, and self-sufficient, so the consumer
 /// needs no read to run the job. Encoded as `{"v": 1, "job_id", "kind", "payload", "deadline"}`.
@@ -15,6 +15,8 @@ pub struct JobMessage {
     pub payload: Box<RawValue>,
     /// After this the job is expired, not run.
     pub deadline: Timestamp,
+    /// The submitting request's correlation id (absent from messages of older versions).
+    pub correlation_id: Option<CorrelationId>,
 }
 
 /// A message body that is not a Spillway job message.
@@ -30,12 +32,15 @@ pub enum MessageError {
 
 /// The wire format of version 1.
 #[derive(Serialize, Deserialize)]
-struct V1<K, P> {
+struct V1<K, P, C> {
     v: u64,
     job_id: JobId,
     kind: K,
     payload: P,
     deadline: Timestamp,
+    // Missing in messages written before it existed: serde reads a missing `Option` as `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<C>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +60,7 @@ impl JobMessage {
             kind: &self.kind,
             payload: &*self.payload,
             deadline: self.deadline,
+            correlation_id: self.correlation_id.as_ref(),
         };
         // Serialising these field types cannot fail: ids, kinds and times are strings and the
         // payload is already JSON.
@@ -66,13 +72,14 @@ impl JobMessage {
         let Version { v } = serde_json::from_str(body).map_err(MessageError::Malformed)?;
         match v {
             1 => {
-                let wire: V1<Kind, Box<RawValue>> =
+                let wire: V1<Kind, Box<RawValue>, CorrelationId> =
                     serde_json::from_str(body).map_err(MessageError::Malformed)?;
                 Ok(Self {
                     job_id: wire.job_id,
                     kind: wire.kind,
                     payload: wire.payload,
                     deadline: wire.deadline,
+                    correlation_id: wire.correlation_id,
                 })
             }
             other => Err(MessageError::UnsupportedVersion(other)),
@@ -91,6 +98,7 @@ mod tests {
             payload: RawValue::from_string(r#"{"to": "a@example.com", "n": [1, 2.5]}"#.into())
                 .unwrap(),
             deadline: Timestamp::from_millis(1_795_000_000_000),
+            correlation_id: Some(CorrelationId::parse(b"req-1").unwrap()),
         }
     }
 
@@ -102,6 +110,16 @@ mod tests {
         assert_eq!(decoded.kind, original.kind);
         assert_eq!(decoded.payload.get(), original.payload.get());
         assert_eq!(decoded.deadline, original.deadline);
+        assert_eq!(decoded.correlation_id, original.correlation_id);
+    }
+
+    #[test]
+    fn a_message_without_a_correlation_id_still_decodes() {
+        let mut original = message();
+        original.correlation_id = None;
+        let body = original.encode();
+        assert!(!body.contains("correlation_id"), "{body}");
+        assert_eq!(JobMessage::decode(&body).unwrap().correlation_id, None);
     }
 
     #[test]

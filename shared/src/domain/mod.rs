@@ -1,6 +1,7 @@
 //! Spillway's domain: values that are valid by construction, the job and its state machine, and the
 //! message that carries a job through the queue.
 
+mod correlation;
 mod idempotency;
 mod job;
 mod job_id;
@@ -12,6 +13,7 @@ mod time;
 mod transition;
 mod ttl;
 
+pub use correlation::{CorrelationId, InvalidCorrelationId};
 pub use idempotency::{IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey};
 pub use job::{Job, NewJob, PayloadDigest};
 pub use job_id::{InvalidJobId, JobId};

@@ -174,6 +174,7 @@ mod tests {
             payload: PayloadDigest::of("{}"),
             expires_at: T0.saturating_add(Duration::from_secs(3600)),
             callback_url: None,
+            correlation_id: None,
         });
         job.status = status;
         job.attempts = attempts;

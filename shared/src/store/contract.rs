@@ -53,6 +53,7 @@ fn new_job() -> Job {
         payload: PayloadDigest::of(r#"{"hello":"world"}"#),
         expires_at: created_at.saturating_add(Duration::from_secs(900)),
         callback_url: None,
+        correlation_id: None,
     })
 }
 

@@ -13,8 +13,8 @@ use tracing::instrument;
 
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
-    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, Owner, PayloadDigest,
-    Timestamp, Transition,
+    Change, CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, Owner,
+    PayloadDigest, Timestamp, Transition,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -390,6 +390,9 @@ fn to_item(job: &Job) -> Item {
     if let Some(callback_url) = &job.callback_url {
         item.insert("callback_url".to_owned(), s(callback_url));
     }
+    if let Some(correlation_id) = &job.correlation_id {
+        item.insert("correlation_id".to_owned(), s(correlation_id.as_str()));
+    }
     item
 }
 
@@ -450,6 +453,10 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         },
         expires_at: Timestamp::from_millis(expires_at_seconds.saturating_mul(1000)),
         callback_url: optional_string("callback_url")?,
+        correlation_id: optional_string("correlation_id")?
+            .map(|raw| CorrelationId::parse(raw.as_bytes()))
+            .transpose()
+            .map_err(|e| corrupt(e.to_string()))?,
     })
 }
 
@@ -472,6 +479,7 @@ mod tests {
             payload: PayloadDigest::of("[1,2,3]"),
             expires_at: created_at.saturating_add(Duration::from_secs(120)),
             callback_url: Some("https://hooks.example.com/done".to_owned()),
+            correlation_id: Some(CorrelationId::generate()),
         });
         job.status = JobStatus::Succeeded;
         job.result = Some(serde_json::json!({"ok": [1, "two"]}));
