@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::api::Backlog;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Settings};
+use crate::metrics::{Metrics, Stdout};
 use crate::processor::Processors;
 use crate::queue::{JobQueue, SqsQueue};
 use crate::store::{DynamoStore, JobStore};
@@ -23,6 +24,8 @@ pub struct App {
     pub settings: Arc<Settings>,
     /// The time source.
     pub clock: Arc<dyn Clock>,
+    /// Where metrics go (off unless set).
+    pub metrics: Metrics,
     pub(crate) backlog: Arc<Backlog>,
 }
 
@@ -39,12 +42,19 @@ impl App {
             backlog: Arc::new(Backlog::new(settings.backlog_limit)),
             settings: Arc::new(settings),
             clock: Arc::new(SystemClock),
+            metrics: Metrics::off(),
         }
     }
 
     /// The same app with other processors.
     pub fn with_processors(mut self, processors: Processors) -> Self {
         self.processors = Arc::new(processors);
+        self
+    }
+
+    /// The same app publishing metrics to `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -62,7 +72,7 @@ impl App {
         let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
             .load()
             .await;
-        Ok(Self::on_aws(&sdk, &config))
+        Ok(Self::on_aws(&sdk, &config).with_metrics(metrics_from_env()))
     }
 
     /// The consumer's app: [`App::from_env`], and the webhook signing secret, from
@@ -81,7 +91,9 @@ impl App {
             );
         }
         let webhook = Webhook::new(config.settings.webhook.clone(), keys);
-        Ok(Self::on_aws(&sdk, &config).with_processors(Processors::builtin_with(webhook)))
+        Ok(Self::on_aws(&sdk, &config)
+            .with_processors(Processors::builtin_with(webhook))
+            .with_metrics(metrics_from_env()))
     }
 
     /// The app on DynamoDB and SQS, with clients made from `sdk`.
@@ -131,3 +143,17 @@ pub async fn webhook_keys(
             problem: error.to_string(),
         })
 }
+
+/// Metrics in the namespace `SPILLWAY_METRICS_NAMESPACE` names (default `Spillway`; blank turns
+/// them off), as EMF lines on stdout.
+fn metrics_from_env() -> Metrics {
+    match std::env::var("SPILLWAY_METRICS_NAMESPACE") {
+        Ok(namespace) if namespace.trim().is_empty() => Metrics::off(),
+        Ok(namespace) => Metrics::new(namespace.trim(), Arc::new(Stdout)),
+        Err(_) => Metrics::new(DEFAULT_METRICS_NAMESPACE, Arc::new(Stdout)),
+    }
+}
+
+/// The CloudWatch namespace of Spillway's metrics unless `SPILLWAY_METRICS_NAMESPACE` says
+/// otherwise.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "Spillway";

@@ -14,6 +14,7 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{Change, Job, JobMessage, JobStatus, Timestamp, Transition};
+use crate::metrics::{Metric, millis};
 use crate::processor::{ProcessError, Processor, Work};
 use crate::store::ApplyError;
 
@@ -124,6 +125,14 @@ impl Record<'_> {
         };
         let span = Span::current();
         span.record("job_id", tracing::field::display(message.job_id));
+        if let Some(sent_at) = self.sent_at() {
+            let now = self.app.clock.now();
+            self.app.metrics.for_kind(
+                now,
+                &message.kind,
+                &[(Metric::QueueWaitTime, millis(now.saturating_since(sent_at)))],
+            );
+        }
         if let Some(correlation_id) = &message.correlation_id {
             span.record("correlation_id", correlation_id.as_str());
         }
@@ -168,7 +177,9 @@ impl Record<'_> {
                 "no processor for kind `{}` in this consumer",
                 message.kind
             ));
-            return self.record_outcome(&job, receive_count, Err(error)).await;
+            return self
+                .record_outcome(&job, receive_count, Err(error), None)
+                .await;
         };
         let work = Work {
             job_id: message.job_id,
@@ -184,7 +195,17 @@ impl Record<'_> {
             ok = result.is_ok(),
             "processed"
         );
-        self.record_outcome(&job, receive_count, result).await
+        self.record_outcome(&job, receive_count, result, Some(started.elapsed()))
+            .await
+    }
+
+    /// When the message was first sent (`SentTimestamp`, epoch milliseconds).
+    fn sent_at(&self) -> Option<Timestamp> {
+        self.record
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|millis| millis.parse().ok())
+            .map(Timestamp::from_millis)
     }
 
     /// How many times SQS has delivered this message, this time included.
@@ -213,6 +234,7 @@ impl Record<'_> {
         {
             Ok(job) => {
                 info!(deadline = %message.deadline, "expired before it could run");
+                self.app.metrics.reached(job.updated_at, &job, &[]);
                 self.with_callback(&job, Outcome::Done).await
             }
             Err(error) => self.not_claimed(error).await,
@@ -263,6 +285,7 @@ impl Record<'_> {
         job: &Job,
         receive_count: u32,
         result: Result<Value, ProcessError>,
+        processing: Option<Duration>,
     ) -> Outcome {
         let attempt = job.attempts;
         let last_attempt = receive_count >= self.app.settings.max_attempts;
@@ -314,6 +337,16 @@ impl Record<'_> {
             }
         };
         info!(status = %to, "recorded");
+        let mut extra = Vec::with_capacity(2);
+        if let Some(processing) = processing {
+            extra.push((Metric::ProcessingTime, millis(processing)));
+        }
+        if to == JobStatus::Pending {
+            extra.push((Metric::Retries, 1.0));
+        }
+        self.app
+            .metrics
+            .reached(recorded.updated_at, &recorded, &extra);
         let Some(delay) = retry_after else {
             return self.with_callback(&recorded, Outcome::Done).await;
         };

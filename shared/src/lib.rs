@@ -12,6 +12,7 @@ pub mod domain;
 pub mod esm;
 pub mod lambda;
 pub mod logging;
+pub mod metrics;
 pub mod processor;
 pub mod provision;
 pub mod queue;

@@ -6,6 +6,7 @@
 mod adapters;
 mod idempotency;
 mod lambda_binaries;
+mod metrics;
 mod openapi;
 mod pipeline;
 mod receiver;

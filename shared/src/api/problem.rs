@@ -123,7 +123,7 @@ impl ApiError {
     }
 
     /// The last part of the problem's type URI.
-    fn slug(&self) -> &'static str {
+    pub(crate) fn slug(&self) -> &'static str {
         match self {
             Self::MalformedJson(_) => "malformed-json",
             Self::Invalid(_) => "invalid-request",

@@ -44,6 +44,7 @@ pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
         match app.store.apply(id, &change(app, Transition::Cancel)).await {
             Ok(job) => {
                 info!("cancelled");
+                app.metrics.reached(job.updated_at, &job, &[]);
                 Ok(job_response(&job))
             }
             Err(ApplyError::Rejected(job)) if job.status == crate::domain::JobStatus::Cancelled => {
@@ -97,6 +98,7 @@ async fn read(app: &App, owner: &Owner, id: JobId) -> Result<Job, ApiError> {
     match app.store.apply(id, &change(app, Transition::Expire)).await {
         Ok(job) => {
             info!("expired on read");
+            app.metrics.reached(job.updated_at, &job, &[]);
             Ok(job)
         }
         Err(ApplyError::Rejected(job)) => Ok(*job),

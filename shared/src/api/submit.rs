@@ -13,6 +13,7 @@ use crate::domain::{
     CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind,
     NewJob, Owner, PayloadDigest, Timestamp, Ttl,
 };
+use crate::metrics::Metric;
 use crate::processor::Rejection;
 use crate::store::StoreError;
 use crate::webhook::Refusal;
@@ -63,6 +64,11 @@ pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8
             if !error.status().is_server_error() {
                 info!(status = error.status().as_u16(), reason = %error, "rejected");
             }
+            app.metrics.emit(
+                app.clock.now(),
+                ("Reason", error.slug()),
+                &[(Metric::JobsRejected, 1.0)],
+            );
             error.into_response()
         }
     };
@@ -170,6 +176,8 @@ async fn submit(
     // `expired`.
     let message_id = enqueue(app, &job, request.payload).await?;
     info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
+    app.metrics
+        .for_kind(now, &job.kind, &[(Metric::JobsAccepted, 1.0)]);
     Ok(accepted(&job, false))
 }
 

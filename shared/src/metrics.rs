@@ -1,0 +1,244 @@
+//! Metrics as CloudWatch Embedded Metric Format (EMF): one JSON line per event on stdout, which
+//! CloudWatch Logs turns into metrics, so the hot path makes no `PutMetricData` call.
+//!
+//! Every document publishes its metrics twice: per job kind (dimension `Kind`, or `Reason` for
+//! rejections) and in total (no dimension), which is what the template's alarms watch.
+
+use std::fmt;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::domain::{Job, Timestamp};
+
+/// A metric Spillway publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// A job was accepted (`202`, replays not counted).
+    JobsAccepted,
+    /// A request was refused (dimension `Reason`: the problem type).
+    JobsRejected,
+    /// A job succeeded.
+    JobsSucceeded,
+    /// A job failed permanently.
+    JobsFailed,
+    /// A job's deadline passed before it could run.
+    JobsExpired,
+    /// A job's retries ran out.
+    JobsDeadLettered,
+    /// A job was cancelled.
+    JobsCancelled,
+    /// An attempt failed and was scheduled again.
+    Retries,
+    /// How long a message waited in the queue before this delivery (now − `SentTimestamp`).
+    QueueWaitTime,
+    /// How long the processor ran.
+    ProcessingTime,
+    /// From acceptance to a terminal state.
+    EndToEndLatency,
+}
+
+impl Metric {
+    /// The metric's name in CloudWatch.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::JobsAccepted => "JobsAccepted",
+            Self::JobsRejected => "JobsRejected",
+            Self::JobsSucceeded => "JobsSucceeded",
+            Self::JobsFailed => "JobsFailed",
+            Self::JobsExpired => "JobsExpired",
+            Self::JobsDeadLettered => "JobsDeadLettered",
+            Self::JobsCancelled => "JobsCancelled",
+            Self::Retries => "Retries",
+            Self::QueueWaitTime => "QueueWaitTime",
+            Self::ProcessingTime => "ProcessingTime",
+            Self::EndToEndLatency => "EndToEndLatency",
+        }
+    }
+
+    /// Its EMF unit.
+    pub const fn unit(self) -> &'static str {
+        match self {
+            Self::QueueWaitTime | Self::ProcessingTime | Self::EndToEndLatency => "Milliseconds",
+            _ => "Count",
+        }
+    }
+
+    /// The count metric of a job reaching `status`, when it is terminal.
+    pub const fn terminal(status: crate::domain::JobStatus) -> Option<Self> {
+        use crate::domain::JobStatus;
+        match status {
+            JobStatus::Succeeded => Some(Self::JobsSucceeded),
+            JobStatus::Failed => Some(Self::JobsFailed),
+            JobStatus::Expired => Some(Self::JobsExpired),
+            JobStatus::DeadLettered => Some(Self::JobsDeadLettered),
+            JobStatus::Cancelled => Some(Self::JobsCancelled),
+            JobStatus::Pending | JobStatus::Running => None,
+        }
+    }
+}
+
+/// A metric's value: a count, or a duration in milliseconds.
+pub fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Where EMF lines go.
+pub trait Sink: Send + Sync + fmt::Debug {
+    /// Writes one line.
+    fn write_line(&self, line: &str);
+}
+
+/// Standard output, where Lambda sends it to CloudWatch Logs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stdout;
+
+impl Sink for Stdout {
+    fn write_line(&self, line: &str) {
+        let mut stdout = std::io::stdout().lock();
+        // A metric that cannot be written is dropped: metrics never fail a request.
+        let _ = writeln!(stdout, "{line}");
+    }
+}
+
+/// The metrics of one process: a namespace and a sink, or off.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    target: Option<(Arc<str>, Arc<dyn Sink>)>,
+}
+
+impl Metrics {
+    /// No metrics (tests, `spillway dev`).
+    pub fn off() -> Self {
+        Self::default()
+    }
+
+    /// Metrics in `namespace`, written to `sink`.
+    pub fn new(namespace: &str, sink: Arc<dyn Sink>) -> Self {
+        Self {
+            target: Some((namespace.into(), sink)),
+        }
+    }
+
+    /// Publishes `values` at `at`, per `dimension` (name, value) and in total.
+    pub fn emit(&self, at: Timestamp, dimension: (&str, &str), values: &[(Metric, f64)]) {
+        let Some((namespace, sink)) = &self.target else {
+            return;
+        };
+        if values.is_empty() {
+            return;
+        }
+        let definitions: Vec<Value> = values
+            .iter()
+            .map(|(metric, _)| json!({"Name": metric.name(), "Unit": metric.unit()}))
+            .collect();
+        let mut document = Map::new();
+        document.insert(
+            "_aws".to_owned(),
+            json!({
+                "Timestamp": at.as_millis(),
+                "CloudWatchMetrics": [{
+                    "Namespace": &**namespace,
+                    "Dimensions": [[dimension.0], []],
+                    "Metrics": definitions,
+                }],
+            }),
+        );
+        document.insert(dimension.0.to_owned(), Value::from(dimension.1));
+        for (metric, value) in values {
+            document.insert(metric.name().to_owned(), json!(value));
+        }
+        sink.write_line(&Value::Object(document).to_string());
+    }
+
+    /// Publishes `values` for a job of `kind`.
+    pub fn for_kind(&self, at: Timestamp, kind: &crate::domain::Kind, values: &[(Metric, f64)]) {
+        self.emit(at, ("Kind", kind.as_str()), values);
+    }
+
+    /// Publishes that `job` just reached its state at `at`: the state's count, and for a terminal
+    /// state the time since the job was accepted; `extra` joins them in the same document.
+    pub fn reached(&self, at: Timestamp, job: &Job, extra: &[(Metric, f64)]) {
+        let mut values = extra.to_vec();
+        if let Some(count) = Metric::terminal(job.status) {
+            values.push((count, 1.0));
+            values.push((
+                Metric::EndToEndLatency,
+                millis(at.saturating_since(job.created_at)),
+            ));
+        }
+        self.for_kind(at, &job.kind, &values);
+    }
+}
+
+/// A sink that keeps its lines, for tests.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Default)]
+pub struct Captured(std::sync::Mutex<Vec<String>>);
+
+#[cfg(any(test, feature = "testing"))]
+impl Captured {
+    /// The lines written so far, parsed.
+    #[allow(clippy::unwrap_used)]
+    pub fn documents(&self) -> Vec<Value> {
+        let lines = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl Sink for Captured {
+    fn write_line(&self, line: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_follows_the_emf_structure() {
+        let captured = Arc::new(Captured::default());
+        let metrics = Metrics::new("Spillway/test", captured.clone());
+        let at = Timestamp::from_millis(1_795_000_000_123);
+        metrics.emit(
+            at,
+            ("Kind", "echo"),
+            &[(Metric::JobsSucceeded, 1.0), (Metric::ProcessingTime, 12.5)],
+        );
+        Metrics::off().emit(at, ("Kind", "echo"), &[(Metric::JobsFailed, 1.0)]);
+        let documents = captured.documents();
+        assert_eq!(documents.len(), 1, "an off sink writes nothing");
+        assert_eq!(
+            documents[0],
+            json!({
+                "_aws": {
+                    "Timestamp": 1_795_000_000_123_u64,
+                    "CloudWatchMetrics": [{
+                        "Namespace": "Spillway/test",
+                        "Dimensions": [["Kind"], []],
+                        "Metrics": [
+                            {"Name": "JobsSucceeded", "Unit": "Count"},
+                            {"Name": "ProcessingTime", "Unit": "Milliseconds"}
+                        ]
+                    }]
+                },
+                "Kind": "echo",
+                "JobsSucceeded": 1.0,
+                "ProcessingTime": 12.5
+            })
+        );
+    }
+}
