@@ -28,6 +28,11 @@ pub struct AwsArgs {
     /// Dead-letter queue URL; found from the table's name (TABLE-jobs-dlq) when not given.
     #[arg(long, env = "SPILLWAY_DLQ_URL", value_name = "URL")]
     pub dlq_url: Option<String>,
+
+    /// A deployed Spillway stack: the table and queues are read from its outputs (TableName,
+    /// QueueUrl, DeadLetterQueueUrl) and win over --table, --queue-url and --dlq-url.
+    #[arg(long, env = "SPILLWAY_STACK", value_name = "NAME")]
+    pub stack: Option<String>,
 }
 
 impl AwsArgs {
@@ -57,6 +62,42 @@ impl AwsArgs {
             }
         }
         loader.load().await
+    }
+
+    /// With `--stack`, takes the table and queues from the stack's outputs.
+    pub async fn resolve_stack(&mut self, sdk: &SdkConfig) -> Result<(), String> {
+        let Some(stack) = &self.stack else {
+            return Ok(());
+        };
+        let target = self.target();
+        let described = aws_sdk_cloudformation::Client::new(sdk)
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "stack {stack} at {target}: {}",
+                    aws_sdk_cloudformation::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let outputs: Vec<_> = described
+            .stacks()
+            .first()
+            .map(|s| s.outputs().to_vec())
+            .unwrap_or_default();
+        let output = |key: &str| {
+            outputs
+                .iter()
+                .find(|o| o.output_key() == Some(key))
+                .and_then(|o| o.output_value())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("stack {stack} at {target} has no output {key}"))
+        };
+        self.table = output("TableName")?;
+        self.queue_url = Some(output("QueueUrl")?);
+        self.dlq_url = Some(output("DeadLetterQueueUrl")?);
+        Ok(())
     }
 
     /// Where the calls go, for messages.

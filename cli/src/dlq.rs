@@ -41,15 +41,18 @@ pub enum DlqCommand {
 /// Runs a `spillway dlq` subcommand.
 pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
     match command {
-        DlqCommand::List { aws, limit } => {
-            let sqs = aws_sdk_sqs::Client::new(&aws.sdk_config().await);
+        DlqCommand::List { mut aws, limit } => {
+            let sdk = aws.sdk_config().await;
+            aws.resolve_stack(&sdk).await?;
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
             let dlq_url = aws.dead_letter_queue_url(&sqs).await?;
             let letters = dlq::list(&SqsQueue::new(sqs, &dlq_url), limit).await?;
             print!("{}", table(&letters, SystemClock.now()));
             Ok(())
         }
-        DlqCommand::Redrive { aws, job } => {
+        DlqCommand::Redrive { mut aws, job } => {
             let sdk = aws.sdk_config().await;
+            aws.resolve_stack(&sdk).await?;
             let sqs = aws_sdk_sqs::Client::new(&sdk);
             let queue_url = aws.work_queue_url(&sqs).await?;
             let dlq_url = aws.dead_letter_queue_url(&sqs).await?;

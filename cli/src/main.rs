@@ -4,6 +4,7 @@ mod aws;
 mod dev;
 mod dlq;
 mod load;
+mod ops;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,12 @@ enum Command {
     /// Load a Spillway API (`spillway dev` or a deployed stage) at a fixed rate, with an optional
     /// spike, and report accepted/s, rejections, intake and end-to-end latency, and lost jobs.
     Load(load::LoadArgs),
+    /// Inspect a deployment's queues: depth, in flight, delayed, dead letters, oldest message.
+    #[command(subcommand)]
+    Queue(ops::QueueCommand),
+    /// Inspect a deployment's jobs as the table holds them.
+    #[command(subcommand)]
+    Jobs(ops::JobsCommand),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,8 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Dlq(command) => dlq::run(command).await,
             Command::Load(args) => load::run(args).await,
+            Command::Queue(command) => ops::queue(command).await,
+            Command::Jobs(command) => ops::jobs(command).await,
         }
     });
     match result {
