@@ -125,19 +125,18 @@ impl Record<'_> {
         };
         let span = Span::current();
         span.record("job_id", tracing::field::display(message.job_id));
+        if let Some(correlation_id) = &message.correlation_id {
+            span.record("correlation_id", correlation_id.as_str());
+        }
+        let receive_count = self.receive_count();
+        let now = self.app.clock.now();
         if let Some(sent_at) = self.sent_at() {
-            let now = self.app.clock.now();
             self.app.metrics.for_kind(
                 now,
                 &message.kind,
                 &[(Metric::QueueWaitTime, millis(now.saturating_since(sent_at)))],
             );
         }
-        if let Some(correlation_id) = &message.correlation_id {
-            span.record("correlation_id", correlation_id.as_str());
-        }
-        let receive_count = self.receive_count();
-        let now = self.app.clock.now();
 
         if now > message.deadline {
             return self.expire(&message).await;
