@@ -136,39 +136,15 @@ impl Visit for Fields<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing::{info, info_span, warn};
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buffer {
-        type Writer = Self;
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
-    }
+    use crate::testing::LogBuffer;
 
     fn lines(filter: EnvFilter, log: impl FnOnce()) -> Vec<Value> {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         tracing::subscriber::with_default(json_subscriber(filter, buffer.clone()), log);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        buffer.lines()
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -17,12 +17,12 @@ use spillway_core::app::webhook_keys;
 use spillway_core::config::{Settings, WebhookSettings};
 use spillway_core::domain::{JobId, JobStatus, Owner};
 use spillway_core::esm::EventSourceMapping;
+use spillway_core::logging::json_subscriber;
 use spillway_core::processor::Processors;
-use spillway_core::testing::{MemoryPipeline, json_headers, submit};
+use spillway_core::testing::{LogBuffer, MemoryPipeline, json_headers, submit};
 use spillway_core::webhook::{Allowlist, Resolve, SigningKeys, Webhook};
 use spillway_tests::Stack;
 use spillway_tests::receiver::{Delivery, Receiver};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The secret the receiver verifies with.
@@ -129,36 +129,6 @@ impl Pipeline {
     }
 }
 
-/// Captures the JSON log lines of the current thread (a `#[tokio::test]` runs every task on it).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Logs {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    }
-}
-
 /// A receiver, and a pipeline on `backend` whose webhooks may reach it.
 async fn receiver_and_pipeline(backend: Backend, settings: Settings) -> (Receiver, Pipeline) {
     let receiver = Receiver::start(&[OLD_SECRET]).await;
@@ -188,12 +158,11 @@ async fn retries_until_the_receiver_accepts(backend: Backend) {
             json!([{"status": 500}, {"status": 500}, {"status": 200, "body": "thanks"}]),
         )
         .await;
-    let logs = Logs::default();
-    let _guard = tracing_subscriber::fmt()
-        .json()
-        .with_writer(logs.clone())
-        .finish()
-        .set_default();
+    // The current thread's log lines (a `#[tokio::test]` runs every task on it), as the
+    // functions write them.
+    let logs = LogBuffer::default();
+    let _guard =
+        json_subscriber(tracing_subscriber::EnvFilter::new("info"), logs.clone()).set_default();
 
     let id = submit(&pipeline.app, webhook_job(receiver.url("/flaky"))).await;
     let job = pipeline.run_until_terminal(id).await;
@@ -220,12 +189,11 @@ async fn retries_until_the_receiver_accepts(backend: Backend) {
     let delays: Vec<(u64, u64)> = logs
         .lines()
         .into_iter()
-        .filter(|line| line["fields"]["message"] == "retry scheduled")
+        .filter(|line| line["message"] == "retry scheduled" && line["job_id"] == id.to_string())
         .map(|line| {
-            let fields = &line["fields"];
             (
-                fields["receive_count"].as_u64().unwrap(),
-                fields["delay_seconds"].as_u64().unwrap(),
+                line["receive_count"].as_u64().unwrap(),
+                line["delay_seconds"].as_u64().unwrap(),
             )
         })
         .collect();
