@@ -130,7 +130,9 @@ impl Record<'_> {
         }
         let receive_count = self.receive_count();
         let now = self.app.clock.now();
-        if let Some(sent_at) = self.sent_at() {
+        if self.app.metrics.is_on()
+            && let Some(sent_at) = self.sent_at()
+        {
             self.app.metrics.for_kind(
                 now,
                 &message.kind,
@@ -336,16 +338,18 @@ impl Record<'_> {
             }
         };
         info!(status = %to, "recorded");
-        let mut extra = Vec::with_capacity(2);
-        if let Some(processing) = processing {
-            extra.push((Metric::ProcessingTime, millis(processing)));
+        if self.app.metrics.is_on() {
+            let mut extra = Vec::with_capacity(2);
+            if let Some(processing) = processing {
+                extra.push((Metric::ProcessingTime, millis(processing)));
+            }
+            if to == JobStatus::Pending {
+                extra.push((Metric::Retries, 1.0));
+            }
+            self.app
+                .metrics
+                .reached(recorded.updated_at, &recorded, &extra);
         }
-        if to == JobStatus::Pending {
-            extra.push((Metric::Retries, 1.0));
-        }
-        self.app
-            .metrics
-            .reached(recorded.updated_at, &recorded, &extra);
         let Some(delay) = retry_after else {
             return self.with_callback(&recorded, Outcome::Done).await;
         };

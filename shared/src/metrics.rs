@@ -122,6 +122,11 @@ impl Metrics {
         }
     }
 
+    /// Whether anything is published: callers skip gathering values when not.
+    pub fn is_on(&self) -> bool {
+        self.target.is_some()
+    }
+
     /// Publishes `values` at `at`, per `dimension` (name, value) and in total.
     pub fn emit(&self, at: Timestamp, dimension: (&str, &str), values: &[(Metric, f64)]) {
         let Some((namespace, sink)) = &self.target else {
@@ -161,6 +166,9 @@ impl Metrics {
     /// Publishes that `job` just reached its state at `at`: the state's count, and for a terminal
     /// state the time since the job was accepted; `extra` joins them in the same document.
     pub fn reached(&self, at: Timestamp, job: &Job, extra: &[(Metric, f64)]) {
+        if !self.is_on() {
+            return;
+        }
         let mut values = extra.to_vec();
         if let Some(count) = Metric::terminal(job.status) {
             values.push((count, 1.0));

@@ -10,7 +10,8 @@
 //!   own certificate) names it the standard way, with `SSL_CERT_FILE` or `SSL_CERT_DIR`, and then
 //!   trusts the system's roots and that file as well.
 
-use aws_config::{BehaviorVersion, ConfigLoader};
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::{BehaviorVersion, ConfigLoader, Region};
 use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, tls::rustls_provider::CryptoMode};
@@ -56,13 +57,43 @@ pub fn http_client(roots: Roots) -> SharedHttpClient {
 }
 
 /// The SDK's configuration loader with Spillway's HTTPS client.
+///
+/// Where the environment holds credentials and a region, as Lambda's always does, they are
+/// taken from it directly: the default chains would find them there first anyway, and building
+/// those chains (profile, web identity, container and instance-metadata providers) is a third of
+/// the configuration's cost at cold start (docs/performance.md).
 pub fn loader(roots: Roots) -> ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest()).http_client(http_client(roots))
+    loader_with(roots, |name| std::env::var(name).ok())
+}
+
+fn loader_with(roots: Roots, lookup: impl Fn(&str) -> Option<String>) -> ConfigLoader {
+    let set = |name| lookup(name).filter(|value| !value.is_empty());
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).http_client(http_client(roots));
+    if set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some() {
+        loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+    }
+    if let Some(region) = set("AWS_REGION") {
+        loader = loader.region(Region::new(region));
+    }
+    loader
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_region_in_the_environment_is_taken_as_is() {
+        let env = |name: &str| match name {
+            "AWS_REGION" => Some("eu-west-3".to_owned()),
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("testing".to_owned()),
+            _ => None,
+        };
+        let sdk = loader_with(Roots::Aws, env).load().await;
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-3"));
+        assert!(sdk.credentials_provider().is_some());
+    }
 
     #[test]
     fn the_embedded_roots_are_six_certificates() {
