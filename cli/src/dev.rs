@@ -31,7 +31,9 @@ use crate::aws::AwsArgs;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "The SPILLWAY_* variables the Lambdas read (see the README) are read here \
-too; flags win over them. RUST_LOG filters the log (default: info)."
+too; flags win over them. RUST_LOG filters the log (default: info). Webhooks are signed with \
+SPILLWAY_WEBHOOK_SECRET, or with a secret made for the run and logged at start, and may reach \
+this machine (127.0.0.0/8, ::1, localhost) unless SPILLWAY_WEBHOOK_ALLOW says otherwise."
 )]
 pub struct DevArgs {
     /// Address to listen on.
