@@ -153,16 +153,16 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
             .init(),
+        // The Lambdas' own format: one flat object per line.
+        LogFormat::Json => {
+            let subscriber = spillway_core::logging::json_subscriber(filter, std::io::stdout);
+            tracing::subscriber::set_global_default(subscriber).ok();
+        }
     }
 }
 

@@ -36,27 +36,25 @@ async fn a_failing_job_is_retried_into_dead_lettered_and_its_message_moved_to_th
     let scheduled = dev.logged("retry scheduled");
     let retries: Vec<_> = scheduled
         .iter()
-        .filter(|e| e["span"]["job_id"] == id.as_str())
+        .filter(|e| e["job_id"] == id.as_str())
         .collect();
     assert_eq!(retries.len(), 2, "two retries before the last attempt");
     for retry in retries {
         assert!(
-            retry["fields"]["delay_seconds"].as_u64().unwrap() <= 1,
+            retry["delay_seconds"].as_u64().unwrap() <= 1,
             "backoff capped at 1 s"
         );
     }
     let dead = dev.logged("recorded");
     let message_id = dead
         .iter()
-        .find(|e| e["span"]["job_id"] == id.as_str() && e["fields"]["status"] == "dead_lettered")
-        .map(|e| e["span"]["message_id"].clone())
+        .find(|e| e["job_id"] == id.as_str() && e["status"] == "dead_lettered")
+        .map(|e| e["message_id"].clone())
         .expect("a dead_lettered transition logged");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let moved = dev.logged("moved to the dead-letter queue");
     assert!(
-        moved
-            .iter()
-            .any(|e| e["fields"]["message_id"] == message_id),
+        moved.iter().any(|e| e["message_id"] == message_id),
         "{moved:?}"
     );
     assert_eq!(dev.stop_with("-INT").await, Some(0));
@@ -72,7 +70,7 @@ async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
     let mut claimed = false;
     for _ in 0..400 {
         let logged = dev.logged("claimed");
-        claimed = logged.iter().any(|e| e["span"]["job_id"] == id.as_str());
+        claimed = logged.iter().any(|e| e["job_id"] == id.as_str());
         if claimed {
             break;
         }
@@ -83,9 +81,7 @@ async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
     assert_eq!(dev.stop_with("-INT").await, Some(0));
     let logs = logs.lock().unwrap();
     let finished = logs.iter().any(|e| {
-        e["span"]["job_id"] == id.as_str()
-            && e["fields"]["message"] == "recorded"
-            && e["fields"]["status"] == "succeeded"
+        e["job_id"] == id.as_str() && e["message"] == "recorded" && e["status"] == "succeeded"
     });
     assert!(finished, "the in-flight job was not allowed to finish");
 }
@@ -250,7 +246,7 @@ async fn webhooks_and_callbacks_reach_a_local_receiver_signed_with_the_logged_se
         .lock()
         .unwrap()
         .iter()
-        .find_map(|entry| entry["fields"]["secret"].as_str().map(str::to_owned))
+        .find_map(|entry| entry["secret"].as_str().map(str::to_owned))
         .expect("spillway dev logs the secret it made for the run");
     let receiver = spillway_tests::receiver::Receiver::start(&[&secret]).await;
 

@@ -39,7 +39,7 @@ impl DevServer {
                 let Ok(entry) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
-                if let Some(address) = entry["fields"]["address"].as_str()
+                if let Some(address) = entry["address"].as_str()
                     && let Some(tx) = address_tx.take()
                 {
                     let _ = tx.send(address.to_owned());
@@ -90,7 +90,7 @@ impl DevServer {
     pub fn logged(&self, message: &str) -> Vec<Value> {
         let logs = self.logs.lock().unwrap();
         logs.iter()
-            .filter(|e| e["fields"]["message"] == message)
+            .filter(|e| e["message"] == message)
             .cloned()
             .collect()
     }
