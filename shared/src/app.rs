@@ -99,7 +99,7 @@ impl App {
     /// The app on DynamoDB and SQS, with clients made from `sdk`.
     pub fn on_aws(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.resources.table);
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.resources.queue_url);
+        let queue = SqsQueue::from_sdk(sdk, &config.resources.queue_url);
         Self::new(Arc::new(store), Arc::new(queue), config.settings.clone())
     }
 }

@@ -1,6 +1,8 @@
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
@@ -14,16 +16,40 @@ use crate::domain::Timestamp;
 /// A `JobQueue` on one SQS standard queue.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
-    client: Client,
+    client: Source,
     url: String,
+}
+
+/// Where the client comes from: given, or built from the SDK's configuration at first use, so a
+/// function whose first event makes no SQS call (status; the consumer, for a record that
+/// succeeds) does not build it during its cold start.
+#[derive(Debug, Clone)]
+enum Source {
+    Ready(Client),
+    Later(Arc<(SdkConfig, OnceLock<Client>)>),
 }
 
 impl SqsQueue {
     /// The queue at `url`.
     pub fn new(client: Client, url: impl Into<String>) -> Self {
         Self {
-            client,
+            client: Source::Ready(client),
             url: url.into(),
+        }
+    }
+
+    /// The queue at `url`, its client made from `sdk` when it is first needed.
+    pub fn from_sdk(sdk: &SdkConfig, url: impl Into<String>) -> Self {
+        Self {
+            client: Source::Later(Arc::new((sdk.clone(), OnceLock::new()))),
+            url: url.into(),
+        }
+    }
+
+    fn client(&self) -> &Client {
+        match &self.client {
+            Source::Ready(client) => client,
+            Source::Later(later) => later.1.get_or_init(|| Client::new(&later.0)),
         }
     }
 
@@ -47,7 +73,7 @@ impl JobQueue for SqsQueue {
     #[instrument(skip_all)]
     async fn send(&self, body: &str) -> Result<String, QueueError> {
         let output = self
-            .client
+            .client()
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
@@ -64,7 +90,7 @@ impl JobQueue for SqsQueue {
         timeout: Duration,
     ) -> Result<(), QueueError> {
         let result = self
-            .client
+            .client()
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt_handle)
@@ -89,7 +115,7 @@ impl JobQueue for SqsQueue {
     #[instrument(skip_all)]
     async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
         let output = self
-            .client
+            .client()
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
@@ -129,7 +155,7 @@ impl JobQueue for SqsQueue {
     #[instrument(skip_all)]
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
         let result = self
-            .client
+            .client()
             .delete_message()
             .queue_url(&self.url)
             .receipt_handle(receipt_handle)
@@ -149,7 +175,7 @@ impl JobQueue for SqsQueue {
     #[instrument(skip_all)]
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
         let output = self
-            .client
+            .client()
             .get_queue_attributes()
             .queue_url(&self.url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
