@@ -64,8 +64,16 @@ impl AwsArgs {
         loader.load().await
     }
 
+    /// SDK configuration for a deployment's resources: [`AwsArgs::sdk_config`], with the table
+    /// and queues taken from the stack's outputs when `--stack` names one.
+    pub async fn deployment(&mut self) -> Result<SdkConfig, String> {
+        let sdk = self.sdk_config().await;
+        self.resolve_stack(&sdk).await?;
+        Ok(sdk)
+    }
+
     /// With `--stack`, takes the table and queues from the stack's outputs.
-    pub async fn resolve_stack(&mut self, sdk: &SdkConfig) -> Result<(), String> {
+    async fn resolve_stack(&mut self, sdk: &SdkConfig) -> Result<(), String> {
         let Some(stack) = &self.stack else {
             return Ok(());
         };

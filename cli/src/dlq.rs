@@ -42,17 +42,14 @@ pub enum DlqCommand {
 pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
     match command {
         DlqCommand::List { mut aws, limit } => {
-            let sdk = aws.sdk_config().await;
-            aws.resolve_stack(&sdk).await?;
-            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let sqs = aws_sdk_sqs::Client::new(&aws.deployment().await?);
             let dlq_url = aws.dead_letter_queue_url(&sqs).await?;
             let letters = dlq::list(&SqsQueue::new(sqs, &dlq_url), limit).await?;
             print!("{}", table(&letters, SystemClock.now()));
             Ok(())
         }
         DlqCommand::Redrive { mut aws, job } => {
-            let sdk = aws.sdk_config().await;
-            aws.resolve_stack(&sdk).await?;
+            let sdk = aws.deployment().await?;
             let sqs = aws_sdk_sqs::Client::new(&sdk);
             let queue_url = aws.work_queue_url(&sqs).await?;
             let dlq_url = aws.dead_letter_queue_url(&sqs).await?;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 use serde_json::{Value, json};
+use spillway_core::api::Chain;
 use spillway_core::domain::{Job, JobId};
+use spillway_core::queue::{JobQueue as _, SqsQueue};
 use spillway_core::store::{DynamoStore, JobStore};
 
 use crate::aws::AwsArgs;
@@ -60,8 +61,7 @@ struct QueueStats {
 /// Runs a `spillway queue` subcommand.
 pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
     let QueueCommand::Stats { mut aws, json } = command;
-    let sdk = aws.sdk_config().await;
-    aws.resolve_stack(&sdk).await?;
+    let sdk = aws.deployment().await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
     let mut stats = Vec::new();
@@ -69,31 +69,16 @@ pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
         ("work", aws.work_queue_url(&sqs).await?),
         ("dead-letter", aws.dead_letter_queue_url(&sqs).await?),
     ] {
-        let attributes = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::All)
-            .send()
+        let depth = SqsQueue::new(sqs.clone(), &url)
+            .depth()
             .await
-            .map_err(|e| {
-                format!(
-                    "queue {url}: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                )
-            })?;
-        let count = |name: QueueAttributeName| {
-            attributes
-                .attributes()
-                .and_then(|a| a.get(&name))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+            .map_err(|e| format!("queue {url}: {}", Chain(&e)))?;
         let name = url.rsplit('/').next().unwrap_or_default().to_owned();
         stats.push(QueueStats {
             queue,
-            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
-            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            visible: depth.visible,
+            in_flight: depth.in_flight,
+            delayed: depth.delayed,
             oldest_message_age_seconds: oldest_message_age(&cloudwatch, &name).await,
             url,
         });
@@ -155,8 +140,7 @@ async fn oldest_message_age(cloudwatch: &aws_sdk_cloudwatch::Client, queue: &str
 /// Runs a `spillway jobs` subcommand.
 pub async fn jobs(command: JobsCommand) -> Result<(), Box<dyn Error>> {
     let JobsCommand::Get { id, mut aws, json } = command;
-    let sdk = aws.sdk_config().await;
-    aws.resolve_stack(&sdk).await?;
+    let sdk = aws.deployment().await?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &aws.table);
     let job = store
         .get(id)

@@ -68,10 +68,7 @@ impl App {
     /// clients from the AWS SDK's own configuration chain over [`crate::sdk`]'s HTTPS client (so
     /// `AWS_ENDPOINT_URL` and `AWS_REGION` point the same binary at AWS, LocalStack or moto).
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
-        let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
-            .load()
-            .await;
+        let (config, sdk) = config_and_sdk().await?;
         Ok(Self::on_aws(&sdk, &config).with_metrics(metrics_from_env()))
     }
 
@@ -80,10 +77,7 @@ impl App {
     /// `SPILLWAY_WEBHOOK_SECRET_ARN` names. Without either, webhook jobs wait (retryable) for a
     /// consumer that has one.
     pub async fn consumer_from_env() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
-        let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
-            .load()
-            .await;
+        let (config, sdk) = config_and_sdk().await?;
         let keys = webhook_keys(&sdk, |name| std::env::var(name).ok()).await?;
         if keys.is_none() {
             tracing::warn!(
@@ -102,6 +96,15 @@ impl App {
         let queue = SqsQueue::from_sdk(sdk, &config.resources.queue_url);
         Self::new(Arc::new(store), Arc::new(queue), config.settings.clone())
     }
+}
+
+/// The functions' configuration and the SDK's, both from the environment.
+async fn config_and_sdk() -> Result<(Config, aws_config::SdkConfig), ConfigError> {
+    let config = Config::from_env()?;
+    let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
+        .load()
+        .await;
+    Ok((config, sdk))
 }
 
 /// The webhook signing secret: the value of `SPILLWAY_WEBHOOK_SECRET`, or the Secrets Manager

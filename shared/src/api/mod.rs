@@ -11,7 +11,7 @@ use serde::Serialize;
 
 pub use backlog::Backlog;
 pub use problem::ApiError;
-pub(crate) use problem::Chain;
+pub use problem::Chain;
 pub use status::{cancel_job, get_job};
 pub use submit::submit_job;
 

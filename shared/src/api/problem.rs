@@ -203,15 +203,21 @@ impl ApiError {
     }
 }
 
-/// Displays an error and all its sources, `outer: inner: root`.
-pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+/// Displays an error and all its sources, `outer: inner: root`, leaving out a source whose text
+/// the error above it already quotes.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut above = self.0.to_string();
+        f.write_str(&above)?;
         let mut source = self.0.source();
         while let Some(error) = source {
-            write!(f, ": {error}")?;
+            let text = error.to_string();
+            if !above.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            above = text;
             source = error.source();
         }
         Ok(())

@@ -16,7 +16,6 @@ use crate::domain::{
 use crate::metrics::Metric;
 use crate::processor::Rejection;
 use crate::store::StoreError;
-use crate::webhook::Refusal;
 
 /// The body of `POST /jobs`.
 #[derive(Debug, Deserialize)]
@@ -128,14 +127,7 @@ async fn submit(
     }
     processor
         .admit(request.payload)
-        .map_err(|rejection| match rejection {
-            Rejection::Invalid(reason) => {
-                ApiError::Invalid(format!("payload for kind `{kind}`: {reason}"))
-            }
-            Rejection::Forbidden(reason) => {
-                ApiError::Forbidden(format!("payload for kind `{kind}`: {reason}"))
-            }
-        })?;
+        .map_err(|rejection| refused(&format!("payload for kind `{kind}`"), rejection))?;
     if let Some((depth, limit)) = app.backlog.over_limit(app.queue.as_ref()).await? {
         warn!(depth, limit, "backlog over the limit; refusing new jobs");
         return Err(ApiError::BacklogFull { depth, limit });
@@ -231,12 +223,17 @@ fn check_callback_url(app: &App, url: &str) -> Result<(), ApiError> {
     let webhook = app.processors.webhook().ok_or_else(|| {
         ApiError::Forbidden("this deployment does not deliver callbacks".to_owned())
     })?;
-    match webhook.check_url(url) {
-        Ok(_) => Ok(()),
-        Err(Refusal::Invalid(reason)) => Err(ApiError::Invalid(format!("callback_url: {reason}"))),
-        Err(Refusal::Forbidden(reason)) => {
-            Err(ApiError::Forbidden(format!("callback_url: {reason}")))
-        }
+    webhook
+        .check_url(url)
+        .map(drop)
+        .map_err(|rejection| refused("callback_url", rejection))
+}
+
+/// A refused part of the request, named by `what`: `400` when malformed, `422` when forbidden.
+fn refused(what: &str, rejection: Rejection) -> ApiError {
+    match rejection {
+        Rejection::Invalid(reason) => ApiError::Invalid(format!("{what}: {reason}")),
+        Rejection::Forbidden(reason) => ApiError::Forbidden(format!("{what}: {reason}")),
     }
 }
 

@@ -18,7 +18,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
-use super::guard::{Allowlist, Refusal};
+use super::guard::Allowlist;
+use crate::api::Chain;
+use crate::processor::Rejection;
 
 /// Resolves a host name to its addresses. The default asks the system's resolver; tests swap in
 /// their own answers.
@@ -50,7 +52,7 @@ pub enum ConnectRefused {
         /// The name.
         host: String,
         /// Why its (first) address was refused.
-        refusal: Refusal,
+        refusal: Rejection,
     },
     /// The name did not resolve.
     #[error("{host} did not resolve: {source}")]
@@ -159,14 +161,14 @@ impl Client {
             });
             match refused {
                 Some(refusal) => SendError::Refused(refusal),
-                None => SendError::Transport(describe(&error)),
+                None => SendError::Transport(Chain(&error).to_string()),
             }
         })?;
         let (parts, mut body) = response.into_parts();
         let mut kept = Vec::new();
         let mut truncated = false;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| SendError::Transport(describe(&e)))?;
+            let frame = frame.map_err(|e| SendError::Transport(Chain(&e).to_string()))?;
             if let Ok(data) = frame.into_data() {
                 let room = body_limit.saturating_sub(kept.len());
                 kept.extend_from_slice(&data[..data.len().min(room)]);
@@ -204,7 +206,7 @@ pub struct Answer {
 pub enum SendError {
     /// The guard refused every address the host resolved to; no connection was made.
     #[error("{0}")]
-    Refused(Refusal),
+    Refused(Rejection),
     /// Resolution, connection, TLS or the exchange failed.
     #[error("{0}")]
     Transport(String),
@@ -237,19 +239,4 @@ fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Optio
         current = error.source();
     }
     None
-}
-
-/// An error and its causes on one line, without repeating a cause its parent already quotes.
-fn describe(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut current = error.source();
-    while let Some(cause) = current {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        current = cause.source();
-    }
-    text
 }

@@ -11,23 +11,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::Uri;
 
+use crate::processor::Rejection;
+
 /// The exceptions an operator opened (`SPILLWAY_WEBHOOK_ALLOW`): networks and host names that
 /// webhooks may reach although they are private, loopback or otherwise refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
     networks: Vec<Cidr>,
     hosts: Vec<String>,
-}
-
-/// A URL or an address that a webhook may not call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// Not an absolute `http` or `https` URL with a host.
-    #[error("{0}")]
-    Invalid(String),
-    /// A well-formed URL the guard forbids.
-    #[error("{0}")]
-    Forbidden(String),
 }
 
 /// A URL that passed the first check.
@@ -66,7 +57,7 @@ impl Allowlist {
     }
 
     /// Checks a URL's form and, when it names an address, that address.
-    pub fn check_url(&self, url: &str) -> Result<Target, Refusal> {
+    pub fn check_url(&self, url: &str) -> Result<Target, Rejection> {
         let scheme = url.split_once(':').map(|(scheme, _)| scheme);
         match scheme {
             Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
@@ -75,13 +66,13 @@ impl Allowlist {
                     && s.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
             {
-                return Err(Refusal::Forbidden(format!(
+                return Err(Rejection::Forbidden(format!(
                     "the `{}` scheme is not allowed; use http or https",
                     s.to_ascii_lowercase()
                 )));
             }
             _ => {
-                return Err(Refusal::Invalid(format!(
+                return Err(Rejection::Invalid(format!(
                     "`{}` is not an absolute http or https URL",
                     shorten(url)
                 )));
@@ -89,12 +80,12 @@ impl Allowlist {
         }
         let uri: Uri = url
             .parse()
-            .map_err(|e| Refusal::Invalid(format!("`{}` is not a URL: {e}", shorten(url))))?;
+            .map_err(|e| Rejection::Invalid(format!("`{}` is not a URL: {e}", shorten(url))))?;
         let authority = uri
             .authority()
-            .ok_or_else(|| Refusal::Invalid(format!("`{}` has no host", shorten(url))))?;
+            .ok_or_else(|| Rejection::Invalid(format!("`{}` has no host", shorten(url))))?;
         if authority.as_str().contains('@') {
-            return Err(Refusal::Invalid(
+            return Err(Rejection::Invalid(
                 "a webhook URL may not carry credentials; send them in a header".to_owned(),
             ));
         }
@@ -104,15 +95,18 @@ impl Allowlist {
             .trim_end_matches(']')
             .to_ascii_lowercase();
         if host.is_empty() {
-            return Err(Refusal::Invalid(format!("`{}` has no host", shorten(url))));
+            return Err(Rejection::Invalid(format!(
+                "`{}` has no host",
+                shorten(url)
+            )));
         }
         let literal = host.parse::<IpAddr>().ok();
         if let Some(address) = literal {
             self.check_address(&host, address)?;
         } else if !is_host_name(&host) {
-            return Err(Refusal::Invalid(format!("`{host}` is not a host name")));
+            return Err(Rejection::Invalid(format!("`{host}` is not a host name")));
         } else if !self.allows_host(&host) && is_local_name(&host) {
-            return Err(Refusal::Forbidden(format!(
+            return Err(Rejection::Forbidden(format!(
                 "`{host}` names this machine or its private network"
             )));
         }
@@ -120,13 +114,13 @@ impl Allowlist {
     }
 
     /// Checks an address a webhook for `host` is about to connect to.
-    pub fn check_address(&self, host: &str, address: IpAddr) -> Result<(), Refusal> {
+    pub fn check_address(&self, host: &str, address: IpAddr) -> Result<(), Rejection> {
         if self.allows_host(host) || self.networks.iter().any(|n| n.contains(address)) {
             return Ok(());
         }
         match refused_range(address) {
             None => Ok(()),
-            Some(range) => Err(Refusal::Forbidden(format!(
+            Some(range) => Err(Rejection::Forbidden(format!(
                 "{address} is a {range} address; webhooks may only reach public addresses \
                  unless SPILLWAY_WEBHOOK_ALLOW lists it"
             ))),
@@ -307,7 +301,7 @@ impl fmt::Debug for Cidr {
 mod tests {
     use super::*;
 
-    fn refused(url: &str) -> Refusal {
+    fn refused(url: &str) -> Rejection {
         Allowlist::default()
             .check_url(url)
             .expect_err(&format!("{url} was allowed"))
@@ -349,7 +343,7 @@ mod tests {
             "http://metadata.google.internal/",
         ] {
             assert!(
-                matches!(refused(url), Refusal::Forbidden(_)),
+                matches!(refused(url), Rejection::Forbidden(_)),
                 "{url}: {:?}",
                 refused(url)
             );
@@ -367,7 +361,7 @@ mod tests {
             "https://exa mple.com/",
         ] {
             assert!(
-                matches!(refused(url), Refusal::Invalid(_)),
+                matches!(refused(url), Rejection::Invalid(_)),
                 "{url}: {:?}",
                 refused(url)
             );

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 pub use breaker::{Admission, Breakers, Counters, Open};
 pub use client::{Client, ConnectRefused, Resolve, SendError, SystemResolver};
-pub use guard::{Allowlist, Refusal, Target};
+pub use guard::{Allowlist, Target};
 pub use signature::{SecretError, SigningKeys};
 
 use crate::config::WebhookSettings;
@@ -131,9 +131,9 @@ impl Webhook {
     }
 
     /// Checks a URL a webhook or callback would be sent to.
-    pub fn check_url(&self, url: &str) -> Result<Target, Refusal> {
+    pub fn check_url(&self, url: &str) -> Result<Target, Rejection> {
         if url.len() > MAX_URL_BYTES {
-            return Err(Refusal::Invalid(format!(
+            return Err(Rejection::Invalid(format!(
                 "the URL is longer than {MAX_URL_BYTES} bytes"
             )));
         }
@@ -146,12 +146,7 @@ impl Webhook {
                 r#"webhook expects {{"url", "method": "POST" | "PUT", "headers": {{...}}, "body": ...}}: {e}"#
             ))
         })?;
-        let target = self
-            .check_url(&payload.url)
-            .map_err(|refusal| match refusal {
-                Refusal::Invalid(why) => Rejection::Invalid(why),
-                Refusal::Forbidden(why) => Rejection::Forbidden(why),
-            })?;
+        let target = self.check_url(&payload.url)?;
         if payload.headers.len() > MAX_HEADERS {
             return Err(Rejection::Invalid(format!(
                 "a webhook may set at most {MAX_HEADERS} headers"
