@@ -67,10 +67,19 @@ enum Part {
     Memory,
     /// A batch of slow jobs against one.
     Batch,
+    /// Instructions from exec to the first answer, counted by valgrind's callgrind (skipped
+    /// where valgrind is not installed).
+    Instructions,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Zip, Part::Init, Part::Memory, Part::Batch];
+    const ALL: [Part; 5] = [
+        Part::Zip,
+        Part::Init,
+        Part::Instructions,
+        Part::Memory,
+        Part::Batch,
+    ];
 }
 
 /// One line of the table.
@@ -188,6 +197,32 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
 
+    if args.only.contains(&Part::Instructions) {
+        if valgrind_installed().await {
+            eprintln!("init: instructions, under callgrind");
+            let hello = bench.instructions("hello").await?;
+            figures.insert("hello.init_instructions".into(), json!(hello));
+            rows.push(Row::new(
+                "hello-world lambda_runtime: init, instructions",
+                format!("{:.2} M", hello as f64 / 1e6),
+            ));
+            for function in FUNCTIONS {
+                let count = bench.instructions(function).await?;
+                figures.insert(format!("{function}.init_instructions"), json!(count));
+                rows.push(Row::new(
+                    format!("{function}: init, instructions"),
+                    format!(
+                        "{:.2} M ({:.2}× hello)",
+                        count as f64 / 1e6,
+                        count as f64 / hello as f64
+                    ),
+                ));
+            }
+        } else {
+            eprintln!("init instructions: skipped, valgrind is not installed");
+        }
+    }
+
     if args.only.contains(&Part::Memory) {
         for function in ["hello", "intake", "status", "consumer"] {
             eprintln!("peak memory: {function} over {} events", args.records);
@@ -271,6 +306,24 @@ impl Function {
         })
     }
 
+    /// Stops the process with SIGINT, sent to its process group so that a `--wrap` profiler
+    /// (`perf stat`, valgrind) sees its function end and writes its output; kills it if it has
+    /// not exited within 30 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let asked = std::process::Command::new("kill")
+                .args(["-INT", "--", &format!("-{pid}")])
+                .status();
+            if asked.is_ok_and(|status| status.success()) {
+                let exited = tokio::time::timeout(Duration::from_secs(30), self.child.wait());
+                if exited.await.is_ok() {
+                    return;
+                }
+            }
+        }
+        self.child.start_kill().ok();
+    }
+
     /// The kernel's high-water mark of the process's resident memory, in KiB.
     fn peak_rss_kib(&self) -> Result<u64, BoxError> {
         let pid = self.child.id().ok_or("the function has exited")?;
@@ -287,6 +340,15 @@ impl Bench {
     /// Starts `function` the way Lambda does: only the runtime's variables, credentials in the
     /// environment, and logs to a pipe nobody reads faster than needed.
     async fn start(&self, function: &str) -> Result<(Function, Instant), BoxError> {
+        self.start_under(function, &self.wrap).await
+    }
+
+    /// [`Bench::start`] under `wrap` (a command and its arguments; empty for none).
+    async fn start_under(
+        &self,
+        function: &str,
+        wrap: &[String],
+    ) -> Result<(Function, Instant), BoxError> {
         let runtime = RuntimeApi::start().await?;
         // cargo-lambda's layout (`<function>/bootstrap`), or cargo's (`<function>`).
         let bootstrap = self.bin_dir.join(function).join("bootstrap");
@@ -295,7 +357,7 @@ impl Bench {
         } else {
             self.bin_dir.join(function)
         };
-        let mut command = match self.wrap.split_first() {
+        let mut command = match wrap.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
                 command.args(args).arg(&binary);
@@ -328,6 +390,8 @@ impl Bench {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            // A group of its own, which `Function::stop` signals.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("{}: {e}", binary.display()))?;
         Ok((Function { child, runtime }, started))
@@ -367,10 +431,47 @@ impl Bench {
             let (process, started) = self.start(function).await?;
             let answer = process.invoke(event).await?;
             times.push(started.elapsed().as_secs_f64() * 1e3);
+            process.stop().await;
             check_answer(function, &answer)?;
         }
         times.remove(0);
         Ok(times)
+    }
+
+    /// The instructions `function` runs from exec to its first event answered, counted by
+    /// callgrind, median of three starts. Unlike the wall-clock init time, this is nearly the
+    /// same figure on every run and every machine (within about 1 %: hash seeds and the order
+    /// in which sockets become ready vary), so it shows what a change did when the timings'
+    /// noise hides it. It counts user-space instructions only: exec, page faults and other
+    /// kernel time are not in it.
+    async fn instructions(&self, function: &str) -> Result<u64, BoxError> {
+        let dir = std::env::temp_dir().join(format!("spillway-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut counts = Vec::new();
+        for run in 0..3 {
+            let out = dir.join(format!("{function}-{run}.callgrind"));
+            let wrap = [
+                "valgrind".to_owned(),
+                "--tool=callgrind".to_owned(),
+                format!("--callgrind-out-file={}", out.display()),
+            ];
+            let event = self.event(function).await?;
+            let (process, _) = self.start_under(function, &wrap).await?;
+            let answer = process.invoke(event).await?;
+            process.stop().await;
+            check_answer(function, &answer)?;
+            let profile = std::fs::read_to_string(&out)
+                .map_err(|e| format!("{}: {e} (did callgrind finish?)", out.display()))?;
+            let count = profile
+                .lines()
+                .find_map(|line| line.strip_prefix("summary:"))
+                .and_then(|count| count.trim().parse().ok())
+                .ok_or_else(|| format!("{}: no `summary:` line", out.display()))?;
+            counts.push(count);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+        counts.sort_unstable();
+        Ok(counts[1])
     }
 
     /// Peak resident memory over `count` events (consumer: records, in batches of 10).
@@ -413,6 +514,17 @@ impl Bench {
         }
         Ok((median(&single), median(&batch)))
     }
+}
+
+/// Whether `valgrind` runs here.
+async fn valgrind_installed() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
 }
 
 /// A benchmark of failures measures nothing: every answer must be the success it should be.
