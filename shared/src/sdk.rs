@@ -9,12 +9,20 @@
 //!   start about 2.5 ms. A process that must also trust another CA (an emulator or proxy with its
 //!   own certificate) names it the standard way, with `SSL_CERT_FILE` or `SSL_CERT_DIR`, and then
 //!   trusts the system's roots and that file as well.
+//! - **One TLS configuration per process** rather than one per SDK client plus one more at the
+//!   first request (see [`OneConnector`]).
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::{BehaviorVersion, ConfigLoader, Region};
-use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_sdk_dynamodb::config::{
+    ConfigBag, HttpClient, IntoShared, RuntimeComponents, RuntimeComponentsBuilder,
+    SharedHttpClient,
+};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, tls::rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConnector};
 
 /// The PEM roots of Amazon Trust Services.
 const AMAZON_TRUST_SERVICES: &str = include_str!("sdk/amazon-trust-services.pem");
@@ -48,11 +56,46 @@ pub fn http_client(roots: Roots) -> SharedHttpClient {
         .with_native_roots(roots == Roots::System)
         .with_pem_certificate(AMAZON_TRUST_SERVICES.as_bytes());
     let builder = Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
-    match TlsContext::builder().with_trust_store(trust).build() {
+    let client = match TlsContext::builder().with_trust_store(trust).build() {
         Ok(context) => builder.tls_context(context).build_https(),
         // The builder does not fail today (certificates are parsed at the first connection, and
         // the embedded ones are tested); should it ever, the SDK's default trust store serves.
         Err(_) => builder.build_https(),
+    };
+    OneConnector(client).into_shared()
+}
+
+/// An SDK HTTP client that builds its connector once, at the first request.
+///
+/// The SDK's hyper client builds a whole connector in `validate_base_client_config` — the rustls
+/// configuration, with every root certificate decoded from PEM and parsed — only to drop it, so
+/// that a bad TLS setup shows when an SDK client is made. It does so for every SDK client, and
+/// the first request then builds the connector it keeps: three TLS configurations where one
+/// serves, for a function with two clients, and about a fifth of its instructions from exec to
+/// its first answer (docs/performance.md). This client hands out the inner client's cached
+/// connectors and leaves the check out; a bad setup still fails, at the first request.
+#[derive(Debug)]
+struct OneConnector(SharedHttpClient);
+
+impl HttpClient for OneConnector {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn validate_base_client_config(
+        &self,
+        _: &RuntimeComponentsBuilder,
+        _: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
     }
 }
 
@@ -81,6 +124,14 @@ fn loader_with(roots: Roots, lookup: impl Fn(&str) -> Option<String>) -> ConfigL
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_sdk_dynamodb::config::http::{HttpRequest, HttpResponse};
+    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+    use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
+    use aws_smithy_types::body::SdkBody;
+
     use super::*;
 
     #[tokio::test]
@@ -93,6 +144,68 @@ mod tests {
         let sdk = loader_with(Roots::Aws, env).load().await;
         assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-3"));
         assert!(sdk.credentials_provider().is_some());
+    }
+
+    /// An HTTP client that counts how it is used, and answers `{}` to every request.
+    #[derive(Debug, Default)]
+    struct Counting {
+        validations: AtomicUsize,
+        connectors: AtomicUsize,
+    }
+
+    #[derive(Debug)]
+    struct CountingClient(Arc<Counting>);
+
+    impl HttpClient for CountingClient {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            self.0.connectors.fetch_add(1, Ordering::SeqCst);
+            SharedHttpConnector::new(EmptyObject)
+        }
+
+        fn validate_base_client_config(
+            &self,
+            _: &RuntimeComponentsBuilder,
+            _: &ConfigBag,
+        ) -> Result<(), BoxError> {
+            self.0.validations.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct EmptyObject;
+
+    impl HttpConnector for EmptyObject {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let status = 200.try_into().unwrap();
+            HttpConnectorFuture::ready(Ok(HttpResponse::new(status, SdkBody::from("{}"))))
+        }
+    }
+
+    #[tokio::test]
+    async fn sdk_clients_take_connectors_from_the_inner_client_and_build_none_to_check_it() {
+        let counts = Arc::new(Counting::default());
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-3"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            )))
+            .http_client(OneConnector(CountingClient(counts.clone()).into_shared()))
+            .build();
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        assert_eq!(counts.validations.load(Ordering::SeqCst), 0);
+
+        dynamo.list_tables().send().await.unwrap();
+        sqs.list_queues().send().await.unwrap();
+        // The inner client is asked once per request (the SDK's own caches the connector).
+        assert_eq!(counts.connectors.load(Ordering::SeqCst), 2);
+        assert_eq!(counts.validations.load(Ordering::SeqCst), 0);
     }
 
     #[test]
