@@ -311,9 +311,10 @@ impl Function {
     /// not exited within 30 s.
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let asked = std::process::Command::new("kill")
+            let asked = Command::new("kill")
                 .args(["-INT", "--", &format!("-{pid}")])
-                .status();
+                .status()
+                .await;
             if asked.is_ok_and(|status| status.success()) {
                 let exited = tokio::time::timeout(Duration::from_secs(30), self.child.wait());
                 if exited.await.is_ok() {
@@ -440,9 +441,9 @@ impl Bench {
 
     /// The instructions `function` runs from exec to its first event answered, counted by
     /// callgrind, median of three starts. Unlike the wall-clock init time, this is nearly the
-    /// same figure on every run and every machine (within about 1 %: hash seeds and the order
-    /// in which sockets become ready vary), so it shows what a change did when the timings'
-    /// noise hides it. It counts user-space instructions only: exec, page faults and other
+    /// same figure on every run, busy machine or not (the functions' counts within about 1 %,
+    /// hello's within 5 %: hash seeds, and how often a task finds its socket not yet ready,
+    /// vary), so it shows what a change did when the timings' noise hides it. It counts user-space instructions only: exec, page faults and other
     /// kernel time are not in it.
     async fn instructions(&self, function: &str) -> Result<u64, BoxError> {
         let dir = std::env::temp_dir().join(format!("spillway-bench-{}", std::process::id()));
