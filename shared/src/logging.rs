@@ -55,20 +55,17 @@ where
 /// The level from `AWS_LAMBDA_LOG_LEVEL` (Lambda's names, `FATAL` included) when it is set;
 /// otherwise `RUST_LOG`'s directives, over a default of `INFO`.
 pub fn filter(lookup: impl Fn(&str) -> Option<String>) -> EnvFilter {
-    let builder = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into());
-    match lookup("AWS_LAMBDA_LOG_LEVEL") {
-        Some(level) => {
-            let level = if level.trim().eq_ignore_ascii_case("fatal") {
-                LevelFilter::ERROR
-            } else {
-                LevelFilter::from_str(level.trim()).unwrap_or(LevelFilter::INFO)
-            };
-            EnvFilter::builder()
-                .with_default_directive(level.into())
-                .parse_lossy("")
-        }
-        None => builder.parse_lossy(lookup("RUST_LOG").unwrap_or_default()),
-    }
+    let (level, directives) = match lookup("AWS_LAMBDA_LOG_LEVEL") {
+        Some(level) if level.trim().eq_ignore_ascii_case("fatal") => (LevelFilter::ERROR, None),
+        Some(level) => (
+            LevelFilter::from_str(level.trim()).unwrap_or(LevelFilter::INFO),
+            None,
+        ),
+        None => (LevelFilter::INFO, lookup("RUST_LOG")),
+    };
+    EnvFilter::builder()
+        .with_default_directive(level.into())
+        .parse_lossy(directives.unwrap_or_default())
 }
 
 /// Formats an event as one flat JSON object.

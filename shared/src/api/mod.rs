@@ -23,6 +23,13 @@ pub type ApiResponse = http::Response<String>;
 /// The header that carries a request's correlation id in and out.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
+/// Sets the `X-Correlation-Id` header (an id is visible ASCII, so always a valid value).
+fn set_correlation_id(headers: &mut http::HeaderMap, id: &crate::domain::CorrelationId) {
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        headers.insert(CORRELATION_HEADER, value);
+    }
+}
+
 /// Seconds a client should wait before polling a job that is not finished.
 const POLL_AFTER_SECONDS: u64 = 1;
 
@@ -83,10 +90,8 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> ApiResponse {
 fn job_response(job: &Job) -> ApiResponse {
     let mut response = json_response(StatusCode::OK, &JobDocument::of(job));
     let headers = response.headers_mut();
-    if let Some(id) = &job.correlation_id
-        && let Ok(value) = HeaderValue::from_str(id.as_str())
-    {
-        headers.insert(CORRELATION_HEADER, value);
+    if let Some(id) = &job.correlation_id {
+        set_correlation_id(headers, id);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if !job.status.is_terminal() {

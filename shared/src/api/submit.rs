@@ -6,7 +6,8 @@ use serde_json::value::RawValue;
 use tracing::{info, instrument, warn};
 
 use super::{
-    ApiError, ApiResponse, CORRELATION_HEADER, JSON, POLL_AFTER_SECONDS, json_response, status_path,
+    ApiError, ApiResponse, CORRELATION_HEADER, JSON, POLL_AFTER_SECONDS, json_response,
+    set_correlation_id, status_path,
 };
 use crate::app::App;
 use crate::domain::{
@@ -71,10 +72,8 @@ pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8
             error.into_response()
         }
     };
-    if !response.headers().contains_key(CORRELATION_HEADER)
-        && let Ok(value) = HeaderValue::from_str(correlation_id.as_str())
-    {
-        response.headers_mut().insert(CORRELATION_HEADER, value);
+    if !response.headers().contains_key(CORRELATION_HEADER) {
+        set_correlation_id(response.headers_mut(), &correlation_id);
     }
     response
 }
@@ -253,10 +252,8 @@ fn accepted(job: &Job, replayed: bool) -> ApiResponse {
         headers.insert(header::LOCATION, value);
     }
     headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
-    if let Some(id) = &job.correlation_id
-        && let Ok(value) = HeaderValue::from_str(id.as_str())
-    {
-        headers.insert(CORRELATION_HEADER, value);
+    if let Some(id) = &job.correlation_id {
+        set_correlation_id(headers, id);
     }
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
