@@ -110,5 +110,4 @@ async fn dlq_list_shows_the_dead_lettered_jobs_and_redrive_runs_one_again() {
             .await
             .contains("0 message(s)")
     );
-    stack.delete().await;
 }

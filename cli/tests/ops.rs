@@ -84,7 +84,6 @@ async fn queue_stats_counts_visible_in_flight_and_dead_lettered_messages() {
         "{table}"
     );
     assert!(lines[2].starts_with("dead-letter"), "{table}");
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -132,7 +131,6 @@ async fn jobs_get_shows_the_stored_job_and_names_a_missing_one() {
 
     let output = run(&["jobs", "get", "not-an-id"]).await;
     assert!(!output.status.success());
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -173,5 +171,4 @@ async fn stack_outputs_name_the_table_and_queues() {
         .send()
         .await
         .unwrap();
-    stack.delete().await;
 }

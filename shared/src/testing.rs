@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::domain::JobId;
 use crate::esm::EventSourceMapping;
 use crate::processor::{ProcessError, Processor, Processors, Work};
-use crate::queue::{JobQueue, MemoryQueue};
+use crate::queue::{JobQueue, MemoryQueue, QueueDepth, QueueError, ReceivedMessage};
 use crate::store::MemoryStore;
 
 /// What a [`Counting`] processor does when it runs.
@@ -89,6 +89,57 @@ impl Processor for Counting {
                 Ok(serde_json::json!({"ran": ran}))
             }
         }
+    }
+}
+
+/// A queue that passes every call to another and remembers each visibility change it was asked
+/// for: the delays the consumer gave its retries, seen where they take effect.
+#[derive(Debug)]
+pub struct RecordingQueue {
+    inner: Arc<dyn JobQueue>,
+    visibility_changes: Mutex<Vec<Duration>>,
+}
+
+impl RecordingQueue {
+    /// Records the calls made to `inner`.
+    pub fn new(inner: Arc<dyn JobQueue>) -> Self {
+        Self {
+            inner,
+            visibility_changes: Mutex::default(),
+        }
+    }
+
+    /// The timeouts of every `change_visibility` so far, in order.
+    pub fn visibility_changes(&self) -> Vec<Duration> {
+        self.visibility_changes.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl JobQueue for RecordingQueue {
+    async fn send(&self, body: &str) -> Result<String, QueueError> {
+        self.inner.send(body).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.visibility_changes.lock().unwrap().push(timeout);
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+
+    async fn receive(&self, max: u32, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(max, wait).await
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        self.inner.depth().await
     }
 }
 

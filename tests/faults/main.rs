@@ -21,7 +21,7 @@ use spillway_core::clock::{Clock, SystemClock};
 use spillway_core::queue::{JobQueue, MemoryQueue, SqsQueue};
 use spillway_core::store::{DynamoStore, JobStore, MemoryStore};
 use spillway_core::testing::faults::{Ports, Report, Simulation, TokioClock};
-use spillway_tests::Stack;
+use spillway_tests::{LocalTable, Stack};
 
 fn settings(max_attempts: u32, backoff_max: Duration) -> Settings {
     Settings {
@@ -136,9 +136,7 @@ fn on_emulator(seed: u64) -> Report {
             Arc::new(SqsQueue::new(sqs.clone(), &stack.queue_url)),
             Arc::new(SqsQueue::new(sqs, &stack.dlq_url)),
         );
-        let report = in_real_time(seed, 1, &stack, store, queues).await;
-        stack.delete().await;
-        report
+        in_real_time(seed, 1, &stack, store, queues).await
     })
 }
 
@@ -147,17 +145,9 @@ fn on_emulator(seed: u64) -> Report {
 fn on_dynamodb_local(seed: u64) -> Report {
     real_time_runtime().block_on(async {
         let stack = Stack::create(5, Duration::from_secs(2)).await;
-        let (dynamodb, table) = spillway_tests::dynamodb_local_table().await;
-        let store = Arc::new(DynamoStore::new(dynamodb.clone(), &table));
-        let report = in_real_time(seed, 10, &stack, store, (stack.queue(), stack.dlq())).await;
-        dynamodb
-            .delete_table()
-            .table_name(&table)
-            .send()
-            .await
-            .unwrap();
-        stack.delete().await;
-        report
+        let table = LocalTable::create().await;
+        let store = Arc::new(DynamoStore::new(table.client.clone(), &table.name));
+        in_real_time(seed, 10, &stack, store, (stack.queue(), stack.dlq())).await
     })
 }
 

@@ -86,7 +86,6 @@ async fn the_same_key_and_body_return_the_same_job_and_never_a_second() {
         0,
         "a finished job is not enqueued again"
     );
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -102,7 +101,6 @@ async fn twenty_concurrent_requests_with_one_key_create_exactly_one_job() {
     let ids: std::collections::HashSet<String> = responses.iter().map(id_of).collect();
     assert_eq!(ids.len(), 1, "every request got the same job");
     assert_eq!(job_items(&stack).await, 1);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -120,7 +118,6 @@ async fn the_same_key_with_another_body_is_refused() {
         "urn:spillway:problem:idempotency-key-reused"
     );
     assert_eq!(job_items(&stack).await, 1);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -131,7 +128,6 @@ async fn keys_belong_to_their_caller() {
     let alice = id_of(&post(&app, &Owner::authenticated("alice"), "shared", &body).await);
     let bob = id_of(&post(&app, &Owner::authenticated("bob"), "shared", &body).await);
     assert_ne!(alice, bob);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -167,7 +163,6 @@ async fn a_retry_after_a_failed_send_enqueues_the_same_job_and_it_runs() {
         (Some("succeeded"), &json!("finally"))
     );
     assert_eq!(job_items(&stack).await, 1);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -184,5 +179,4 @@ async fn a_malformed_key_is_refused_and_writes_nothing() {
     .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(stack.item_count().await, 0);
-    stack.delete().await;
 }

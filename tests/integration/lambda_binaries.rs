@@ -115,7 +115,6 @@ async fn the_lambda_binaries_carry_a_job_from_post_to_succeeded() {
     assert_eq!(stack.queued_messages().await, 0);
 
     drop(lambda);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -169,7 +168,6 @@ async fn the_lambda_binaries_answer_malformed_input_with_clear_errors_and_change
     assert_eq!(stack.queued_messages().await, 0, "nothing was enqueued");
 
     drop(lambda);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -224,5 +222,4 @@ async fn every_log_line_about_a_job_carries_its_correlation_id_in_all_three_func
     );
 
     drop(lambda);
-    stack.delete().await;
 }

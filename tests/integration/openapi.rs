@@ -216,5 +216,4 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         "documented but never produced: {:?}",
         spec.unseen()
     );
-    stack.delete().await;
 }

@@ -54,7 +54,6 @@ async fn a_job_goes_from_post_to_succeeded_through_the_queue() {
         0,
         "the handled message was deleted"
     );
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -102,7 +101,6 @@ async fn a_job_whose_processor_keeps_failing_ends_dead_lettered_with_its_message
     let job = status(&app, id).await;
     assert_eq!(job["attempts"], 3);
     assert_eq!(job["error"], "counting: asked to fail");
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -128,7 +126,6 @@ async fn a_duplicate_delivery_of_the_same_message_does_not_run_the_processor_twi
     );
     assert_eq!(counting.runs(id), 1);
     assert_eq!(status(&app, id).await["result"], json!({"ran": 1}));
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -163,7 +160,6 @@ async fn a_job_past_its_deadline_is_expired_and_not_run() {
     let job = status(&app, id).await;
     assert_eq!(job["status"], "expired");
     assert_eq!(job["attempts"], 0);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -212,7 +208,6 @@ async fn a_batch_with_one_poison_message_reports_exactly_that_message() {
         items_before,
         "the poison message wrote nothing"
     );
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -294,7 +289,6 @@ async fn rejected_requests_write_nothing_and_enqueue_nothing() {
     }
     assert_eq!(stack.item_count().await, 0);
     assert_eq!(stack.queued_messages().await, 0);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -327,7 +321,6 @@ async fn a_job_is_invisible_to_other_callers() {
         StatusCode::OK,
         "bob's DELETE changed nothing"
     );
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -371,7 +364,6 @@ async fn a_pending_job_can_be_cancelled_and_is_then_skipped() {
         .unwrap();
     let conflict = api::cancel_job(&app, &Owner::anonymous(), &finished.to_string()).await;
     assert_eq!(conflict.status(), StatusCode::CONFLICT);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -400,7 +392,6 @@ async fn a_long_poll_returns_as_soon_as_the_job_finishes() {
         waited < Duration::from_secs(10),
         "the long poll ended with the job, not the timeout"
     );
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -423,7 +414,6 @@ async fn a_queue_that_cannot_be_reached_answers_503_and_leaves_a_pending_job() {
         1,
         "the job stays pending until its deadline"
     );
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -464,7 +454,6 @@ async fn a_retry_hides_its_message_for_the_delay_the_processor_asked_for() {
         "the message is back once the delay has passed"
     );
     assert_eq!(later[0].receive_count, 2);
-    stack.delete().await;
 }
 
 #[tokio::test]
@@ -507,5 +496,4 @@ async fn a_job_whose_consumer_died_is_claimed_again_once_its_lease_lapses() {
         (Some("succeeded"), Some(2))
     );
     assert_eq!(counting.runs(id), 1);
-    stack.delete().await;
 }

@@ -17,13 +17,11 @@ use spillway_core::app::webhook_keys;
 use spillway_core::config::{Settings, WebhookSettings};
 use spillway_core::domain::{JobId, JobStatus, Owner};
 use spillway_core::esm::EventSourceMapping;
-use spillway_core::logging::json_subscriber;
 use spillway_core::processor::Processors;
-use spillway_core::testing::{LogBuffer, MemoryPipeline, json_headers, submit};
+use spillway_core::testing::{MemoryPipeline, RecordingQueue, json_headers, submit};
 use spillway_core::webhook::{Allowlist, Resolve, SigningKeys, Webhook};
 use spillway_tests::Stack;
 use spillway_tests::receiver::{Delivery, Receiver};
-use tracing_subscriber::util::SubscriberInitExt;
 
 /// The secret the receiver verifies with.
 const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -61,7 +59,8 @@ enum Backend {
 struct Pipeline {
     app: App,
     esm: EventSourceMapping,
-    stack: Option<Stack>,
+    /// The emulator's resources, deleted when the pipeline is dropped.
+    _stack: Option<Stack>,
 }
 
 impl Pipeline {
@@ -72,7 +71,7 @@ impl Pipeline {
                 Self {
                     app: pipeline.app,
                     esm: pipeline.esm,
-                    stack: None,
+                    _stack: None,
                 }
             }
             Backend::Emulator => {
@@ -80,7 +79,7 @@ impl Pipeline {
                 Self {
                     app: stack.app(settings, processors),
                     esm: stack.esm(),
-                    stack: Some(stack),
+                    _stack: Some(stack),
                 }
             }
         }
@@ -121,12 +120,6 @@ impl Pipeline {
         }
         panic!("the queue did not drain");
     }
-
-    async fn delete(self) {
-        if let Some(stack) = self.stack {
-            stack.delete().await;
-        }
-    }
 }
 
 /// A receiver, and a pipeline on `backend` whose webhooks may reach it.
@@ -158,11 +151,10 @@ async fn retries_until_the_receiver_accepts(backend: Backend) {
             json!([{"status": 500}, {"status": 500}, {"status": 200, "body": "thanks"}]),
         )
         .await;
-    // The current thread's log lines (a `#[tokio::test]` runs every task on it), as the
-    // functions write them.
-    let logs = LogBuffer::default();
-    let _guard =
-        json_subscriber(tracing_subscriber::EnvFilter::new("info"), logs.clone()).set_default();
+    // The delays the consumer gave its retries, seen where they take effect: the queue.
+    let mut pipeline = pipeline;
+    let queue = Arc::new(RecordingQueue::new(pipeline.app.queue.clone()));
+    pipeline.app.queue = queue.clone();
 
     let id = submit(&pipeline.app, webhook_job(receiver.url("/flaky"))).await;
     let job = pipeline.run_until_terminal(id).await;
@@ -186,36 +178,21 @@ async fn retries_until_the_receiver_accepts(backend: Backend) {
     }
 
     // Each retry's delay was drawn within its bound, and the receiver saw the retry no sooner.
-    let delays: Vec<(u64, u64)> = logs
-        .lines()
-        .into_iter()
-        .filter(|line| line["message"] == "retry scheduled" && line["job_id"] == id.to_string())
-        .map(|line| {
-            (
-                line["receive_count"].as_u64().unwrap(),
-                line["delay_seconds"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        delays.iter().map(|d| d.0).collect::<Vec<_>>(),
-        [1, 2],
-        "{delays:?}"
-    );
-    for (receive_count, delay) in &delays {
-        let bound = BACKOFF_BASE.as_secs() << (receive_count - 1);
+    let delays = queue.visibility_changes();
+    assert_eq!(delays.len(), 2, "one reschedule per retry: {delays:?}");
+    for (index, delay) in delays.iter().enumerate() {
+        let retry = index + 1;
+        let bound = BACKOFF_BASE * (1 << index);
         assert!(
             *delay <= bound,
-            "retry {receive_count} waited {delay} s, over its bound of {bound} s"
+            "retry {retry} waited {delay:?}, over its bound of {bound:?}"
         );
-        let index = usize::try_from(*receive_count).unwrap();
-        let gap = deliveries[index].received_at - deliveries[index - 1].received_at;
+        let gap = deliveries[retry].received_at - deliveries[retry - 1].received_at;
         assert!(
-            gap >= *delay as f64 - 0.2,
-            "retry {receive_count} came {gap:.2} s after the last, sooner than its {delay} s delay"
+            gap >= delay.as_secs_f64() - 0.2,
+            "retry {retry} came {gap:.2} s after the last, sooner than its {delay:?} delay"
         );
     }
-    pipeline.delete().await;
 }
 
 #[tokio::test]
@@ -423,7 +400,6 @@ async fn a_callback_is_delivered_once(backend: Backend) {
         "succeeded",
         "the callback is a webhook job of its own"
     );
-    pipeline.delete().await;
 }
 
 #[tokio::test]

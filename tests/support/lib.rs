@@ -12,6 +12,7 @@ use spillway_core::esm::EventSourceMapping;
 use spillway_core::processor::Processors;
 use spillway_core::provision::{self, Queues};
 use spillway_core::queue::{JobQueue, SqsQueue};
+use spillway_core::store::DynamoStore;
 
 pub mod emulator;
 pub mod openapi;
@@ -38,18 +39,107 @@ pub fn dynamodb_local_endpoint() -> String {
     })
 }
 
-/// A DynamoDB client for DynamoDB Local, and a fresh table on it.
-pub async fn dynamodb_local_table() -> (aws_sdk_dynamodb::Client, String) {
-    let sdk = sdk_config().await;
-    let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .endpoint_url(dynamodb_local_endpoint())
+/// A fresh table on DynamoDB Local, deleted when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct LocalTable {
+    /// A client for DynamoDB Local.
+    pub client: aws_sdk_dynamodb::Client,
+    /// The table's name.
+    pub name: String,
+    _cleanup: Arc<Cleanup>,
+}
+
+impl LocalTable {
+    /// Creates the table.
+    pub async fn create() -> Self {
+        let endpoint = dynamodb_local_endpoint();
+        let client = dynamodb_client(&sdk_config().await, &endpoint);
+        let name = unique_name("spillway-ddblocal");
+        provision::ensure_table(&client, &name)
+            .await
+            .expect("create the table on DynamoDB Local");
+        let cleanup = Cleanup {
+            endpoint,
+            tables: vec![name.clone()],
+            queue_urls: Vec::new(),
+        };
+        Self {
+            client,
+            name,
+            _cleanup: Arc::new(cleanup),
+        }
+    }
+
+    /// The table through the real DynamoDB adapter, for the store contract.
+    pub fn store(&self) -> Guarded<DynamoStore> {
+        Guarded {
+            value: DynamoStore::new(self.client.clone(), &self.name),
+            _cleanup: self._cleanup.clone(),
+        }
+    }
+}
+
+fn dynamodb_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .endpoint_url(endpoint)
         .build();
-    let client = aws_sdk_dynamodb::Client::from_conf(config);
-    let table = unique_name("spillway-ddblocal");
-    provision::ensure_table(&client, &table)
-        .await
-        .expect("create the table on DynamoDB Local");
-    (client, table)
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// Resources of one test, deleted when dropped, so a test that fails or panics leaves nothing
+/// behind either.
+#[derive(Debug)]
+struct Cleanup {
+    endpoint: String,
+    tables: Vec<String>,
+    queue_urls: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which is busy running this drop: delete from a
+        // thread with a runtime and clients of its own, and wait for it.
+        let endpoint = std::mem::take(&mut self.endpoint);
+        let tables = std::mem::take(&mut self.tables);
+        let queue_urls = std::mem::take(&mut self.queue_urls);
+        let deleting = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the cleanup");
+            runtime.block_on(async move {
+                let sdk = sdk_config().await;
+                let dynamodb = dynamodb_client(&sdk, &endpoint);
+                let sqs = aws_sdk_sqs::Client::new(&sdk);
+                for table in tables {
+                    if let Err(error) = dynamodb.delete_table().table_name(&table).send().await {
+                        eprintln!("could not delete table {table}: {error:?}");
+                    }
+                }
+                for url in queue_urls {
+                    if let Err(error) = sqs.delete_queue().queue_url(&url).send().await {
+                        eprintln!("could not delete queue {url}: {error:?}");
+                    }
+                }
+            });
+        });
+        let _ = deleting.join();
+    }
+}
+
+/// A value that keeps a test's resources alive while it is used; they are deleted when the last
+/// holder is dropped.
+#[derive(Debug)]
+pub struct Guarded<T> {
+    value: T,
+    _cleanup: Arc<Cleanup>,
+}
+
+impl<T> std::ops::Deref for Guarded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
 }
 
 /// `prefix` with a random suffix, for resources of one test.
@@ -76,7 +166,7 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// A table, a work queue and its DLQ made for one test, named with a random suffix so tests run in
-/// parallel without meeting.
+/// parallel without meeting, and deleted when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Stack {
     pub sdk: SdkConfig,
@@ -87,6 +177,7 @@ pub struct Stack {
     pub queue_arn: String,
     pub dlq_url: String,
     pub max_receive_count: u32,
+    cleanup: Arc<Cleanup>,
 }
 
 impl Stack {
@@ -108,6 +199,11 @@ impl Stack {
         } = provision::ensure_queues(&sqs, &name, max_receive_count, visibility_timeout)
             .await
             .expect("create the queues");
+        let cleanup = Cleanup {
+            endpoint: endpoint(),
+            tables: vec![name.clone()],
+            queue_urls: vec![queue_url.clone(), dlq_url.clone()],
+        };
         Self {
             sdk,
             dynamodb,
@@ -117,6 +213,20 @@ impl Stack {
             queue_arn,
             dlq_url,
             max_receive_count,
+            cleanup: Arc::new(cleanup),
+        }
+    }
+
+    /// The table through the real DynamoDB adapter, for the store contract.
+    pub fn store(&self) -> Guarded<DynamoStore> {
+        self.guard(DynamoStore::new(self.dynamodb.clone(), &self.table))
+    }
+
+    /// `value`, keeping these resources alive while it is held.
+    pub fn guard<T>(&self, value: T) -> Guarded<T> {
+        Guarded {
+            value,
+            _cleanup: self.cleanup.clone(),
         }
     }
 
@@ -184,27 +294,5 @@ impl Stack {
     /// Every message in the work queue, visible or not.
     pub async fn queued_messages(&self) -> u64 {
         self.queue().depth().await.unwrap().total()
-    }
-
-    /// Deletes the table and queues.
-    pub async fn delete(self) {
-        self.dynamodb
-            .delete_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .unwrap();
-        self.sqs
-            .delete_queue()
-            .queue_url(&self.queue_url)
-            .send()
-            .await
-            .unwrap();
-        self.sqs
-            .delete_queue()
-            .queue_url(&self.dlq_url)
-            .send()
-            .await
-            .unwrap();
     }
 }

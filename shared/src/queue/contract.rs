@@ -2,30 +2,43 @@
 //! tests and SQS (moto, or LocalStack) in the integration tests, so the two are shown to match.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::JobQueue;
 
 /// A work queue and its dead-letter queue, built by the caller with the given settings.
-#[derive(Debug)]
-pub struct Setup<'a> {
+#[derive(Debug, Clone)]
+pub struct Setup {
     /// The work queue: visibility timeout `visibility`, redrive to `dlq` after
     /// `max_receive_count` receives.
-    pub queue: &'a dyn JobQueue,
+    pub queue: Arc<dyn JobQueue>,
     /// Its dead-letter queue.
-    pub dlq: &'a dyn JobQueue,
+    pub dlq: Arc<dyn JobQueue>,
     /// The work queue's visibility timeout; whole seconds, as SQS counts them.
     pub visibility: Duration,
     /// The redrive policy's `maxReceiveCount`.
     pub max_receive_count: u32,
 }
 
-/// Runs every check in turn; each starts and ends with empty queues.
-pub async fn run_all(setup: &Setup<'_>) {
-    a_received_message_stays_hidden_for_the_visibility_timeout(setup).await;
-    changing_the_visibility_reschedules_a_message(setup).await;
-    a_deleted_message_is_gone(setup).await;
-    a_message_moves_to_the_dlq_after_max_receive_count_receives(setup).await;
+/// Defines one `#[tokio::test]` per clause of the queue contract, each on queues of its own from
+/// `$setup` (an expression that dereferences to a [`Setup`], evaluated once per test; each clause
+/// starts and ends with empty queues).
+#[macro_export]
+macro_rules! queue_contract_tests {
+    ($setup:expr) => {
+        $crate::queue_contract_tests!(@test $setup, a_received_message_stays_hidden_for_the_visibility_timeout);
+        $crate::queue_contract_tests!(@test $setup, changing_the_visibility_reschedules_a_message);
+        $crate::queue_contract_tests!(@test $setup, a_deleted_message_is_gone);
+        $crate::queue_contract_tests!(@test $setup, a_message_moves_to_the_dlq_after_max_receive_count_receives);
+    };
+    (@test $setup:expr, $clause:ident) => {
+        #[tokio::test]
+        async fn $clause() {
+            let setup = $setup;
+            $crate::queue::contract::$clause(&*setup).await;
+        }
+    };
 }
 
 /// Waits past a visibility timeout.
@@ -39,9 +52,10 @@ async fn receive_one(queue: &dyn JobQueue) -> super::ReceivedMessage {
     received.remove(0)
 }
 
-async fn a_received_message_stays_hidden_for_the_visibility_timeout(setup: &Setup<'_>) {
+/// A clause of the queue contract.
+pub async fn a_received_message_stays_hidden_for_the_visibility_timeout(setup: &Setup) {
     let id = setup.queue.send("hidden").await.unwrap();
-    let first = receive_one(setup.queue).await;
+    let first = receive_one(setup.queue.as_ref()).await;
     assert_eq!(
         (first.message_id.as_str(), first.receive_count),
         (id.as_str(), 1)
@@ -59,7 +73,7 @@ async fn a_received_message_stays_hidden_for_the_visibility_timeout(setup: &Setu
     assert_eq!((depth.visible, depth.in_flight), (0, 1));
 
     outlast(setup.visibility).await;
-    let second = receive_one(setup.queue).await;
+    let second = receive_one(setup.queue.as_ref()).await;
     assert_eq!(second.message_id, id);
     assert_eq!(second.receive_count, 2, "every receive counts");
     assert_ne!(
@@ -70,15 +84,16 @@ async fn a_received_message_stays_hidden_for_the_visibility_timeout(setup: &Setu
     setup.queue.delete(&second.receipt_handle).await.unwrap();
 }
 
-async fn changing_the_visibility_reschedules_a_message(setup: &Setup<'_>) {
+/// A clause of the queue contract.
+pub async fn changing_the_visibility_reschedules_a_message(setup: &Setup) {
     setup.queue.send("rescheduled").await.unwrap();
-    let message = receive_one(setup.queue).await;
+    let message = receive_one(setup.queue.as_ref()).await;
     setup
         .queue
         .change_visibility(&message.receipt_handle, Duration::ZERO)
         .await
         .unwrap();
-    let again = receive_one(setup.queue).await;
+    let again = receive_one(setup.queue.as_ref()).await;
     assert_eq!(
         again.message_id, message.message_id,
         "visibility 0 returns it at once"
@@ -104,9 +119,10 @@ async fn changing_the_visibility_reschedules_a_message(setup: &Setup<'_>) {
     setup.queue.delete(&again.receipt_handle).await.unwrap();
 }
 
-async fn a_deleted_message_is_gone(setup: &Setup<'_>) {
+/// A clause of the queue contract.
+pub async fn a_deleted_message_is_gone(setup: &Setup) {
     setup.queue.send("deleted").await.unwrap();
-    let message = receive_one(setup.queue).await;
+    let message = receive_one(setup.queue.as_ref()).await;
     setup.queue.delete(&message.receipt_handle).await.unwrap();
     outlast(setup.visibility).await;
     assert!(
@@ -120,10 +136,11 @@ async fn a_deleted_message_is_gone(setup: &Setup<'_>) {
     assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
 }
 
-async fn a_message_moves_to_the_dlq_after_max_receive_count_receives(setup: &Setup<'_>) {
+/// A clause of the queue contract.
+pub async fn a_message_moves_to_the_dlq_after_max_receive_count_receives(setup: &Setup) {
     let id = setup.queue.send("poison").await.unwrap();
     for count in 1..=setup.max_receive_count {
-        let message = receive_one(setup.queue).await;
+        let message = receive_one(setup.queue.as_ref()).await;
         assert_eq!(message.receive_count, count);
         setup
             .queue
@@ -140,7 +157,7 @@ async fn a_message_moves_to_the_dlq_after_max_receive_count_receives(setup: &Set
             .unwrap()
             .is_empty()
     );
-    let dead = receive_one(setup.dlq).await;
+    let dead = receive_one(setup.dlq.as_ref()).await;
     assert_eq!(
         (dead.message_id.as_str(), dead.body.as_str()),
         (id.as_str(), "poison")

@@ -211,21 +211,21 @@ impl JobQueue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::contract;
+    use crate::queue::contract::Setup;
 
-    #[tokio::test]
-    async fn the_memory_queue_keeps_the_sqs_contract() {
+    /// The SQS contract on the in-memory queue.
+    fn contract_setup() -> Box<Setup> {
         let visibility = Duration::from_secs(1);
         let dlq = Arc::new(MemoryQueue::new(visibility));
         let queue = MemoryQueue::new(visibility).with_dead_letter_queue(dlq.clone(), 2);
-        let setup = contract::Setup {
-            queue: &queue,
-            dlq: dlq.as_ref(),
+        Box::new(Setup {
+            queue: Arc::new(queue),
+            dlq,
             visibility,
             max_receive_count: 2,
-        };
-        contract::run_all(&setup).await;
+        })
     }
+    crate::queue_contract_tests!(contract_setup());
 
     const VISIBILITY: Duration = Duration::from_secs(30);
 

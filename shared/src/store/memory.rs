@@ -70,13 +70,8 @@ impl JobStore for MemoryStore {
     }
 }
 
+/// The store contract on the in-memory store.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::contract;
-
-    #[tokio::test]
-    async fn the_memory_store_keeps_the_store_contract() {
-        contract::run_all(&MemoryStore::new()).await;
-    }
+mod contract {
+    crate::store_contract_tests!(Box::new(super::MemoryStore::new()));
 }
