@@ -28,8 +28,7 @@ async fn app(fake: &std::sync::Arc<FakeAws>) -> App {
     let config = Config {
         resources: Resources {
             table: TABLE.to_owned(),
-            queue_url: QUEUE_URL.to_owned(),
-            dlq_url: None,
+            queue_url: Some(QUEUE_URL.to_owned()),
         },
         settings: Settings::default(),
     };

@@ -306,8 +306,7 @@ async fn on_endpoint(
     let config = Config {
         resources: Resources {
             table: table.clone(),
-            queue_url: queue_url.clone(),
-            dlq_url: None,
+            queue_url: Some(queue_url.clone()),
         },
         settings,
     };

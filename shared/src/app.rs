@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use crate::api::Backlog;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, Settings};
+use crate::config::{Config, ConfigError, Function, Settings};
 use crate::metrics::{Metrics, Stdout};
 use crate::processor::Processors;
-use crate::queue::{JobQueue, SqsQueue};
+use crate::queue::{JobQueue, NoQueue, SqsQueue};
 use crate::store::{DynamoStore, JobStore};
 use crate::webhook::{SigningKeys, Webhook};
 
@@ -64,52 +64,57 @@ impl App {
         self
     }
 
-    /// The app a Lambda function runs: configuration from the environment, and DynamoDB and SQS
-    /// clients from the AWS SDK's own configuration chain over [`crate::sdk`]'s HTTPS client (so
-    /// `AWS_ENDPOINT_URL` and `AWS_REGION` point the same binary at AWS, LocalStack or moto).
-    pub async fn from_env() -> Result<Self, ConfigError> {
-        let (config, sdk) = config_and_sdk().await?;
-        Ok(Self::on_aws(&sdk, &config).with_metrics(metrics_from_env()))
-    }
-
-    /// The consumer's app: [`App::from_env`], and the webhook signing secret, from
-    /// `SPILLWAY_WEBHOOK_SECRET` or, read once here, from the Secrets Manager secret
-    /// `SPILLWAY_WEBHOOK_SECRET_ARN` names. Without either, webhook jobs wait (retryable) for a
-    /// consumer that has one.
-    pub async fn consumer_from_env() -> Result<Self, ConfigError> {
-        let (config, sdk) = config_and_sdk().await?;
-        let keys = webhook_keys(&sdk, |name| std::env::var(name).ok()).await?;
-        if keys.is_none() {
-            tracing::warn!(
-                "no webhook signing secret configured; webhook jobs and callbacks will wait"
-            );
-        }
+    /// The app `function` runs in Lambda: the variables it reads (and no other) from the
+    /// environment, and DynamoDB and SQS clients from the AWS SDK's own configuration chain over
+    /// [`crate::sdk`]'s HTTPS client (so `AWS_ENDPOINT_URL` and `AWS_REGION` point the same
+    /// binary at AWS, LocalStack or moto). The consumer also reads its webhook signing secret,
+    /// once, from the Secrets Manager secret `SPILLWAY_WEBHOOK_SECRET_ARN` names; without one,
+    /// webhook jobs wait (retryable) for a consumer that has it.
+    pub async fn for_function(function: Function) -> Result<Self, ConfigError> {
+        let config = Config::from_env(function)?;
+        let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
+            .load()
+            .await;
+        let keys = if function == Function::Consumer {
+            let variables = function.variables();
+            let lookup = |name: &str| {
+                variables
+                    .contains(&name)
+                    .then(|| std::env::var(name).ok())
+                    .flatten()
+            };
+            let keys = webhook_keys(&sdk, lookup).await?;
+            if keys.is_none() {
+                tracing::warn!(
+                    "no webhook signing secret configured; webhook jobs and callbacks will wait"
+                );
+            }
+            keys
+        } else {
+            None
+        };
         let webhook = Webhook::new(config.settings.webhook.clone(), keys);
+        let processors = Processors::deployed(webhook, config.settings.demo_kinds);
         Ok(Self::on_aws(&sdk, &config)
-            .with_processors(Processors::builtin_with(webhook))
+            .with_processors(processors)
             .with_metrics(metrics_from_env()))
     }
 
-    /// The app on DynamoDB and SQS, with clients made from `sdk`.
+    /// The app on DynamoDB and SQS, with clients made from `sdk`. A function given no queue URL
+    /// gets a queue that refuses every call (see [`NoQueue`]).
     pub fn on_aws(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.resources.table);
-        let queue = SqsQueue::from_sdk(sdk, &config.resources.queue_url);
-        Self::new(Arc::new(store), Arc::new(queue), config.settings.clone())
+        let queue: Arc<dyn JobQueue> = match &config.resources.queue_url {
+            Some(url) => Arc::new(SqsQueue::from_sdk(sdk, url)),
+            None => Arc::new(NoQueue),
+        };
+        Self::new(Arc::new(store), queue, config.settings.clone())
     }
 }
 
-/// The functions' configuration and the SDK's, both from the environment.
-async fn config_and_sdk() -> Result<(Config, aws_config::SdkConfig), ConfigError> {
-    let config = Config::from_env()?;
-    let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
-        .load()
-        .await;
-    Ok((config, sdk))
-}
-
-/// The webhook signing secret: the value of `SPILLWAY_WEBHOOK_SECRET`, or the Secrets Manager
-/// secret `SPILLWAY_WEBHOOK_SECRET_ARN` names (its string: one secret, or several separated by
-/// spaces during a rotation).
+/// The webhook signing secret: the value of `SPILLWAY_WEBHOOK_SECRET` (`spillway dev`), or the
+/// Secrets Manager secret `SPILLWAY_WEBHOOK_SECRET_ARN` names (its string: one secret, or several
+/// separated by spaces during a rotation).
 pub async fn webhook_keys(
     sdk: &aws_config::SdkConfig,
     lookup: impl Fn(&str) -> Option<String>,

@@ -1,4 +1,6 @@
-//! Settings read once at cold start from `SPILLWAY_*` environment variables.
+//! Settings read once at cold start from `SPILLWAY_*` environment variables. Each function reads
+//! only the variables it uses ([`Function::variables`]), and `infra/template.yaml` gives each
+//! exactly those: the deployment test (`tests/deployment`) checks both.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,15 +8,91 @@ use std::time::Duration;
 
 use crate::webhook::Allowlist;
 
+/// One of Spillway's Lambda functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    /// `POST /jobs`.
+    Intake,
+    /// The work queue's consumer.
+    Consumer,
+    /// `GET` and `DELETE /jobs/{id}`.
+    Status,
+}
+
+impl Function {
+    /// The three functions.
+    pub const ALL: [Self; 3] = [Self::Intake, Self::Consumer, Self::Status];
+
+    /// The binary's name, as `Cargo.toml` and the template's `BuildProperties` name it.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::Intake => "intake",
+            Self::Consumer => "consumer",
+            Self::Status => "status",
+        }
+    }
+
+    /// Every `SPILLWAY_*` variable the function reads; it reads no other. A required one
+    /// ([`Function::needs_queue`] for the queue URL, the table for all) stops its cold start when
+    /// missing; the others have defaults.
+    pub fn variables(self) -> &'static [&'static str] {
+        match self {
+            Self::Intake => &[
+                "SPILLWAY_TABLE",
+                "SPILLWAY_QUEUE_URL",
+                "SPILLWAY_DEFAULT_TTL_SECONDS",
+                "SPILLWAY_MAX_TTL_SECONDS",
+                "SPILLWAY_MAX_PAYLOAD_BYTES",
+                "SPILLWAY_RETENTION_SECONDS",
+                "SPILLWAY_BACKLOG_LIMIT",
+                "SPILLWAY_DEMO_KINDS",
+                // Webhook URLs and `callback_url` are checked against the SSRF guard at intake.
+                "SPILLWAY_WEBHOOK_ALLOW",
+                "SPILLWAY_METRICS_NAMESPACE",
+            ],
+            Self::Consumer => &[
+                "SPILLWAY_TABLE",
+                "SPILLWAY_QUEUE_URL",
+                // The deadline of the callback jobs the consumer creates.
+                "SPILLWAY_DEFAULT_TTL_SECONDS",
+                "SPILLWAY_RETENTION_SECONDS",
+                "SPILLWAY_MAX_ATTEMPTS",
+                "SPILLWAY_BACKOFF_BASE_SECONDS",
+                "SPILLWAY_BACKOFF_MAX_SECONDS",
+                "SPILLWAY_CONSUMER_CONCURRENCY",
+                "SPILLWAY_DEMO_KINDS",
+                "SPILLWAY_WEBHOOK_ALLOW",
+                "SPILLWAY_WEBHOOK_TIMEOUT_MS",
+                "SPILLWAY_WEBHOOK_CONNECT_TIMEOUT_MS",
+                "SPILLWAY_WEBHOOK_BREAKER_FAILURES",
+                "SPILLWAY_WEBHOOK_BREAKER_COOLDOWN_SECONDS",
+                "SPILLWAY_WEBHOOK_SECRET_ARN",
+                "SPILLWAY_METRICS_NAMESPACE",
+            ],
+            Self::Status => &[
+                "SPILLWAY_TABLE",
+                // Reading a job past its deadline, or cancelling it, makes it terminal: its
+                // record is then kept this long.
+                "SPILLWAY_RETENTION_SECONDS",
+                "SPILLWAY_METRICS_NAMESPACE",
+            ],
+        }
+    }
+
+    /// Whether the function sends to or changes the work queue.
+    pub fn needs_queue(self) -> bool {
+        self.variables().contains(&"SPILLWAY_QUEUE_URL")
+    }
+}
+
 /// Where Spillway keeps its state and work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
     /// DynamoDB table name (`SPILLWAY_TABLE`).
     pub table: String,
-    /// Work queue URL (`SPILLWAY_QUEUE_URL`).
-    pub queue_url: String,
-    /// Dead-letter queue URL (`SPILLWAY_DLQ_URL`), where a function needs it.
-    pub dlq_url: Option<String>,
+    /// Work queue URL (`SPILLWAY_QUEUE_URL`); `None` for a function that never touches the
+    /// queue (status).
+    pub queue_url: Option<String>,
 }
 
 /// How the handlers behave. Every field has the default DESIGN.md gives it.
@@ -40,6 +118,10 @@ pub struct Settings {
     pub backlog_limit: u64,
     /// How many records of one batch run at once (`SPILLWAY_CONSUMER_CONCURRENCY`).
     pub consumer_concurrency: usize,
+    /// Whether the demonstration kinds `echo` and `sleep` are accepted and run
+    /// (`SPILLWAY_DEMO_KINDS`). Off in a deployed stack unless its `DemoKinds` parameter turns
+    /// them on: `sleep` can hold a consumer for the whole invocation.
+    pub demo_kinds: bool,
     /// How webhooks are delivered.
     pub webhook: WebhookSettings,
 }
@@ -86,6 +168,7 @@ impl Default for Settings {
             retention: Duration::from_secs(604_800),
             backlog_limit: 0,
             consumer_concurrency: 10,
+            demo_kinds: false,
             webhook: WebhookSettings::default(),
         }
     }
@@ -117,22 +200,39 @@ const MAX_PAYLOAD_LIMIT: usize = 1_048_576 - 4_096;
 const MAX_BACKOFF_SECONDS: u64 = 43_200;
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Reads `function`'s variables from the process environment.
+    pub fn from_env(function: Function) -> Result<Self, ConfigError> {
+        Self::for_function(function, |name| std::env::var(name).ok())
     }
 
-    /// Reads variables through `lookup`, so tests need not touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
+    /// Reads `function`'s variables through `lookup`, so tests need not touch the process
+    /// environment. Variables the function does not use are not even looked up: what it was not
+    /// given cannot change how it behaves.
+    pub fn for_function(
+        function: Function,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let variables = function.variables();
+        let lookup = |name: &str| {
+            if variables.contains(&name) {
+                lookup(name)
+            } else {
+                None
+            }
+        };
+        let env = Env::new(&lookup, Some(variables));
+        let queue_url = if function.needs_queue() {
+            Some(env.required("SPILLWAY_QUEUE_URL")?)
+        } else {
+            None
+        };
         let resources = Resources {
             table: env.required("SPILLWAY_TABLE")?,
-            queue_url: env.required("SPILLWAY_QUEUE_URL")?,
-            dlq_url: env.optional("SPILLWAY_DLQ_URL"),
+            queue_url,
         };
         Ok(Self {
             resources,
-            settings: Settings::from_lookup(&lookup)?,
+            settings: Settings::default().with_env(&env)?,
         })
     }
 }
@@ -141,7 +241,10 @@ impl Settings {
     /// Reads the `SPILLWAY_*` behaviour variables through `lookup`; missing ones keep the
     /// defaults of `self`.
     pub fn with_lookup(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
+        self.with_env(&Env::new(&lookup, None))
+    }
+
+    fn with_env(self, env: &Env<'_>) -> Result<Self, ConfigError> {
         let secs = |name, default: Duration, range| {
             env.number(name, default.as_secs(), range)
                 .map(Duration::from_secs)
@@ -180,9 +283,12 @@ impl Settings {
                 self.consumer_concurrency,
                 1..=1000,
             )?,
-            webhook: WebhookSettings::with_env(self.webhook, &env)?,
+            demo_kinds: env.flag("SPILLWAY_DEMO_KINDS", self.demo_kinds)?,
+            webhook: WebhookSettings::with_env(self.webhook, env)?,
         };
-        if settings.default_ttl > settings.max_ttl {
+        // The consumer reads the default TTL for its callbacks but never the maximum, which only
+        // bounds what clients ask intake for.
+        if env.reads("SPILLWAY_MAX_TTL_SECONDS") && settings.default_ttl > settings.max_ttl {
             return Err(ConfigError {
                 variable: "SPILLWAY_DEFAULT_TTL_SECONDS",
                 problem: format!(
@@ -245,13 +351,42 @@ impl WebhookSettings {
     }
 }
 
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+/// The variables as one function sees them: `only`, when set, lists the names it reads.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    only: Option<&'static [&'static str]>,
+}
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    fn new(
+        lookup: &'a dyn Fn(&str) -> Option<String>,
+        only: Option<&'static [&'static str]>,
+    ) -> Self {
+        Self { lookup, only }
+    }
+
+    /// Whether this function reads `name` at all.
+    fn reads(&self, name: &str) -> bool {
+        self.only.is_none_or(|only| only.contains(&name))
+    }
+
+    /// `true` or `false` (any case); unset keeps `default`.
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) if raw.eq_ignore_ascii_case("true") => Ok(true),
+            Some(raw) if raw.eq_ignore_ascii_case("false") => Ok(false),
+            Some(raw) => Err(ConfigError {
+                variable: name,
+                problem: format!("expected `true` or `false`, got `{raw}`"),
+            }),
+        }
+    }
+
     /// A set, non-blank value; blank counts as unset, as CloudFormation writes `""` for an empty
     /// parameter.
     fn optional(&self, name: &str) -> Option<String> {
-        (self.0)(name)
+        (self.lookup)(name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     }
@@ -313,28 +448,82 @@ mod tests {
         ("SPILLWAY_QUEUE_URL", "http://localhost/q"),
     ];
 
+    fn intake(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::for_function(Function::Intake, lookup(pairs))
+    }
+
     #[test]
     fn defaults_apply_when_only_the_resources_are_set() {
-        let config = Config::from_lookup(lookup(&RESOURCES)).unwrap();
+        let config = intake(&RESOURCES).unwrap();
         assert_eq!(config.settings, Settings::default());
         assert_eq!(config.resources.table, "jobs");
-        assert_eq!(config.resources.dlq_url, None);
+        assert_eq!(
+            config.resources.queue_url.as_deref(),
+            Some("http://localhost/q")
+        );
     }
 
     #[test]
     fn a_missing_table_is_named() {
-        let err = Config::from_lookup(lookup(&[("SPILLWAY_QUEUE_URL", "q")])).unwrap_err();
+        let err = intake(&[("SPILLWAY_QUEUE_URL", "q")]).unwrap_err();
         assert_eq!(err.to_string(), "SPILLWAY_TABLE: is not set");
+    }
+
+    #[test]
+    fn the_status_function_starts_without_a_queue_and_the_others_need_one() {
+        let table = [("SPILLWAY_TABLE", "jobs")];
+        let status = Config::for_function(Function::Status, lookup(&table)).unwrap();
+        assert_eq!(status.resources.queue_url, None);
+        for function in [Function::Intake, Function::Consumer] {
+            let err = Config::for_function(function, lookup(&table)).unwrap_err();
+            assert_eq!(err.to_string(), "SPILLWAY_QUEUE_URL: is not set");
+        }
+    }
+
+    #[test]
+    fn a_function_ignores_the_variables_it_does_not_use() {
+        let mut pairs = RESOURCES.to_vec();
+        pairs.extend([
+            ("SPILLWAY_MAX_ATTEMPTS", "not a number"),
+            ("SPILLWAY_BACKLOG_LIMIT", "7"),
+        ]);
+        let status = Config::for_function(Function::Status, lookup(&pairs)).unwrap();
+        assert_eq!(status.settings, Settings::default());
+        let err = Config::for_function(Function::Consumer, lookup(&pairs)).unwrap_err();
+        assert_eq!(err.variable, "SPILLWAY_MAX_ATTEMPTS");
+    }
+
+    #[test]
+    fn the_consumer_reads_the_default_ttl_for_its_callbacks() {
+        let mut pairs = RESOURCES.to_vec();
+        // Longer than the default maximum, which only intake reads and enforces.
+        pairs.push(("SPILLWAY_DEFAULT_TTL_SECONDS", "200000"));
+        let consumer = Config::for_function(Function::Consumer, lookup(&pairs)).unwrap();
+        assert_eq!(consumer.settings.default_ttl, Duration::from_secs(200_000));
+        let err = intake(&pairs).unwrap_err();
+        assert_eq!(err.variable, "SPILLWAY_DEFAULT_TTL_SECONDS");
+    }
+
+    #[test]
+    fn every_function_reads_the_table_and_no_variable_twice() {
+        for function in Function::ALL {
+            let variables = function.variables();
+            assert!(variables.contains(&"SPILLWAY_TABLE"), "{function:?}");
+            let mut sorted = variables.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), variables.len(), "{function:?}");
+        }
     }
 
     #[test]
     fn a_bad_number_is_named_with_its_range() {
         let mut pairs = RESOURCES.to_vec();
-        pairs.push(("SPILLWAY_MAX_ATTEMPTS", "lots"));
-        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
-        assert_eq!(err.variable, "SPILLWAY_MAX_ATTEMPTS");
+        pairs.push(("SPILLWAY_MAX_PAYLOAD_BYTES", "lots"));
+        let err = intake(&pairs).unwrap_err();
+        assert_eq!(err.variable, "SPILLWAY_MAX_PAYLOAD_BYTES");
         assert!(
-            err.to_string().contains("from 1 to 1000, got `lots`"),
+            err.to_string().contains("from 1 to 1044480, got `lots`"),
             "{err}"
         );
     }
@@ -346,7 +535,7 @@ mod tests {
             ("SPILLWAY_DEFAULT_TTL_SECONDS", "100"),
             ("SPILLWAY_MAX_TTL_SECONDS", "50"),
         ]);
-        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        let err = intake(&pairs).unwrap_err();
         assert_eq!(err.variable, "SPILLWAY_DEFAULT_TTL_SECONDS");
     }
 
@@ -355,13 +544,27 @@ mod tests {
         let mut pairs = RESOURCES.to_vec();
         pairs.extend([
             ("SPILLWAY_MAX_ATTEMPTS", "3"),
-            ("SPILLWAY_BACKLOG_LIMIT", " 1000 "),
-            ("SPILLWAY_DLQ_URL", ""),
+            ("SPILLWAY_BACKOFF_BASE_SECONDS", " "),
+            ("SPILLWAY_DEMO_KINDS", "TRUE"),
         ]);
-        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        let config = Config::for_function(Function::Consumer, lookup(&pairs)).unwrap();
         assert_eq!(config.settings.max_attempts, 3);
-        assert_eq!(config.settings.backlog_limit, 1000);
-        assert_eq!(config.resources.dlq_url, None);
+        assert_eq!(
+            config.settings.backoff_base,
+            Settings::default().backoff_base
+        );
+        assert!(config.settings.demo_kinds);
+    }
+
+    #[test]
+    fn a_flag_that_is_not_true_or_false_is_named() {
+        let mut pairs = RESOURCES.to_vec();
+        pairs.push(("SPILLWAY_DEMO_KINDS", "yes"));
+        let err = intake(&pairs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SPILLWAY_DEMO_KINDS: expected `true` or `false`, got `yes`"
+        );
     }
 
     #[test]
@@ -372,7 +575,7 @@ mod tests {
             ("SPILLWAY_WEBHOOK_TIMEOUT_MS", "2500"),
             ("SPILLWAY_WEBHOOK_BREAKER_FAILURES", "0"),
         ]);
-        let webhook = Config::from_lookup(lookup(&pairs))
+        let webhook = Config::for_function(Function::Consumer, lookup(&pairs))
             .unwrap()
             .settings
             .webhook;
@@ -382,7 +585,7 @@ mod tests {
         assert!(webhook.allow.check_url("http://hooks.internal/x").is_ok());
         let mut bad = RESOURCES.to_vec();
         bad.push(("SPILLWAY_WEBHOOK_ALLOW", "10.0.0.0/99"));
-        let err = Config::from_lookup(lookup(&bad)).unwrap_err();
+        let err = intake(&bad).unwrap_err();
         assert_eq!(err.variable, "SPILLWAY_WEBHOOK_ALLOW");
     }
 }

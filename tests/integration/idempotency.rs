@@ -134,7 +134,10 @@ async fn keys_belong_to_their_caller() {
 async fn a_retry_after_a_failed_send_enqueues_the_same_job_and_it_runs() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let mut broken = stack.config(stack.settings());
-    broken.resources.queue_url = format!("{}/123456789012/unreachable", spillway_tests::endpoint());
+    broken.resources.queue_url = Some(format!(
+        "{}/123456789012/unreachable",
+        spillway_tests::endpoint()
+    ));
     let without_queue = App::on_aws(&stack.sdk, &broken);
     let app = stack.app(stack.settings(), Processors::builtin());
     let owner = Owner::anonymous();

@@ -106,7 +106,10 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         .await,
     );
     let mut no_queue = stack.config(settings.clone());
-    no_queue.resources.queue_url = format!("{}/123456789012/missing", spillway_tests::endpoint());
+    no_queue.resources.queue_url = Some(format!(
+        "{}/123456789012/missing",
+        spillway_tests::endpoint()
+    ));
     let unreachable = App::on_aws(&stack.sdk, &no_queue);
     spec.check(
         JOBS,

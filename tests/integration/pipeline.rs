@@ -398,8 +398,10 @@ async fn a_long_poll_returns_as_soon_as_the_job_finishes() {
 async fn a_queue_that_cannot_be_reached_answers_503_and_leaves_a_pending_job() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let mut config = stack.config(stack.settings());
-    config.resources.queue_url =
-        format!("{}/123456789012/no-such-queue", spillway_tests::endpoint());
+    config.resources.queue_url = Some(format!(
+        "{}/123456789012/no-such-queue",
+        spillway_tests::endpoint()
+    ));
     let app = App::on_aws(&stack.sdk, &config);
 
     let body = json!({"kind": "echo", "payload": 1}).to_string();

@@ -60,8 +60,8 @@ impl Emulator {
         let env_vars: Vec<String> = [
             ("SPILLWAY_TABLE", stack.table.as_str()),
             ("SPILLWAY_QUEUE_URL", stack.queue_url.as_str()),
-            ("SPILLWAY_DLQ_URL", stack.dlq_url.as_str()),
             ("SPILLWAY_MAX_ATTEMPTS", max_attempts.as_str()),
+            ("SPILLWAY_DEMO_KINDS", "true"),
         ]
         .iter()
         .chain(extra)
@@ -272,5 +272,5 @@ fn cargo() -> String {
 }
 
 fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+    crate::workspace_root()
 }

@@ -142,6 +142,13 @@ impl<T> std::ops::Deref for Guarded<T> {
     }
 }
 
+/// The workspace's root folder.
+pub fn workspace_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+}
+
 /// `prefix` with a random suffix, for resources of one test.
 pub fn unique_name(prefix: &str) -> String {
     let suffix = uuid::Uuid::now_v7().simple().to_string();
@@ -245,8 +252,7 @@ impl Stack {
         Config {
             resources: Resources {
                 table: self.table.clone(),
-                queue_url: self.queue_url.clone(),
-                dlq_url: Some(self.dlq_url.clone()),
+                queue_url: Some(self.queue_url.clone()),
             },
             settings,
         }

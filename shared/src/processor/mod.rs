@@ -125,6 +125,17 @@ impl Processors {
         Self::builtin_with(Webhook::new(WebhookSettings::default(), None))
     }
 
+    /// The processors a deployed stack runs: `webhook`, and the demonstration kinds `echo` and
+    /// `sleep` only when `demo_kinds` is on (`SPILLWAY_DEMO_KINDS`).
+    pub fn deployed(webhook: Webhook, demo_kinds: bool) -> Self {
+        if demo_kinds {
+            return Self::builtin_with(webhook);
+        }
+        let mut processors = Self::new().with(crate::webhook::KIND, webhook.clone());
+        processors.webhook = Some(webhook);
+        processors
+    }
+
     /// The processors that ship with Spillway, with this `webhook` processor.
     pub fn builtin_with(webhook: Webhook) -> Self {
         let mut processors = Self::new()

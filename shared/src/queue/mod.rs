@@ -38,6 +38,41 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     async fn depth(&self) -> Result<QueueDepth, QueueError>;
 }
 
+/// The queue of a function deployed without one (the status function, which never sends or
+/// changes a message): every call fails, naming the variable it was not given, so a code path
+/// that starts to need the queue shows at once instead of reaching for a queue by other means.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQueue;
+
+impl NoQueue {
+    fn refuse() -> QueueError {
+        QueueError::Unavailable("this function is not given a queue (SPILLWAY_QUEUE_URL)".into())
+    }
+}
+
+#[async_trait]
+impl JobQueue for NoQueue {
+    async fn send(&self, _: &str) -> Result<String, QueueError> {
+        Err(Self::refuse())
+    }
+
+    async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+        Err(Self::refuse())
+    }
+
+    async fn receive(&self, _: u32, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        Err(Self::refuse())
+    }
+
+    async fn delete(&self, _: &str) -> Result<(), QueueError> {
+        Err(Self::refuse())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        Err(Self::refuse())
+    }
+}
+
 /// A message as a receive returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
