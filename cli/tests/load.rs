@@ -1,5 +1,7 @@
-//! `spillway load` over real HTTP: against `spillway dev`, and against small servers that answer
-//! slowly or lose jobs, to show that the generator keeps its schedule and reports what it saw.
+//! `spillway load` over real HTTP: against `spillway dev`, against small servers that answer
+//! slowly or lose jobs, to show that the generator keeps its schedule and reports what it saw,
+//! and against a SigV4 verifier built on botocore, to show that it signs as an IAM-authorized
+//! stage requires.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -15,6 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use support::DevServer;
+use support::verifier::{TestCredentials, Verifier, no_credentials_env};
 
 /// What one `spillway load` run left behind.
 struct Run {
@@ -25,16 +28,26 @@ struct Run {
 
 /// Runs `spillway load --url URL --json FILE ARGS…` and reads its JSON report.
 async fn load(url: &str, args: &[&str]) -> Run {
+    load_with_env(url, args, &[]).await
+}
+
+/// [`load`] with `env` changed: each variable set to its value, or removed for `None`.
+async fn load_with_env(url: &str, args: &[&str], env: &[(&str, Option<String>)]) -> Run {
     let dir = std::env::temp_dir().join(format!("spillway-load-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_spillway"));
+    command
         .args(["load", "--url", url, "--json"])
         .arg(&json)
-        .args(args)
-        .output()
-        .await
-        .expect("run spillway load");
+        .args(args);
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let output = command.output().await.expect("run spillway load");
     let report = std::fs::read_to_string(&json)
         .map(|text| serde_json::from_str(&text).unwrap())
         .unwrap_or(Value::Null);
@@ -224,4 +237,127 @@ async fn jobs_that_vanish_or_never_finish_are_reported_lost() {
     assert_eq!(follow["final_states"], json!({"pending": 15}));
     assert_eq!(follow["lost_ids"].as_array().unwrap().len(), 10);
     assert_eq!(jobs.load(Ordering::Relaxed), 30);
+}
+
+/// The run every signing test makes: 20 jobs a second for 2 s, followed to the end.
+const SIGNED_RUN: [&str; 9] = [
+    "--region",
+    "us-east-1",
+    "--rate",
+    "20",
+    "--duration",
+    "2s",
+    "--follow",
+    "--follow-timeout",
+    "30s",
+];
+
+#[tokio::test]
+async fn with_iam_auth_every_request_passes_a_botocore_sigv4_verifier() {
+    let credentials = TestCredentials::new(&unique_suffix());
+    let verifier = Verifier::start(&credentials, "us-east-1").await;
+    let mut args = vec!["--auth", "iam"];
+    args.extend(SIGNED_RUN);
+    let run = load_with_env(&verifier.url(), &args, &credentials.env()).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("signing every request with AWS SigV4 for execute-api in us-east-1"),
+        "{}",
+        run.stderr
+    );
+    let report = &run.report;
+    assert_eq!(report["scheduled"], 40);
+    assert_eq!(
+        report["accepted"], 40,
+        "every submission accepted: {report:#}"
+    );
+    assert_eq!(report["rejected"], json!({}));
+    assert_eq!(report["errors"], json!({}));
+    let follow = &report["follow"];
+    assert_eq!(follow["final_states"], json!({"succeeded": 40}));
+    assert_eq!(follow["lost"], 0);
+    assert_eq!(follow["poll_errors"], 0);
+
+    // Every submission and every poll (with its ?wait= query) was verified; nothing refused.
+    let stats = verifier.stats().await;
+    assert_eq!(stats["rejected"], 0, "{stats:#}");
+    assert_eq!(stats["reasons"], json!({}), "{stats:#}");
+    assert_eq!(stats["routes"]["POST /jobs"], 40, "{stats:#}");
+    let polls = stats["routes"]["GET /jobs/{id}?wait"].as_u64().unwrap();
+    assert!(polls >= 40, "{stats:#}");
+    assert!(stats["verified"].as_u64().unwrap() >= 40 + 40, "{stats:#}");
+}
+
+#[tokio::test]
+async fn the_verifier_refuses_unsigned_requests() {
+    let credentials = TestCredentials::new(&unique_suffix());
+    let verifier = Verifier::start(&credentials, "us-east-1").await;
+    let mut args = vec!["--auth", "none"];
+    args.extend(SIGNED_RUN);
+    let run = load_with_env(&verifier.url(), &args, &credentials.env()).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "nothing accepted, nothing lost: {}",
+        run.stderr
+    );
+    assert_eq!(run.report["accepted"], 0);
+    assert_eq!(run.report["rejected"], json!({"403": 40}));
+    let stats = verifier.stats().await;
+    assert_eq!(stats["verified"], 0, "{stats:#}");
+    assert_eq!(stats["rejected"], 40, "{stats:#}");
+    assert_eq!(stats["reasons"], json!({"missing": 40}), "{stats:#}");
+}
+
+#[tokio::test]
+async fn the_verifier_refuses_a_signature_made_with_another_secret() {
+    let credentials = TestCredentials::new(&unique_suffix());
+    let verifier = Verifier::start(&credentials, "us-east-1").await;
+    let wrong = TestCredentials {
+        secret_access_key: "not-the-secret".to_owned(),
+        ..credentials.clone()
+    };
+    let run = load_with_env(
+        &verifier.url(),
+        &[
+            "--auth",
+            "iam",
+            "--region",
+            "us-east-1",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+        ],
+        &wrong.env(),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.report["accepted"], 0);
+    assert_eq!(run.report["rejected"], json!({"403": 20}));
+    let stats = verifier.stats().await;
+    assert_eq!(stats["verified"], 0, "{stats:#}");
+    assert_eq!(stats["reasons"], json!({"mismatch": 20}), "{stats:#}");
+}
+
+#[tokio::test]
+async fn without_credentials_a_signed_run_does_not_start() {
+    let credentials = TestCredentials::new(&unique_suffix());
+    let verifier = Verifier::start(&credentials, "us-east-1").await;
+    let mut args = vec!["--auth", "iam"];
+    args.extend(SIGNED_RUN);
+    let run = load_with_env(&verifier.url(), &args, &no_credentials_env()).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for expected in [
+        "no AWS credentials from the AWS SDK's default chain",
+        "AWS_ACCESS_KEY_ID",
+        "instance metadata",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
+    }
+    assert_eq!(run.report, Value::Null, "no report: the run never started");
+    let stats = verifier.stats().await;
+    assert_eq!(stats["verified"], 0, "{stats:#}");
+    assert_eq!(stats["rejected"], 0, "not one request was sent: {stats:#}");
 }

@@ -4,16 +4,19 @@
 //! answered, so a slow server shows up as latency (measured from the intended send time) rather
 //! than as a politely slower generator. When the generator itself falls behind (a starved CPU),
 //! the report says by how much.
+//!
+//! Against a stage with IAM authorization, every request is signed with SigV4 ([`sigv4`]).
 
 mod report;
 mod schedule;
+mod sigv4;
 
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -21,11 +24,13 @@ use clap::Args;
 use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use report::{FollowReport, Percentiles, Report, SpikeReport};
 use schedule::{Profile, Spike};
+use sigv4::{AuthMode, Signer};
 
 /// How many lost job ids the report lists.
 const LOST_IDS_SHOWN: usize = 10;
@@ -49,6 +54,20 @@ pub struct LoadArgs {
     /// Base URL of the Spillway API: `spillway dev`, or a deployed stage's URL.
     #[arg(long, env = "SPILLWAY_URL", default_value = "http://127.0.0.1:3000")]
     url: String,
+    /// How to authenticate. `iam` signs every request (submissions and --follow's polls) with
+    /// AWS SigV4 for `execute-api`, as a stage deployed with `ApiAuth=AWS_IAM` (the default)
+    /// requires; `none` sends them unsigned; `auto` signs when the URL's host is an API Gateway
+    /// host (`ID.execute-api.REGION.amazonaws.com`). Credentials come from the AWS SDK's usual
+    /// chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, the profile
+    /// (AWS_PROFILE), web identity, container or instance credentials; they are refreshed
+    /// before they expire. When signing is called for and no credentials can be loaded, the run
+    /// does not start.
+    #[arg(long, value_enum, default_value_t = AuthMode::Auto)]
+    auth: AuthMode,
+    /// The region to sign for. Default: the host's region for an API Gateway host, else the
+    /// AWS configuration's (AWS_REGION, or the profile's).
+    #[arg(long)]
+    region: Option<String>,
     /// Jobs submitted per second (outside the spike).
     #[arg(long, default_value_t = 100)]
     rate: u32,
@@ -112,11 +131,27 @@ pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
         )
         .into());
     }
+    let parsed = reqwest::Url::parse(&base).map_err(|e| format!("--url {:?}: {e}", args.url))?;
+    let signer = sigv4::signer_for(args.auth, &parsed, args.region.as_deref()).await?;
+    if let Some(signer) = &signer {
+        eprintln!(
+            "signing every request with AWS SigV4 for execute-api in {}",
+            signer.region()
+        );
+    }
     let client = reqwest::Client::builder()
         .timeout(args.timeout)
         .pool_max_idle_per_host(usize::MAX)
         .tcp_nodelay(true)
         .build()?;
+    let api = Arc::new(Api {
+        client,
+        jobs_url: reqwest::Url::parse(&format!("{base}/jobs"))
+            .map_err(|e| format!("--url {:?}: {e}", args.url))?,
+        base: base.clone(),
+        signer,
+        sign_failed: Once::new(),
+    });
     let profile = Profile {
         rate: args.rate,
         duration: args.duration,
@@ -126,9 +161,9 @@ pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
             length: args.spike_length,
         }),
     };
-    let body = Bytes::from(request_body(&args).to_string());
+    let body = Body::new(request_body(&args).to_string());
 
-    let submissions = submit_all(&client, &base, body, &profile, args.max_in_flight).await;
+    let submissions = submit_all(&api, body, &profile, args.max_in_flight).await;
     let mut report = summarize(&args, &base, &profile, &submissions);
     if args.follow {
         let accepted: Vec<String> = submissions
@@ -139,7 +174,7 @@ pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
                 _ => None,
             })
             .collect();
-        report.follow = Some(follow(&client, &base, accepted, &args).await);
+        report.follow = Some(follow(&api, accepted, &args).await);
     }
 
     #[allow(clippy::print_stdout)]
@@ -213,13 +248,11 @@ struct Progress {
 }
 
 async fn submit_all(
-    client: &reqwest::Client,
-    base: &str,
-    body: Bytes,
+    api: &Arc<Api>,
+    body: Body,
     profile: &Profile,
     max_in_flight: u32,
 ) -> Submissions {
-    let url: Arc<str> = format!("{base}/jobs").into();
     let progress = Arc::new(Progress::default());
     let in_flight = Arc::new(Semaphore::new(max_in_flight as usize));
     let (records_tx, mut records_rx) = mpsc::unbounded_channel();
@@ -243,13 +276,10 @@ async fn submit_all(
             continue;
         };
         progress.sent.fetch_add(1, Ordering::Relaxed);
-        let request = client
-            .post(&*url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body.clone());
+        let (api, body) = (api.clone(), body.clone());
         let (records_tx, progress) = (records_tx.clone(), progress.clone());
         tokio::spawn(async move {
-            let outcome = submit(request).await;
+            let outcome = submit(&api, &body).await;
             let counter = match outcome {
                 Outcome::Accepted(_) => &progress.accepted,
                 Outcome::Rejected(_) => &progress.rejected,
@@ -280,14 +310,141 @@ async fn submit_all(
     }
 }
 
-async fn submit(request: reqwest::RequestBuilder) -> Outcome {
+/// The API under load: where it is, and how requests to it are signed.
+#[derive(Debug)]
+struct Api {
+    client: reqwest::Client,
+    /// The base URL, without a trailing `/`.
+    base: String,
+    /// `{base}/jobs`, parsed once.
+    jobs_url: reqwest::Url,
+    /// `None` when requests go unsigned.
+    signer: Option<Signer>,
+    /// Set at the first request that could not be signed, which prints why.
+    sign_failed: Once,
+}
+
+/// The body of every submission, with its SHA-256 for the signatures: hashed once, not for each
+/// request, as it never changes.
+#[derive(Debug, Clone)]
+struct Body {
+    bytes: Bytes,
+    sha256: Arc<str>,
+}
+
+impl Body {
+    fn new(text: String) -> Self {
+        let sha256 = hex::encode(Sha256::digest(text.as_bytes())).into();
+        Self {
+            bytes: Bytes::from(text),
+            sha256,
+        }
+    }
+}
+
+/// The SHA-256 of an empty body.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Why a request got no answer.
+#[derive(Debug)]
+enum SendError {
+    /// It could not be signed (the credentials expired and could not be refreshed); why is
+    /// printed once, at the first.
+    Sign,
+    /// The job id the API returned makes no URL.
+    Url,
+    Http(reqwest::Error),
+}
+
+impl SendError {
+    /// A short name, for the report's error counts.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Sign => "signing",
+            Self::Url => "url",
+            Self::Http(error) => reason(error),
+        }
+    }
+}
+
+impl Api {
+    /// `POST /jobs` with `body`.
+    async fn submit(&self, body: &Body) -> Result<reqwest::Response, SendError> {
+        let content_type = ("content-type", "application/json");
+        let request = self
+            .client
+            .post(self.jobs_url.clone())
+            .header(content_type.0, content_type.1)
+            .body(body.bytes.clone());
+        self.signed(
+            request,
+            "POST",
+            &self.jobs_url,
+            &[content_type],
+            &body.sha256,
+        )
+        .await?
+        .send()
+        .await
+        .map_err(SendError::Http)
+    }
+
+    /// `GET /jobs/{id}?wait={wait}`, with `timeout` instead of the client's.
+    async fn poll(
+        &self,
+        id: &str,
+        wait: u64,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, SendError> {
+        let url = reqwest::Url::parse(&format!("{}/jobs/{id}?wait={wait}", self.base))
+            .map_err(|_| SendError::Url)?;
+        let request = self.client.get(url.clone()).timeout(timeout);
+        self.signed(request, "GET", &url, &[], EMPTY_SHA256)
+            .await?
+            .send()
+            .await
+            .map_err(SendError::Http)
+    }
+
+    /// `request` to `url`, with the signature headers when requests are signed. `headers` are
+    /// the request's headers besides `host` that the signature covers.
+    async fn signed(
+        &self,
+        request: reqwest::RequestBuilder,
+        method: &str,
+        url: &reqwest::Url,
+        headers: &[(&str, &str)],
+        payload_sha256: &str,
+    ) -> Result<reqwest::RequestBuilder, SendError> {
+        let Some(signer) = &self.signer else {
+            return Ok(request);
+        };
+        let signature = signer
+            .headers(method, url, headers, payload_sha256)
+            .await
+            .map_err(|error| {
+                // Once, not for each of the thousands of requests that will fail alike.
+                self.sign_failed.call_once(|| {
+                    eprintln!("\nspillway load: {error}; counted as `signing` errors")
+                });
+                SendError::Sign
+            })?;
+        Ok(signature
+            .into_iter()
+            .fold(request, |request, (name, value)| {
+                request.header(name, value)
+            }))
+    }
+}
+
+async fn submit(api: &Api, body: &Body) -> Outcome {
     #[derive(Deserialize)]
     struct Accepted {
         id: String,
     }
-    let response = match request.send().await {
+    let response = match api.submit(body).await {
         Ok(response) => response,
-        Err(error) => return Outcome::Failed(reason(&error)),
+        Err(error) => return Outcome::Failed(error.reason()),
     };
     let status = response.status();
     let body = response.bytes().await;
@@ -454,12 +611,7 @@ struct StatusDocument {
 /// timeout runs out. Polling starts after the run so that it does not load the intake being
 /// measured; end-to-end latency comes from each job's own timestamps, so it is not inflated by
 /// the wait.
-async fn follow(
-    client: &reqwest::Client,
-    base: &str,
-    ids: Vec<String>,
-    args: &LoadArgs,
-) -> FollowReport {
+async fn follow(api: &Api, ids: Vec<String>, args: &LoadArgs) -> FollowReport {
     let started = Instant::now();
     let deadline = started + args.follow_timeout;
     let poll_errors = Arc::new(AtomicU64::new(0));
@@ -467,7 +619,7 @@ async fn follow(
         .map(|id| {
             let poll_errors = poll_errors.clone();
             async move {
-                let fate = follow_one(client, base, &id, deadline, &poll_errors).await;
+                let fate = follow_one(api, &id, deadline, &poll_errors).await;
                 (id, fate)
             }
         })
@@ -508,13 +660,7 @@ async fn follow(
     report
 }
 
-async fn follow_one(
-    client: &reqwest::Client,
-    base: &str,
-    id: &str,
-    deadline: Instant,
-    poll_errors: &AtomicU64,
-) -> Fate {
+async fn follow_one(api: &Api, id: &str, deadline: Instant, poll_errors: &AtomicU64) -> Fate {
     let mut last_status = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -526,10 +672,12 @@ async fn follow_one(
         }
         let wait = remaining.as_secs().clamp(1, MAX_WAIT_SECONDS);
         let asked = Instant::now();
-        let answer = client
-            .get(format!("{base}/jobs/{id}?wait={wait}"))
-            .timeout(Duration::from_secs(wait) + Duration::from_secs(10))
-            .send()
+        let answer = api
+            .poll(
+                id,
+                wait,
+                Duration::from_secs(wait) + Duration::from_secs(10),
+            )
             .await;
         let response = match answer {
             Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
