@@ -20,7 +20,7 @@ const RESPONSE: &str = "/2018-06-01/runtime/invocation/{id}/response";
 const ERROR: &str = "/2018-06-01/runtime/invocation/{id}/error";
 const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
 
-/// How long an invocation may run; the deadline the runtime is told.
+/// How long an invocation may run unless told otherwise; the deadline the runtime is told.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The emulator. Start it, point a function at [`RuntimeApi::address`] through
@@ -44,6 +44,7 @@ struct Shared {
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Result<Bytes, String>>>>,
     init_error: Mutex<Option<String>>,
+    timeout: Duration,
 }
 
 /// An invocation that did not answer with a response.
@@ -60,6 +61,12 @@ pub enum InvokeError {
 impl RuntimeApi {
     /// Starts the emulator on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with_timeout(TIMEOUT).await
+    }
+
+    /// Starts the emulator for a function whose invocations may run `timeout` (the deadline
+    /// each invocation is given).
+    pub async fn start_with_timeout(timeout: Duration) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let (queue, receiver) = mpsc::unbounded_channel();
@@ -67,6 +74,7 @@ impl RuntimeApi {
             queue: tokio::sync::Mutex::new(receiver),
             waiting: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
+            timeout,
         });
         let app = Router::new()
             .route(NEXT, get(next))
@@ -121,7 +129,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> axum::response::Response {
         return http::StatusCode::GONE.into_response();
     };
     let deadline = SystemTime::now()
-        .checked_add(TIMEOUT)
+        .checked_add(shared.timeout)
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis());
     shared

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -57,13 +57,23 @@ impl EventSourceMapping {
         Ok(Some(self.invoke(app, &messages).await))
     }
 
-    /// Hands `messages` to the consumer as one event, then deletes the messages it did not report
-    /// as failed; when it reports an identifier that is not in the batch (or an empty one), Lambda
-    /// counts the whole batch as failed and deletes nothing, and so does this.
+    /// Hands `messages` to the consumer in this process as one event, then [settles](Self::settle)
+    /// its answer.
     pub async fn invoke(&self, app: &App, messages: &[ReceivedMessage]) -> BatchReport {
         let event = sqs_event(messages, &self.queue_arn, &self.region);
         let deadline = app.clock.now().saturating_add(self.function_timeout);
         let response = crate::consumer::handle_batch(app, event, deadline).await;
+        self.settle(messages, response).await
+    }
+
+    /// What the mapping does with a function's answer to the event of `messages`: deletes the
+    /// messages it did not report as failed, or none when it reported an identifier that is not in
+    /// the batch (or an empty one), as Lambda then counts the whole batch as failed.
+    pub async fn settle(
+        &self,
+        messages: &[ReceivedMessage],
+        response: SqsBatchResponse,
+    ) -> BatchReport {
         let failed: Vec<String> = response
             .batch_item_failures
             .into_iter()

@@ -17,6 +17,8 @@ Usage:
   python tests/deploy/stack.py deploy --template PATH --endpoint URL --stack-name NAME
          [--param KEY=VALUE ...] [--region us-east-1]      > manifest.json
   python tests/deploy/stack.py delete --endpoint URL < manifest.json
+  python tests/deploy/stack.py assume --endpoint URL --role-arn ARN --session-name NAME
+         -> the role's temporary credentials, as the Lambda service gets them for a function
 """
 
 import argparse
@@ -815,6 +817,20 @@ def deploy(args) -> dict:
         raise
 
 
+def assume(args) -> dict:
+    """Temporary credentials of a role from moto's STS, as Lambda assumes a function's role."""
+    sts = boto3.client("sts", endpoint_url=args.endpoint, region_name=args.region,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    answer = sts.assume_role(RoleArn=args.role_arn, RoleSessionName=args.session_name)
+    credentials = answer["Credentials"]
+    return {
+        "access_key_id": credentials["AccessKeyId"],
+        "secret_access_key": credentials["SecretAccessKey"],
+        "session_token": credentials["SessionToken"],
+        "principal": answer["AssumedRoleUser"]["Arn"],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -826,10 +842,18 @@ def main() -> int:
     deploy_parser.add_argument("--region", default="us-east-1")
     delete_parser = commands.add_parser("delete", help="delete what a manifest (on stdin) created")
     delete_parser.add_argument("--endpoint", required=True)
+    assume_parser = commands.add_parser("assume", help="print a role's temporary credentials")
+    assume_parser.add_argument("--endpoint", required=True)
+    assume_parser.add_argument("--role-arn", required=True)
+    assume_parser.add_argument("--session-name", required=True)
+    assume_parser.add_argument("--region", default="us-east-1")
     args = parser.parse_args()
     try:
         if args.command == "deploy":
             json.dump(deploy(args), sys.stdout, indent=2)
+            print()
+        elif args.command == "assume":
+            json.dump(assume(args), sys.stdout)
             print()
         else:
             try:

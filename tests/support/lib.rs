@@ -14,7 +14,11 @@ use spillway_core::provision::{self, Queues};
 use spillway_core::queue::{JobQueue, SqsQueue};
 use spillway_core::store::DynamoStore;
 
-pub mod emulator;
+pub mod aws_proxy;
+pub mod deployment;
+pub mod gateway;
+pub mod iam;
+pub mod lambda;
 pub mod openapi;
 pub mod receiver;
 
