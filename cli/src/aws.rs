@@ -33,6 +33,10 @@ pub struct AwsArgs {
     /// QueueUrl, DeadLetterQueueUrl) and win over --table, --queue-url and --dlq-url.
     #[arg(long, env = "SPILLWAY_STACK", value_name = "NAME")]
     pub stack: Option<String>,
+
+    /// The stack's webhook signing secret, from its output WebhookSecretArn (with --stack).
+    #[arg(skip)]
+    pub webhook_secret_arn: Option<String>,
 }
 
 impl AwsArgs {
@@ -105,6 +109,7 @@ impl AwsArgs {
         self.table = output("TableName")?;
         self.queue_url = Some(output("QueueUrl")?);
         self.dlq_url = Some(output("DeadLetterQueueUrl")?);
+        self.webhook_secret_arn = output("WebhookSecretArn").ok();
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use spillway_core::api::{self, ApiError, ApiResponse};
+use spillway_core::app::StackSecret;
 use spillway_core::config::{Config, Resources, Settings, WebhookSettings};
 use spillway_core::domain::Owner;
 use spillway_core::esm::EventSourceMapping;
@@ -106,12 +107,20 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
     init_logging(args.log_format);
     let settings = settings(&args)?;
     let keys = webhook_keys(&args).await?;
-    let webhook = Webhook::new(settings.webhook.clone(), Some(keys));
+    let webhook = Webhook::new(settings.webhook.clone(), Some(keys.clone()));
     let (app, esm, backend) = match &args.aws.endpoint_url {
         None => embedded(&args, settings),
         Some(url) => on_endpoint(&args, url, settings).await?,
     };
-    let app = app.with_processors(Processors::builtin_with(webhook));
+    let app = app
+        .with_processors(Processors::builtin_with(webhook))
+        .with_signing(StackSecret::fixed(Some(keys.clone())));
+    // Every caller of `spillway dev` is the anonymous owner, whose key signs every delivery.
+    let receivers = keys.for_owner(&Owner::anonymous()).secrets().join(" ");
+    info!(
+        secret = %receivers,
+        "receivers verify webhooks with this secret (GET /webhook-secret serves it too)"
+    );
 
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
@@ -213,11 +222,8 @@ async fn webhook_keys(args: &DevArgs) -> Result<SigningKeys, Box<dyn Error>> {
     {
         return Ok(keys);
     }
-    let (secret, keys) = SigningKeys::generate()?;
-    info!(
-        secret = %secret,
-        "webhooks are signed with this secret for this run; set SPILLWAY_WEBHOOK_SECRET to choose one"
-    );
+    let (_, keys) = SigningKeys::generate()?;
+    info!("made a webhook signing secret for this run; set SPILLWAY_WEBHOOK_SECRET to keep one");
     Ok(keys)
 }
 
@@ -379,6 +385,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/jobs", post(submit))
         .route("/jobs/{id}", get(status).delete(cancel))
+        .route("/webhook-secret", get(webhook_secret))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
@@ -412,6 +419,10 @@ async fn status(
 ) -> Response {
     let wait = query.as_deref().and_then(|q| query_value(q, "wait"));
     into_axum(api::get_job(&app, &Owner::anonymous(), &id, wait).await)
+}
+
+async fn webhook_secret(State(app): State<App>) -> Response {
+    into_axum(api::webhook_secret(&app, &Owner::anonymous()).await)
 }
 
 async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Response {

@@ -5,6 +5,7 @@ mod dev;
 mod dlq;
 mod load;
 mod ops;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Inspect a deployment's jobs as the table holds them.
     #[command(subcommand)]
     Jobs(ops::JobsCommand),
+    /// Webhook signing: the secret an owner's receivers verify with.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Queue(command) => ops::queue(command).await,
             Command::Jobs(command) => ops::jobs(command).await,
+            Command::Webhooks(command) => webhooks::run(command).await,
         }
     });
     match result {

@@ -172,3 +172,51 @@ async fn stack_outputs_name_the_table_and_queues() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn webhooks_secret_prints_the_secret_an_owners_receivers_verify_with() {
+    let sdk = spillway_tests::sdk_config().await;
+    let stack_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let arn = aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(spillway_tests::unique_name("spillway-signing"))
+        .secret_string(stack_secret)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let keys = spillway_core::webhook::SigningKeys::parse(stack_secret).unwrap();
+    let role = "arn:aws:sts::123456789012:assumed-role/orders/session-1";
+    let printed = stdout(&run(&["webhooks", "secret", "--secret-arn", &arn, "--iam", role]).await);
+    assert_eq!(
+        printed.lines().collect::<Vec<_>>(),
+        keys.for_owner(&Owner::iam(role)).secrets(),
+        "the role's own secret, the same for all its sessions"
+    );
+    let jwt = stdout(
+        &run(&[
+            "webhooks",
+            "secret",
+            "--secret-arn",
+            &arn,
+            "--jwt-issuer",
+            "https://idp.example",
+            "--jwt-subject",
+            "alice",
+        ])
+        .await,
+    );
+    assert_eq!(
+        jwt.trim(),
+        keys.for_owner(&Owner::jwt("https://idp.example", "alice"))
+            .secrets()[0]
+    );
+    assert_ne!(jwt, printed);
+    let unnamed = run(&["webhooks", "secret", "--secret-arn", &arn]).await;
+    assert!(!unnamed.status.success());
+    assert!(
+        String::from_utf8_lossy(&unnamed.stderr).contains("name the owner"),
+        "{unnamed:?}"
+    );
+}

@@ -26,6 +26,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Where metrics go (off unless set).
     pub metrics: Metrics,
+    /// The stack's webhook signing secret, from which each owner's is derived.
+    pub signing: StackSecret,
     pub(crate) backlog: Arc<Backlog>,
 }
 
@@ -43,7 +45,14 @@ impl App {
             settings: Arc::new(settings),
             clock: Arc::new(SystemClock),
             metrics: Metrics::off(),
+            signing: StackSecret::fixed(None),
         }
+    }
+
+    /// The same app with the stack's webhook signing secret `signing`.
+    pub fn with_signing(mut self, signing: StackSecret) -> Self {
+        self.signing = signing;
+        self
     }
 
     /// The same app with other processors.
@@ -75,28 +84,27 @@ impl App {
         let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
             .load()
             .await;
-        let keys = if function == Function::Consumer {
-            let variables = function.variables();
-            let lookup = |name: &str| {
-                variables
-                    .contains(&name)
-                    .then(|| std::env::var(name).ok())
-                    .flatten()
-            };
-            let keys = webhook_keys(&sdk, lookup).await?;
-            if keys.is_none() {
-                tracing::warn!(
-                    "no webhook signing secret configured; webhook jobs and callbacks will wait"
-                );
+        let (signing, keys) = match function {
+            // The consumer signs every delivery: it reads its secret at cold start.
+            Function::Consumer => {
+                let keys = webhook_keys(&sdk, only(function)).await?;
+                if keys.is_none() {
+                    tracing::warn!(
+                        "no webhook signing secret configured; webhook jobs and callbacks will wait"
+                    );
+                }
+                (StackSecret::fixed(keys.clone()), keys)
             }
-            keys
-        } else {
-            None
+            // The status function hands owners their secrets: it reads the secret at the first
+            // such request, not at every cold start of a function that mostly serves polls.
+            Function::Status => (StackSecret::from_env(&sdk, only(function)), None),
+            Function::Intake => (StackSecret::fixed(None), None),
         };
         let webhook = Webhook::new(config.settings.webhook.clone(), keys);
         let processors = Processors::deployed(webhook, config.settings.demo_kinds);
         Ok(Self::on_aws(&sdk, &config)
             .with_processors(processors)
+            .with_signing(signing)
             .with_metrics(metrics_from_env()))
     }
 
@@ -109,6 +117,71 @@ impl App {
             None => Arc::new(NoQueue),
         };
         Self::new(Arc::new(store), queue, config.settings.clone())
+    }
+}
+
+/// The process environment as `function` sees it: only the variables it reads.
+fn only(function: Function) -> impl Fn(&str) -> Option<String> {
+    let variables = function.variables();
+    move |name| {
+        variables
+            .contains(&name)
+            .then(|| std::env::var(name).ok())
+            .flatten()
+    }
+}
+
+/// The stack's webhook signing secret, as a function holds it: given at start, or read from
+/// Secrets Manager at its first use (and again after a failed read).
+#[derive(Debug, Clone)]
+pub struct StackSecret(Arc<Source>);
+
+#[derive(Debug)]
+enum Source {
+    Fixed(Option<SigningKeys>),
+    SecretsManager {
+        sdk: Box<aws_config::SdkConfig>,
+        arn: String,
+        keys: tokio::sync::OnceCell<SigningKeys>,
+    },
+}
+
+impl StackSecret {
+    /// `keys`, or no secret.
+    pub fn fixed(keys: Option<SigningKeys>) -> Self {
+        Self(Arc::new(Source::Fixed(keys)))
+    }
+
+    /// The secret `SPILLWAY_WEBHOOK_SECRET_ARN` names (through `lookup`), read when first asked
+    /// for; no secret when the variable is not set.
+    fn from_env(sdk: &aws_config::SdkConfig, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        match lookup("SPILLWAY_WEBHOOK_SECRET_ARN").filter(|arn| !arn.trim().is_empty()) {
+            Some(arn) => Self(Arc::new(Source::SecretsManager {
+                sdk: Box::new(sdk.clone()),
+                arn: arn.trim().to_owned(),
+                keys: tokio::sync::OnceCell::new(),
+            })),
+            None => Self::fixed(None),
+        }
+    }
+
+    /// The keys, if the stack has a secret.
+    pub async fn keys(&self) -> Result<Option<SigningKeys>, ConfigError> {
+        match self.0.as_ref() {
+            Source::Fixed(keys) => Ok(keys.clone()),
+            Source::SecretsManager { sdk, arn, keys } => {
+                let lookup =
+                    |name: &str| (name == "SPILLWAY_WEBHOOK_SECRET_ARN").then(|| arn.clone());
+                keys.get_or_try_init(|| async {
+                    webhook_keys(sdk, lookup).await?.ok_or_else(|| ConfigError {
+                        variable: "SPILLWAY_WEBHOOK_SECRET_ARN",
+                        problem: "names no secret".to_owned(),
+                    })
+                })
+                .await
+                .map(|keys| Some(keys.clone()))
+            }
+        }
     }
 }
 

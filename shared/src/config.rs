@@ -46,6 +46,7 @@ impl Function {
                 "SPILLWAY_RETENTION_SECONDS",
                 "SPILLWAY_BACKLOG_LIMIT",
                 "SPILLWAY_DEMO_KINDS",
+                "SPILLWAY_API_AUTH",
                 // Webhook URLs and `callback_url` are checked against the SSRF guard at intake.
                 "SPILLWAY_WEBHOOK_ALLOW",
                 "SPILLWAY_METRICS_NAMESPACE",
@@ -71,6 +72,9 @@ impl Function {
             ],
             Self::Status => &[
                 "SPILLWAY_TABLE",
+                "SPILLWAY_API_AUTH",
+                // Owners' own webhook secrets are derived from it (GET /webhook-secret).
+                "SPILLWAY_WEBHOOK_SECRET_ARN",
                 // Reading a job past its deadline, or cancelling it, makes it terminal: its
                 // record is then kept this long.
                 "SPILLWAY_RETENTION_SECONDS",
@@ -82,6 +86,29 @@ impl Function {
     /// Whether the function sends to or changes the work queue.
     pub fn needs_queue(self) -> bool {
         self.variables().contains(&"SPILLWAY_QUEUE_URL")
+    }
+}
+
+/// How API Gateway authorizes the API's routes (`SPILLWAY_API_AUTH`, the template's `ApiAuth`),
+/// and so how the functions name a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// SigV4: the caller is its IAM principal.
+    AwsIam,
+    /// A JWT authorizer: the caller is its token's issuer and subject.
+    Jwt,
+    /// No authorization: every caller is one anonymous owner (a demonstration mode).
+    None,
+}
+
+impl ApiAuth {
+    /// The name the template and the variable use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwsIam => "AWS_IAM",
+            Self::Jwt => "JWT",
+            Self::None => "NONE",
+        }
     }
 }
 
@@ -122,6 +149,8 @@ pub struct Settings {
     /// (`SPILLWAY_DEMO_KINDS`). Off in a deployed stack unless its `DemoKinds` parameter turns
     /// them on: `sleep` can hold a consumer for the whole invocation.
     pub demo_kinds: bool,
+    /// How callers are authorized, and so named (`SPILLWAY_API_AUTH`): `AWS_IAM` unless told.
+    pub api_auth: ApiAuth,
     /// How webhooks are delivered.
     pub webhook: WebhookSettings,
 }
@@ -169,6 +198,7 @@ impl Default for Settings {
             backlog_limit: 0,
             consumer_concurrency: 10,
             demo_kinds: false,
+            api_auth: ApiAuth::AwsIam,
             webhook: WebhookSettings::default(),
         }
     }
@@ -284,6 +314,7 @@ impl Settings {
                 1..=1000,
             )?,
             demo_kinds: env.flag("SPILLWAY_DEMO_KINDS", self.demo_kinds)?,
+            api_auth: env.api_auth(self.api_auth)?,
             webhook: WebhookSettings::with_env(self.webhook, env)?,
         };
         // The consumer reads the default TTL for its callbacks but never the maximum, which only
@@ -368,6 +399,20 @@ impl<'a> Env<'a> {
     /// Whether this function reads `name` at all.
     fn reads(&self, name: &str) -> bool {
         self.only.is_none_or(|only| only.contains(&name))
+    }
+
+    fn api_auth(&self, default: ApiAuth) -> Result<ApiAuth, ConfigError> {
+        let name = "SPILLWAY_API_AUTH";
+        let Some(raw) = self.optional(name) else {
+            return Ok(default);
+        };
+        [ApiAuth::AwsIam, ApiAuth::Jwt, ApiAuth::None]
+            .into_iter()
+            .find(|auth| auth.as_str() == raw)
+            .ok_or(ConfigError {
+                variable: name,
+                problem: format!("expected AWS_IAM, JWT or NONE, got `{raw}`"),
+            })
     }
 
     /// `true` or `false` (any case); unset keeps `default`.

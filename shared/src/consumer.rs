@@ -188,6 +188,7 @@ impl Record<'_> {
             payload: message.payload,
             attempt,
             deadline: message.deadline,
+            owner: job.owner.clone(),
         };
         let started = std::time::Instant::now();
         let result = run(processor, work, budget).await;

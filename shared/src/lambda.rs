@@ -8,21 +8,29 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
 
-use crate::api::{self, ApiResponse};
+use crate::api::{self, ApiError, ApiResponse};
 use crate::app::App;
+use crate::config::ApiAuth;
 use crate::domain::{Owner, Timestamp};
 
 /// The intake function: `POST /jobs`.
 pub async fn intake(app: &App, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    let owner = owner(&request);
+    let Some(owner) = owner(&request, app.settings.api_auth) else {
+        return Ok(unauthenticated(app));
+    };
     Ok(into_lambda(
         api::submit_job(app, owner, request.headers(), request.body()).await,
     ))
 }
 
-/// The status function: `GET /jobs/{id}` and `DELETE /jobs/{id}`.
+/// The status function: `GET /jobs/{id}`, `DELETE /jobs/{id}` and `GET /webhook-secret`.
 pub async fn status(app: &App, request: Request) -> Result<Response<Body>, lambda_http::Error> {
-    let owner = owner(&request);
+    let Some(owner) = owner(&request, app.settings.api_auth) else {
+        return Ok(unauthenticated(app));
+    };
+    if route(&request) == "GET /webhook-secret" {
+        return Ok(into_lambda(api::webhook_secret(app, &owner).await));
+    }
     let id = request
         .path_parameters_ref()
         .and_then(|p| p.first("id"))
@@ -38,6 +46,16 @@ pub async fn status(app: &App, request: Request) -> Result<Response<Body>, lambd
         api::get_job(app, &owner, &id, wait.as_deref()).await
     };
     Ok(into_lambda(response))
+}
+
+/// The route API Gateway matched (`GET /jobs/{id}`), or the method and path when it says none.
+fn route(request: &Request) -> String {
+    match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) if context.route_key.is_some() => {
+            context.route_key.clone().unwrap_or_default()
+        }
+        _ => format!("{} {}", request.method(), request.uri().path()),
+    }
 }
 
 /// The consumer function: an SQS batch, answered with the records to retry.
@@ -66,28 +84,35 @@ fn invocation_deadline(now: Timestamp, deadline_ms: u64) -> Timestamp {
     }
 }
 
-/// The caller as API Gateway's authorizer established it: a JWT's `sub`, an IAM caller's ARN, or
-/// a Lambda authorizer's `principalId`; requests on a route without an authorizer are anonymous.
-pub fn owner(request: &Request) -> Owner {
+/// The caller as API Gateway's authorizer established it, under the API's authorization `auth`:
+/// an IAM principal, a JWT's issuer and subject, or, without authorization, the one anonymous
+/// owner. `None` when the authorization the API declares left no identity on the request.
+pub fn owner(request: &Request, auth: ApiAuth) -> Option<Owner> {
+    if auth == ApiAuth::None {
+        return Some(Owner::anonymous());
+    }
     let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
-        return Owner::anonymous();
+        return None;
     };
-    let Some(authorizer) = &context.authorizer else {
-        return Owner::anonymous();
-    };
-    let identity = authorizer
-        .jwt
-        .as_ref()
-        .and_then(|jwt| jwt.claims.get("sub").cloned())
-        .or_else(|| authorizer.iam.as_ref().and_then(|iam| iam.user_arn.clone()))
-        .or_else(|| {
-            authorizer
-                .fields
-                .get("principalId")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        });
-    identity.map_or_else(Owner::anonymous, |identity| Owner::authenticated(&identity))
+    let authorizer = context.authorizer.as_ref()?;
+    match auth {
+        ApiAuth::AwsIam => authorizer
+            .iam
+            .as_ref()
+            .and_then(|iam| iam.user_arn.as_deref())
+            .filter(|arn| !arn.is_empty())
+            .map(Owner::iam),
+        ApiAuth::Jwt => {
+            let claims = &authorizer.jwt.as_ref()?.claims;
+            let claim = |name| claims.get(name).filter(|value| !value.is_empty());
+            Some(Owner::jwt(claim("iss")?, claim("sub")?))
+        }
+        ApiAuth::None => Some(Owner::anonymous()),
+    }
+}
+
+fn unauthenticated(app: &App) -> Response<Body> {
+    into_lambda(ApiError::Unauthenticated(app.settings.api_auth.as_str()).into_response())
 }
 
 fn into_lambda(response: ApiResponse) -> Response<Body> {
@@ -123,30 +148,42 @@ mod tests {
     }
 
     #[test]
-    fn the_owner_is_the_authorizers_identity() {
-        let jwt = request_with_authorizer(
-            serde_json::json!({"jwt": {"claims": {"sub": "user-42"}, "scopes": []}}),
-        );
-        assert_eq!(owner(&jwt), Owner::authenticated("user-42"));
-        let iam = request_with_authorizer(
-            serde_json::json!({"iam": {"userArn": "arn:aws:iam::123456789012:user/ci"}}),
-        );
+    fn the_owner_is_the_identity_the_apis_authorization_established() {
+        let iam = request_with_authorizer(serde_json::json!({"iam": {
+            "userArn": "arn:aws:sts::123456789012:assumed-role/orders/session-7"
+        }}));
         assert_eq!(
-            owner(&iam),
-            Owner::authenticated("arn:aws:iam::123456789012:user/ci")
+            owner(&iam, ApiAuth::AwsIam),
+            Some(Owner::iam("arn:aws:iam::123456789012:role/orders"))
         );
-        let lambda =
-            request_with_authorizer(serde_json::json!({"lambda": {"principalId": "tenant-7"}}));
-        assert_eq!(owner(&lambda), Owner::authenticated("tenant-7"));
+        let jwt = request_with_authorizer(serde_json::json!({"jwt": {
+            "claims": {"iss": "https://idp.example", "sub": "user-42"}, "scopes": []
+        }}));
+        assert_eq!(
+            owner(&jwt, ApiAuth::Jwt),
+            Some(Owner::jwt("https://idp.example", "user-42"))
+        );
+        // An identity of another kind than the API declares is no identity.
+        assert_eq!(owner(&jwt, ApiAuth::AwsIam), None);
+        assert_eq!(owner(&iam, ApiAuth::Jwt), None);
     }
 
     #[test]
-    fn a_request_without_an_identity_is_anonymous() {
+    fn a_request_without_an_identity_has_no_owner_unless_the_api_is_open() {
         let claims_without_sub = request_with_authorizer(
-            serde_json::json!({"jwt": {"claims": {"aud": "x"}, "scopes": []}}),
+            serde_json::json!({"jwt": {"claims": {"iss": "https://idp.example"}, "scopes": []}}),
         );
-        assert_eq!(owner(&claims_without_sub), Owner::anonymous());
-        assert_eq!(owner(&Request::default()), Owner::anonymous());
+        assert_eq!(owner(&claims_without_sub, ApiAuth::Jwt), None);
+        assert_eq!(owner(&Request::default(), ApiAuth::AwsIam), None);
+        assert_eq!(
+            owner(&Request::default(), ApiAuth::None),
+            Some(Owner::anonymous())
+        );
+        assert_eq!(
+            owner(&claims_without_sub, ApiAuth::None),
+            Some(Owner::anonymous()),
+            "an open API names every caller alike"
+        );
     }
 
     #[test]

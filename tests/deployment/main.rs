@@ -40,6 +40,8 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("WebhookTimeoutMs", "3000"),
 ];
 const DEFAULT_TTL: Duration = Duration::from_secs(600);
+/// The issuer of the JWT stack's tokens.
+const JWT_ISSUER: &str = "https://idp.example.com/spillway";
 
 /// The template `sam build` wrote, with each function's `CodeUri` pointing at its `bootstrap`.
 fn built_template() -> PathBuf {
@@ -69,9 +71,18 @@ struct Stack {
 }
 
 impl Stack {
-    async fn deploy() -> Self {
+    /// Deploys with [`PARAMETERS`] and `overrides`, and starts the functions; the test calls the
+    /// API as the caller `caller` names, and its webhook receiver verifies with that caller's own
+    /// secret, fetched from the API.
+    async fn deploy(overrides: &[(&str, &str)], caller: fn(&Manifest, &str) -> ApiCaller) -> Self {
         let endpoint = spillway_tests::endpoint();
-        let deployment = Deployment::create(&built_template(), &endpoint, PARAMETERS);
+        let mut parameters: Vec<(&str, &str)> = PARAMETERS
+            .iter()
+            .filter(|(key, _)| overrides.iter().all(|(k, _)| k != key))
+            .copied()
+            .collect();
+        parameters.extend_from_slice(overrides);
+        let deployment = Deployment::create(&built_template(), &endpoint, &parameters);
         let manifest = &deployment.manifest;
         let proxy = AwsProxy::start(&endpoint, &manifest.account_id).await;
         let start = |function: Function| {
@@ -91,12 +102,16 @@ impl Stack {
         let status = start(Function::Status).await;
         let consumer = start(Function::Consumer).await;
         let esm = event_source_mapping(manifest, &proxy, &endpoint).await;
-        let receiver = Receiver::start(&[&signing_secret(manifest).await]).await;
-        let caller = ApiCaller::Iam {
-            arn: format!("arn:aws:iam::{}:user/deployment-test", manifest.account_id),
-            access_key: "AKIADEPLOYMENTTEST".to_owned(),
-            account: manifest.account_id.clone(),
-        };
+        let caller = caller(manifest, "alice");
+        let gateway = Gateway::new(
+            &manifest.http_apis[0],
+            &manifest.account_id,
+            &[&intake, &status],
+        );
+        let secrets = owner_secrets(&gateway, &caller).await;
+        let receiver =
+            Receiver::start(&secrets.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        drop(gateway);
         Self {
             deployment,
             proxy,
@@ -142,11 +157,66 @@ impl Stack {
         response.json()["id"].as_str().unwrap().to_owned()
     }
 
-    /// `method target` without a body, as the test's IAM caller.
+    /// `method target` without a body, as the test's caller.
     async fn call(&self, method: &str, target: &str) -> ApiResponse {
+        self.call_as(&self.caller, method, target).await
+    }
+
+    /// `method target` without a body, as `caller`.
+    async fn call_as(&self, caller: &ApiCaller, method: &str, target: &str) -> ApiResponse {
         self.gateway()
-            .request(&self.caller, method, target, &[], None)
+            .request(caller, method, target, &[], None)
             .await
+    }
+
+    /// Submits `body` as `caller`, which must be accepted; the job's id.
+    async fn accept_as(&self, caller: &ApiCaller, body: &Value) -> String {
+        let response = self
+            .gateway()
+            .request(
+                caller,
+                "POST",
+                "/jobs",
+                &[("content-type", "application/json")],
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_eq!(response.status, 202, "{response}");
+        response.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Two callers' jobs, each submitted by one: each caller reads and cancels only its own, finds
+    /// the other's missing, and has a webhook secret of its own.
+    async fn each_caller_sees_only_its_own_jobs(&self, other: &ApiCaller) {
+        let job =
+            |path: &str| json!({"kind": "webhook", "payload": {"url": self.receiver.url(path)}});
+        let mine = self.accept_as(&self.caller, &job("/isolation-mine")).await;
+        let theirs = self.accept_as(other, &job("/isolation-theirs")).await;
+        for (caller, own, foreign) in [(&self.caller, &mine, &theirs), (other, &theirs, &mine)] {
+            let read = self.call_as(caller, "GET", &format!("/jobs/{own}")).await;
+            assert_eq!(read.status, 200, "{read}");
+            for method in ["GET", "DELETE"] {
+                let refused = self
+                    .call_as(caller, method, &format!("/jobs/{foreign}"))
+                    .await;
+                assert_eq!(
+                    refused.status, 404,
+                    "{method} of another caller's job: {refused}"
+                );
+            }
+        }
+        let gateway = self.gateway();
+        assert_ne!(
+            owner_secrets(&gateway, &self.caller).await,
+            owner_secrets(&gateway, other).await,
+            "two callers were handed the same webhook secret"
+        );
+        for (caller, own) in [(&self.caller, &mine), (other, &theirs)] {
+            let cancelled = self
+                .call_as(caller, "DELETE", &format!("/jobs/{own}"))
+                .await;
+            assert_eq!(cancelled.status, 200, "{cancelled}");
+        }
     }
 
     async fn get(&self, id: &str) -> Value {
@@ -345,17 +415,37 @@ async fn event_source_mapping(
     esm
 }
 
-/// The Standard Webhooks secret receivers verify with: `whsec_` and the stack's secret.
-async fn signing_secret(manifest: &Manifest) -> String {
-    let arn = manifest.output("WebhookSecretArn");
-    let sdk = spillway_tests::sdk_config().await;
-    let secret = aws_sdk_secretsmanager::Client::new(&sdk)
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .unwrap();
-    format!("whsec_{}", secret.secret_string.unwrap())
+/// What `caller`'s receivers verify its deliveries with: `GET /webhook-secret` as that caller.
+async fn owner_secrets(gateway: &Gateway<'_>, caller: &ApiCaller) -> Vec<String> {
+    let response = gateway
+        .request(caller, "GET", "/webhook-secret", &[], None)
+        .await;
+    assert_eq!(response.status, 200, "{response}");
+    assert_eq!(response.headers["cache-control"], "no-store");
+    serde_json::from_value(response.json()["secrets"].clone()).unwrap()
+}
+
+/// An IAM user of the stack's account, signing with SigV4.
+fn iam_user(manifest: &Manifest, name: &str) -> ApiCaller {
+    ApiCaller::Iam {
+        arn: format!("arn:aws:iam::{}:user/{name}", manifest.account_id),
+        access_key: format!("AKIA{}", name.to_ascii_uppercase()),
+        account: manifest.account_id.clone(),
+    }
+}
+
+/// A bearer of a token [`JWT_ISSUER`] issued for `subject`.
+fn jwt_subject(_: &Manifest, subject: &str) -> ApiCaller {
+    ApiCaller::Jwt {
+        issuer: JWT_ISSUER.to_owned(),
+        subject: subject.to_owned(),
+        audience: "spillway".to_owned(),
+    }
+}
+
+/// A caller of an API without authorization.
+fn anyone(_: &Manifest, _: &str) -> ApiCaller {
+    ApiCaller::Anonymous
 }
 
 /// The `spillway` binary `cargo test` built beside this test.
@@ -387,7 +477,7 @@ fn each_function_is_given_exactly_the_variables_it_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_runs_as_the_template_deploys_it() {
-    let stack = Stack::deploy().await;
+    let stack = Stack::deploy(&[], iam_user).await;
     let manifest = stack.manifest();
 
     // The stack protects itself: Lambda never throttles the mapping's batches (a throttled batch
@@ -503,7 +593,7 @@ async fn the_stack_runs_as_the_template_deploys_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployed_functions_answer_malformed_input_with_clear_errors_and_change_nothing() {
-    let stack = Stack::deploy().await;
+    let stack = Stack::deploy(&[], iam_user).await;
     let gateway = stack.gateway();
 
     let headers = [("content-type", "application/json")];
@@ -578,7 +668,7 @@ async fn the_deployed_functions_answer_malformed_input_with_clear_errors_and_cha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_log_line_about_a_job_carries_its_correlation_id_in_all_three_functions() {
-    let stack = Stack::deploy().await;
+    let stack = Stack::deploy(&[], iam_user).await;
     let correlation_id = "checkout-7f3a/42";
     let body = json!({"kind": "webhook", "payload": {"url": stack.receiver.url("/logged")}});
     let accepted = stack
@@ -696,4 +786,53 @@ fn unused_actions(manifest: &Manifest, calls: &[Call]) -> Vec<String> {
         }
     }
     unused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_callers_see_only_their_own_jobs() {
+    let jwt = [
+        ("ApiAuth", "JWT"),
+        ("JwtIssuer", JWT_ISSUER),
+        ("JwtAudience", "spillway"),
+    ];
+    let stack = Stack::deploy(&jwt, jwt_subject).await;
+    let bob = jwt_subject(stack.manifest(), "bob");
+    stack.each_caller_sees_only_its_own_jobs(&bob).await;
+    // The same subject from another issuer is someone else.
+    let impostor = ApiCaller::Jwt {
+        issuer: "https://other-idp.example.com".to_owned(),
+        subject: "alice".to_owned(),
+        audience: "spillway".to_owned(),
+    };
+    stack.each_caller_sees_only_its_own_jobs(&impostor).await;
+    let unsigned = stack
+        .call_as(&ApiCaller::Anonymous, "GET", "/webhook-secret")
+        .await;
+    assert_eq!(unsigned.status, 401, "{unsigned}");
+    no_call_was_denied(&stack.proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_authorization_every_caller_is_one_owner_and_a_job_id_is_a_bearer_token() {
+    let stack = Stack::deploy(&[("ApiAuth", "NONE")], anyone).await;
+    assert!(
+        stack
+            .manifest()
+            .output("ApiAuthMode")
+            .contains("demonstration"),
+        "the stack says what NONE means"
+    );
+    let job = json!({"kind": "webhook", "payload": {"url": stack.receiver.url("/open")}});
+    let id = stack.accept_as(&ApiCaller::Anonymous, &job).await;
+    let someone_else = stack
+        .gateway()
+        .request_without_identity("GET", &format!("/jobs/{id}"), &[], None)
+        .await;
+    assert_eq!(someone_else.status, 200, "{someone_else}");
+    let cancelled = stack
+        .gateway()
+        .request_without_identity("DELETE", &format!("/jobs/{id}"), &[], None)
+        .await;
+    assert_eq!(cancelled.status, 200, "{cancelled}");
+    no_call_was_denied(&stack.proxy);
 }

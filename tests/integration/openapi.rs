@@ -10,16 +10,40 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use spillway_core::api::{self, ApiResponse};
+use spillway_core::app::StackSecret;
 use spillway_core::domain::{Change, IdempotencyRecord, Job, JobId, Owner};
+use spillway_core::lambda;
 use spillway_core::processor::Processors;
 use spillway_core::store::{ApplyError, JobStore, StoreError};
 use spillway_core::testing::json_headers;
+use spillway_core::webhook::SigningKeys;
 use spillway_core::{App, Settings};
 use spillway_tests::Stack;
 use spillway_tests::openapi::OpenApi;
 
 const JOBS: &str = "/jobs";
 const JOB: &str = "/jobs/{id}";
+const SECRET: &str = "/webhook-secret";
+
+/// What a Lambda function answers `method path` that reached it without a caller identity,
+/// although the API authorizes with IAM.
+async fn without_identity(app: &App, method: &str, path: &str) -> ApiResponse {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(lambda_http::Body::Text("{}".to_owned()))
+        .unwrap();
+    let response = if path == JOBS {
+        lambda::intake(app, request).await
+    } else {
+        lambda::status(app, request).await
+    }
+    .unwrap();
+    response.map(|body| match body {
+        lambda_http::Body::Text(text) => text,
+        other => panic!("a text body, got {other:?}"),
+    })
+}
 
 async fn post(app: &App, headers: &HeaderMap, body: &str) -> ApiResponse {
     api::submit_job(app, Owner::anonymous(), headers, body.as_bytes()).await
@@ -198,6 +222,30 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         "delete",
         &api::cancel_job(&tableless, &owner, &id).await,
     );
+
+    // A request that reaches a function without the identity the API's authorization implies.
+    for (path, method) in [
+        (JOBS, "POST"),
+        (JOB, "GET"),
+        (JOB, "DELETE"),
+        (SECRET, "GET"),
+    ] {
+        let concrete = path.replace("{id}", &id);
+        let refused = without_identity(&app, method, &concrete).await;
+        assert_eq!(refused.status(), 401, "{method} {path}: {}", refused.body());
+        spec.check(path, method, &refused);
+    }
+
+    // GET /webhook-secret, with the stack's secret and without one.
+    let keys = SigningKeys::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let signing = app
+        .clone()
+        .with_signing(StackSecret::fixed(Some(keys.clone())));
+    let secrets = api::webhook_secret(&signing, &owner).await;
+    let body: Value = serde_json::from_str(secrets.body()).unwrap();
+    assert_eq!(body["secrets"], json!(keys.for_owner(&owner).secrets()));
+    spec.check(SECRET, "get", &secrets);
+    spec.check(SECRET, "get", &api::webhook_secret(&app, &owner).await);
 
     // POST /jobs with an Idempotency-Key: a replay, and a reuse with another body.
     let mut keyed = json_headers();

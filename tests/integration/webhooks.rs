@@ -122,9 +122,20 @@ impl Pipeline {
     }
 }
 
+/// What the receivers of the tests' jobs (all submitted anonymously) verify with: the anonymous
+/// owner's secret derived from the old stack secret, as a receiver that has not caught up with the
+/// rotation would hold it.
+fn receiver_secret() -> String {
+    SigningKeys::parse(OLD_SECRET)
+        .unwrap()
+        .for_owner(&Owner::anonymous())
+        .secrets()
+        .remove(0)
+}
+
 /// A receiver, and a pipeline on `backend` whose webhooks may reach it.
 async fn receiver_and_pipeline(backend: Backend, settings: Settings) -> (Receiver, Pipeline) {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let receiver = Receiver::start(&[&receiver_secret()]).await;
     let processors = Processors::builtin_with(webhook(&settings));
     (receiver, Pipeline::new(backend, settings, processors).await)
 }
@@ -296,7 +307,7 @@ impl Resolve for Resolves {
 
 #[tokio::test]
 async fn ssrf_targets_are_refused_without_a_connection() {
-    let receiver = Receiver::start(&[OLD_SECRET]).await;
+    let receiver = Receiver::start(&[&receiver_secret()]).await;
     let settings = settings("");
     let port = receiver.url("").rsplit(':').next().unwrap().to_owned();
     let webhook =
@@ -518,4 +529,96 @@ async fn the_consumer_reads_its_signing_secrets_from_secrets_manager() {
     );
 
     assert!(webhook_keys(&sdk, |_: &str| None).await.unwrap().is_none());
+}
+
+/// The attack per-owner keys stop: an owner has Spillway sign a body shaped like another owner's
+/// events, captures the signed request at its own URL, and replays it to the other's receiver.
+#[tokio::test]
+async fn a_delivery_captured_by_one_owner_does_not_verify_at_another_owners_receiver() {
+    let alice = Owner::iam("arn:aws:iam::123456789012:user/alice");
+    let bob = Owner::iam("arn:aws:iam::123456789012:user/bob");
+    let stack = SigningKeys::parse(OLD_SECRET).unwrap();
+    let secret_of = |owner: &Owner| stack.for_owner(owner).secrets().remove(0);
+    let alices_receiver = Receiver::start(&[&secret_of(&alice)]).await;
+    let bobs_receiver = Receiver::start(&[&secret_of(&bob)]).await;
+    let settings = settings("127.0.0.1");
+    let pipeline = Pipeline::new(
+        Backend::Memory,
+        settings.clone(),
+        Processors::builtin_with(Webhook::new(settings.webhook.clone(), Some(stack.clone()))),
+    )
+    .await;
+
+    // Alice's job: a body shaped like Bob's payment events, sent to her own receiver.
+    let forged = json!({"kind": "webhook", "payload": {
+        "url": alices_receiver.url("/capture"),
+        "body": {"type": "payment.succeeded", "account": "bob", "amount": 1_000_000}
+    }});
+    let response = api::submit_job(
+        &pipeline.app,
+        alice.clone(),
+        &json_headers(),
+        forged.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        response.body()
+    );
+    pipeline.drain().await;
+    let captured = alices_receiver
+        .wait_for_deliveries("/capture", 1, Duration::from_secs(5))
+        .await
+        .remove(0);
+    assert!(
+        captured.verified,
+        "genuine at Alice's own receiver: {:?}",
+        captured.verify_error
+    );
+
+    // Replayed, headers and body unchanged, to Bob's receiver, well within its tolerance.
+    let mut replay = reqwest::Client::new()
+        .post(bobs_receiver.url("/events"))
+        .body(captured.body.clone());
+    for name in [
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+    ] {
+        replay = replay.header(name, &captured.headers[name]);
+    }
+    replay.send().await.unwrap();
+    let replayed = bobs_receiver
+        .wait_for_deliveries("/events", 1, Duration::from_secs(5))
+        .await
+        .remove(0);
+    assert_eq!(replayed.body, captured.body);
+    assert!(
+        !replayed.verified,
+        "Bob's receiver accepted Alice's delivery"
+    );
+
+    // Bob's own deliveries verify there.
+    let own = json!({"kind": "webhook", "payload": {"url": bobs_receiver.url("/events"), "body": {"n": 1}}});
+    let response = api::submit_job(
+        &pipeline.app,
+        bob,
+        &json_headers(),
+        own.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        response.body()
+    );
+    pipeline.drain().await;
+    let deliveries = bobs_receiver
+        .wait_for_deliveries("/events", 2, Duration::from_secs(5))
+        .await;
+    assert!(deliveries[1].verified, "{:?}", deliveries[1].verify_error);
 }

@@ -16,8 +16,9 @@ pub struct Manifest {
     pub stack_name: String,
     pub region: String,
     pub account_id: String,
-    /// Every template parameter with its value (default or override).
-    pub parameters: BTreeMap<String, String>,
+    /// Every template parameter with its value (default or override): a string, or a list of
+    /// strings for a `CommaDelimitedList`.
+    pub parameters: BTreeMap<String, Value>,
     /// Every resource by logical id.
     pub resources: BTreeMap<String, Resource>,
     /// The Lambda functions by logical id.
@@ -191,34 +192,43 @@ impl Deployment {
             output.status
         );
         let raw = String::from_utf8(output.stdout).unwrap();
-        let manifest = serde_json::from_str(&raw)
-            .unwrap_or_else(|e| panic!("the deployer printed no manifest ({e}): {raw}"));
-        Self {
-            manifest,
-            raw,
-            endpoint: endpoint.to_owned(),
+        match serde_json::from_str(&raw) {
+            Ok(manifest) => Self {
+                manifest,
+                raw,
+                endpoint: endpoint.to_owned(),
+            },
+            Err(error) => {
+                delete(endpoint, &raw);
+                panic!("the deployer printed no manifest ({error}): {raw}");
+            }
         }
     }
 }
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        let child = python()
-            .arg(script())
-            .args(["delete", "--endpoint", &self.endpoint])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn();
-        let Ok(mut child) = child else {
-            eprintln!("could not run tests/deploy/stack.py delete");
-            return;
-        };
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write;
-            let _ = stdin.write_all(self.raw.as_bytes());
-        }
-        let _ = child.wait();
+        delete(&self.endpoint, &self.raw);
     }
+}
+
+/// Deletes what the manifest `raw` says was created.
+fn delete(endpoint: &str, raw: &str) {
+    let child = python()
+        .arg(script())
+        .args(["delete", "--endpoint", endpoint])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("could not run tests/deploy/stack.py delete");
+        return;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(raw.as_bytes());
+    }
+    let _ = child.wait();
 }
 
 /// The Python with the test tools: the test command puts its virtualenv first on `PATH`.

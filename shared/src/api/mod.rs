@@ -3,6 +3,7 @@
 
 mod backlog;
 mod problem;
+mod secret;
 mod status;
 mod submit;
 
@@ -12,6 +13,7 @@ use serde::Serialize;
 pub use backlog::Backlog;
 pub use problem::ApiError;
 pub use problem::Chain;
+pub use secret::webhook_secret;
 pub use status::{cancel_job, get_job};
 pub use submit::submit_job;
 

@@ -53,7 +53,7 @@ pub enum ApiError {
     InvalidJobId(#[from] InvalidJobId),
     /// No route serves this method and path.
     #[error(
-        "no route for {method} {path}; the API serves POST /jobs, GET /jobs/{{id}} and DELETE /jobs/{{id}}"
+        "no route for {method} {path}; the API serves POST /jobs, GET /jobs/{{id}}, DELETE /jobs/{{id}} and GET /webhook-secret"
     )]
     NoRoute {
         /// The request's method.
@@ -80,6 +80,13 @@ pub enum ApiError {
         /// The limit.
         limit: u64,
     },
+    /// The request reached Spillway with no caller identity although the API authorizes every
+    /// route (a route added without authorization, or a direct invocation).
+    #[error("this API needs an authenticated caller ({0}); the request carried no identity")]
+    Unauthenticated(&'static str),
+    /// The stack has no webhook signing secret to derive the caller's from, or it cannot be read.
+    #[error("the stack's webhook signing secret is not available; try again later")]
+    NoSigningSecret,
     /// The job store failed.
     #[error("the job store failed")]
     Store(#[from] StoreError),
@@ -108,6 +115,7 @@ impl ApiError {
             Self::MalformedJson(_) | Self::Invalid(_) | Self::InvalidJobId(_) => {
                 StatusCode::BAD_REQUEST
             }
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Forbidden(_) | Self::UnknownKind { .. } | Self::KeyReused { .. } => {
@@ -115,9 +123,10 @@ impl ApiError {
             }
             Self::NotFound(_) | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::BacklogFull { .. } | Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::BacklogFull { .. }
+            | Self::NoSigningSecret
+            | Self::Store(StoreError::Unavailable(_))
+            | Self::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,6 +136,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "malformed-json",
             Self::Invalid(_) => "invalid-request",
+            Self::Unauthenticated(_) => "unauthenticated",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::Forbidden(_) => "forbidden-destination",
@@ -136,6 +146,7 @@ impl ApiError {
             Self::NotFound(_) | Self::NoRoute { .. } => "not-found",
             Self::Conflict { .. } => "conflict",
             Self::BacklogFull { .. } => "backlog-full",
+            Self::NoSigningSecret => "no-signing-secret",
             Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "unavailable",
             Self::Store(_) => "internal",
         }
@@ -145,6 +156,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "Malformed JSON",
             Self::Invalid(_) => "Invalid request",
+            Self::Unauthenticated(_) => "Unauthenticated",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::Forbidden(_) => "Destination not allowed",
@@ -155,6 +167,7 @@ impl ApiError {
             Self::NoRoute { .. } => "Not found",
             Self::Conflict { .. } => "Job cannot be changed",
             Self::BacklogFull { .. } => "Backlog full",
+            Self::NoSigningSecret => "Signing secret unavailable",
             Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "Service unavailable",
             Self::Store(_) => "Internal error",
         }

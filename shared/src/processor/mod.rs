@@ -17,7 +17,7 @@ pub use echo::Echo;
 pub use sleep::Sleep;
 
 use crate::config::WebhookSettings;
-use crate::domain::{JobId, Kind, Timestamp};
+use crate::domain::{JobId, Kind, Owner, Timestamp};
 use crate::webhook::Webhook;
 
 /// One run of one job, as its processor sees it.
@@ -34,6 +34,8 @@ pub struct Work {
     pub attempt: u32,
     /// The job's deadline.
     pub deadline: Timestamp,
+    /// Who submitted the job: whatever a processor signs or sends on its behalf is scoped to it.
+    pub owner: Owner,
 }
 
 /// Why a run did not succeed.

@@ -78,6 +78,7 @@ mod tests {
             payload: RawValue::from_string(payload.to_owned()).unwrap(),
             attempt: 2,
             deadline: Timestamp::from_millis(u64::MAX),
+            owner: crate::domain::Owner::anonymous(),
         }
     }
 

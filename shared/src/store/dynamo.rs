@@ -141,7 +141,11 @@ impl DynamoStore {
 /// The condition of every first write: the item must not exist yet.
 const NEW_ITEM: &str = "attribute_not_exists(pk)";
 
+/// `idem#{owner}#{key}`, with `%` and `#` escaped in the owner so that the first `#` after the
+/// prefix always ends it: two (owner, key) pairs never share an item, whatever either holds.
+/// Owners without those characters (every IAM and anonymous owner) keep the form they always had.
 fn key_pk(owner: &Owner, key: &IdempotencyKey) -> String {
+    let owner = owner.as_str().replace('%', "%25").replace('#', "%23");
     format!("idem#{owner}#{key}")
 }
 
@@ -462,6 +466,24 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_idempotency_item_names_its_owner_and_key_unambiguously() {
+        use super::{IdempotencyKey, Owner, key_pk};
+        let key = |k: &str| IdempotencyKey::parse(k.as_bytes()).unwrap();
+        let a = key_pk(&Owner::jwt("https://idp", "a#b"), &key("c"));
+        let b = key_pk(&Owner::jwt("https://idp", "a"), &key("b#c"));
+        assert_ne!(a, b);
+        assert_eq!(
+            key_pk(&Owner::authenticated("arn:aws:iam::1:user/x"), &key("k#1")),
+            "idem#auth:arn:aws:iam::1:user/x#k#1",
+            "owners without # or % keep their old form"
+        );
+        assert_ne!(
+            key_pk(&Owner::jwt("i", "%23"), &key("k")),
+            key_pk(&Owner::jwt("i", "#"), &key("k"))
+        );
+    }
+
     use std::time::Duration;
 
     use super::*;

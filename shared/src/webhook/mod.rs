@@ -241,7 +241,9 @@ impl Webhook {
         *request.uri_mut() = prepared.target.uri;
         let headers = request.headers_mut();
         *headers = prepared.headers;
-        let signature = keys.sign(&id, timestamp, &prepared.body);
+        let signature = keys
+            .for_owner(&work.owner)
+            .sign(&id, timestamp, &prepared.body);
         for (name, value) in [
             ("webhook-id", id),
             ("webhook-timestamp", timestamp.to_string()),

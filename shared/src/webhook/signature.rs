@@ -1,12 +1,20 @@
 //! Standard Webhooks signatures (<https://www.standardwebhooks.com/>): HMAC-SHA256 over
 //! `{webhook-id}.{webhook-timestamp}.{body}`, sent as `webhook-signature: v1,<base64>`, one
 //! signature per secret, space-separated, so receivers keep verifying while a secret is rotated.
+//!
+//! Deliveries are never signed with the stack's secret itself, but with a key derived from it
+//! for the job's owner ([`SigningKeys::for_owner`]): a webhook's body is its submitter's, so a
+//! signature over it must verify only for that submitter's receivers. Otherwise one owner could
+//! have Spillway sign a body shaped like another's events, capture it at its own URL, and replay
+//! it to the other's receiver.
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::hmac;
+
+use crate::domain::Owner;
 
 /// The prefix of a Standard Webhooks secret.
 const PREFIX: &str = "whsec_";
@@ -15,10 +23,27 @@ const MIN_KEY_BYTES: usize = 24;
 /// Longest accepted key.
 const MAX_KEY_BYTES: usize = 64;
 
+/// The label of the owner-key derivation; a new scheme gets a new label.
+const OWNER_KEY_LABEL: &[u8] = b"spillway/webhook-signing/v1\n";
+
 /// The signing secrets, newest first. Their bytes never appear in `Debug` output or logs.
 #[derive(Clone)]
 pub struct SigningKeys {
-    keys: Vec<hmac::Key>,
+    keys: Vec<Secret>,
+}
+
+/// One secret: its bytes (to derive owners' keys and to hand an owner its own) and its HMAC key.
+#[derive(Clone)]
+struct Secret {
+    bytes: Vec<u8>,
+    key: hmac::Key,
+}
+
+impl Secret {
+    fn new(bytes: Vec<u8>) -> Self {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &bytes);
+        Self { bytes, key }
+    }
 }
 
 /// A secret that cannot sign.
@@ -67,7 +92,7 @@ impl SigningKeys {
                         len: bytes.len(),
                     });
                 }
-                Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
+                Ok(Secret::new(bytes))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
@@ -87,12 +112,38 @@ impl SigningKeys {
         Ok((secret, keys))
     }
 
+    /// The keys that sign `owner`'s deliveries: for each secret, HMAC-SHA256 keyed by the secret
+    /// over `spillway/webhook-signing/v1\n` and the owner's stored name (32 bytes). A rotation of
+    /// the stack's secrets rotates every owner's keys with it, in the same order.
+    pub fn for_owner(&self, owner: &Owner) -> Self {
+        let keys = self
+            .keys
+            .iter()
+            .map(|secret| {
+                let mut context = hmac::Context::with_key(&secret.key);
+                context.update(OWNER_KEY_LABEL);
+                context.update(owner.as_str().as_bytes());
+                Secret::new(context.sign().as_ref().to_vec())
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// The secrets as receivers configure them, `whsec_<base64>`, newest first: for an owner's
+    /// keys, what that owner's receivers verify with.
+    pub fn secrets(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|secret| format!("{PREFIX}{}", BASE64.encode(&secret.bytes)))
+            .collect()
+    }
+
     /// The `webhook-signature` header value for one delivery.
     pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
         let prefix = format!("{id}.{timestamp}.");
         let mut header = String::new();
-        for key in &self.keys {
-            let mut context = hmac::Context::with_key(key);
+        for secret in &self.keys {
+            let mut context = hmac::Context::with_key(&secret.key);
             context.update(prefix.as_bytes());
             context.update(body);
             if !header.is_empty() {
@@ -152,6 +203,37 @@ mod tests {
             SigningKeys::parse(SECRET).unwrap().sign("msg_1", 1, b"{}")
         );
         assert_ne!(parts[0], parts[1]);
+    }
+
+    #[test]
+    fn each_owner_signs_with_a_key_of_its_own_that_its_secret_reproduces() {
+        let stack = SigningKeys::parse(SECRET).unwrap();
+        let alice = Owner::iam("arn:aws:iam::123456789012:user/alice");
+        let bob = Owner::iam("arn:aws:iam::123456789012:user/bob");
+        let signed = stack.for_owner(&alice).sign("msg_1", 1, b"{}");
+        assert_ne!(signed, stack.for_owner(&bob).sign("msg_1", 1, b"{}"));
+        assert_ne!(
+            signed,
+            stack.sign("msg_1", 1, b"{}"),
+            "never the stack's own key"
+        );
+        // What the owner is handed verifies what it receives, and is the same every time.
+        let handed = stack.for_owner(&alice).secrets();
+        assert_eq!(handed, stack.for_owner(&alice).secrets());
+        let receiver = SigningKeys::parse(&handed.join(" ")).unwrap();
+        assert_eq!(receiver.sign("msg_1", 1, b"{}"), signed);
+    }
+
+    #[test]
+    fn a_rotation_rotates_every_owners_keys_in_the_same_order() {
+        let old = SigningKeys::parse(SECRET).unwrap();
+        let new = format!("whsec_{}", BASE64.encode([9u8; 32]));
+        let both = SigningKeys::parse(&format!("{new} {SECRET}")).unwrap();
+        let owner = Owner::anonymous();
+        let secrets = both.for_owner(&owner).secrets();
+        assert_eq!(secrets.len(), 2);
+        assert_eq!(secrets[1], old.for_owner(&owner).secrets()[0]);
+        assert_ne!(secrets[0], secrets[1]);
     }
 
     #[test]

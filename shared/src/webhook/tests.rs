@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
 use super::*;
-use crate::domain::{JobId, Kind, Timestamp};
+use crate::domain::{JobId, Kind, Owner, Timestamp};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -30,6 +33,7 @@ fn work(payload: Value) -> Work {
         payload: RawValue::from_string(payload.to_string()).unwrap(),
         attempt: 1,
         deadline: Timestamp::from_millis(u64::MAX),
+        owner: Owner::authenticated("arn:aws:iam::123456789012:user/tests"),
     }
 }
 
@@ -156,11 +160,25 @@ async fn a_2xx_succeeds_with_a_signed_request_and_the_start_of_the_answer() {
         .unwrap()
         .parse()
         .unwrap();
-    let signature = keys().sign(&job.job_id.to_string(), timestamp, b"{\"n\":1}");
-    assert!(lower.contains(&format!(
-        "webhook-signature: {}\r\n",
-        signature.to_ascii_lowercase()
-    )));
+    // The signature, computed here from the documented derivation rather than by the signer:
+    // the owner's key is HMAC-SHA256(stack secret, label + owner), and the signature
+    // HMAC-SHA256(owner key, "{id}.{timestamp}.{body}"), base64.
+    let stack_key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &BASE64.decode(SECRET.trim_start_matches("whsec_")).unwrap(),
+    );
+    let label = format!("spillway/webhook-signing/v1\n{}", job.owner.as_str());
+    let owner_key = ring::hmac::sign(&stack_key, label.as_bytes());
+    let signed = format!("{}.{timestamp}.{{\"n\":1}}", job.job_id);
+    let expected = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, owner_key.as_ref()),
+        signed.as_bytes(),
+    );
+    let header = request
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("webhook-signature: "))
+        .unwrap_or_else(|| panic!("no webhook-signature header: {request}"));
+    assert_eq!(header, format!("v1,{}", BASE64.encode(expected.as_ref())));
 }
 
 #[tokio::test]
