@@ -105,6 +105,9 @@ struct Problem<'a> {
     detail: String,
 }
 
+/// The longest detail a problem document (or a rejection's log line) carries.
+pub const MAX_DETAIL_CHARS: usize = 200;
+
 /// Seconds a client should wait after a `503`.
 const RETRY_UNAVAILABLE_SECONDS: u64 = 5;
 
@@ -173,6 +176,17 @@ impl ApiError {
         }
     }
 
+    /// What the client is told, and what a rejection's log line says: the message, cut to
+    /// [`MAX_DETAIL_CHARS`], as it may quote what the client sent (a field name, a `Content-Type`)
+    /// and nothing a client sends is echoed or logged whole.
+    pub fn detail(&self) -> String {
+        let detail = self.to_string();
+        if detail.chars().count() <= MAX_DETAIL_CHARS {
+            return detail;
+        }
+        detail.chars().take(MAX_DETAIL_CHARS).chain(['…']).collect()
+    }
+
     /// Whether the cause is ours, not the client's: logged here, never shown.
     fn is_internal(&self) -> bool {
         matches!(self, Self::Store(_) | Self::Queue(_))
@@ -191,7 +205,7 @@ impl ApiError {
                 _ => "an internal error occurred".to_owned(),
             }
         } else {
-            self.to_string()
+            self.detail()
         };
         let problem = Problem {
             kind: format!("urn:spillway:problem:{}", self.slug()),

@@ -62,7 +62,7 @@ pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8
         Ok(response) => response,
         Err(error) => {
             if !error.status().is_server_error() {
-                info!(status = error.status().as_u16(), reason = %error, "rejected");
+                info!(status = error.status().as_u16(), reason = %error.detail(), "rejected");
             }
             app.metrics.emit(
                 app.clock.now(),
@@ -97,6 +97,7 @@ async fn submit(
             limit: settings.max_payload_bytes,
         });
     }
+    check_nesting(body)?;
     let request: SubmitBody<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::Invalid(e.to_string())
@@ -104,6 +105,15 @@ async fn submit(
             ApiError::MalformedJson(e)
         }
     })?;
+    // Valid JSON is valid UTF-8, but SQS refuses a few characters (U+FFFE, U+FFFF) that JSON
+    // carries: such a job could never be sent, so it is refused before anything is written.
+    if let Some(c) = crate::queue::unsendable(request.payload.get()) {
+        return Err(ApiError::Invalid(format!(
+            "the payload holds U+{:04X}, which SQS cannot carry; escape it as \\u{:04x}",
+            u32::from(c),
+            u32::from(c)
+        )));
+    }
     let kind = Kind::parse(&request.kind).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let Some(processor) = app.processors.get(&kind) else {
         let known = app
@@ -170,6 +180,41 @@ async fn submit(
     app.metrics
         .for_kind(now, &job.kind, &[(Metric::JobsAccepted, 1.0)]);
     Ok(accepted(&job, false))
+}
+
+/// The deepest a request body may nest arrays and objects. The payload travels as raw JSON, past
+/// serde's own recursion limit, to whatever parses it later; this bounds it at the door.
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses a body that nests deeper than [`MAX_NESTING`], counting brackets outside strings in
+/// one pass, before any parser recurses into it.
+fn check_nesting(body: &[u8]) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ApiError::Invalid(format!(
+                        "the body nests arrays and objects deeper than {MAX_NESTING} levels"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A request repeating an Idempotency-Key: the same request gets the first one's job (sent again
@@ -274,5 +319,92 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
                 .map(|v| format!("`{}`", String::from_utf8_lossy(v.as_bytes())))
                 .unwrap_or_else(|| "missing".to_owned()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::api::problem::MAX_DETAIL_CHARS;
+    use crate::testing::{MemoryPipeline, fast_settings, json_headers};
+
+    async fn post(body: &str) -> (StatusCode, Value) {
+        let pipeline =
+            MemoryPipeline::new(fast_settings(), crate::processor::Processors::builtin());
+        let response = submit_job(
+            &pipeline.app,
+            Owner::anonymous(),
+            &json_headers(),
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(
+            pipeline.app.queue.depth().await.unwrap().total(),
+            u64::from(response.status() == StatusCode::ACCEPTED),
+            "a refused request enqueued something"
+        );
+        (
+            response.status(),
+            serde_json::from_str(response.body()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_nested_deeper_than_the_limit_is_refused_before_it_is_parsed() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"kind":"echo","payload":{}1{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        // The body's own object is one level.
+        assert_eq!(post(&nested(MAX_NESTING - 1)).await.0, StatusCode::ACCEPTED);
+        let (status, problem) = post(&nested(MAX_NESTING)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            problem["detail"].as_str().unwrap().contains("64 levels"),
+            "{problem}"
+        );
+        // Brackets inside strings are text, and an escaped quote does not end a string.
+        let quoted = format!(r#"{{"kind":"echo","payload":"\"{}"}}"#, "[".repeat(500));
+        assert_eq!(post(&quoted).await.0, StatusCode::ACCEPTED);
+        // Far deeper than serde's own limit: refused by the count, not by a stack overflow.
+        assert_eq!(post(&nested(100_000)).await.0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn characters_sqs_refuses_are_refused_before_anything_is_written() {
+        for raw in ["\u{FFFE}", "\u{FFFF}"] {
+            let body = format!(r#"{{"kind":"echo","payload":"a{raw}b"}}"#);
+            let (status, problem) = post(&body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("SQS"),
+                "{problem}"
+            );
+        }
+        // Escaped, the same characters travel as ASCII.
+        assert_eq!(
+            post(r#"{"kind":"echo","payload":"a\uffffb"}"#).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_client_sent_is_never_echoed_whole() {
+        let field = "x".repeat(10_000);
+        let (status, problem) =
+            post(&format!(r#"{{"kind":"echo","payload":1,"{field}":1}}"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.chars().count() <= MAX_DETAIL_CHARS + 1,
+            "{} chars",
+            detail.len()
+        );
+        assert!(detail.ends_with('…'), "{detail}");
     }
 }

@@ -73,6 +73,14 @@ impl JobQueue for NoQueue {
     }
 }
 
+/// The first character of `text` SQS refuses in a message body, if any. SQS carries `#x9`,
+/// `#xA`, `#xD`, `#x20` to `#xD7FF`, `#xE000` to `#xFFFD` and `#x10000` to `#x10FFFF`.
+pub fn unsendable(text: &str) -> Option<char> {
+    text.chars().find(|&c| {
+        !matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    })
+}
+
 /// A message as a receive returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {

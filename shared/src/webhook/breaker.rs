@@ -1,7 +1,12 @@
-//! A circuit breaker per destination host, in each consumer instance: after `threshold`
-//! consecutive failures a host's deliveries fail fast (as retryable, so nothing is lost) for a
+//! A circuit breaker per destination, in each consumer instance: after `threshold` consecutive
+//! failures a destination's deliveries fail fast (as retryable, so nothing is lost) for a
 //! cool-down; then one delivery is let through as a probe, and its outcome closes the circuit or
 //! opens it for another cool-down.
+//!
+//! The webhook processor keys a circuit by the job's owner and the destination's scheme, host
+//! and port (see `Webhook::deliver`): one tenant's failing deliveries, or failures on another
+//! port of the same host, never open a circuit for anyone else. At most [`MAX_CIRCUITS`] are
+//! kept; the least recently used goes first.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +16,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// The breakers of every host one consumer instance delivers to.
+/// The most circuits one consumer instance keeps.
+pub const MAX_CIRCUITS: usize = 4096;
+
+/// The breakers of every destination one consumer instance delivers to.
 #[derive(Debug)]
 pub struct Breakers {
     threshold: u32,
     cooldown: Duration,
+    capacity: usize,
     hosts: Mutex<HashMap<String, Circuit>>,
     counters: Counters,
 }
@@ -33,11 +42,12 @@ pub struct Counters {
     pub rejected: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Circuit {
     failures: u32,
     open_until: Option<Instant>,
     probing: bool,
+    last_used: Instant,
 }
 
 /// Permission to send one delivery. Report its outcome with [`Admission::succeeded`] or
@@ -61,12 +71,31 @@ pub struct Open {
 impl Breakers {
     /// Breakers that open after `threshold` consecutive failures (0: never) for `cooldown`.
     pub fn new(threshold: u32, cooldown: Duration) -> Arc<Self> {
+        Self::with_capacity(threshold, cooldown, MAX_CIRCUITS)
+    }
+
+    /// [`Breakers::new`], keeping at most `capacity` circuits.
+    pub fn with_capacity(threshold: u32, cooldown: Duration, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             threshold,
             cooldown,
+            capacity: capacity.max(1),
             hosts: Mutex::default(),
             counters: Counters::default(),
         })
+    }
+
+    /// How many circuits are kept now.
+    pub fn len(&self) -> usize {
+        self.hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no circuit is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The state-change counters.
@@ -89,6 +118,7 @@ impl Breakers {
         let Some(circuit) = hosts.get_mut(host) else {
             return Ok(admission(false));
         };
+        circuit.last_used = Instant::now();
         let Some(open_until) = circuit.open_until else {
             return Ok(admission(false));
         };
@@ -116,6 +146,15 @@ impl Breakers {
             return;
         }
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        if !hosts.contains_key(host) && hosts.len() >= self.capacity {
+            let oldest = hosts
+                .iter()
+                .min_by_key(|(_, circuit)| circuit.last_used)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                hosts.remove(&oldest);
+            }
+        }
         if success {
             if let Some(circuit) = hosts.remove(host)
                 && circuit.open_until.is_some()
@@ -129,7 +168,13 @@ impl Breakers {
             }
             return;
         }
-        let circuit = hosts.entry(host.to_owned()).or_default();
+        let circuit = hosts.entry(host.to_owned()).or_insert_with(|| Circuit {
+            failures: 0,
+            open_until: None,
+            probing: false,
+            last_used: Instant::now(),
+        });
+        circuit.last_used = Instant::now();
         circuit.failures = circuit.failures.saturating_add(1);
         let reopen = probe && circuit.probing;
         let open = circuit.open_until.is_none() && circuit.failures >= self.threshold;
@@ -159,6 +204,23 @@ impl Admission {
     pub fn failed(mut self) {
         self.reported = true;
         self.breakers.report(&self.host, self.probe, false);
+    }
+
+    /// Nothing was sent, for a reason of the delivery's own (the SSRF guard refused the address
+    /// its name resolved to): it says nothing about the destination, and counts as neither. A
+    /// probe withdrawn leaves the circuit open for the next delivery to probe.
+    pub fn withdrawn(mut self) {
+        self.reported = true;
+        if self.probe {
+            let mut hosts = self
+                .breakers
+                .hosts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(circuit) = hosts.get_mut(&self.host) {
+                circuit.probing = false;
+            }
+        }
     }
 }
 
@@ -237,6 +299,37 @@ mod tests {
             breakers.admit("h").is_err(),
             "open again, not stuck half-open"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_withdrawn_delivery_counts_as_neither() {
+        let breakers = Breakers::new(2, COOLDOWN);
+        fail(&breakers, "h");
+        breakers.admit("h").unwrap().withdrawn();
+        assert!(breakers.admit("h").is_ok(), "one failure, not two");
+        fail(&breakers, "h");
+        assert!(breakers.admit("h").is_err());
+        tokio::time::advance(COOLDOWN).await;
+        breakers.admit("h").unwrap().withdrawn();
+        let probe = breakers.admit("h").expect("the next delivery probes");
+        probe.succeeded();
+        assert!(breakers.admit("h").is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_least_recently_used_circuit_goes_when_they_are_too_many() {
+        let breakers = Breakers::with_capacity(1, COOLDOWN, 2);
+        fail(&breakers, "a");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        fail(&breakers, "b");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(breakers.admit("a").is_err(), "a is open, and now used last");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        fail(&breakers, "c");
+        assert_eq!(breakers.len(), 2);
+        assert!(breakers.admit("b").is_ok(), "b was the least recently used");
+        assert!(breakers.admit("a").is_err());
+        assert!(breakers.admit("c").is_err());
     }
 
     #[tokio::test]

@@ -103,6 +103,15 @@ impl Allowlist {
         let literal = host.parse::<IpAddr>().ok();
         if let Some(address) = literal {
             self.check_address(&host, address)?;
+        } else if is_numeric_host(&host) {
+            // `2130706433`, `0177.0.0.1`, `127.1`, `0x7f.1`: names no DNS resolves, which the
+            // system's resolver reads as IPv4 addresses (loopback, here). Refused now rather than
+            // accepted and failed at delivery.
+            return Err(Rejection::Forbidden(format!(
+                "`{}` is an address in a numeric form other than dotted decimal; write it as \
+                 a.b.c.d",
+                shorten(&host)
+            )));
         } else if !is_host_name(&host) {
             return Err(Rejection::Invalid(format!("`{host}` is not a host name")));
         } else if !self.allows_host(&host) && is_local_name(&host) {
@@ -223,6 +232,19 @@ fn is_host_name(host: &str) -> bool {
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Whether `host` is made only of numeric labels (decimal, octal with a leading 0, or hex with
+/// `0x`), which `inet_aton` and so the system's resolver read as an IPv4 address.
+fn is_numeric_host(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    labels.iter().any(|label| !label.is_empty())
+        && labels.iter().all(|label| {
+            let hex = label
+                .strip_prefix("0x")
+                .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()));
+            label.is_empty() || hex || label.bytes().all(|b| b.is_ascii_digit())
         })
 }
 
@@ -347,6 +369,35 @@ mod tests {
                 "{url}: {:?}",
                 refused(url)
             );
+        }
+    }
+
+    #[test]
+    fn numeric_host_forms_other_than_dotted_decimal_are_refused_at_once() {
+        for url in [
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://0x7f.1/",
+            "http://0x7f000001/",
+            "http://127.0.0.1./",
+            "http://017700000001/",
+            "http://8.8.8.010/",
+        ] {
+            assert!(
+                matches!(refused(url), Rejection::Forbidden(ref why) if why.contains("numeric form")),
+                "{url}: {:?}",
+                refused(url)
+            );
+        }
+        // Names with digits are names.
+        let allow = Allowlist::default();
+        for url in [
+            "https://1password.com/",
+            "https://123.example.com/",
+            "http://0x.example/",
+        ] {
+            assert!(allow.check_url(url).is_ok(), "{url}");
         }
     }
 

@@ -46,6 +46,12 @@ pub const BODY_SLICE_BYTES: usize = 1024;
 const MAX_URL_BYTES: usize = 2048;
 /// Most headers a webhook may set.
 const MAX_HEADERS: usize = 32;
+/// Longest header name a webhook may set.
+const MAX_HEADER_NAME_BYTES: usize = 128;
+/// Longest header value a webhook may set.
+const MAX_HEADER_VALUE_BYTES: usize = 4096;
+/// Most bytes of names and values a webhook's headers may hold in all.
+const MAX_HEADER_BYTES: usize = 16_384;
 /// Headers Spillway sets itself, or that would let a payload change the framing of the request.
 const RESERVED_HEADERS: [&str; 11] = [
     "webhook-id",
@@ -152,10 +158,22 @@ impl Webhook {
                 "a webhook may set at most {MAX_HEADERS} headers"
             )));
         }
+        let total: usize = payload.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if total > MAX_HEADER_BYTES {
+            return Err(Rejection::Invalid(format!(
+                "a webhook's headers may hold at most {MAX_HEADER_BYTES} bytes in all"
+            )));
+        }
         let mut headers = HeaderMap::with_capacity(payload.headers.len() + 5);
         for (name, value) in &payload.headers {
+            if name.len() > MAX_HEADER_NAME_BYTES || value.len() > MAX_HEADER_VALUE_BYTES {
+                return Err(Rejection::Invalid(format!(
+                    "a webhook header's name may be at most {MAX_HEADER_NAME_BYTES} bytes and its \
+                     value {MAX_HEADER_VALUE_BYTES}"
+                )));
+            }
             let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Rejection::Invalid(format!("`{name}` is not a header name")))?;
+                .map_err(|_| Rejection::Invalid("a header name is not a valid token".to_owned()))?;
             if RESERVED_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
                 return Err(Rejection::Invalid(format!(
                     "the `{name}` header is set by Spillway and may not be given"
@@ -221,13 +239,19 @@ impl Webhook {
             .map_err(|rejection| ProcessError::permanent(rejection.to_string()))?;
         let client = self.client()?;
         let host = prepared.target.host.clone();
-        let what = format!("{} {}", prepared.method, prepared.target.uri);
+        // A job's error names the destination by its origin only: the path and query of a
+        // webhook URL often carry a token, and the error is readable through GET /jobs/{id}.
+        let origin = origin(&prepared.target);
+        let what = format!("{} {origin}", prepared.method);
+        // One tenant's failures, or failures on another port of the host, open no circuit for
+        // anyone else.
+        let circuit = format!("{}:{}{origin}", work.owner.as_str().len(), work.owner);
         let admission = self
             .breakers
-            .admit(&host)
+            .admit(&circuit)
             .map_err(|open| ProcessError::Retryable {
                 message: format!(
-                    "{what}: not sent, the circuit for {host} is open after repeated failures"
+                    "{what}: not sent, the circuit for {origin} is open after repeated failures"
                 ),
                 retry_after: Some(open.retry_after),
             })?;
@@ -269,9 +293,13 @@ impl Webhook {
                 )));
             }
             Ok(Err(SendError::Refused(refusal))) => {
-                admission.failed();
+                admission.withdrawn();
+                // The address stays in the log, for operators; the job's error, which its owner
+                // reads, does not say what a name resolves to inside the network.
+                warn!(host = %host, refusal = %refusal, "webhook refused by the SSRF guard");
                 return Err(ProcessError::permanent(format!(
-                    "{what}: refused before connecting: {refusal}"
+                    "{what}: refused before connecting: {host} resolves only to addresses \
+                     webhooks may not reach"
                 )));
             }
             Ok(Err(SendError::Transport(error))) => {
@@ -351,6 +379,20 @@ impl fmt::Debug for Webhook {
             .field("settings", &self.settings)
             .field("keys", &self.keys)
             .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host:port`, the port spelled out even when it is the scheme's default.
+fn origin(target: &Target) -> String {
+    let scheme = target.uri.scheme_str().unwrap_or("https");
+    let port = target
+        .uri
+        .port_u16()
+        .unwrap_or(if scheme == "http" { 80 } else { 443 });
+    if target.host.contains(':') {
+        format!("{scheme}://[{}]:{port}", target.host)
+    } else {
+        format!("{scheme}://{}:{port}", target.host)
     }
 }
 

@@ -247,11 +247,18 @@ async fn a_name_resolving_to_a_refused_address_gets_no_connection() {
             json!({"url": format!("http://rebound.example.com:{port}/")}),
         ))
         .await;
+    let Err(ProcessError::Permanent { message }) = &result else {
+        panic!("{result:?}");
+    };
+    assert!(message.contains("refused before connecting"), "{message}");
+    // The job's error, which its owner reads, is no oracle for what a name resolves to inside.
     assert!(
-        matches!(&result, Err(ProcessError::Permanent { message }) if message.contains("refused before connecting") && message.contains("loopback")),
-        "{result:?}"
+        !message.contains("127.0.0.1") && !message.contains("loopback"),
+        "{message}"
     );
     assert_eq!(connections.load(Ordering::SeqCst), 0);
+    // Nor does a refusal count against the destination's circuit.
+    assert!(webhook.breakers().is_empty());
 }
 
 #[tokio::test]
@@ -290,6 +297,54 @@ async fn the_breaker_fails_a_failing_host_fast_without_a_request() {
     assert_eq!(
         webhook.breakers().counters().opened.load(Ordering::Relaxed),
         1
+    );
+}
+
+#[tokio::test]
+async fn a_circuit_is_one_owners_for_one_scheme_host_and_port() {
+    let (failing, _, _) = server(Some("HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n")).await;
+    let (healthy, connections, _) = server(Some("HTTP/1.1 204 No Content\r\n\r\n")).await;
+    let webhook = Webhook::new(settings("127.0.0.1"), Some(keys()));
+    let hostile = work(json!({"url": format!("http://127.0.0.1:{failing}/")}));
+    for _ in 0..3 {
+        assert!(webhook.process(&hostile).await.is_err());
+    }
+    let fast = webhook.process(&hostile).await;
+    assert!(
+        matches!(&fast, Err(ProcessError::Retryable { message, .. }) if message.contains("circuit")),
+        "{fast:?}"
+    );
+    // Another port of the same host is untouched, and so is another owner on the failing port.
+    let other_port = work(json!({"url": format!("http://127.0.0.1:{healthy}/")}));
+    assert_eq!(
+        webhook.process(&other_port).await.unwrap()["status_code"],
+        204
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let mut other_owner = work(json!({"url": format!("http://127.0.0.1:{failing}/")}));
+    other_owner.owner = Owner::iam("arn:aws:iam::123456789012:user/someone-else");
+    let tried = webhook.process(&other_owner).await;
+    assert!(
+        matches!(&tried, Err(ProcessError::Retryable { message, .. }) if message.contains("500")),
+        "another owner's delivery went out: {tried:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_jobs_error_names_the_destination_without_its_path_or_query() {
+    let (port, _, _) = server(Some("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")).await;
+    let webhook = Webhook::new(settings("127.0.0.1"), Some(keys()));
+    let job = work(json!({"url": format!("http://127.0.0.1:{port}/hooks/T0KEN?sig=s3cret")}));
+    let Err(ProcessError::Permanent { message }) = webhook.process(&job).await else {
+        panic!("a 404 fails the job");
+    };
+    assert!(
+        message.starts_with(&format!("POST http://127.0.0.1:{port}: answered 404")),
+        "{message}"
+    );
+    assert!(
+        !message.contains("T0KEN") && !message.contains("s3cret"),
+        "{message}"
     );
 }
 
