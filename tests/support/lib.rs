@@ -15,6 +15,7 @@ use spillway_core::queue::{JobQueue, SqsQueue};
 use spillway_core::store::DynamoStore;
 
 pub mod aws_proxy;
+pub mod deployed;
 pub mod deployment;
 pub mod gateway;
 pub mod iam;
