@@ -535,10 +535,11 @@ def create_role(stack: Stack, logical_id: str, props: dict):
 
 
 def create_log_group(stack: Stack, logical_id: str, props: dict):
-    only(logical_id, props, {"LogGroupName", "RetentionInDays"})
+    only(logical_id, props, {"LogGroupName", "RetentionInDays", "KmsKeyId"})
     logs = stack.client("logs")
     name = props.get("LogGroupName") or stack.physical_name(logical_id, 512)
-    logs.create_log_group(logGroupName=name)
+    extra = {"kmsKeyId": props["KmsKeyId"]} if "KmsKeyId" in props else {}
+    logs.create_log_group(logGroupName=name, **extra)
     if "RetentionInDays" in props:
         logs.put_retention_policy(logGroupName=name, retentionInDays=as_int(props["RetentionInDays"], "RetentionInDays"))
     return name, {"Arn": f"arn:{PARTITION}:logs:{stack.region}:{stack.account}:log-group:{name}:*"}

@@ -3,6 +3,8 @@
 
 mod backlog;
 mod problem;
+#[cfg(test)]
+mod properties;
 mod secret;
 mod status;
 mod submit;

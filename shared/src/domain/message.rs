@@ -149,3 +149,53 @@ mod tests {
         }
     }
 }
+
+/// The decoder against whatever a queue could hold: any text decodes or is refused, never a panic,
+/// and every message this build writes reads back as itself.
+#[cfg(test)]
+mod properties {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_body_decodes_or_is_refused(body in prop_oneof![
+            ".{0,200}",
+            r#"\{"v":[0-9]{1,3},"job_id":".{0,40}","kind":".{0,12}","payload":.{0,20},"deadline":".{0,30}"\}"#,
+        ]) {
+            let _ = JobMessage::decode(&body);
+        }
+
+        #[test]
+        fn every_message_written_reads_back_as_itself(
+            kind in "[a-z][a-z0-9_-]{0,20}",
+            payload in prop_oneof![
+                Just("null".to_owned()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                ".{0,40}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+                prop::collection::vec(any::<i32>(), 0..5).prop_map(|v| serde_json::to_string(&v).unwrap()),
+            ],
+            deadline in 0u64..4_102_444_800_000,
+            correlation in prop::option::of("[!-~]{1,128}"),
+        ) {
+            let message = JobMessage {
+                job_id: JobId::generate(),
+                kind: Kind::parse(&kind).unwrap(),
+                payload: RawValue::from_string(payload).unwrap(),
+                deadline: Timestamp::from_millis(deadline),
+                correlation_id: correlation.map(|c| CorrelationId::parse(c.as_bytes()).unwrap()),
+            };
+            let decoded = JobMessage::decode(&message.encode()).unwrap();
+            prop_assert_eq!(decoded.job_id, message.job_id);
+            prop_assert_eq!(decoded.kind, message.kind);
+            prop_assert_eq!(decoded.payload.get(), message.payload.get());
+            prop_assert_eq!(decoded.deadline, message.deadline);
+            prop_assert_eq!(decoded.correlation_id, message.correlation_id);
+        }
+    }
+}

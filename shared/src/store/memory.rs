@@ -24,6 +24,17 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// How many items the store holds, jobs and idempotency records, as a table scan counts them.
+    pub fn len(&self) -> usize {
+        let state = self.state();
+        state.jobs.len() + state.keys.len()
+    }
+
+    /// Whether the store holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a job half-written: every write below
         // replaces or inserts whole values, after all its checks.
