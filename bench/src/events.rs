@@ -115,13 +115,7 @@ pub async fn pending_jobs(
             correlation_id: None,
         });
         store.create(&job, None).await?;
-        messages.push(JobMessage {
-            job_id: job.id,
-            kind: kind.clone(),
-            payload: payload.clone(),
-            deadline,
-            correlation_id: None,
-        });
+        messages.push(JobMessage::of(&job, payload.clone(), None));
     }
     Ok(messages)
 }

@@ -52,10 +52,14 @@ pub struct DevArgs {
     #[arg(long, requires = "endpoint_url")]
     create_resources: bool,
 
-    /// Attempts before a job is dead-lettered; the queue's maxReceiveCount [default: 3, or
-    /// SPILLWAY_MAX_ATTEMPTS].
+    /// Attempts before a job is dead-lettered [default: 3, or SPILLWAY_MAX_ATTEMPTS].
     #[arg(long, value_name = "N")]
     max_attempts: Option<u32>,
+
+    /// The work queue's maxReceiveCount; more than the attempts, so that deliveries which run
+    /// nothing never dead-letter a job [default: the attempts + 3, or SPILLWAY_MAX_RECEIVE_COUNT].
+    #[arg(long, value_name = "N")]
+    max_receive_count: Option<u32>,
 
     /// First retry delay, in seconds [default: 1, or SPILLWAY_BACKOFF_BASE_SECONDS].
     #[arg(long, value_name = "SECONDS")]
@@ -130,6 +134,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
         address = %format!("http://{address}"),
         backend = %backend,
         max_attempts = app.settings.max_attempts,
+        max_receive_count = app.settings.max_receive_count,
         "spillway dev listening"
     );
 
@@ -193,9 +198,23 @@ fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
         },
         ..Settings::default()
     };
+    let receive_count_set = std::env::var_os("SPILLWAY_MAX_RECEIVE_COUNT").is_some();
     let mut settings = dev_defaults.with_lookup(|name| std::env::var(name).ok())?;
     if let Some(attempts) = args.max_attempts {
         settings.max_attempts = attempts.max(1);
+    }
+    match args.max_receive_count {
+        Some(count) => settings.max_receive_count = count,
+        None if !receive_count_set => settings.max_receive_count = settings.max_attempts + 3,
+        None => {}
+    }
+    if settings.max_receive_count <= settings.max_attempts {
+        return Err(format!(
+            "--max-receive-count ({}) must be more than --max-attempts ({}): the receives above \
+             the attempts absorb deliveries that run nothing",
+            settings.max_receive_count, settings.max_attempts
+        )
+        .into());
     }
     if let Some(seconds) = args.backoff_base_seconds {
         settings.backoff_base = Duration::from_secs(seconds);
@@ -242,8 +261,9 @@ fn mapping(args: &DevArgs, queue: Arc<dyn JobQueue>, queue_arn: String) -> Event
 fn embedded(args: &DevArgs, settings: Settings) -> (App, EventSourceMapping, String) {
     let visibility = Duration::from_secs(args.visibility_timeout);
     let dlq = Arc::new(MemoryQueue::new(visibility));
-    let queue: Arc<dyn JobQueue> =
-        Arc::new(MemoryQueue::new(visibility).with_dead_letter_queue(dlq, settings.max_attempts));
+    let queue: Arc<dyn JobQueue> = Arc::new(
+        MemoryQueue::new(visibility).with_dead_letter_queue(dlq, settings.max_receive_count),
+    );
     let queue_arn = format!(
         "arn:aws:sqs:{}:000000000000:{}",
         args.aws.region,
@@ -274,7 +294,7 @@ async fn on_endpoint(
             .map_err(unreachable(format!("creating table {table}")))?;
         let visibility = Duration::from_secs(args.visibility_timeout);
         let name = args.aws.queue_name();
-        let queues = provision::ensure_queues(&sqs, &name, settings.max_attempts, visibility)
+        let queues = provision::ensure_queues(&sqs, &name, settings.max_receive_count, visibility)
             .await
             .map_err(unreachable(format!("creating queue {name}")))?;
         args.aws.queue_url.clone().unwrap_or(queues.queue_url)
@@ -300,13 +320,20 @@ async fn on_endpoint(
     if let Some(count) = provision::max_receive_count(&sqs, &queue_url)
         .await
         .map_err(unreachable(format!("queue {queue_url}")))?
-        && count != settings.max_attempts
+        && count != settings.max_receive_count
     {
         warn!(
             max_receive_count = count,
-            "using the queue's maxReceiveCount as the attempt limit"
+            "using the queue's own maxReceiveCount"
         );
-        settings.max_attempts = count;
+        settings.max_receive_count = count;
+        if count <= settings.max_attempts {
+            settings.max_attempts = count.saturating_sub(1).max(1);
+            warn!(
+                max_attempts = settings.max_attempts,
+                "fewer attempts, to leave one receive above them"
+            );
+        }
     }
 
     let config = Config {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use spillway_core::clock::{Clock, SystemClock};
 use spillway_core::config::Settings;
-use spillway_core::dlq::{self, DeadLetter};
+use spillway_core::dlq::{self, DeadLetter, Reset};
 use spillway_core::domain::JobId;
 use spillway_core::queue::{SqsQueue, move_messages};
 use spillway_core::store::DynamoStore;
@@ -35,7 +35,26 @@ pub enum DlqCommand {
         /// Redrive only this job's message.
         #[arg(long, value_name = "ID")]
         job: Option<JobId>,
+        /// Give every redriven job a new deadline this far from now (for example `2h`; at most
+        /// 4 days, the work queue's retention). Without it each job keeps its own, and one whose
+        /// deadline passed while it waited expires when its message is delivered.
+        #[arg(long, value_name = "DURATION", value_parser = parse_extend)]
+        extend: Option<Duration>,
     },
+}
+
+/// The longest `--extend`: a redriven message must outlive the deadline it is given, and the work
+/// queue keeps messages 4 days.
+const MAX_EXTEND: Duration = Duration::from_secs(345_600);
+
+fn parse_extend(value: &str) -> Result<Duration, String> {
+    let extend = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if extend.is_zero() || extend > MAX_EXTEND {
+        return Err(format!(
+            "must be more than 0 and at most 4 days (the work queue's retention), got {value}"
+        ));
+    }
+    Ok(extend)
 }
 
 /// Runs a `spillway dlq` subcommand.
@@ -48,7 +67,11 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
             print!("{}", table(&letters, SystemClock.now()));
             Ok(())
         }
-        DlqCommand::Redrive { mut aws, job } => {
+        DlqCommand::Redrive {
+            mut aws,
+            job,
+            extend,
+        } => {
             let sdk = aws.deployment().await?;
             let sqs = aws_sdk_sqs::Client::new(&sdk);
             let queue_url = aws.work_queue_url(&sqs).await?;
@@ -60,11 +83,15 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
                 SqsQueue::new(sqs.clone(), &dlq_url),
             );
 
+            let reset = Reset {
+                clock: &SystemClock,
+                retention: settings.retention,
+                extend,
+            };
             let mut reset_first = 0;
             if job.is_none() {
                 // Everything: reset the jobs, then let SQS move the messages in bulk where it can.
-                reset_first =
-                    dlq::reset_jobs(&store, &dlq, &SystemClock, settings.retention).await?;
+                reset_first = dlq::reset_jobs(&store, &dlq, reset).await?;
                 let (dlq_arn, queue_arn) =
                     (arn(&sqs, &dlq_url).await?, arn(&sqs, &queue_url).await?);
                 match move_messages(&sqs, &dlq_arn, &queue_arn, Duration::from_secs(2)).await {
@@ -80,8 +107,7 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
                     ),
                 }
             }
-            let report =
-                dlq::redrive(&store, &queue, &dlq, &SystemClock, settings.retention, job).await?;
+            let report = dlq::redrive(&store, &queue, &dlq, reset, job).await?;
             println!(
                 "moved {} message(s) to the work queue; {} job(s) set back to pending; {} left in the dead-letter queue",
                 report.moved,

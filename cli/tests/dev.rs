@@ -1,6 +1,11 @@
 //! `spillway dev` over real HTTP: the binary is started on a free port, driven with an HTTP
 //! client, and stopped with a signal.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::time::Duration;
 
@@ -185,6 +190,106 @@ async fn the_pipeline_runs_on_dynamodb_and_sqs_with_endpoint_url() {
     assert_eq!(dead.len(), 1, "the failing job's message is in the DLQ");
     assert!(dead[0].body().unwrap().contains(&failing));
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+/// Every job item in `table`: its id and status.
+async fn jobs_in(table: &str) -> Vec<(String, String)> {
+    let sdk = spillway_tests::sdk_config().await;
+    spillway_tests::job_statuses(&aws_sdk_dynamodb::Client::new(&sdk), table).await
+}
+
+/// `spillway dev` on the emulator, killed with SIGKILL in the middle of a load and started again:
+/// every job in the table ends terminal, and so does every job a client was answered `202` for,
+/// without any client retrying. A message is sent before its job is written, so a process that
+/// dies between the two leaves a message that writes the job, never a job without a message.
+#[tokio::test]
+async fn a_dev_server_killed_mid_load_and_restarted_finishes_every_job_in_its_table() {
+    let endpoint = spillway_tests::endpoint();
+    let table = format!("spillway-crash-{}", uuid_suffix());
+    let args = [
+        "--endpoint-url",
+        endpoint.as_str(),
+        "--create-resources",
+        "--table",
+        table.as_str(),
+        "--visibility-timeout",
+        "5",
+        "--function-timeout",
+        "4",
+        "--concurrency",
+        "4",
+    ];
+    let dev = DevServer::start(&args).await;
+    let url = dev.url("/jobs");
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, accepted) = (url.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                // Until the server dies under it; no request is ever retried.
+                while let Ok(response) = http
+                    .post(&url)
+                    .json(&json!({"kind": "sleep", "payload": {"ms": 20}}))
+                    .send()
+                    .await
+                {
+                    if response.status() == 202
+                        && let Ok(body) = response.json::<Value>().await
+                    {
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .push(body["id"].as_str().unwrap().to_owned());
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(dev.stop_with("-KILL").await, None, "killed, not exited");
+    for client in clients {
+        client.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        !accepted.is_empty(),
+        "the load was accepted before the kill"
+    );
+
+    // The bound: messages in flight at the kill come back after the 5 s visibility timeout, and
+    // the backlog then takes as long as it takes to run; a minute is far beyond both here.
+    let dev = DevServer::start(&args).await;
+    let mut unfinished = Vec::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let jobs = jobs_in(&table).await;
+        unfinished = jobs
+            .iter()
+            .filter(|(_, status)| status == "pending" || status == "running")
+            .cloned()
+            .collect();
+        let held: std::collections::HashSet<&str> =
+            jobs.iter().map(|(id, _)| id.as_str()).collect();
+        let missing = accepted
+            .iter()
+            .filter(|id| !held.contains(id.as_str()))
+            .count();
+        if unfinished.is_empty() && missing == 0 {
+            println!(
+                "{} jobs accepted before the kill, {} in the table, all terminal",
+                accepted.len(),
+                jobs.len()
+            );
+            assert_eq!(dev.stop_with("-TERM").await, Some(0));
+            return;
+        }
+    }
+    panic!(
+        "a minute after the restart, {} jobs are unfinished (first: {:?})",
+        unfinished.len(),
+        unfinished.first()
+    );
 }
 
 fn uuid_suffix() -> String {

@@ -58,6 +58,7 @@ impl Function {
                 "SPILLWAY_DEFAULT_TTL_SECONDS",
                 "SPILLWAY_RETENTION_SECONDS",
                 "SPILLWAY_MAX_ATTEMPTS",
+                "SPILLWAY_MAX_RECEIVE_COUNT",
                 "SPILLWAY_BACKOFF_BASE_SECONDS",
                 "SPILLWAY_BACKOFF_MAX_SECONDS",
                 "SPILLWAY_CONSUMER_CONCURRENCY",
@@ -122,7 +123,7 @@ pub struct Resources {
     pub queue_url: Option<String>,
 }
 
-/// How the handlers behave. Every field has the default DESIGN.md gives it.
+/// How the handlers behave. Every field has the default the README's configuration table gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Deadline of a job that asks for none (`SPILLWAY_DEFAULT_TTL_SECONDS`).
@@ -131,9 +132,16 @@ pub struct Settings {
     pub max_ttl: Duration,
     /// Largest accepted request body (`SPILLWAY_MAX_PAYLOAD_BYTES`).
     pub max_payload_bytes: usize,
-    /// Attempts before a job is `dead_lettered`; the queue's `maxReceiveCount`
+    /// Attempts before a job is `dead_lettered`, counted in the job itself
     /// (`SPILLWAY_MAX_ATTEMPTS`).
     pub max_attempts: u32,
+    /// The work queue's `maxReceiveCount` (`SPILLWAY_MAX_RECEIVE_COUNT`): larger than
+    /// `max_attempts`, so that deliveries which ran nothing (the table unavailable, a duplicate,
+    /// an invocation out of time) do not move a job that still has attempts to the DLQ.
+    pub max_receive_count: u32,
+    /// How long a message waits after the job store failed on its first receive; it doubles on
+    /// each receive after that, up to `backoff_max`. Not read from the environment.
+    pub outage_backoff: Duration,
     /// First retry delay (`SPILLWAY_BACKOFF_BASE_SECONDS`).
     pub backoff_base: Duration,
     /// Longest retry delay (`SPILLWAY_BACKOFF_MAX_SECONDS`).
@@ -192,9 +200,11 @@ impl Default for Settings {
             max_ttl: Duration::from_secs(86_400),
             max_payload_bytes: 262_144,
             max_attempts: 5,
+            max_receive_count: 20,
+            outage_backoff: Duration::from_secs(30),
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(900),
-            retention: Duration::from_secs(604_800),
+            retention: Duration::from_secs(1_209_600),
             backlog_limit: 0,
             consumer_concurrency: 10,
             demo_kinds: false,
@@ -226,8 +236,6 @@ pub struct ConfigError {
 
 /// The largest SQS message is 1 MiB; leave room for the message envelope.
 const MAX_PAYLOAD_LIMIT: usize = 1_048_576 - 4_096;
-/// SQS refuses visibility timeouts longer than 12 hours.
-const MAX_BACKOFF_SECONDS: u64 = 43_200;
 
 impl Config {
     /// Reads `function`'s variables from the process environment.
@@ -292,15 +300,21 @@ impl Settings {
                 1..=MAX_PAYLOAD_LIMIT,
             )?,
             max_attempts: env.number("SPILLWAY_MAX_ATTEMPTS", self.max_attempts, 1..=1000)?,
+            max_receive_count: env.number(
+                "SPILLWAY_MAX_RECEIVE_COUNT",
+                self.max_receive_count,
+                1..=1000,
+            )?,
+            outage_backoff: self.outage_backoff,
             backoff_base: secs(
                 "SPILLWAY_BACKOFF_BASE_SECONDS",
                 self.backoff_base,
-                0..=MAX_BACKOFF_SECONDS,
+                0..=crate::queue::MAX_VISIBILITY.as_secs(),
             )?,
             backoff_max: secs(
                 "SPILLWAY_BACKOFF_MAX_SECONDS",
                 self.backoff_max,
-                0..=MAX_BACKOFF_SECONDS,
+                0..=crate::queue::MAX_VISIBILITY.as_secs(),
             )?,
             retention: secs("SPILLWAY_RETENTION_SECONDS", self.retention, 1..=u64::MAX)?,
             backlog_limit: env.number(
@@ -326,6 +340,18 @@ impl Settings {
                     "{} is longer than SPILLWAY_MAX_TTL_SECONDS ({})",
                     settings.default_ttl.as_secs(),
                     settings.max_ttl.as_secs()
+                ),
+            });
+        }
+        if env.reads("SPILLWAY_MAX_RECEIVE_COUNT")
+            && settings.max_receive_count <= settings.max_attempts
+        {
+            return Err(ConfigError {
+                variable: "SPILLWAY_MAX_RECEIVE_COUNT",
+                problem: format!(
+                    "{} leaves no receive above SPILLWAY_MAX_ATTEMPTS ({}) for deliveries that \
+                     run nothing; a table outage would dead-letter jobs that never ran",
+                    settings.max_receive_count, settings.max_attempts
                 ),
             });
         }

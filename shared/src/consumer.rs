@@ -1,5 +1,5 @@
-//! The consumer: one SQS batch in, the ids of the records to retry out. See DESIGN.md, "Consumer
-//! semantics".
+//! The consumer: one SQS batch in, the ids of the records to retry out. See docs/architecture.md,
+//! "Consumer", and docs/guarantees.md.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +16,14 @@ use crate::config::Settings;
 use crate::domain::{Change, Job, JobMessage, JobStatus, Timestamp, Transition};
 use crate::metrics::{Metric, millis};
 use crate::processor::{ProcessError, Processor, Work};
-use crate::store::ApplyError;
+use crate::queue::MAX_VISIBILITY;
+use crate::store::{ApplyError, StoreError};
 
 /// The time kept back from a processor at the end of an invocation, to record its outcome and
 /// reschedule its message before Lambda stops the invocation.
 const WRAP_UP: Duration = Duration::from_secs(1);
 /// The largest result kept in the table (DynamoDB items hold at most 400 KB).
 pub const MAX_RESULT_BYTES: usize = 300_000;
-/// SQS refuses visibility timeouts over 12 hours.
-const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 
 /// What happens to one record's message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +139,10 @@ impl Record<'_> {
             );
         }
 
-        if now > message.deadline {
-            return self.expire(&message).await;
+        if now > message.deadline
+            && let Some(outcome) = self.expire(&message).await
+        {
+            return outcome;
         }
         let budget = self
             .invocation_deadline
@@ -152,17 +153,9 @@ impl Record<'_> {
             return Outcome::Failed;
         }
 
-        let claim = Transition::Claim {
-            lease_until: self.invocation_deadline,
-        };
-        let job = match self
-            .app
-            .store
-            .apply(message.job_id, &self.change(claim))
-            .await
-        {
+        let job = match self.claim(&message).await {
             Ok(job) => job,
-            Err(error) => return self.not_claimed(error).await,
+            Err(outcome) => return outcome,
         };
         let attempt = job.attempts;
         span.record("attempt", attempt);
@@ -187,7 +180,8 @@ impl Record<'_> {
             kind: message.kind,
             payload: message.payload,
             attempt,
-            deadline: message.deadline,
+            // The table's: a redrive may have extended the one the message carries.
+            deadline: job.deadline,
             owner: job.owner.clone(),
         };
         let started = std::time::Instant::now();
@@ -227,19 +221,118 @@ impl Record<'_> {
         }
     }
 
-    async fn expire(&self, message: &JobMessage) -> Outcome {
-        match self
-            .app
-            .store
-            .apply(message.job_id, &self.change(Transition::Expire))
-            .await
-        {
-            Ok(job) => {
-                info!(deadline = %message.deadline, "expired before it could run");
-                self.app.metrics.reached(job.updated_at, &job, &[]);
-                self.with_callback(&job, Outcome::Done).await
+    /// Claims the job, writing it first from its message when the table does not hold it: intake
+    /// sends a job's message before it writes the job, so the write may not have landed yet, or
+    /// ever. `Err` holds what to do with a message that runs nothing now.
+    async fn claim(&self, message: &JobMessage) -> Result<Job, Outcome> {
+        let claim = || {
+            self.change(Transition::Claim {
+                lease_until: self.invocation_deadline,
+                max_attempts: self.app.settings.max_attempts,
+            })
+        };
+        let mut claimed = self.app.store.apply(message.job_id, &claim()).await;
+        if matches!(claimed, Err(ApplyError::NotFound)) {
+            self.write_accepted(message).await?;
+            claimed = self.app.store.apply(message.job_id, &claim()).await;
+        }
+        match claimed {
+            Ok(job) => Ok(job),
+            Err(error) => Err(self.not_claimed(error).await),
+        }
+    }
+
+    /// Writes the job (and its idempotency key) that `message` describes, as intake would have.
+    /// A message older than the table's retention names a job the table may have forgotten: it
+    /// is acknowledged and counted, and nothing runs. So is a message whose key another request
+    /// took first: that request's job is the one that runs.
+    async fn write_accepted(&self, message: &JobMessage) -> Result<(), Outcome> {
+        let now = self.app.clock.now();
+        // A job's record outlives its creation by at least `SPILLWAY_RETENTION_SECONDS`, however
+        // it ends: until then, a job missing from the table was never written, and is written
+        // now (to run, or to expire with its callback). After that it may have finished and been
+        // forgotten, and writing it again would run it twice.
+        let accepted = message
+            .accepted_job()
+            .filter(|(job, _)| now < job.created_at.saturating_add(self.app.settings.retention));
+        let Some((job, record)) = accepted else {
+            warn!("message for a job the table no longer holds; acknowledged, nothing run");
+            self.app
+                .metrics
+                .for_kind(now, &message.kind, &[(Metric::JobsForgotten, 1.0)]);
+            return Err(Outcome::Done);
+        };
+        match self.app.store.create(&job, record.as_ref()).await {
+            Ok(()) => {
+                info!("job written from its message: intake's write had not landed");
+                Ok(())
             }
-            Err(error) => self.not_claimed(error).await,
+            Err(StoreError::AlreadyExists) => Ok(()),
+            Err(StoreError::KeyTaken(first)) if first.job_id == job.id => Ok(()),
+            Err(StoreError::KeyTaken(first)) => {
+                info!(first_job_id = %first.job_id, "another request took this job's Idempotency-Key first; nothing to run");
+                Err(Outcome::Done)
+            }
+            Err(error) => Err(self.store_failed(&error).await),
+        }
+    }
+
+    /// Expires a job whose message's deadline passed; `None` when the table's deadline has been
+    /// extended since (a redrive with `--extend`), and the job is to run after all.
+    async fn expire(&self, message: &JobMessage) -> Option<Outcome> {
+        let expire = || self.change(Transition::Expire);
+        let mut expired = self.app.store.apply(message.job_id, &expire()).await;
+        if matches!(expired, Err(ApplyError::NotFound)) {
+            if let Err(outcome) = self.write_accepted(message).await {
+                return Some(outcome);
+            }
+            expired = self.app.store.apply(message.job_id, &expire()).await;
+        }
+        match expired {
+            Ok(job) => {
+                info!(deadline = %job.deadline, "expired before it could run");
+                self.app.metrics.reached(job.updated_at, &job, &[]);
+                Some(self.with_callback(&job, Outcome::Done).await)
+            }
+            Err(ApplyError::Rejected(job))
+                if !job.status.is_terminal() && job.deadline >= self.app.clock.now() =>
+            {
+                info!(deadline = %job.deadline, "deadline extended since the message was sent");
+                None
+            }
+            Err(error) => Some(self.not_claimed(error).await),
+        }
+    }
+
+    /// The store failed before anything ran: the message comes back after a backoff that grows
+    /// with its receives, so a long outage burns few of them (the queue's `maxReceiveCount` leaves
+    /// room for that above `SPILLWAY_MAX_ATTEMPTS`, which counts only the job's own attempts).
+    async fn store_failed(&self, error: &StoreError) -> Outcome {
+        error!(error = %crate::api::Chain(error), "job store failed");
+        let receive_count = self.receive_count();
+        if receive_count >= self.app.settings.max_receive_count {
+            error!(
+                receive_count,
+                "the last receive SQS allows: the message moves to the DLQ with its job unfinished; \
+                 redrive it once the table is back"
+            );
+        }
+        let delay = outage_backoff(&self.app.settings, receive_count);
+        self.reschedule(delay).await;
+        Outcome::Failed
+    }
+
+    /// Makes the message visible again after `delay`; when that fails it comes back after the
+    /// queue's own visibility timeout instead.
+    async fn reschedule(&self, delay: Duration) {
+        if let Some(receipt_handle) = self.record.receipt_handle.as_deref()
+            && let Err(error) = self
+                .app
+                .queue
+                .change_visibility(receipt_handle, delay)
+                .await
+        {
+            warn!(error = %crate::api::Chain(&error), "could not reschedule the message");
         }
     }
 
@@ -260,11 +353,19 @@ impl Record<'_> {
         match error {
             ApplyError::Rejected(job) => match job.status {
                 // Leave a dead-lettered job's message for SQS to move to the DLQ, where a redrive
-                // can find it; deleting it would strand the job.
-                JobStatus::DeadLettered => self.with_callback(&job, Outcome::Failed).await,
+                // can find it; deleting it would strand the job. Visible at once, so the receives
+                // left before the move go by quickly.
+                JobStatus::DeadLettered => {
+                    let outcome = self.with_callback(&job, Outcome::Failed).await;
+                    self.reschedule(Duration::ZERO).await;
+                    outcome
+                }
                 status if status.is_terminal() => {
                     info!(status = %status, "already finished; duplicate delivery acknowledged");
                     self.with_callback(&job, Outcome::Done).await
+                }
+                _ if self.abandoned_on_its_last_attempt(&job) => {
+                    self.dead_letter_abandoned(&job).await
                 }
                 _ => {
                     info!(lease_until = ?job.lease_until, "leased by another consumer; backing off");
@@ -272,13 +373,43 @@ impl Record<'_> {
                 }
             },
             ApplyError::NotFound => {
-                error!("message for a job the table does not hold; it will reach the DLQ");
+                error!("the job vanished between its write and its claim; the message stays");
                 Outcome::Failed
             }
-            ApplyError::Store(error) => {
-                error!(error = %crate::api::Chain(&error), "job store failed");
-                Outcome::Failed
+            ApplyError::Store(error) => self.store_failed(&error).await,
+        }
+    }
+
+    /// Whether `job` was left `running` by its last attempt, whose invocation died before it
+    /// recorded an outcome: claiming it again would run more attempts than configured.
+    fn abandoned_on_its_last_attempt(&self, job: &Job) -> bool {
+        let now = self.app.clock.now();
+        job.status == JobStatus::Running
+            && job.lease_until.is_none_or(|until| until < now)
+            && job.attempts >= self.app.settings.max_attempts
+    }
+
+    /// Dead-letters a job abandoned on its last attempt, on that attempt's behalf, and leaves its
+    /// message for SQS to move to the DLQ.
+    async fn dead_letter_abandoned(&self, job: &Job) -> Outcome {
+        let transition = Transition::DeadLetter {
+            attempt: job.attempts,
+            error: "the last attempt ended without recording an outcome".to_owned(),
+        };
+        match self.app.store.apply(job.id, &self.change(transition)).await {
+            Ok(dead) => {
+                warn!(
+                    attempt = dead.attempts,
+                    "last attempt abandoned; dead-lettered"
+                );
+                self.app.metrics.reached(dead.updated_at, &dead, &[]);
+                let outcome = self.with_callback(&dead, Outcome::Failed).await;
+                self.reschedule(Duration::ZERO).await;
+                outcome
             }
+            // Someone else changed it first, or the store failed: the message comes back.
+            Err(ApplyError::Store(error)) => self.store_failed(&error).await,
+            Err(_) => Outcome::Failed,
         }
     }
 
@@ -290,7 +421,9 @@ impl Record<'_> {
         processing: Option<Duration>,
     ) -> Outcome {
         let attempt = job.attempts;
-        let last_attempt = receive_count >= self.app.settings.max_attempts;
+        // The job's own attempts decide, not the message's receives: a replayed or duplicated
+        // message, or a delivery whose claim failed, grants no attempt.
+        let last_attempt = attempt >= self.app.settings.max_attempts;
         let (transition, retry_after) = match result {
             Ok(result) if json_len(&result) > MAX_RESULT_BYTES => (
                 Transition::Fail {
@@ -318,7 +451,7 @@ impl Record<'_> {
                 message,
                 retry_after,
             }) => {
-                let delay = backoff(&self.app.settings, receive_count, retry_after);
+                let delay = backoff(&self.app.settings, attempt, retry_after);
                 (
                     Transition::Retry {
                         attempt,
@@ -365,16 +498,7 @@ impl Record<'_> {
                 receive_count, "retry scheduled"
             );
         }
-        if let Some(receipt_handle) = self.record.receipt_handle.as_deref()
-            && let Err(error) = self
-                .app
-                .queue
-                .change_visibility(receipt_handle, delay)
-                .await
-        {
-            // The message comes back after the queue's own visibility timeout instead.
-            warn!(error = %crate::api::Chain(&error), "could not reschedule the message");
-        }
+        self.reschedule(delay).await;
         Outcome::Failed
     }
 }
@@ -412,6 +536,19 @@ async fn run(
             )))
         }
     }
+}
+
+/// How long a message waits after the store failed on its receive number `receive_count`:
+/// `outage_backoff`, doubling, at most `backoff_max`. With the defaults (30 s, 15 minutes, 15
+/// receives between `max_attempts` and `max_receive_count`), a table outage of about three hours
+/// moves no job with attempts left to the DLQ.
+pub fn outage_backoff(settings: &Settings, receive_count: u32) -> Duration {
+    let exponent = receive_count.saturating_sub(1).min(20);
+    settings
+        .outage_backoff
+        .saturating_mul(1 << exponent)
+        .min(settings.backoff_max)
+        .min(MAX_VISIBILITY)
 }
 
 /// The delay before retry number `attempt`: full jitter over `base · 2^(attempt−1)`, capped at the

@@ -46,6 +46,32 @@ pub enum RedriveError {
     Store(#[from] StoreError),
 }
 
+/// How a redrive sets the jobs it sends back to `pending`.
+#[derive(Debug, Clone, Copy)]
+pub struct Reset<'a> {
+    /// The time of the change.
+    pub clock: &'a dyn Clock,
+    /// The table's retention (`SPILLWAY_RETENTION_SECONDS`), for each record's new expiry.
+    pub retention: Duration,
+    /// A new deadline, this long from now, for every job sent back; `None` keeps each job's own.
+    /// The deadline a message carries cannot change: the consumer, finding the message's
+    /// deadline passed, reads the job's and runs it when that one has been extended.
+    pub extend: Option<Duration>,
+}
+
+impl Reset<'_> {
+    fn change(&self) -> Change {
+        let at = self.clock.now();
+        Change {
+            transition: Transition::Redrive {
+                deadline: self.extend.map(|extend| at.saturating_add(extend)),
+            },
+            at,
+            retention: self.retention,
+        }
+    }
+}
+
 /// How long listed or skipped messages are hidden while a command works through the DLQ; they
 /// are made visible again at the end.
 const HOLD: Duration = Duration::from_secs(60);
@@ -66,8 +92,7 @@ pub async fn redrive(
     store: &dyn JobStore,
     queue: &dyn JobQueue,
     dlq: &dyn JobQueue,
-    clock: &dyn Clock,
-    retention: Duration,
+    reset: Reset<'_>,
     only: Option<JobId>,
 ) -> Result<RedriveReport, RedriveError> {
     let mut report = RedriveReport::default();
@@ -87,12 +112,7 @@ pub async fn redrive(
                     continue;
                 }
                 if let Some(id) = job_id {
-                    let change = Change {
-                        transition: Transition::Redrive,
-                        at: clock.now(),
-                        retention,
-                    };
-                    match store.apply(id, &change).await {
+                    match store.apply(id, &reset.change()).await {
                         Ok(_) => report.jobs_reset += 1,
                         // Not dead-lettered (already redriven, or finished some other way) or
                         // gone: the message still goes back; the consumer sorts it out.
@@ -119,23 +139,17 @@ pub async fn redrive(
 pub async fn reset_jobs(
     store: &dyn JobStore,
     dlq: &dyn JobQueue,
-    clock: &dyn Clock,
-    retention: Duration,
+    reset: Reset<'_>,
 ) -> Result<usize, RedriveError> {
     let held = receive_all(dlq, usize::MAX).await?;
-    let mut reset = 0;
+    let mut count = 0;
     let mut result = Ok(());
     for id in held
         .iter()
         .filter_map(|m| JobMessage::decode(&m.body).ok().map(|m| m.job_id))
     {
-        let change = Change {
-            transition: Transition::Redrive,
-            at: clock.now(),
-            retention,
-        };
-        match store.apply(id, &change).await {
-            Ok(_) => reset += 1,
+        match store.apply(id, &reset.change()).await {
+            Ok(_) => count += 1,
             Err(ApplyError::Rejected(_) | ApplyError::NotFound) => {}
             Err(ApplyError::Store(error)) => {
                 result = Err(error.into());
@@ -144,7 +158,7 @@ pub async fn reset_jobs(
         }
     }
     release(dlq, &held).await;
-    result.map(|()| reset)
+    result.map(|()| count)
 }
 
 async fn receive_all(dlq: &dyn JobQueue, limit: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
@@ -188,6 +202,7 @@ mod tests {
 
     use super::*;
     use crate::domain::JobStatus;
+    use crate::queue::MemoryQueue;
     use crate::testing::{Behaviour, Counting, MemoryPipeline, processors_with};
 
     async fn dead_lettered_jobs(pipeline: &MemoryPipeline, count: usize) -> Vec<JobId> {
@@ -210,6 +225,14 @@ mod tests {
             );
         }
         ids
+    }
+
+    fn reset(app: &crate::App, extend: Option<Duration>) -> Reset<'_> {
+        Reset {
+            clock: app.clock.as_ref(),
+            retention: Duration::from_secs(60),
+            extend,
+        }
     }
 
     fn failing_pipeline() -> MemoryPipeline {
@@ -241,8 +264,7 @@ mod tests {
             app.store.as_ref(),
             app.queue.as_ref(),
             pipeline.dlq.as_ref(),
-            app.clock.as_ref(),
-            Duration::from_secs(60),
+            reset(app, None),
             Some(ids[1]),
         )
         .await
@@ -277,14 +299,9 @@ mod tests {
         let pipeline = failing_pipeline();
         let ids = dead_lettered_jobs(&pipeline, 2).await;
         let app = &pipeline.app;
-        let reset = reset_jobs(
-            app.store.as_ref(),
-            pipeline.dlq.as_ref(),
-            app.clock.as_ref(),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        let reset = reset_jobs(app.store.as_ref(), pipeline.dlq.as_ref(), reset(app, None))
+            .await
+            .unwrap();
         assert_eq!(reset, 2);
         for id in ids {
             assert_eq!(
@@ -302,7 +319,7 @@ mod tests {
         let app = &pipeline.app;
         // As if a first run stopped after resetting the job and before moving its message.
         let change = Change {
-            transition: Transition::Redrive,
+            transition: Transition::Redrive { deadline: None },
             at: app.clock.now(),
             retention: Duration::from_secs(60),
         };
@@ -313,8 +330,7 @@ mod tests {
             app.store.as_ref(),
             app.queue.as_ref(),
             dlq.as_ref(),
-            app.clock.as_ref(),
-            Duration::from_secs(60),
+            reset(app, None),
             None,
         )
         .await
@@ -329,5 +345,44 @@ mod tests {
         );
         assert_eq!(app.queue.depth().await.unwrap().visible, 2);
         assert_eq!(dlq.depth().await.unwrap().total(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_redrive_with_extend_runs_a_job_whose_deadline_had_passed() {
+        let pipeline = failing_pipeline();
+        let ids = dead_lettered_jobs(&pipeline, 1).await;
+        let app = &pipeline.app;
+        // Its deadline passes while it waits in the DLQ: without --extend, the redrive expires it.
+        let past = Timestamp::from_millis(app.clock.now().as_millis() - 1_000);
+        let job = app.store.get(ids[0]).await.unwrap().unwrap();
+        let mut message =
+            JobMessage::decode(&pipeline.dlq.receive(1, Duration::ZERO).await.unwrap()[0].body)
+                .unwrap();
+        assert_eq!(message.deadline, job.deadline);
+        message.deadline = past;
+        let dlq = MemoryQueue::new(Duration::from_secs(30));
+        dlq.send(&message.encode()).await.unwrap();
+
+        let report = redrive(
+            app.store.as_ref(),
+            app.queue.as_ref(),
+            &dlq,
+            reset(app, Some(Duration::from_secs(3600))),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.moved, report.jobs_reset), (1, 1));
+        let extended = app.store.get(ids[0]).await.unwrap().unwrap();
+        assert!(extended.deadline > app.clock.now().saturating_add(Duration::from_secs(3500)));
+        assert!(extended.expires_at >= extended.deadline.saturating_add(Duration::from_secs(60)));
+
+        pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
+        let ran = app.store.get(ids[0]).await.unwrap().unwrap();
+        assert_eq!(
+            (ran.status, ran.attempts),
+            (JobStatus::DeadLettered, 4),
+            "it ran (and, failing again on a redriven attempt, went back) instead of expiring"
+        );
     }
 }

@@ -32,6 +32,9 @@ pub enum Metric {
     JobsCancelled,
     /// An attempt failed and was scheduled again.
     Retries,
+    /// A message named a job the table no longer holds (its retention passed): acknowledged,
+    /// nothing run.
+    JobsForgotten,
     /// How long a message waited in the queue before this delivery (now − `SentTimestamp`).
     QueueWaitTime,
     /// How long the processor ran.
@@ -49,6 +52,7 @@ impl Metric {
             Self::JobsSucceeded => "JobsSucceeded",
             Self::JobsFailed => "JobsFailed",
             Self::JobsExpired => "JobsExpired",
+            Self::JobsForgotten => "JobsForgotten",
             Self::JobsDeadLettered => "JobsDeadLettered",
             Self::JobsCancelled => "JobsCancelled",
             Self::Retries => "Retries",

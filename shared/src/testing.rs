@@ -212,6 +212,7 @@ pub fn processors_with(counting: &Counting) -> Processors {
 pub fn fast_settings() -> Settings {
     Settings {
         max_attempts: 3,
+        max_receive_count: 4,
         backoff_base: Duration::ZERO,
         backoff_max: Duration::ZERO,
         ..Settings::default()
@@ -230,12 +231,13 @@ pub struct MemoryPipeline {
 }
 
 impl MemoryPipeline {
-    /// A pipeline with `settings`, whose queue redrives after `settings.max_attempts` receives.
+    /// A pipeline with `settings`, whose queue redrives after `settings.max_receive_count`
+    /// receives.
     pub fn new(settings: Settings, processors: Processors) -> Self {
         let dlq = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
         let queue: Arc<dyn JobQueue> = Arc::new(
             MemoryQueue::new(Duration::from_secs(30))
-                .with_dead_letter_queue(dlq.clone(), settings.max_attempts),
+                .with_dead_letter_queue(dlq.clone(), settings.max_receive_count),
         );
         let app = App::new(Arc::new(MemoryStore::new()), queue.clone(), settings)
             .with_processors(processors);

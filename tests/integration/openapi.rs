@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use spillway_core::api::{self, ApiResponse};
 use spillway_core::app::StackSecret;
-use spillway_core::domain::{Change, IdempotencyRecord, Job, JobId, Owner};
+use spillway_core::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
 use spillway_core::lambda;
 use spillway_core::processor::Processors;
 use spillway_core::store::{ApplyError, JobStore, StoreError};
@@ -71,6 +71,16 @@ impl JobStore for CorruptStore {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Err(StoreError::Corrupt {
             id: id.to_string(),
+            reason: "injected".to_owned(),
+        })
+    }
+    async fn key(
+        &self,
+        _: &Owner,
+        _: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Err(StoreError::Corrupt {
+            id: "idempotency key".to_owned(),
             reason: "injected".to_owned(),
         })
     }

@@ -395,7 +395,7 @@ async fn a_long_poll_returns_as_soon_as_the_job_finishes() {
 }
 
 #[tokio::test]
-async fn a_queue_that_cannot_be_reached_answers_503_and_leaves_a_pending_job() {
+async fn a_queue_that_cannot_be_reached_answers_503_and_writes_nothing() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let mut config = stack.config(stack.settings());
     config.resources.queue_url = Some(format!(
@@ -413,8 +413,82 @@ async fn a_queue_that_cannot_be_reached_answers_503_and_leaves_a_pending_job() {
     assert_eq!(problem["type"], "urn:spillway:problem:unavailable");
     assert_eq!(
         stack.item_count().await,
-        1,
-        "the job stays pending until its deadline"
+        0,
+        "the message goes first: a job that was never sent is never written"
+    );
+}
+
+/// A queue that sends, then loses the answer: as SQS does when its response times out.
+#[derive(Debug)]
+struct AnswersLost(std::sync::Arc<dyn spillway_core::queue::JobQueue>);
+
+#[async_trait::async_trait]
+impl spillway_core::queue::JobQueue for AnswersLost {
+    async fn send(&self, body: &str) -> Result<String, spillway_core::queue::QueueError> {
+        self.0.send(body).await?;
+        Err(spillway_core::queue::QueueError::Unavailable(
+            "the answer was lost".into(),
+        ))
+    }
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), spillway_core::queue::QueueError> {
+        self.0.change_visibility(receipt_handle, timeout).await
+    }
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<spillway_core::queue::ReceivedMessage>, spillway_core::queue::QueueError> {
+        self.0.receive(max, wait).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), spillway_core::queue::QueueError> {
+        self.0.delete(receipt_handle).await
+    }
+    async fn depth(
+        &self,
+    ) -> Result<spillway_core::queue::QueueDepth, spillway_core::queue::QueueError> {
+        self.0.depth().await
+    }
+}
+
+/// Every send fails (its answer is lost) and the client never retries: the job still runs, and
+/// ends within the time its message takes to be received.
+#[tokio::test]
+async fn a_job_whose_send_always_fails_runs_without_its_client_retrying() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let counting = Counting::new(Behaviour::Succeed);
+    let mut app = stack.app(stack.settings(), processors_with(&counting));
+    app.queue = std::sync::Arc::new(AnswersLost(app.queue.clone()));
+    let body =
+        json!({"kind": "counting", "payload": {"n": 1}, "callback_url": "https://example.com/cb"});
+    let response = api::submit_job(
+        &app,
+        Owner::anonymous(),
+        &json_headers(),
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    stack
+        .esm()
+        .poll_once(&app, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the message was sent");
+    assert_eq!(counting.total_runs(), 1);
+    let jobs = stack.job_statuses().await;
+    let statuses: Vec<&str> = jobs.iter().map(|(_, status)| status.as_str()).collect();
+    // The job, and the callback job its success created.
+    assert!(statuses.contains(&"succeeded"), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == "succeeded" || *s == "pending"),
+        "{statuses:?}"
     );
 }
 
@@ -469,6 +543,7 @@ async fn a_job_whose_consumer_died_is_claimed_again_once_its_lease_lapses() {
     let claim = spillway_core::domain::Change {
         transition: spillway_core::domain::Transition::Claim {
             lease_until: deadline_in(0).saturating_add(lease),
+            max_attempts: 5,
         },
         at: deadline_in(0),
         retention: Duration::from_secs(60),

@@ -28,7 +28,8 @@ use crate::receiver::Receiver;
 /// seconds), or makes a value the functions must be given visible (the default TTL).
 pub const PARAMETERS: &[(&str, &str)] = &[
     ("Architecture", "x86_64"),
-    ("MaxReceiveCount", "2"),
+    ("MaxAttempts", "2"),
+    ("MaxReceiveCount", "3"),
     ("BackoffBaseSeconds", "1"),
     ("BackoffMaxSeconds", "1"),
     ("BacklogLimit", "1000"),

@@ -302,8 +302,44 @@ impl Stack {
         output.items.unwrap_or_default().len()
     }
 
+    /// Every job in the table: its id and status.
+    pub async fn job_statuses(&self) -> Vec<(String, String)> {
+        job_statuses(&self.dynamodb, &self.table).await
+    }
+
     /// Every message in the work queue, visible or not.
     pub async fn queued_messages(&self) -> u64 {
         self.queue().depth().await.unwrap().total()
+    }
+}
+
+/// Every job item in `table` (paginated scan): its id and status.
+pub async fn job_statuses(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<(String, String)> {
+    let mut jobs = Vec::new();
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan the table");
+        for item in page.items() {
+            let pk = item.get("pk").and_then(|v| v.as_s().ok());
+            let status = item.get("status").and_then(|v| v.as_s().ok());
+            if let (Some(pk), Some(status)) = (pk, status)
+                && let Some(id) = pk.strip_prefix("job#")
+            {
+                jobs.push((id.to_owned(), status.clone()));
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return jobs;
+        }
     }
 }

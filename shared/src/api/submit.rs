@@ -11,8 +11,8 @@ use super::{
 };
 use crate::app::App;
 use crate::domain::{
-    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind,
-    NewJob, Owner, PayloadDigest, Timestamp, Ttl,
+    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, NewJob, Owner,
+    PayloadDigest, Timestamp, Ttl,
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
@@ -163,19 +163,35 @@ async fn submit(
         job_id: job.id,
         expires_at: job.expires_at,
     });
-    match app.store.create(&job, idempotency.as_ref()).await {
-        Ok(()) => {}
-        Err(StoreError::KeyTaken(first)) => {
-            let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
-            return replay(app, &first, &job.owner, fingerprint, request.payload).await;
-        }
-        Err(error) => return Err(error.into()),
+    // A repeat of a keyed request finds the key before anything is sent: the replay costs one
+    // read, not a message that would run nothing. (Two requests racing with one key both find it
+    // free; the create below settles which job it names.)
+    if let Some(record) = &idempotency
+        && let Some(first) = app.store.key(&record.owner, &record.key).await?
+    {
+        return replay(app, &first, &job.owner, &record.fingerprint).await;
     }
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    // If this fails the job stays `pending` with its deadline; it can never run twice, a retry
-    // with the same Idempotency-Key sends it again, and reading it after the deadline shows it
-    // `expired`.
-    let message_id = enqueue(app, &job, request.payload).await?;
+    // The message goes first, then the job: a failed send leaves nothing behind (503), and a job
+    // whose write never lands still runs, as its message carries what a consumer needs to write
+    // it (docs/guarantees.md, docs/architecture.md).
+    let message_id = enqueue(app, &job, request.payload, idempotency.as_ref()).await?;
+    match app.store.create(&job, idempotency.as_ref()).await {
+        Ok(()) | Err(StoreError::AlreadyExists) => {}
+        // A consumer wrote this very job from its message first.
+        Err(StoreError::KeyTaken(first)) if first.job_id == job.id => {}
+        // Another request took the key first: this one's message finds the key taken and runs
+        // nothing, and the caller gets the first request's job.
+        Err(StoreError::KeyTaken(first)) => {
+            let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
+            return replay(app, &first, &job.owner, fingerprint).await;
+        }
+        // 503: the client learns nothing was promised. The message that was sent still writes
+        // the job and runs it; a retry with the same Idempotency-Key gets whichever of the two
+        // jobs takes the key first, and the other's message runs nothing. (Answering 202 here
+        // would hand out an id that a same-key retry could leave unwritten for good.)
+        Err(error) => return Err(error.into()),
+    }
     info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
     app.metrics
         .for_kind(now, &job.kind, &[(Metric::JobsAccepted, 1.0)]);
@@ -224,7 +240,6 @@ async fn replay(
     first: &IdempotencyRecord,
     owner: &Owner,
     fingerprint: &str,
-    payload: &RawValue,
 ) -> Result<ApiResponse, ApiError> {
     let span = tracing::Span::current();
     span.record("job_id", tracing::field::display(first.job_id));
@@ -241,23 +256,20 @@ async fn replay(
     if let Some(first) = &job.correlation_id {
         span.record("correlation_id", first.as_str());
     }
-    if job.status == JobStatus::Pending {
-        let message_id = enqueue(app, &job, payload).await?;
-        info!(message_id = %message_id, "replayed; pending job enqueued again");
-    } else {
-        info!(status = %job.status, "replayed");
-    }
+    // Nothing is sent: a job in the table had its message sent before it was written, and that
+    // message (or a consumer's copy of its state) carries it to the end. Sending another would
+    // skip a backoff it is waiting out, or run it twice at once.
+    info!(status = %job.status, attempts = job.attempts, "replayed");
     Ok(accepted(&job, true))
 }
 
-async fn enqueue(app: &App, job: &Job, payload: &RawValue) -> Result<String, ApiError> {
-    let message = JobMessage {
-        job_id: job.id,
-        kind: job.kind.clone(),
-        payload: payload.to_owned(),
-        deadline: job.deadline,
-        correlation_id: job.correlation_id.clone(),
-    };
+async fn enqueue(
+    app: &App,
+    job: &Job,
+    payload: &RawValue,
+    key: Option<&IdempotencyRecord>,
+) -> Result<String, ApiError> {
+    let message = JobMessage::of(job, payload.to_owned(), key);
     Ok(app.queue.send(&message.encode()).await?)
 }
 

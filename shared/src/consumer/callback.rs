@@ -62,26 +62,20 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         callback_url: None,
         correlation_id: job.correlation_id.clone(),
     });
-    let deadline = match app.store.create(&callback, None).await {
-        Ok(()) => deadline,
+    let callback = match app.store.create(&callback, None).await {
+        Ok(()) => callback,
         Err(StoreError::AlreadyExists) => match app.store.get(id).await? {
             // Created before but perhaps never enqueued (the run that created it stopped
             // there): enqueue it again. Should the first message exist after all, the callback
             // still runs once, as only one claim of a job succeeds at a time.
             Some(existing) if existing.status == JobStatus::Pending && existing.attempts == 0 => {
-                existing.deadline
+                existing
             }
             _ => return Ok(()),
         },
         Err(error) => return Err(error.into()),
     };
-    let message = JobMessage {
-        job_id: id,
-        kind: webhook_kind(),
-        payload,
-        deadline,
-        correlation_id: job.correlation_id.clone(),
-    };
+    let message = JobMessage::of(&callback, payload, None);
     let message_id = app.queue.send(&message.encode()).await?;
     info!(callback_job_id = %id, message_id = %message_id, status = %job.status, "callback enqueued");
     Ok(())

@@ -72,15 +72,19 @@ async fn a_retryable_failure_retries_then_dead_letters_on_the_last_attempt() {
         assert_eq!(job(&pipeline.app, id).await.status, expected);
     }
     assert_eq!(counting.runs(id), 3);
-    // The next receive moves the message to the DLQ, as SQS does past maxReceiveCount.
-    assert!(
-        pipeline
-            .esm
-            .poll_once(&pipeline.app, Duration::from_millis(50))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    // The dead-lettered job's message comes back at once until its receives run out, and SQS
+    // moves it to the DLQ; the processor does not run again.
+    let mut receives = 3;
+    while let Some(report) = pipeline
+        .esm
+        .poll_once(&pipeline.app, Duration::from_millis(50))
+        .await
+        .unwrap()
+    {
+        assert_eq!(report.failed.len(), 1);
+        receives += 1;
+    }
+    assert_eq!(receives, pipeline.app.settings.max_receive_count);
     let dead = pipeline.dlq.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(JobMessage::decode(&dead[0].body).unwrap().job_id, id);
     assert_eq!(
@@ -241,6 +245,7 @@ async fn a_job_leased_by_another_consumer_is_left_alone() {
     let claim = Change {
         transition: Transition::Claim {
             lease_until: far_deadline(),
+            max_attempts: 5,
         },
         at: pipeline.app.clock.now(),
         retention: Duration::from_secs(60),
@@ -410,11 +415,19 @@ async fn failed_and_expired_jobs_get_callbacks_and_jobs_without_a_url_do_not() {
         payload: RawValue::from_string("{}".to_owned()).unwrap(),
         deadline: Timestamp::from_millis(0),
         correlation_id: None,
+        origin: None,
     };
     let mut delivery = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
     delivery.retain(|m| m.body.contains(&expiring.job_id.to_string()));
     delivery[0].body = expiring.encode();
-    pipeline.esm.invoke(app, &delivery).await;
+    // The message's deadline says it expired, and by now so does the table's.
+    let later = app
+        .clone()
+        .with_clock(Arc::new(crate::clock::ManualClock::at(
+            Timestamp::from_system_time(std::time::SystemTime::now())
+                .saturating_add(Duration::from_secs(2)),
+        )));
+    pipeline.esm.invoke(&later, &delivery).await;
     assert_eq!(job(app, expiring.job_id).await.status, JobStatus::Expired);
     let callbacks = visible_messages(&pipeline).await;
     assert!(
@@ -442,6 +455,7 @@ async fn a_duplicate_delivery_creates_no_second_callback_job() {
     let claim = Change {
         transition: Transition::Claim {
             lease_until: far_deadline(),
+            max_attempts: 5,
         },
         at: app.clock.now(),
         retention: app.settings.retention,
@@ -535,5 +549,307 @@ async fn a_callback_that_could_not_be_enqueued_is_enqueued_by_the_next_delivery(
     assert_eq!(
         messages.iter().map(|m| m.job_id).collect::<Vec<_>>(),
         [callback_id]
+    );
+}
+
+/// What intake sends for a job it then fails to write: the message alone.
+/// The message of a job accepted `age` ago with a deadline a minute after that, which the table
+/// does not hold.
+fn orphan_message(key: Option<&str>, age: Duration) -> (JobMessage, Job) {
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let created_at =
+        Timestamp::from_millis(now.as_millis() - u64::try_from(age.as_millis()).unwrap());
+    let job = Job::pending(crate::domain::NewJob {
+        id: JobId::generate(),
+        kind: Kind::parse("counting").unwrap(),
+        owner: crate::domain::Owner::anonymous(),
+        created_at,
+        deadline: created_at.saturating_add(Duration::from_secs(60)),
+        payload: crate::domain::PayloadDigest::of("{}"),
+        expires_at: now.saturating_add(Duration::from_secs(3600)),
+        callback_url: None,
+        correlation_id: None,
+    });
+    let record = key.map(|key| crate::domain::IdempotencyRecord {
+        owner: job.owner.clone(),
+        key: crate::domain::IdempotencyKey::parse(key.as_bytes()).unwrap(),
+        fingerprint: "fingerprint".to_owned(),
+        job_id: job.id,
+        expires_at: job.expires_at,
+    });
+    let payload = RawValue::from_string("{}".to_owned()).unwrap();
+    (JobMessage::of(&job, payload, record.as_ref()), job)
+}
+
+#[tokio::test]
+async fn a_job_whose_write_never_landed_is_written_from_its_message_and_runs() {
+    let (pipeline, counting) = pipeline(Behaviour::Succeed);
+    let app = &pipeline.app;
+    let (message, written) = orphan_message(Some("order-9"), Duration::ZERO);
+    app.queue.send(&message.encode()).await.unwrap();
+    pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
+    let ran = job(app, message.job_id).await;
+    assert_eq!(ran.status, JobStatus::Succeeded);
+    assert_eq!(
+        (&ran.owner, ran.created_at),
+        (&written.owner, written.created_at)
+    );
+    assert_eq!(counting.runs(message.job_id), 1);
+    // Its key was written with it: a client's retry finds this job.
+    let retry = crate::domain::Job {
+        id: JobId::generate(),
+        ..written.clone()
+    };
+    let key = message.accepted_job().unwrap().1.unwrap();
+    let taken = app
+        .store
+        .create(
+            &retry,
+            Some(&crate::domain::IdempotencyRecord {
+                job_id: retry.id,
+                ..key
+            }),
+        )
+        .await;
+    assert!(
+        matches!(&taken, Err(crate::store::StoreError::KeyTaken(first)) if first.job_id == message.job_id),
+        "{taken:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_whose_key_another_request_took_runs_nothing() {
+    let (pipeline, counting) = pipeline(Behaviour::Succeed);
+    let app = &pipeline.app;
+    let (first, _) = orphan_message(Some("order-10"), Duration::ZERO);
+    let (second, _) = orphan_message(Some("order-10"), Duration::ZERO);
+    app.queue.send(&first.encode()).await.unwrap();
+    pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
+    app.queue.send(&second.encode()).await.unwrap();
+    let report = pipeline
+        .esm
+        .poll_once(app, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.deleted, 1, "acknowledged, not retried into the DLQ");
+    assert_eq!(counting.total_runs(), 1);
+    assert!(app.store.get(second.job_id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_message_for_a_job_the_table_forgot_is_acknowledged_and_runs_nothing() {
+    let (pipeline, counting) = pipeline(Behaviour::Succeed);
+    let app = &pipeline.app;
+    // Older than the table's retention: it may have finished and been forgotten, and must not
+    // run again.
+    let age = app.settings.retention + Duration::from_secs(1);
+    let (message, _) = orphan_message(None, age);
+    app.queue.send(&message.encode()).await.unwrap();
+    let report = pipeline
+        .esm
+        .poll_once(app, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.deleted, report.failed.len()), (1, 0));
+    assert_eq!(counting.total_runs(), 0);
+    assert!(
+        app.store.get(message.job_id).await.unwrap().is_none(),
+        "not written back"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_message_grants_no_attempt_beyond_the_jobs_own() {
+    let (mut pipeline, counting) = pipeline(Behaviour::FailRetryable);
+    // One message per invocation, so that no copy is refused for a claim of the same batch.
+    pipeline.esm.batch_size = 1;
+    let app = &pipeline.app;
+    let id = submit(app, json!({"kind": "counting", "payload": {}})).await;
+    // Five more copies of the message, as replays or duplicate deliveries would make.
+    let copy = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
+    app.queue
+        .change_visibility(&copy[0].receipt_handle, Duration::ZERO)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        app.queue.send(&copy[0].body).await.unwrap();
+    }
+    for _ in 0..20 {
+        if pipeline
+            .esm
+            .poll_once(app, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_none()
+        {
+            break;
+        }
+    }
+    let ended = job(app, id).await;
+    assert_eq!(ended.status, JobStatus::DeadLettered);
+    assert_eq!(ended.attempts, fast_settings().max_attempts, "{ended:?}");
+    assert_eq!(counting.runs(id), fast_settings().max_attempts);
+}
+
+#[tokio::test]
+async fn a_replay_during_backoff_sends_nothing() {
+    let (pipeline, _) = pipeline(Behaviour::FailRetryable);
+    let app = &pipeline.app;
+    let mut headers = crate::testing::json_headers();
+    headers.insert(
+        "idempotency-key",
+        http::HeaderValue::from_static("replayed"),
+    );
+    let body = br#"{"kind":"counting","payload":{}}"#;
+    let owner = crate::domain::Owner::anonymous;
+    let accepted = crate::api::submit_job(app, owner(), &headers, body).await;
+    assert_eq!(accepted.status(), http::StatusCode::ACCEPTED);
+    pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
+    // Claimed once and waiting out its backoff: its message is in the queue, in flight.
+    let depth = app.queue.depth().await.unwrap().total();
+    let replayed = crate::api::submit_job(app, owner(), &headers, body).await;
+    assert_eq!(replayed.status(), http::StatusCode::ACCEPTED);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    // The replay found the key before sending anything, and sent no copy of the job's message.
+    let messages = app.queue.depth().await.unwrap().total();
+    assert_eq!(messages, depth, "a replay sent a message");
+}
+
+/// A job store that cannot be reached.
+#[derive(Debug)]
+struct Unreachable;
+
+fn unreachable_error() -> StoreError {
+    StoreError::Unavailable("the table cannot be reached".into())
+}
+
+#[async_trait::async_trait]
+impl crate::store::JobStore for Unreachable {
+    async fn create(
+        &self,
+        _: &Job,
+        _: Option<&crate::domain::IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        Err(unreachable_error())
+    }
+
+    async fn get(&self, _: JobId) -> Result<Option<Job>, StoreError> {
+        Err(unreachable_error())
+    }
+
+    async fn key(
+        &self,
+        _: &crate::domain::Owner,
+        _: &crate::domain::IdempotencyKey,
+    ) -> Result<Option<crate::domain::IdempotencyRecord>, StoreError> {
+        Err(unreachable_error())
+    }
+
+    async fn apply(&self, _: JobId, _: &Change) -> Result<Job, ApplyError> {
+        Err(ApplyError::Store(unreachable_error()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_table_outage_brings_a_message_back_after_a_growing_backoff_and_keeps_it_from_the_dlq() {
+    let settings = Settings {
+        max_attempts: 3,
+        max_receive_count: 6,
+        outage_backoff: Duration::from_secs(30),
+        backoff_max: Duration::from_secs(900),
+        ..Settings::default()
+    };
+    let mut pipeline = MemoryPipeline::new(
+        settings,
+        processors_with(&Counting::new(Behaviour::Succeed)),
+    );
+    let store = pipeline.app.store.clone();
+    pipeline.app.store = std::sync::Arc::new(Unreachable);
+    let (message, _) = orphan_message(None, Duration::ZERO);
+    pipeline.app.queue.send(&message.encode()).await.unwrap();
+
+    // Five receives over about 7.5 minutes of outage: 30 s, 60 s, 120 s, 240 s apart.
+    let mut waited = Vec::new();
+    let started = tokio::time::Instant::now();
+    for _ in 0..5 {
+        let report = pipeline
+            .esm
+            .poll_once(&pipeline.app, Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.failed.len(), 1);
+        waited.push(started.elapsed().as_secs());
+    }
+    assert_eq!(waited, [0, 30, 90, 210, 450]);
+    assert!(
+        pipeline
+            .dlq
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The table is back before the receives run out: the job is written from its message and
+    // runs, its attempts untouched by the receives the outage used.
+    pipeline.app.store = store;
+    pipeline
+        .esm
+        .poll_once(&pipeline.app, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let job = job(&pipeline.app, message.job_id).await;
+    assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1));
+}
+
+#[test]
+fn the_outage_backoff_doubles_up_to_the_cap() {
+    let settings = Settings::default();
+    assert_eq!(outage_backoff(&settings, 1), Duration::from_secs(30));
+    assert_eq!(outage_backoff(&settings, 3), Duration::from_secs(120));
+    assert_eq!(outage_backoff(&settings, 9), Duration::from_secs(900));
+    assert_eq!(
+        outage_backoff(&settings, u32::MAX),
+        Duration::from_secs(900)
+    );
+}
+
+#[tokio::test]
+async fn a_job_abandoned_on_its_last_attempt_is_dead_lettered_not_run_again() {
+    let (pipeline, counting) = pipeline(Behaviour::Succeed);
+    let app = &pipeline.app;
+    let id = submit(app, json!({"kind": "counting", "payload": {}})).await;
+    // Three invocations claimed it and died before recording anything; the last lease has lapsed.
+    for _ in 0..app.settings.max_attempts {
+        let now = app.clock.now();
+        let claim = Change {
+            transition: Transition::Claim {
+                lease_until: Timestamp::from_millis(now.as_millis() - 1),
+                max_attempts: app.settings.max_attempts,
+            },
+            at: now,
+            retention: Duration::from_secs(60),
+        };
+        app.store.apply(id, &claim).await.unwrap();
+    }
+    let report = pipeline
+        .esm
+        .poll_once(app, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.failed.len(), 1, "the message stays for the DLQ");
+    let job = job(app, id).await;
+    assert_eq!(
+        (job.status, job.attempts),
+        (JobStatus::DeadLettered, app.settings.max_attempts)
+    );
+    assert_eq!(
+        counting.runs(id),
+        0,
+        "no attempt beyond the configured ones"
     );
 }

@@ -1,10 +1,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{CorrelationId, JobId, Kind, Timestamp};
+use super::{
+    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, NewJob, Owner,
+    PayloadDigest, Timestamp,
+};
 
 /// What the queue carries for one job: small, versioned, and self-sufficient, so the consumer
-/// needs no read to run the job. Encoded as `{"v": 1, "job_id", "kind", "payload", "deadline"}`.
+/// needs no read to run the job. Encoded as
+/// `{"v": 1, "job_id", "kind", "payload", "deadline", "correlation_id"?, "origin"?}`.
 #[derive(Debug, Clone)]
 pub struct JobMessage {
     /// The job this message runs.
@@ -17,6 +21,38 @@ pub struct JobMessage {
     pub deadline: Timestamp,
     /// The submitting request's correlation id (absent from messages of older versions).
     pub correlation_id: Option<CorrelationId>,
+    /// How the job was accepted, so that a consumer can write the job itself when intake's write
+    /// never landed (absent from messages of older versions).
+    pub origin: Option<Origin>,
+}
+
+/// The rest of what a job is made of when it is accepted. Intake sends a job's message before it
+/// writes the job (docs/guarantees.md), so a message may arrive for a job the table does not hold
+/// yet, or never will: the consumer then writes it from this, with its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Who submitted it.
+    pub owner: Owner,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When the table may forget it if it is still pending then (its deadline plus the
+    /// retention).
+    pub expires_at: Timestamp,
+    /// Where its final document is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The `Idempotency-Key` it was submitted with, and the request's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<KeyUse>,
+}
+
+/// An idempotency key's use, as a message carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUse {
+    /// The key.
+    pub key: String,
+    /// The request's fingerprint.
+    pub fingerprint: String,
 }
 
 /// A message body that is not a Spillway job message.
@@ -32,7 +68,7 @@ pub enum MessageError {
 
 /// The wire format of version 1.
 #[derive(Serialize, Deserialize)]
-struct V1<K, P, C> {
+struct V1<K, P, C, O> {
     v: u64,
     job_id: JobId,
     kind: K,
@@ -41,6 +77,9 @@ struct V1<K, P, C> {
     // Missing in messages written before it existed: serde reads a missing `Option` as `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     correlation_id: Option<C>,
+    // Missing in messages written before it existed, as above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<O>,
 }
 
 #[derive(Deserialize)]
@@ -61,10 +100,61 @@ impl JobMessage {
             payload: &*self.payload,
             deadline: self.deadline,
             correlation_id: self.correlation_id.as_ref(),
+            origin: self.origin.as_ref(),
         };
         // Serialising these field types cannot fail: ids, kinds and times are strings and the
         // payload is already JSON.
         serde_json::to_string(&wire).unwrap_or_default()
+    }
+
+    /// The message of `job`, carrying `payload` and, when it was submitted with one, the
+    /// idempotency key's use.
+    pub fn of(job: &Job, payload: Box<RawValue>, key: Option<&IdempotencyRecord>) -> Self {
+        Self {
+            job_id: job.id,
+            kind: job.kind.clone(),
+            payload,
+            deadline: job.deadline,
+            correlation_id: job.correlation_id.clone(),
+            origin: Some(Origin {
+                owner: job.owner.clone(),
+                created_at: job.created_at,
+                expires_at: job.expires_at,
+                callback_url: job.callback_url.clone(),
+                idempotency: key.map(|record| KeyUse {
+                    key: record.key.as_str().to_owned(),
+                    fingerprint: record.fingerprint.clone(),
+                }),
+            }),
+        }
+    }
+
+    /// The job (pending) and the idempotency record its message describes, as intake would
+    /// have written them; `None` for a message of an older version, which does not say.
+    pub fn accepted_job(&self) -> Option<(Job, Option<IdempotencyRecord>)> {
+        let origin = self.origin.as_ref()?;
+        let job = Job::pending(NewJob {
+            id: self.job_id,
+            kind: self.kind.clone(),
+            owner: origin.owner.clone(),
+            created_at: origin.created_at,
+            deadline: self.deadline,
+            payload: PayloadDigest::of(self.payload.get()),
+            expires_at: origin.expires_at,
+            callback_url: origin.callback_url.clone(),
+            correlation_id: self.correlation_id.clone(),
+        });
+        let record = match &origin.idempotency {
+            None => None,
+            Some(used) => Some(IdempotencyRecord {
+                owner: origin.owner.clone(),
+                key: IdempotencyKey::parse(used.key.as_bytes()).ok()?,
+                fingerprint: used.fingerprint.clone(),
+                job_id: self.job_id,
+                expires_at: origin.expires_at,
+            }),
+        };
+        Some((job, record))
     }
 
     /// Reads a message body of any version this build understands.
@@ -72,7 +162,7 @@ impl JobMessage {
         let Version { v } = serde_json::from_str(body).map_err(MessageError::Malformed)?;
         match v {
             1 => {
-                let wire: V1<Kind, Box<RawValue>, CorrelationId> =
+                let wire: V1<Kind, Box<RawValue>, CorrelationId, Origin> =
                     serde_json::from_str(body).map_err(MessageError::Malformed)?;
                 Ok(Self {
                     job_id: wire.job_id,
@@ -80,6 +170,7 @@ impl JobMessage {
                     payload: wire.payload,
                     deadline: wire.deadline,
                     correlation_id: wire.correlation_id,
+                    origin: wire.origin,
                 })
             }
             other => Err(MessageError::UnsupportedVersion(other)),
@@ -99,7 +190,40 @@ mod tests {
                 .unwrap(),
             deadline: Timestamp::from_millis(1_795_000_000_000),
             correlation_id: Some(CorrelationId::parse(b"req-1").unwrap()),
+            origin: None,
         }
+    }
+
+    #[test]
+    fn a_message_carries_what_it_takes_to_write_its_job_and_key() {
+        let job = Job::pending(NewJob {
+            id: JobId::generate(),
+            kind: Kind::parse("webhook").unwrap(),
+            owner: Owner::iam("arn:aws:iam::123456789012:user/alice"),
+            created_at: Timestamp::from_millis(1_795_000_000_000),
+            deadline: Timestamp::from_millis(1_795_000_600_000),
+            payload: PayloadDigest::of(r#"{"url":"https://example.com/"}"#),
+            expires_at: Timestamp::from_millis(1_796_000_000_000),
+            callback_url: Some("https://example.com/cb".to_owned()),
+            correlation_id: Some(CorrelationId::parse(b"req-2").unwrap()),
+        });
+        let record = IdempotencyRecord {
+            owner: job.owner.clone(),
+            key: IdempotencyKey::parse(b"order#7").unwrap(),
+            fingerprint: "ab12".to_owned(),
+            job_id: job.id,
+            expires_at: job.expires_at,
+        };
+        let payload = RawValue::from_string(r#"{"url":"https://example.com/"}"#.into()).unwrap();
+        let message = JobMessage::of(&job, payload, Some(&record));
+        let decoded = JobMessage::decode(&message.encode()).unwrap();
+        let (written, key) = decoded.accepted_job().unwrap();
+        assert_eq!(written, job, "the job as intake writes it");
+        assert_eq!(key, Some(record));
+        // A message of an older version does not say, and writes nothing.
+        let mut old = decoded;
+        old.origin = None;
+        assert!(old.accepted_job().is_none());
     }
 
     #[test]
@@ -189,6 +313,7 @@ mod properties {
                 payload: RawValue::from_string(payload).unwrap(),
                 deadline: Timestamp::from_millis(deadline),
                 correlation_id: correlation.map(|c| CorrelationId::parse(c.as_bytes()).unwrap()),
+                origin: None,
             };
             let decoded = JobMessage::decode(&message.encode()).unwrap();
             prop_assert_eq!(decoded.job_id, message.job_id);

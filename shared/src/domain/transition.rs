@@ -8,10 +8,15 @@ use super::{Job, JobStatus, Timestamp};
 /// delivery or a second consumer can never apply it twice or move a terminal job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
-    /// `pending` (or `running` under a lapsed lease) → `running`, one more attempt.
+    /// `pending` (or `running` under a lapsed lease, with attempts left) → `running`, one more
+    /// attempt.
     Claim {
         /// Until when the claiming consumer holds the job.
         lease_until: Timestamp,
+        /// `SPILLWAY_MAX_ATTEMPTS`: a job abandoned on its last attempt is not claimed again (the
+        /// consumer dead-letters it). A `pending` job is claimed whatever its count: past the
+        /// limit only after a redrive, which grants one more attempt.
+        max_attempts: u32,
     },
     /// `running` → `succeeded`, for the attempt that holds the claim.
     Succeed {
@@ -47,7 +52,38 @@ pub enum Transition {
     Cancel,
     /// `dead_lettered` (or `running` under a lapsed lease, whose last outcome was never
     /// recorded) → `pending`: an operator redrives its message from the DLQ.
-    Redrive,
+    Redrive {
+        /// A new deadline, when the operator extends it (`spillway dlq redrive --extend`).
+        deadline: Option<Timestamp>,
+    },
+}
+
+/// One thing a transition requires of the job as it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// The job is in this state.
+    Status(JobStatus),
+    /// Its lease, if it has one, ended before the change's moment.
+    LeaseLapsed,
+    /// Its attempt count is this one: the claim that attempt returned still holds the job.
+    Attempt(u32),
+    /// Its deadline is before the change's moment.
+    DeadlinePassed,
+    /// Its attempt count is below this one.
+    AttemptsBelow(u32),
+}
+
+impl Requirement {
+    /// Whether `job` meets the requirement for a change at `at`.
+    pub fn holds(&self, job: &Job, at: Timestamp) -> bool {
+        match self {
+            Self::Status(status) => job.status == *status,
+            Self::LeaseLapsed => job.lease_until.is_none_or(|until| until < at),
+            Self::Attempt(attempt) => job.attempts == *attempt,
+            Self::DeadlinePassed => job.deadline < at,
+            Self::AttemptsBelow(limit) => job.attempts < *limit,
+        }
+    }
 }
 
 /// The message a job carries once it expired.
@@ -64,7 +100,36 @@ impl Transition {
             Self::DeadLetter { .. } => JobStatus::DeadLettered,
             Self::Expire => JobStatus::Expired,
             Self::Cancel => JobStatus::Cancelled,
-            Self::Redrive => JobStatus::Pending,
+            Self::Redrive { .. } => JobStatus::Pending,
+        }
+    }
+
+    /// What the job must be for this transition: any one of these lists of requirements, each met
+    /// in full. The one home of the state machine's rules: [`Change::permits`] evaluates it in
+    /// memory, and the DynamoDB store turns it into the write's condition.
+    pub fn precondition(&self) -> Vec<Vec<Requirement>> {
+        use Requirement::{Attempt, AttemptsBelow, DeadlinePassed, LeaseLapsed, Status};
+        let pending = Status(JobStatus::Pending);
+        let abandoned = [Status(JobStatus::Running), LeaseLapsed];
+        match self {
+            Self::Claim { max_attempts, .. } => vec![
+                vec![pending],
+                [abandoned.as_slice(), &[AttemptsBelow(*max_attempts)]].concat(),
+            ],
+            // A deadline extended since the message was sent (a redrive with --extend) wins over
+            // the message's.
+            Self::Expire => vec![
+                vec![pending, DeadlinePassed],
+                [abandoned.as_slice(), &[DeadlinePassed]].concat(),
+            ],
+            Self::Cancel => vec![vec![pending]],
+            Self::Redrive { .. } => vec![vec![Status(JobStatus::DeadLettered)], abandoned.to_vec()],
+            Self::Succeed { attempt, .. }
+            | Self::Fail { attempt, .. }
+            | Self::Retry { attempt, .. }
+            | Self::DeadLetter { attempt, .. } => {
+                vec![vec![Status(JobStatus::Running), Attempt(*attempt)]]
+            }
         }
     }
 
@@ -75,7 +140,7 @@ impl Transition {
             | Self::Fail { attempt, .. }
             | Self::Retry { attempt, .. }
             | Self::DeadLetter { attempt, .. } => Some(*attempt),
-            Self::Claim { .. } | Self::Expire | Self::Cancel | Self::Redrive => None,
+            Self::Claim { .. } | Self::Expire | Self::Cancel | Self::Redrive { .. } => None,
         }
     }
 
@@ -86,7 +151,7 @@ impl Transition {
             | Self::Retry { error, .. }
             | Self::DeadLetter { error, .. } => Some(error),
             Self::Expire => Some(EXPIRED_ERROR),
-            Self::Claim { .. } | Self::Succeed { .. } | Self::Cancel | Self::Redrive => None,
+            Self::Claim { .. } | Self::Succeed { .. } | Self::Cancel | Self::Redrive { .. } => None,
         }
     }
 }
@@ -106,20 +171,10 @@ impl Change {
     /// Whether `job`, as it stands, accepts this change. Every store evaluates exactly this
     /// condition, atomically with the write.
     pub fn permits(&self, job: &Job) -> bool {
-        let lease_lapsed = job.status == JobStatus::Running && !job.is_leased_at(self.at);
-        match &self.transition {
-            Transition::Claim { .. } | Transition::Expire => {
-                job.status == JobStatus::Pending || lease_lapsed
-            }
-            Transition::Succeed { attempt, .. }
-            | Transition::Fail { attempt, .. }
-            | Transition::Retry { attempt, .. }
-            | Transition::DeadLetter { attempt, .. } => {
-                job.status == JobStatus::Running && job.attempts == *attempt
-            }
-            Transition::Cancel => job.status == JobStatus::Pending,
-            Transition::Redrive => job.status == JobStatus::DeadLettered || lease_lapsed,
-        }
+        self.transition.precondition().iter().any(|all| {
+            all.iter()
+                .all(|requirement| requirement.holds(job, self.at))
+        })
     }
 
     /// When the table may forget the job after this change: `at + retention`, rounded up to the
@@ -131,19 +186,30 @@ impl Change {
             .then(|| self.at.saturating_add(self.retention).ceil_to_second())
     }
 
+    /// When a pending job with `deadline` may be forgotten: `retention` after it.
+    pub fn pending_expiry(&self, deadline: Timestamp) -> Timestamp {
+        deadline.saturating_add(self.retention).ceil_to_second()
+    }
+
     /// Applies the change to `job`, which must [permit](Self::permits) it.
     pub fn apply(&self, job: &mut Job) {
         job.status = self.transition.target();
         job.updated_at = self.at;
         job.lease_until = None;
         match &self.transition {
-            Transition::Claim { lease_until } => {
+            Transition::Claim { lease_until, .. } => {
                 job.attempts += 1;
                 job.lease_until = Some(*lease_until);
             }
             Transition::Succeed { result, .. } => {
                 job.result = Some(result.clone());
                 job.error = None;
+            }
+            Transition::Redrive {
+                deadline: Some(deadline),
+            } => {
+                job.deadline = *deadline;
+                job.expires_at = self.pending_expiry(*deadline);
             }
             other => {
                 if let Some(error) = other.error() {
@@ -196,6 +262,7 @@ mod tests {
         let claim = change(
             Transition::Claim {
                 lease_until: Timestamp::from_millis(2_000_000),
+                max_attempts: 5,
             },
             1_500_000,
         );
@@ -213,6 +280,7 @@ mod tests {
             change(
                 Transition::Claim {
                     lease_until: Timestamp::from_millis(at + 1),
+                    max_attempts: 5,
                 },
                 at,
             )
@@ -243,6 +311,7 @@ mod tests {
         let transitions = [
             Transition::Claim {
                 lease_until: Timestamp::from_millis(9_000_000),
+                max_attempts: 5,
             },
             Transition::Succeed {
                 attempt: 1,

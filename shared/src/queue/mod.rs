@@ -15,6 +15,9 @@ pub use sqs::{SqsQueue, move_messages};
 use crate::domain::Timestamp;
 use crate::store::BoxError;
 
+/// The longest visibility timeout SQS accepts (12 hours): the cap of every backoff.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
+
 /// One queue of job messages, with SQS's at-least-once semantics.
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {

@@ -111,6 +111,7 @@ async fn claim(
             &change(
                 Transition::Claim {
                     lease_until: at.saturating_add(lease),
+                    max_attempts: 5,
                 },
                 at,
             ),
@@ -187,6 +188,17 @@ pub async fn a_claim_holds_the_job_until_its_lease_lapses(store: &dyn JobStore) 
         reclaimed.attempts, 2,
         "a lapsed lease is claimed again as a new attempt"
     );
+
+    // Abandoned on its last attempt (two of two): a lapsed lease is not claimed again.
+    let much_later = after.saturating_add(Duration::from_secs(31));
+    let last = Transition::Claim {
+        lease_until: much_later.saturating_add(Duration::from_secs(30)),
+        max_attempts: 2,
+    };
+    assert_eq!(
+        rejected_status(store.apply(job.id, &change(last, much_later)).await),
+        JobStatus::Running
+    );
 }
 
 /// A clause of the store contract.
@@ -251,7 +263,10 @@ pub async fn a_terminal_job_accepts_nothing(store: &dyn JobStore) {
 
     let later = t0.saturating_add(Duration::from_secs(3600));
     for transition in [
-        Transition::Claim { lease_until: later },
+        Transition::Claim {
+            lease_until: later,
+            max_attempts: 5,
+        },
         Transition::Succeed {
             attempt: 1,
             result: json!(1),
@@ -316,8 +331,17 @@ pub async fn a_retry_returns_the_job_to_pending_with_its_error(store: &dyn JobSt
 /// A clause of the store contract.
 pub async fn pending_jobs_expire_and_cancel(store: &dyn JobStore) {
     let job = pending_job(store).await;
+    let before = store
+        .apply(job.id, &change(Transition::Expire, job.deadline))
+        .await;
+    assert_eq!(
+        rejected_status(before),
+        JobStatus::Pending,
+        "a job expired before its deadline passed"
+    );
+    let past = job.deadline.saturating_add(Duration::from_millis(1));
     let expired = store
-        .apply(job.id, &change(Transition::Expire, now()))
+        .apply(job.id, &change(Transition::Expire, past))
         .await
         .unwrap();
     assert_eq!(expired.status, JobStatus::Expired);
@@ -441,7 +465,7 @@ pub async fn a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store
     );
     store.apply(job.id, &dead).await.unwrap();
     let redriven = store
-        .apply(job.id, &change(Transition::Redrive, t0))
+        .apply(job.id, &change(Transition::Redrive { deadline: None }, t0))
         .await
         .unwrap();
     assert_eq!(
@@ -453,7 +477,9 @@ pub async fn a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store
         Some("gave up"),
         "the last error stays visible"
     );
-    let again = store.apply(job.id, &change(Transition::Redrive, t0)).await;
+    let again = store
+        .apply(job.id, &change(Transition::Redrive { deadline: None }, t0))
+        .await;
     assert_eq!(
         rejected_status(again),
         JobStatus::Pending,
@@ -465,7 +491,10 @@ pub async fn a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store
         .await
         .unwrap();
     let during = store
-        .apply(abandoned.id, &change(Transition::Redrive, t0))
+        .apply(
+            abandoned.id,
+            &change(Transition::Redrive { deadline: None }, t0),
+        )
         .await;
     assert_eq!(
         rejected_status(during),
@@ -474,7 +503,10 @@ pub async fn a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store
     );
     let after = t0.saturating_add(Duration::from_secs(2));
     let redriven = store
-        .apply(abandoned.id, &change(Transition::Redrive, after))
+        .apply(
+            abandoned.id,
+            &change(Transition::Redrive { deadline: None }, after),
+        )
         .await
         .unwrap();
     assert_eq!(redriven.status, JobStatus::Pending);
@@ -485,7 +517,10 @@ pub async fn a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store
         .await
         .unwrap();
     let result = store
-        .apply(finished.id, &change(Transition::Redrive, t0))
+        .apply(
+            finished.id,
+            &change(Transition::Redrive { deadline: None }, t0),
+        )
         .await;
     assert_eq!(rejected_status(result), JobStatus::Cancelled);
 }

@@ -13,8 +13,8 @@ use tracing::instrument;
 
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
-    Change, CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, Owner,
-    PayloadDigest, Timestamp, Transition,
+    Change, CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
+    PayloadDigest, Requirement, Timestamp, Transition,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -101,7 +101,7 @@ impl DynamoStore {
                     .is_some_and(|c| c == "ConditionalCheckFailed")
             };
             if failed(1) {
-                if let Some(first) = self.get_key(&record.owner, &record.key).await? {
+                if let Some(first) = self.key(&record.owner, &record.key).await? {
                     return Err(StoreError::KeyTaken(Box::new(first)));
                 }
             } else if failed(0) {
@@ -117,24 +117,6 @@ impl DynamoStore {
             || StoreError::Unavailable("transaction conflict".into()),
             unavailable,
         ))
-    }
-
-    /// The first use of an idempotency key, read consistently.
-    async fn get_key(
-        &self,
-        owner: &Owner,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(key_pk(owner, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item.as_ref().map(key_from_item).transpose()
     }
 }
 
@@ -232,6 +214,24 @@ impl JobStore for DynamoStore {
         output.item.as_ref().map(from_item).transpose()
     }
 
+    #[instrument(skip_all)]
+    async fn key(
+        &self,
+        owner: &Owner,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(owner, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item.as_ref().map(key_from_item).transpose()
+    }
+
     #[instrument(skip_all, fields(job_id = %id, to = %change.transition.target()))]
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
         let update = UpdateExpression::for_change(change);
@@ -287,6 +287,7 @@ impl UpdateExpression {
             ("#result", "result"),
             ("#error", "error"),
             ("#expires", "expires_at"),
+            ("#deadline", "deadline"),
         ];
         let mut values: Item = HashMap::from([
             (":to".to_owned(), s(change.transition.target().as_str())),
@@ -294,35 +295,40 @@ impl UpdateExpression {
         ]);
         let mut set = vec!["#status = :to", "#updated = :now"];
         let mut remove = vec![];
-
-        let pending = "#status = :pending";
-        let lapsed = "(#status = :running AND (#lease < :now OR attribute_not_exists(#lease)))";
-        let condition = match &change.transition {
-            Transition::Claim { .. } | Transition::Expire => format!("{pending} OR {lapsed}"),
-            Transition::Cancel => pending.to_owned(),
-            Transition::Redrive => format!("#status = :dead OR {lapsed}"),
-            Transition::Succeed { .. }
-            | Transition::Fail { .. }
-            | Transition::Retry { .. }
-            | Transition::DeadLetter { .. } => {
-                "#status = :running AND #attempts = :attempt".to_owned()
-            }
-        };
-        if condition.contains(":dead") {
-            values.insert(":dead".to_owned(), s(JobStatus::DeadLettered.as_str()));
-        }
-        if condition.contains(":pending") {
-            values.insert(":pending".to_owned(), s(JobStatus::Pending.as_str()));
-        }
-        if condition.contains(":running") {
-            values.insert(":running".to_owned(), s(JobStatus::Running.as_str()));
-        }
-        if let Some(attempt) = change.transition.attempt() {
-            values.insert(":attempt".to_owned(), n(u64::from(attempt)));
-        }
+        let condition = change
+            .transition
+            .precondition()
+            .iter()
+            .map(|all| {
+                let parts: Vec<String> = all
+                    .iter()
+                    .map(|requirement| match requirement {
+                        Requirement::Status(status) => {
+                            let placeholder = format!(":status_{}", status.as_str());
+                            values.insert(placeholder.clone(), s(status.as_str()));
+                            format!("#status = {placeholder}")
+                        }
+                        Requirement::LeaseLapsed => {
+                            "(#lease < :now OR attribute_not_exists(#lease))".to_owned()
+                        }
+                        Requirement::Attempt(attempt) => {
+                            values.insert(":attempt".to_owned(), n(u64::from(*attempt)));
+                            "#attempts = :attempt".to_owned()
+                        }
+                        Requirement::DeadlinePassed => "#deadline < :now".to_owned(),
+                        Requirement::AttemptsBelow(limit) => {
+                            values.insert(":attempts_below".to_owned(), n(u64::from(*limit)));
+                            "#attempts < :attempts_below".to_owned()
+                        }
+                    })
+                    .collect();
+                format!("({})", parts.join(" AND "))
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
 
         match &change.transition {
-            Transition::Claim { lease_until } => {
+            Transition::Claim { lease_until, .. } => {
                 set.extend(["#attempts = #attempts + :one", "#lease = :lease"]);
                 values.insert(":one".to_owned(), n(1));
                 values.insert(":lease".to_owned(), n(lease_until.as_millis()));
@@ -331,6 +337,15 @@ impl UpdateExpression {
                 set.push("#result = :result");
                 values.insert(":result".to_owned(), s(result.to_string()));
                 remove.extend(["#lease", "#error"]);
+            }
+            Transition::Redrive {
+                deadline: Some(deadline),
+            } => {
+                set.extend(["#deadline = :deadline", "#expires = :expires"]);
+                values.insert(":deadline".to_owned(), n(deadline.as_millis()));
+                let expires_at = change.pending_expiry(*deadline);
+                values.insert(":expires".to_owned(), n(expires_at.as_epoch_seconds_ceil()));
+                remove.push("#lease");
             }
             other => {
                 if let Some(error) = other.error() {
@@ -487,6 +502,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::domain::JobStatus;
     use crate::domain::NewJob;
 
     #[test]
@@ -527,12 +543,12 @@ mod tests {
             retention: Duration::from_secs(1),
         };
         let update = UpdateExpression::for_change(&cancel);
-        assert_eq!(update.condition, "#status = :pending");
+        assert_eq!(update.condition, "(#status = :status_pending)");
         assert_eq!(
             update.expression,
             "SET #status = :to, #updated = :now, #expires = :expires REMOVE #lease"
         );
         assert!(!update.names.contains_key("#attempts"));
-        assert!(!update.values.contains_key(":running"));
+        assert!(!update.values.contains_key(":status_running"));
     }
 }

@@ -30,6 +30,12 @@ impl MemoryStore {
         state.jobs.len() + state.keys.len()
     }
 
+    /// Deletes a job's record, as DynamoDB's TTL does once its `expires_at` has passed (its
+    /// idempotency record stays, as it may outlive the job by a little in DynamoDB too).
+    pub fn remove(&self, id: JobId) -> Option<Job> {
+        self.state().jobs.remove(&id)
+    }
+
     /// Whether the store holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -68,6 +74,18 @@ impl JobStore for MemoryStore {
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.state().jobs.get(&id).cloned())
+    }
+
+    async fn key(
+        &self,
+        owner: &Owner,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self
+            .state()
+            .keys
+            .get(&(owner.clone(), key.clone()))
+            .cloned())
     }
 
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {

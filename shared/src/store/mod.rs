@@ -8,7 +8,7 @@ use async_trait::async_trait;
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
 
-use crate::domain::{Change, IdempotencyRecord, Job, JobId};
+use crate::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
 
 /// An error from a store adapter, its cause kept as the source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -28,6 +28,13 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// Reads a job with a strongly consistent read.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Reads the first use of `owner`'s idempotency `key`, with a strongly consistent read.
+    async fn key(
+        &self,
+        owner: &Owner,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Applies `change` if the job's current state permits it, and returns the job afterwards.
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError>;

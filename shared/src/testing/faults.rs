@@ -1,6 +1,11 @@
 //! Fault injection: wrappers around the ports that fail by seed, and a simulation that drives
-//! thousands of jobs through the pipeline under those faults and checks that none is lost and
-//! none runs twice per claim.
+//! thousands of jobs through the pipeline under those faults and checks that none is lost, none
+//! runs twice per claim and none runs more attempts than configured.
+//!
+//! Besides failing calls, the simulation has clients that never retry, clients that replay a
+//! request long after it was accepted, a table outage longer than the queue's receive budget,
+//! DynamoDB's TTL deleting records (while a message that names them is still queued), and a
+//! redrive of the DLQ after the table's retention has passed.
 //!
 //! On the in-memory adapters the simulation runs on a single thread with Tokio's clock paused
 //! and every random draw taken from the seed, so the same seed gives the same run.
@@ -17,7 +22,9 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::clock::Clock;
-use crate::domain::{Change, IdempotencyRecord, Job, JobId, JobMessage, Owner, Timestamp};
+use crate::domain::{
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Owner, Timestamp,
+};
 use crate::esm::EventSourceMapping;
 use crate::processor::{ProcessError, Processor, Processors, Work};
 use crate::queue::{JobQueue, QueueDepth, QueueError, ReceivedMessage};
@@ -130,18 +137,65 @@ fn injected() -> crate::store::BoxError {
     "injected fault".into()
 }
 
-/// A `JobStore` whose calls fail as its `Chaos` decides.
+/// A span of a simulation in which every store call fails, as in a regional outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// When it starts, from the start of the simulation.
+    pub after: Duration,
+    /// How long it lasts.
+    pub lasting: Duration,
+}
+
+/// Deletes a job's record, as DynamoDB's TTL does once the record's `expires_at` has passed.
+#[async_trait]
+pub trait Forget: Send + Sync + fmt::Debug {
+    /// Deletes the record of job `id`.
+    async fn forget(&self, id: JobId);
+}
+
+#[async_trait]
+impl Forget for crate::store::MemoryStore {
+    async fn forget(&self, id: JobId) {
+        self.remove(id);
+    }
+}
+
+/// A `JobStore` whose calls fail as its `Chaos` decides, and all of them during its outage.
 #[derive(Debug)]
 pub struct FaultyStore {
     /// The real store.
     pub inner: Arc<dyn JobStore>,
     chaos: Arc<Chaos>,
+    down: Option<std::ops::Range<tokio::time::Instant>>,
 }
 
 impl FaultyStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn JobStore>, chaos: Arc<Chaos>) -> Self {
-        Self { inner, chaos }
+        Self {
+            inner,
+            chaos,
+            down: None,
+        }
+    }
+
+    /// Fails every call during `outage`, counted from now.
+    pub fn with_outage(mut self, outage: Outage) -> Self {
+        let start = tokio::time::Instant::now() + outage.after;
+        self.down = Some(start..start + outage.lasting);
+        self
+    }
+
+    /// Whether the outage refuses this call.
+    fn refused(&self) -> bool {
+        let down = self
+            .down
+            .as_ref()
+            .is_some_and(|down| down.contains(&tokio::time::Instant::now()));
+        if down {
+            self.chaos.count("store call during the outage");
+        }
+        down
     }
 }
 
@@ -152,6 +206,9 @@ impl JobStore for FaultyStore {
         job: &Job,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError> {
+        if self.refused() {
+            return Err(StoreError::Unavailable(injected()));
+        }
         let call = self.inner.create(job, idempotency);
         self.chaos
             .inject("store.create", call, || StoreError::Unavailable(injected()))
@@ -159,13 +216,33 @@ impl JobStore for FaultyStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        if self.refused() {
+            return Err(StoreError::Unavailable(injected()));
+        }
         let call = self.inner.get(id);
         self.chaos
             .inject("store.get", call, || StoreError::Unavailable(injected()))
             .await
     }
 
+    async fn key(
+        &self,
+        owner: &Owner,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        if self.refused() {
+            return Err(StoreError::Unavailable(injected()));
+        }
+        let call = self.inner.key(owner, key);
+        self.chaos
+            .inject("store.key", call, || StoreError::Unavailable(injected()))
+            .await
+    }
+
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
+        if self.refused() {
+            return Err(StoreError::Unavailable(injected()).into());
+        }
         let call = self.inner.apply(id, change);
         self.chaos
             .inject("store.apply", call, || {
@@ -176,29 +253,51 @@ impl JobStore for FaultyStore {
 }
 
 /// A `JobQueue` whose calls fail as its `Chaos` decides, and which also delivers duplicates
-/// and out of order, as SQS standard queues may.
+/// and out of order, as SQS standard queues may. It keeps every body the real queue took, even
+/// when its caller was told the send failed.
 #[derive(Debug)]
 pub struct FaultyQueue {
     /// The real queue.
     pub inner: Arc<dyn JobQueue>,
     chaos: Arc<Chaos>,
+    sent: Mutex<Vec<String>>,
 }
 
 impl FaultyQueue {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn JobQueue>, chaos: Arc<Chaos>) -> Self {
-        Self { inner, chaos }
+        Self {
+            inner,
+            chaos,
+            sent: Mutex::default(),
+        }
+    }
+
+    /// Every body the real queue took.
+    pub fn sent(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
 #[async_trait]
 impl JobQueue for FaultyQueue {
     async fn send(&self, body: &str) -> Result<String, QueueError> {
+        let call = async {
+            let sent = self.inner.send(body).await;
+            if sent.is_ok() {
+                self.sent
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(body.to_owned());
+            }
+            sent
+        };
         let sent = self
             .chaos
-            .inject("queue.send", self.inner.send(body), || {
-                QueueError::Unavailable(injected())
-            })
+            .inject("queue.send", call, || QueueError::Unavailable(injected()))
             .await?;
         if self.chaos.roll() < self.chaos.fault_rate {
             self.chaos.count("duplicate delivery");
@@ -332,6 +431,16 @@ pub struct Simulation {
     pub settle_within: Duration,
     /// Stall of an injected timeout.
     pub timeout: Duration,
+    /// Each job's deadline (its `ttl_seconds`).
+    pub ttl: Duration,
+    /// When the table is down for everyone.
+    pub outage: Option<Outage>,
+    /// How often DynamoDB's TTL is played: records past their `expires_at` are deleted, and a
+    /// copy of each one's message is queued again, as a late duplicate would be.
+    pub sweep_every: Duration,
+    /// Whether, once the run settles, the DLQ's messages are held until the table's retention
+    /// has passed and then redriven to the work queue.
+    pub redrive_after_retention: bool,
 }
 
 /// What a simulation observed.
@@ -341,26 +450,47 @@ pub struct Report {
     pub seed: u64,
     /// Jobs submitted.
     pub submitted: usize,
-    /// Jobs that got a `202` (after the client's retries).
+    /// Jobs that got a `202` (after the client's retries, if it made any).
     pub accepted: usize,
     /// Requests clients repeated after a failure.
     pub client_retries: u64,
-    /// Accepted jobs by final state.
+    /// Submissions whose client made one request, with no `Idempotency-Key`, and gave up on a
+    /// failure.
+    pub one_shot: usize,
+    /// Requests repeated long after their `202`, while the job waited out a backoff or ran.
+    pub replays: u64,
+    /// Submissions whose job's message reached the queue, whether or not the client heard so.
+    pub sent: usize,
+    /// Sent submissions whose client never got a `202` for them.
+    pub sent_not_accepted: usize,
+    /// Sent submissions by the final state of their job.
     pub by_status: BTreeMap<String, usize>,
-    /// Accepted jobs whose message is in the DLQ.
+    /// Sent submissions whose job's message was in the DLQ when the run settled.
     pub in_dlq: usize,
-    /// Accepted jobs neither terminal nor in the DLQ.
+    /// Of those, jobs that never ran: infrastructure failures moved them there.
+    pub dead_lettered_unrun: usize,
+    /// Sent submissions whose job neither ended nor reached the DLQ.
     pub lost: usize,
     /// `202`s whose job the table does not hold.
     pub accepted_without_job: usize,
     /// Jobs whose processor ran more often than they were claimed.
     pub runs_over_claims: usize,
+    /// Jobs claimed more often than `max_attempts`.
+    pub over_attempted: usize,
+    /// Submissions whose work ran under two job ids.
+    pub ran_under_two_ids: usize,
     /// Processor runs of a job that was already terminal.
     pub runs_after_terminal: u64,
     /// Processor runs in all.
     pub runs: u64,
     /// Invocations that died mid-batch.
     pub dead_invocations: u64,
+    /// Records the TTL deleted, each followed by a copy of its message.
+    pub forgotten: usize,
+    /// Messages redriven from the DLQ after the retention passed.
+    pub redriven: usize,
+    /// Messages of forgotten jobs that went back to the DLQ instead of being acknowledged.
+    pub forgotten_in_dlq: usize,
     /// Injected faults by kind.
     pub faults: BTreeMap<&'static str, u64>,
 }
@@ -368,7 +498,13 @@ pub struct Report {
 impl Report {
     /// Whether every guarantee held.
     pub fn holds(&self) -> bool {
-        self.nothing_lost() && self.runs_over_claims == 0 && self.runs_after_terminal == 0
+        self.nothing_lost()
+            && self.runs_over_claims == 0
+            && self.runs_after_terminal == 0
+            && self.over_attempted == 0
+            && self.ran_under_two_ids == 0
+            && self.dead_lettered_unrun == 0
+            && self.forgotten_in_dlq == 0
     }
 
     /// Whether every accepted job was kept: it has its item, and it ended terminal or in the DLQ.
@@ -383,18 +519,40 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} submitted, {} accepted after {} client retries",
-            self.seed, self.submitted, self.accepted, self.client_retries
+            "seed {}: {} submitted ({} by clients that never retry), {} accepted after {} client \
+             retries; {} replays during backoff",
+            self.seed,
+            self.submitted,
+            self.one_shot,
+            self.accepted,
+            self.client_retries,
+            self.replays
         )?;
         writeln!(
             f,
-            "  final states: {:?}; {} in the DLQ",
-            self.by_status, self.in_dlq
+            "  sent: {} ({} never answered 202); final states: {:?}; {} in the DLQ, {} of them \
+             never run",
+            self.sent,
+            self.sent_not_accepted,
+            self.by_status,
+            self.in_dlq,
+            self.dead_lettered_unrun
         )?;
         writeln!(
             f,
-            "  processor runs: {}; runs over claims: {}; runs after terminal: {}",
-            self.runs, self.runs_over_claims, self.runs_after_terminal
+            "  processor runs: {}; runs over claims: {}; runs after terminal: {}; over-attempted: \
+             {}; work run under two ids: {}",
+            self.runs,
+            self.runs_over_claims,
+            self.runs_after_terminal,
+            self.over_attempted,
+            self.ran_under_two_ids
+        )?;
+        writeln!(
+            f,
+            "  forgotten by TTL with a message queued: {}; redriven after retention: {}; forgotten \
+             back in the DLQ: {}",
+            self.forgotten, self.redriven, self.forgotten_in_dlq
         )?;
         writeln!(
             f,
@@ -414,7 +572,9 @@ impl fmt::Display for Report {
 pub struct Ports {
     /// The real store.
     pub store: Arc<dyn JobStore>,
-    /// The real work queue, redriving to `dlq` after `settings.max_attempts` receives.
+    /// Deletes records from `store` as its TTL would.
+    pub forget: Arc<dyn Forget>,
+    /// The real work queue, redriving to `dlq` after `settings.max_receive_count` receives.
     pub queue: Arc<dyn JobQueue>,
     /// The real DLQ.
     pub dlq: Arc<dyn JobQueue>,
@@ -426,6 +586,51 @@ pub struct Ports {
     pub function_timeout: Duration,
     /// The clock; a [`TokioClock`] for paused runs.
     pub clock: Arc<dyn Clock>,
+}
+
+/// How one submission's client behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// Retries with its `Idempotency-Key` until accepted.
+    Retrying,
+    /// One request, no key; a failure is the end of it.
+    OneShot,
+    /// Retries like `Retrying`, then repeats the accepted request later.
+    Replaying,
+}
+
+impl Client {
+    fn of(number: usize) -> Self {
+        match number % 10 {
+            0 | 1 => Self::OneShot,
+            2 => Self::Replaying,
+            _ => Self::Retrying,
+        }
+    }
+}
+
+/// What the run knows about one job id at the end.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Its record now, or when the TTL deleted it.
+    job: Option<Job>,
+    /// Whether its message was in the DLQ when the run settled, and the job then.
+    in_dlq: Option<Option<Job>>,
+}
+
+/// The tasks that run beside the clients.
+struct Background {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    async fn stop(self) {
+        self.done.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 impl Simulation {
@@ -440,16 +645,17 @@ impl Simulation {
             runs: Mutex::default(),
             runs_after_terminal: AtomicU64::new(0),
         });
-        let store: Arc<dyn JobStore> =
-            Arc::new(FaultyStore::new(ports.store.clone(), chaos.clone()));
-        let queue: Arc<dyn JobQueue> =
-            Arc::new(FaultyQueue::new(ports.queue.clone(), chaos.clone()));
+        let mut store = FaultyStore::new(ports.store.clone(), chaos.clone());
+        if let Some(outage) = self.outage {
+            store = store.with_outage(outage);
+        }
+        let queue = Arc::new(FaultyQueue::new(ports.queue.clone(), chaos.clone()));
         let processors = Processors::new().with("audited", SharedProcessor(audited.clone()));
-        let app = App::new(store, queue.clone(), ports.settings.clone())
+        let app = App::new(Arc::new(store), queue.clone(), ports.settings.clone())
             .with_processors(processors)
             .with_clock(ports.clock.clone());
         let esm = EventSourceMapping {
-            queue,
+            queue: queue.clone(),
             queue_arn: ports.queue_arn.clone(),
             region: "us-east-1".to_owned(),
             batch_size: 10,
@@ -459,7 +665,8 @@ impl Simulation {
 
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let dead_invocations = Arc::new(AtomicU64::new(0));
-        let pollers: Vec<_> = (0..self.pollers)
+        let forgotten = Arc::new(Mutex::new(HashMap::new()));
+        let mut tasks: Vec<_> = (0..self.pollers)
             .map(|_| {
                 tokio::spawn(poller(
                     esm.clone(),
@@ -470,46 +677,75 @@ impl Simulation {
                 ))
             })
             .collect();
+        tasks.push(tokio::spawn(ttl(
+            Ttl {
+                store: ports.store.clone(),
+                forget: ports.forget.clone(),
+                queue: ports.queue.clone(),
+                clock: ports.clock.clone(),
+                retention: ports.settings.retention,
+                every: self.sweep_every,
+            },
+            queue.clone(),
+            forgotten.clone(),
+            done.clone(),
+        )));
+        let background = Background { done, tasks };
 
-        let retries = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(ClientCounts::default());
         let clients: Vec<_> = (0..self.clients)
             .map(|client| {
                 let numbers: Vec<usize> = (client..self.jobs).step_by(self.clients).collect();
-                tokio::spawn(submit_all(app.clone(), numbers, retries.clone(), self.seed))
+                tokio::spawn(submit_all(
+                    app.clone(),
+                    numbers,
+                    counts.clone(),
+                    self.seed,
+                    self.ttl,
+                ))
             })
             .collect();
-        let mut accepted = Vec::new();
+        let mut accepted = HashMap::new();
         for client in clients {
             accepted.extend(client.await.unwrap_or_default());
         }
 
-        let settle_until = tokio::time::Instant::now() + self.settle_within;
-        loop {
-            let mut unfinished = 0;
-            for id in &accepted {
-                if !matches!(ports.store.get(*id).await, Ok(Some(job)) if job.status.is_terminal())
-                {
-                    unfinished += 1;
+        self.settle(&ports).await;
+        // The DLQ as the run left it; with `redrive_after_retention`, its messages are held
+        // until the table's retention has passed, then redriven.
+        let held = take_all(ports.dlq.as_ref()).await;
+        let mut seen: HashMap<JobId, Seen> = HashMap::new();
+        for body in &held {
+            if let Ok(message) = JobMessage::decode(body) {
+                let job = read(ports.store.as_ref(), message.job_id).await;
+                seen.entry(message.job_id).or_default().in_dlq = Some(job);
+            }
+        }
+        let mut redriven = 0;
+        if self.redrive_after_retention {
+            tokio::time::sleep(ports.settings.retention + self.sweep_every * 2).await;
+            for body in &held {
+                if ports.queue.send(body).await.is_ok() {
+                    redriven += 1;
                 }
             }
-            // An empty work queue (nothing visible, in flight or delayed) means nothing more
-            // will happen: what is unfinished now has its message in the DLQ, or is lost.
-            let drained = ports
-                .queue
-                .depth()
-                .await
-                .is_ok_and(|depth| depth.total() == 0);
-            if unfinished == 0 || drained || tokio::time::Instant::now() >= settle_until {
-                break;
+            self.settle(&ports).await;
+        } else {
+            for body in &held {
+                let _ = ports.dlq.send(body).await;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        done.store(true, Ordering::SeqCst);
-        for poller in pollers {
-            let _ = poller.await;
-        }
+        background.stop().await;
 
-        let dead_lettered = drain(ports.dlq.as_ref()).await;
+        let forgotten = forgotten
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let back_in_dlq: HashSet<JobId> = take_all(ports.dlq.as_ref())
+            .await
+            .iter()
+            .filter_map(|body| JobMessage::decode(body).ok().map(|m| m.job_id))
+            .collect();
         let runs = audited
             .runs
             .lock()
@@ -519,36 +755,122 @@ impl Simulation {
             seed: self.seed,
             submitted: self.jobs,
             accepted: accepted.len(),
-            client_retries: retries.load(Ordering::SeqCst),
+            client_retries: counts.retries.load(Ordering::SeqCst),
+            one_shot: (0..self.jobs)
+                .filter(|&n| Client::of(n) == Client::OneShot)
+                .count(),
+            replays: counts.replays.load(Ordering::SeqCst),
+            sent: 0,
+            sent_not_accepted: 0,
             by_status: BTreeMap::new(),
             in_dlq: 0,
+            dead_lettered_unrun: 0,
             lost: 0,
             accepted_without_job: 0,
             runs_over_claims: 0,
+            over_attempted: 0,
+            ran_under_two_ids: 0,
             runs_after_terminal: audited.runs_after_terminal.load(Ordering::SeqCst),
             runs: runs.values().map(|&r| u64::from(r)).sum(),
             dead_invocations: dead_invocations.load(Ordering::SeqCst),
+            forgotten: forgotten.len(),
+            redriven,
+            forgotten_in_dlq: forgotten
+                .keys()
+                .filter(|id| back_in_dlq.contains(id))
+                .count(),
             faults: chaos.counts(),
         };
-        for id in &accepted {
-            let Some(job) = read(ports.store.as_ref(), *id).await else {
+
+        // Every submission whose message reached the queue, with the ids it was sent under.
+        let mut submissions: BTreeMap<usize, HashSet<JobId>> = BTreeMap::new();
+        for body in queue.sent() {
+            if let Ok(message) = JobMessage::decode(&body)
+                && let Some(number) = submission_number(&message)
+            {
+                submissions
+                    .entry(number)
+                    .or_default()
+                    .insert(message.job_id);
+            }
+        }
+        for (&number, &id) in &accepted {
+            submissions.entry(number).or_default().insert(id);
+        }
+        for id in submissions.values().flatten() {
+            let entry = seen.entry(*id).or_default();
+            entry.job = match forgotten.get(id) {
+                Some(job) => Some(job.clone()),
+                None => read(ports.store.as_ref(), *id).await,
+            };
+        }
+        for (number, ids) in &submissions {
+            report.sent += 1;
+            report.sent_not_accepted += usize::from(!accepted.contains_key(number));
+            if let Some(id) = accepted.get(number)
+                && seen.get(id).is_none_or(|s| s.job.is_none())
+            {
                 report.accepted_without_job += 1;
+            }
+            let jobs: Vec<(&Job, &Seen)> = ids
+                .iter()
+                .filter_map(|id| seen.get(id))
+                .filter_map(|seen| seen.job.as_ref().map(|job| (job, seen)))
+                .collect();
+            // Exactly one job per submission: its key kept any other from being written.
+            let Some(&(job, seen)) = jobs.first() else {
+                report.lost += 1;
+                eprintln!("lost: submission {number} was sent as {ids:?} and never written");
                 continue;
             };
             *report.by_status.entry(job.status.to_string()).or_default() += 1;
-            let in_dlq = dead_lettered.contains(id);
+            let in_dlq = seen.in_dlq.is_some();
             report.in_dlq += usize::from(in_dlq);
+            if let Some(Some(then)) = &seen.in_dlq
+                && !then.status.is_terminal()
+                && then.attempts == 0
+            {
+                report.dead_lettered_unrun += 1;
+            }
             if !job.status.is_terminal() && !in_dlq {
                 report.lost += 1;
-                let depth = ports.queue.depth().await.ok();
-                eprintln!("lost: {job:?}; the work queue holds {depth:?}");
+                eprintln!("lost: {job:?}");
             }
-            if runs.get(id).copied().unwrap_or(0) > job.attempts {
+            if job.attempts > ports.settings.max_attempts {
+                report.over_attempted += 1;
+            }
+            if runs.get(&job.id).copied().unwrap_or(0) > job.attempts {
                 report.runs_over_claims += 1;
+            }
+            if ids.iter().filter(|id| runs.contains_key(id)).count() > 1 {
+                report.ran_under_two_ids += 1;
             }
         }
         report
     }
+
+    /// Waits until the work queue is empty (nothing visible, in flight or delayed: nothing more
+    /// will happen), or `settle_within` has passed.
+    async fn settle(&self, ports: &Ports) {
+        let settle_until = tokio::time::Instant::now() + self.settle_within;
+        while tokio::time::Instant::now() < settle_until {
+            let drained = ports
+                .queue
+                .depth()
+                .await
+                .is_ok_and(|depth| depth.total() == 0);
+            if drained {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// The submission a simulated job's message belongs to, from its payload.
+fn submission_number(message: &JobMessage) -> Option<usize> {
+    let payload: Value = serde_json::from_str(message.payload.get()).ok()?;
+    usize::try_from(payload["n"].as_u64()?).ok()
 }
 
 /// Lets one `Audited` be registered while the simulation keeps reading its counts.
@@ -562,33 +884,53 @@ impl Processor for SharedProcessor {
     }
 }
 
-/// A client submitting its jobs one after another, each with its own Idempotency-Key, retrying a
-/// failed request with the same key until it is accepted.
+/// What the clients counted.
+#[derive(Debug, Default)]
+struct ClientCounts {
+    retries: AtomicU64,
+    replays: AtomicU64,
+}
+
+/// A client submitting its jobs one after another, each as [`Client::of`] its number says.
 async fn submit_all(
     app: App,
     numbers: Vec<usize>,
-    retries: Arc<AtomicU64>,
+    counts: Arc<ClientCounts>,
     seed: u64,
-) -> Vec<JobId> {
+    ttl: Duration,
+) -> Vec<(usize, JobId)> {
     let mut accepted = Vec::new();
+    let mut replays = Vec::new();
     for number in numbers {
+        let client = Client::of(number);
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Ok(key) = HeaderValue::from_str(&format!("sim-{seed}-{number}")) {
+        if client != Client::OneShot
+            && let Ok(key) = HeaderValue::from_str(&format!("sim-{seed}-{number}"))
+        {
             headers.insert("idempotency-key", key);
         }
-        let body = json!({"kind": "audited", "payload": {"n": number}}).to_string();
-        for attempt in 0..200 {
+        let body =
+            json!({"kind": "audited", "payload": {"n": number}, "ttl_seconds": ttl.as_secs()})
+                .to_string();
+        let tries = if client == Client::OneShot { 1 } else { 1_000 };
+        for attempt in 0..tries {
             let response =
                 crate::api::submit_job(&app, Owner::anonymous(), &headers, body.as_bytes()).await;
             if response.status() == http::StatusCode::ACCEPTED {
                 let id = serde_json::from_str::<Value>(response.body())
                     .ok()
                     .and_then(|v| v["id"].as_str().and_then(|id| JobId::parse(id).ok()));
-                accepted.extend(id);
+                accepted.extend(id.map(|id| (number, id)));
+                break;
+            }
+            // A key whose job the table has already forgotten (a client still retrying past
+            // the retention, which the runs in real time keep short): the job existed, and the
+            // verdict finds what became of it.
+            if response.body().contains("job is no longer kept") {
                 break;
             }
             assert!(
@@ -596,9 +938,32 @@ async fn submit_all(
                 "a valid request was refused: {}",
                 response.body()
             );
-            retries.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+            if client == Client::OneShot {
+                break;
+            }
+            counts.retries.fetch_add(1, Ordering::SeqCst);
+            // 100 ms doubling to a minute: a table outage of an hour costs a client 60 requests,
+            // each of which leaves a message behind (that runs nothing: the key has one job).
+            tokio::time::sleep(
+                Duration::from_millis(100 << attempt.min(9)).min(Duration::from_secs(60)),
+            )
+            .await;
         }
+        if client == Client::Replaying {
+            // Later, while the job waits out a backoff or runs: the replay must neither send it
+            // again nor give it attempts.
+            let (app, headers, body, counts) =
+                (app.clone(), headers.clone(), body.clone(), counts.clone());
+            let later = Duration::from_millis(500 + (number as u64 * 7919) % 5000);
+            replays.push(tokio::spawn(async move {
+                tokio::time::sleep(later).await;
+                counts.replays.fetch_add(1, Ordering::SeqCst);
+                crate::api::submit_job(&app, Owner::anonymous(), &headers, body.as_bytes()).await;
+            }));
+        }
+    }
+    for replay in replays {
+        let _ = replay.await;
     }
     accepted
 }
@@ -630,6 +995,70 @@ async fn poller(
     }
 }
 
+/// DynamoDB's TTL, played on the real store.
+#[derive(Debug)]
+struct Ttl {
+    store: Arc<dyn JobStore>,
+    forget: Arc<dyn Forget>,
+    queue: Arc<dyn JobQueue>,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    every: Duration,
+}
+
+/// Every `every`, deletes the records of sent jobs whose `expires_at` has passed, and queues a
+/// copy of each one's message: a late duplicate that names a job the table no longer holds.
+async fn ttl(
+    ttl: Ttl,
+    sent: Arc<FaultyQueue>,
+    forgotten: Arc<Mutex<HashMap<JobId, Job>>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) {
+    // In the order they were sent, so that a seed replays the same run; with the earliest moment
+    // the record can expire (its creation plus the retention, however it ends), before which it
+    // is not even read.
+    let mut bodies: Vec<(JobId, String, Timestamp)> = Vec::new();
+    let mut known = HashSet::new();
+    let mut read = 0;
+    while !done.load(Ordering::SeqCst) {
+        tokio::time::sleep(ttl.every).await;
+        let all = sent.sent();
+        for body in &all[read..] {
+            if let Ok(message) = JobMessage::decode(body)
+                && let Some(origin) = &message.origin
+                && known.insert(message.job_id)
+            {
+                let earliest = origin.created_at.saturating_add(ttl.retention);
+                bodies.push((message.job_id, body.clone(), earliest));
+            }
+        }
+        read = all.len();
+        let now = ttl.clock.now();
+        for (id, body, earliest) in &bodies {
+            if now < *earliest {
+                continue;
+            }
+            let known = forgotten
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(id);
+            if known {
+                continue;
+            }
+            if let Ok(Some(job)) = ttl.store.get(*id).await
+                && job.expires_at < now
+            {
+                ttl.forget.forget(*id).await;
+                forgotten
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(*id, job);
+                let _ = ttl.queue.send(body).await;
+            }
+        }
+    }
+}
+
 /// Reads a job for the verdict, retrying the emulator's own transient failures (the suite's
 /// clients run without the SDK's retries).
 async fn read(store: &dyn JobStore, id: JobId) -> Option<Job> {
@@ -642,20 +1071,19 @@ async fn read(store: &dyn JobStore, id: JobId) -> Option<Job> {
     panic!("job {id} could not be read after ten tries")
 }
 
-/// Receives everything in the DLQ and returns the job ids it holds.
-async fn drain(dlq: &dyn JobQueue) -> HashSet<JobId> {
-    let mut ids = HashSet::new();
+/// Receives and deletes everything in `queue`, returning the bodies.
+async fn take_all(queue: &dyn JobQueue) -> Vec<String> {
+    let mut bodies = Vec::new();
     loop {
-        let Ok(messages) = dlq.receive(10, Duration::from_secs(1)).await else {
+        let Ok(messages) = queue.receive(10, Duration::from_secs(1)).await else {
             continue;
         };
         if messages.is_empty() {
-            return ids;
+            return bodies;
         }
         for message in messages {
-            if let Ok(decoded) = JobMessage::decode(&message.body) {
-                ids.insert(decoded.job_id);
-            }
+            let _ = queue.delete(&message.receipt_handle).await;
+            bodies.push(message.body);
         }
     }
 }
