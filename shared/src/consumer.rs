@@ -225,21 +225,30 @@ impl Record<'_> {
     /// sends a job's message before it writes the job, so the write may not have landed yet, or
     /// ever. `Err` holds what to do with a message that runs nothing now.
     async fn claim(&self, message: &JobMessage) -> Result<Job, Outcome> {
-        let claim = || {
-            self.change(Transition::Claim {
-                lease_until: self.invocation_deadline,
-                max_attempts: self.app.settings.max_attempts,
-            })
-        };
-        let mut claimed = self.app.store.apply(message.job_id, &claim()).await;
-        if matches!(claimed, Err(ApplyError::NotFound)) {
-            self.write_accepted(message).await?;
-            claimed = self.app.store.apply(message.job_id, &claim()).await;
-        }
-        match claimed {
+        let claim = self.change(Transition::Claim {
+            lease_until: self.invocation_deadline,
+            max_attempts: self.app.settings.max_attempts,
+        });
+        match self.apply_to_message_job(message, &claim).await? {
             Ok(job) => Ok(job),
             Err(error) => Err(self.not_claimed(error).await),
         }
+    }
+
+    /// Applies `change` to the job of `message`, writing the job from its message first when
+    /// the table does not hold it. `Err` holds what to do with a message whose job could not be
+    /// written (forgotten, its key taken, or the store failing).
+    async fn apply_to_message_job(
+        &self,
+        message: &JobMessage,
+        change: &Change,
+    ) -> Result<Result<Job, ApplyError>, Outcome> {
+        let applied = self.app.store.apply(message.job_id, change).await;
+        if !matches!(applied, Err(ApplyError::NotFound)) {
+            return Ok(applied);
+        }
+        self.write_accepted(message).await?;
+        Ok(self.app.store.apply(message.job_id, change).await)
     }
 
     /// Writes the job (and its idempotency key) that `message` describes, as intake would have.
@@ -280,14 +289,13 @@ impl Record<'_> {
     /// Expires a job whose message's deadline passed; `None` when the table's deadline has been
     /// extended since (a redrive with `--extend`), and the job is to run after all.
     async fn expire(&self, message: &JobMessage) -> Option<Outcome> {
-        let expire = || self.change(Transition::Expire);
-        let mut expired = self.app.store.apply(message.job_id, &expire()).await;
-        if matches!(expired, Err(ApplyError::NotFound)) {
-            if let Err(outcome) = self.write_accepted(message).await {
-                return Some(outcome);
-            }
-            expired = self.app.store.apply(message.job_id, &expire()).await;
-        }
+        let expired = match self
+            .apply_to_message_job(message, &self.change(Transition::Expire))
+            .await
+        {
+            Ok(expired) => expired,
+            Err(outcome) => return Some(outcome),
+        };
         match expired {
             Ok(job) => {
                 info!(deadline = %job.deadline, "expired before it could run");
@@ -355,11 +363,7 @@ impl Record<'_> {
                 // Leave a dead-lettered job's message for SQS to move to the DLQ, where a redrive
                 // can find it; deleting it would strand the job. Visible at once, so the receives
                 // left before the move go by quickly.
-                JobStatus::DeadLettered => {
-                    let outcome = self.with_callback(&job, Outcome::Failed).await;
-                    self.reschedule(Duration::ZERO).await;
-                    outcome
-                }
+                JobStatus::DeadLettered => self.leave_for_dlq(&job).await,
                 status if status.is_terminal() => {
                     info!(status = %status, "already finished; duplicate delivery acknowledged");
                     self.with_callback(&job, Outcome::Done).await
@@ -378,6 +382,14 @@ impl Record<'_> {
             }
             ApplyError::Store(error) => self.store_failed(&error).await,
         }
+    }
+
+    /// Leaves a dead-lettered job's message for SQS to move to the DLQ, visible at once so that
+    /// its remaining receives go by quickly, after finishing its callback.
+    async fn leave_for_dlq(&self, job: &Job) -> Outcome {
+        let outcome = self.with_callback(job, Outcome::Failed).await;
+        self.reschedule(Duration::ZERO).await;
+        outcome
     }
 
     /// Whether `job` was left `running` by its last attempt, whose invocation died before it
@@ -403,9 +415,7 @@ impl Record<'_> {
                     "last attempt abandoned; dead-lettered"
                 );
                 self.app.metrics.reached(dead.updated_at, &dead, &[]);
-                let outcome = self.with_callback(&dead, Outcome::Failed).await;
-                self.reschedule(Duration::ZERO).await;
-                outcome
+                self.leave_for_dlq(&dead).await
             }
             // Someone else changed it first, or the store failed: the message comes back.
             Err(ApplyError::Store(error)) => self.store_failed(&error).await,
