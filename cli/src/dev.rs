@@ -15,13 +15,13 @@ use axum::routing::{get, post};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use spillway_core::api::{self, ApiError, ApiResponse};
 use spillway_core::app::StackSecret;
-use spillway_core::config::{Config, Resources, Settings, WebhookSettings};
+use spillway_core::config::{Config, Resources, Settings};
 use spillway_core::domain::Owner;
 use spillway_core::esm::EventSourceMapping;
-use spillway_core::processor::Processors;
+use spillway_core::kinds;
 use spillway_core::queue::{JobQueue, MemoryQueue, SqsQueue};
 use spillway_core::store::MemoryStore;
-use spillway_core::webhook::{Allowlist, SigningKeys, Webhook};
+use spillway_core::webhook::{Allowlist, SigningKeys, Webhook, WebhookSettings};
 use spillway_core::{App, provision};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -117,7 +117,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
         Some(url) => on_endpoint(&args, url, settings).await?,
     };
     let app = app
-        .with_processors(Processors::builtin_with(webhook))
+        .with_processors(kinds::builtin_with(webhook))
         .with_signing(StackSecret::fixed(Some(keys.clone())));
     // Every caller of `spillway dev` is the anonymous owner, whose key signs every delivery.
     let receivers = keys.for_owner(&Owner::anonymous()).secrets().join(" ");

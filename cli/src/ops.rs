@@ -9,8 +9,8 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use serde::Serialize;
 use serde_json::{Value, json};
-use spillway_core::api::Chain;
 use spillway_core::domain::{Job, JobId};
+use spillway_core::error::Chain;
 use spillway_core::queue::{JobQueue as _, SqsQueue};
 use spillway_core::store::{DynamoStore, JobStore};
 

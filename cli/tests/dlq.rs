@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use spillway_core::api;
 use spillway_core::domain::{JobId, Owner};
-use spillway_core::processor::Processors;
+use spillway_core::kinds;
 use spillway_core::testing::{Behaviour, Counting, processors_with, submit};
 use spillway_tests::Stack;
 use tokio::process::Command;
@@ -34,7 +34,7 @@ async fn spillway(stack: &Stack, args: &[&str]) -> String {
 }
 
 async fn status(stack: &Stack, id: JobId) -> String {
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let response = api::get_job(&app, &Owner::anonymous(), &id.to_string(), None).await;
     serde_json::from_str::<Value>(response.body()).unwrap()["status"]
         .as_str()

@@ -9,7 +9,7 @@ use http::HeaderValue;
 use serde_json::{Value, json};
 use spillway_core::api;
 use spillway_core::domain::{JobId, Owner};
-use spillway_core::processor::Processors;
+use spillway_core::kinds;
 use spillway_tests::Stack;
 use tokio::process::Command;
 
@@ -89,7 +89,7 @@ async fn queue_stats_counts_visible_in_flight_and_dead_lettered_messages() {
 #[tokio::test]
 async fn jobs_get_shows_the_stored_job_and_names_a_missing_one() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let mut headers = spillway_core::testing::json_headers();
     headers.insert("x-correlation-id", HeaderValue::from_static("ops-test-1"));
     let response = api::submit_job(

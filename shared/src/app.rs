@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::api::Backlog;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Function, Settings};
+use crate::kinds;
 use crate::metrics::{Metrics, Stdout};
 use crate::processor::Processors;
-use crate::queue::{JobQueue, NoQueue, SqsQueue};
+use crate::queue::{Backlog, JobQueue, NoQueue, SqsQueue};
 use crate::store::{DynamoStore, JobStore};
 use crate::webhook::{SigningKeys, Webhook};
 
@@ -37,7 +37,7 @@ impl App {
         Self {
             store,
             queue,
-            processors: Arc::new(Processors::builtin_with(Webhook::new(
+            processors: Arc::new(kinds::builtin_with(Webhook::new(
                 settings.webhook.clone(),
                 None,
             ))),
@@ -101,7 +101,7 @@ impl App {
             Function::Intake => (StackSecret::fixed(None), None),
         };
         let webhook = Webhook::new(config.settings.webhook.clone(), keys);
-        let processors = Processors::deployed(webhook, config.settings.demo_kinds);
+        let processors = kinds::deployed(webhook, config.settings.demo_kinds);
         Ok(Self::on_aws(&sdk, &config)
             .with_processors(processors)
             .with_signing(signing)
@@ -206,7 +206,7 @@ pub async fn webhook_keys(
                 variable,
                 problem: format!(
                     "the secret could not be read: {}",
-                    crate::api::Chain(&error)
+                    crate::error::Chain(&error)
                 ),
             })?;
         let secret = output.secret_string.ok_or(ConfigError {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::webhook::Allowlist;
+use crate::webhook::{Allowlist, WebhookSettings};
 
 /// One of Spillway's Lambda functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,36 +163,6 @@ pub struct Settings {
     pub webhook: WebhookSettings,
 }
 
-/// How the `webhook` processor delivers. The signing secret is not here: it is read apart, and
-/// never printed (see [`crate::webhook::SigningKeys`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookSettings {
-    /// Networks and hosts webhooks may reach despite the SSRF guard (`SPILLWAY_WEBHOOK_ALLOW`).
-    pub allow: Allowlist,
-    /// Longest wait for a connection (`SPILLWAY_WEBHOOK_CONNECT_TIMEOUT_MS`).
-    pub connect_timeout: Duration,
-    /// Longest wait for a whole delivery, connection included (`SPILLWAY_WEBHOOK_TIMEOUT_MS`).
-    pub timeout: Duration,
-    /// Consecutive failures that open a host's circuit; 0 turns the breaker off
-    /// (`SPILLWAY_WEBHOOK_BREAKER_FAILURES`).
-    pub breaker_failures: u32,
-    /// How long an open circuit fails deliveries fast
-    /// (`SPILLWAY_WEBHOOK_BREAKER_COOLDOWN_SECONDS`).
-    pub breaker_cooldown: Duration,
-}
-
-impl Default for WebhookSettings {
-    fn default() -> Self {
-        Self {
-            allow: Allowlist::default(),
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(15),
-            breaker_failures: 5,
-            breaker_cooldown: Duration::from_secs(30),
-        }
-    }
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -329,7 +299,7 @@ impl Settings {
             )?,
             demo_kinds: env.flag("SPILLWAY_DEMO_KINDS", self.demo_kinds)?,
             api_auth: env.api_auth(self.api_auth)?,
-            webhook: WebhookSettings::with_env(self.webhook, env)?,
+            webhook: webhook_settings(self.webhook, env)?,
         };
         // The consumer reads the default TTL for its callbacks but never the maximum, which only
         // bounds what clients ask intake for.
@@ -374,38 +344,43 @@ impl Settings {
     }
 }
 
-impl WebhookSettings {
-    fn with_env(self, env: &Env<'_>) -> Result<Self, ConfigError> {
-        let millis = |name, default: Duration| {
-            let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
-            env.number(name, default, 1..=900_000)
-                .map(Duration::from_millis)
-        };
-        let allow = match env.optional("SPILLWAY_WEBHOOK_ALLOW") {
-            None => self.allow,
-            Some(list) => Allowlist::parse(&list).map_err(|problem| ConfigError {
-                variable: "SPILLWAY_WEBHOOK_ALLOW",
-                problem,
-            })?,
-        };
-        Ok(Self {
-            allow,
-            connect_timeout: millis("SPILLWAY_WEBHOOK_CONNECT_TIMEOUT_MS", self.connect_timeout)?,
-            timeout: millis("SPILLWAY_WEBHOOK_TIMEOUT_MS", self.timeout)?,
-            breaker_failures: env.number(
-                "SPILLWAY_WEBHOOK_BREAKER_FAILURES",
-                self.breaker_failures,
-                0..=1000,
-            )?,
-            breaker_cooldown: env
-                .number(
-                    "SPILLWAY_WEBHOOK_BREAKER_COOLDOWN_SECONDS",
-                    self.breaker_cooldown.as_secs(),
-                    1..=3600,
-                )
-                .map(Duration::from_secs)?,
-        })
-    }
+/// `defaults` with the `SPILLWAY_WEBHOOK_*` variables `env` sets.
+fn webhook_settings(
+    defaults: WebhookSettings,
+    env: &Env<'_>,
+) -> Result<WebhookSettings, ConfigError> {
+    let millis = |name, default: Duration| {
+        let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        env.number(name, default, 1..=900_000)
+            .map(Duration::from_millis)
+    };
+    let allow = match env.optional("SPILLWAY_WEBHOOK_ALLOW") {
+        None => defaults.allow,
+        Some(list) => Allowlist::parse(&list).map_err(|problem| ConfigError {
+            variable: "SPILLWAY_WEBHOOK_ALLOW",
+            problem,
+        })?,
+    };
+    Ok(WebhookSettings {
+        allow,
+        connect_timeout: millis(
+            "SPILLWAY_WEBHOOK_CONNECT_TIMEOUT_MS",
+            defaults.connect_timeout,
+        )?,
+        timeout: millis("SPILLWAY_WEBHOOK_TIMEOUT_MS", defaults.timeout)?,
+        breaker_failures: env.number(
+            "SPILLWAY_WEBHOOK_BREAKER_FAILURES",
+            defaults.breaker_failures,
+            0..=1000,
+        )?,
+        breaker_cooldown: env
+            .number(
+                "SPILLWAY_WEBHOOK_BREAKER_COOLDOWN_SECONDS",
+                defaults.breaker_cooldown.as_secs(),
+                1..=3600,
+            )
+            .map(Duration::from_secs)?,
+    })
 }
 
 /// The variables as one function sees them: `only`, when set, lists the names it reads.

@@ -316,7 +316,7 @@ impl Record<'_> {
     /// with its receives, so a long outage burns few of them (the queue's `maxReceiveCount` leaves
     /// room for that above `SPILLWAY_MAX_ATTEMPTS`, which counts only the job's own attempts).
     async fn store_failed(&self, error: &StoreError) -> Outcome {
-        error!(error = %crate::api::Chain(error), "job store failed");
+        error!(error = %crate::error::Chain(error), "job store failed");
         let receive_count = self.receive_count();
         if receive_count >= self.app.settings.max_receive_count {
             error!(
@@ -340,7 +340,7 @@ impl Record<'_> {
                 .change_visibility(receipt_handle, delay)
                 .await
         {
-            warn!(error = %crate::api::Chain(&error), "could not reschedule the message");
+            warn!(error = %crate::error::Chain(&error), "could not reschedule the message");
         }
     }
 
@@ -350,7 +350,7 @@ impl Record<'_> {
         match callback::ensure(self.app, job).await {
             Ok(()) => outcome,
             Err(error) => {
-                error!(error = %crate::api::Chain(&error), "callback not enqueued; the message stays");
+                error!(error = %crate::error::Chain(&error), "callback not enqueued; the message stays");
                 Outcome::Failed
             }
         }
@@ -477,7 +477,7 @@ impl Record<'_> {
             Err(error) => {
                 // Another consumer claimed the job after our lease lapsed, or the store failed:
                 // the message stays, and whoever holds the job now decides.
-                warn!(error = %crate::api::Chain(&error), to = %to, "outcome not recorded");
+                warn!(error = %crate::error::Chain(&error), to = %to, "outcome not recorded");
                 return Outcome::Failed;
             }
         };

@@ -9,7 +9,9 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod domain;
+pub mod error;
 pub mod esm;
+pub mod kinds;
 pub mod lambda;
 pub mod logging;
 pub mod metrics;
@@ -23,4 +25,5 @@ pub mod testing;
 pub mod webhook;
 
 pub use app::App;
-pub use config::{Config, ConfigError, Settings, WebhookSettings};
+pub use config::{Config, ConfigError, Settings};
+pub use webhook::WebhookSettings;

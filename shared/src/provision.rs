@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::store::BoxError;
+use crate::error::BoxError;
 
 /// The queues of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::domain::JobId;
 use crate::esm::EventSourceMapping;
+use crate::kinds;
 use crate::processor::{ProcessError, Processor, Processors, Work};
 use crate::queue::{JobQueue, MemoryQueue, QueueDepth, QueueError, ReceivedMessage};
 use crate::store::MemoryStore;
@@ -205,7 +206,7 @@ pub async fn submit(app: &App, body: Value) -> JobId {
 
 /// The built-in processors plus a `Counting` one registered as kind `counting`.
 pub fn processors_with(counting: &Counting) -> Processors {
-    Processors::builtin().with("counting", counting.clone())
+    kinds::builtin().with("counting", counting.clone())
 }
 
 /// Settings for fast tests: no backoff, three attempts.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use spillway_core::App;
 use spillway_core::api::{self, ApiResponse};
 use spillway_core::domain::Owner;
-use spillway_core::processor::Processors;
+use spillway_core::kinds;
 use spillway_core::store::DynamoStore;
 use spillway_tests::{LocalTable, Stack};
 
@@ -56,7 +56,7 @@ async fn job_items(stack: &Stack) -> usize {
 #[tokio::test]
 async fn the_same_key_and_body_return_the_same_job_and_never_a_second() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let owner = Owner::anonymous();
     let body = json!({"kind": "echo", "payload": {"order": 7}});
 
@@ -115,7 +115,7 @@ async fn twenty_concurrent_requests_with_one_key_create_exactly_one_job() {
 #[tokio::test]
 async fn the_same_key_with_another_body_is_refused() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let owner = Owner::anonymous();
     id_of(&post(&app, &owner, "k", &json!({"kind": "echo", "payload": 1})).await);
 
@@ -132,7 +132,7 @@ async fn the_same_key_with_another_body_is_refused() {
 #[tokio::test]
 async fn keys_belong_to_their_caller() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let body = json!({"kind": "echo", "payload": 1});
     let alice = id_of(&post(&app, &Owner::authenticated("alice"), "shared", &body).await);
     let bob = id_of(&post(&app, &Owner::authenticated("bob"), "shared", &body).await);
@@ -148,7 +148,7 @@ async fn a_retry_after_a_failed_send_creates_the_job_once_and_it_runs() {
         spillway_tests::endpoint()
     ));
     let without_queue = App::on_aws(&stack.sdk, &broken);
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let owner = Owner::anonymous();
     let body = json!({"kind": "echo", "payload": "finally"});
 
@@ -180,7 +180,7 @@ async fn a_retry_after_a_failed_send_creates_the_job_once_and_it_runs() {
 #[tokio::test]
 async fn a_malformed_key_is_refused_and_writes_nothing() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let long = "k".repeat(256);
     let response = post(
         &app,

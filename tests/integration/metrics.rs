@@ -9,8 +9,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use spillway_core::api;
 use spillway_core::domain::Owner;
+use spillway_core::kinds;
 use spillway_core::metrics::{Captured, Metrics};
-use spillway_core::processor::Processors;
 use spillway_core::testing::{MemoryPipeline, fast_settings, json_headers, submit};
 
 /// The units the specification allows.
@@ -109,7 +109,7 @@ fn totals(documents: &[Value]) -> BTreeMap<(String, String), f64> {
 #[tokio::test]
 async fn a_known_run_publishes_valid_emf_documents_with_the_right_values() {
     let captured = Arc::new(Captured::default());
-    let pipeline = MemoryPipeline::new(fast_settings(), Processors::builtin());
+    let pipeline = MemoryPipeline::new(fast_settings(), kinds::builtin());
     let app = pipeline
         .app
         .clone()

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use spillway_core::api::{self, ApiResponse};
 use spillway_core::app::StackSecret;
 use spillway_core::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
+use spillway_core::kinds;
 use spillway_core::lambda;
-use spillway_core::processor::Processors;
 use spillway_core::store::{ApplyError, JobStore, StoreError};
 use spillway_core::testing::json_headers;
 use spillway_core::webhook::SigningKeys;
@@ -101,7 +101,7 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         max_payload_bytes: 4_096,
         ..stack.settings()
     };
-    let app = stack.app(settings.clone(), Processors::builtin());
+    let app = stack.app(settings.clone(), kinds::builtin());
     let owner = Owner::anonymous();
 
     // POST /jobs

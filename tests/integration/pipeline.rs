@@ -10,7 +10,7 @@ use spillway_core::api;
 use spillway_core::consumer::handle_batch;
 use spillway_core::domain::{JobId, JobMessage, Owner, Timestamp};
 use spillway_core::esm::sqs_event;
-use spillway_core::processor::Processors;
+use spillway_core::kinds;
 use spillway_core::testing::{Behaviour, Counting, json_headers, processors_with, submit};
 use spillway_tests::Stack;
 
@@ -28,7 +28,7 @@ fn deadline_in(seconds: u64) -> Timestamp {
 #[tokio::test]
 async fn a_job_goes_from_post_to_succeeded_through_the_queue() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
 
     let id = submit(
         &app,
@@ -165,7 +165,7 @@ async fn a_job_past_its_deadline_is_expired_and_not_run() {
 #[tokio::test]
 async fn a_batch_with_one_poison_message_reports_exactly_that_message() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let good = [
         submit(&app, json!({"kind": "echo", "payload": 1})).await,
         submit(&app, json!({"kind": "echo", "payload": 2})).await,
@@ -217,7 +217,7 @@ async fn rejected_requests_write_nothing_and_enqueue_nothing() {
         max_payload_bytes: 1_024,
         ..stack.settings()
     };
-    let app = stack.app(settings, Processors::builtin());
+    let app = stack.app(settings, kinds::builtin());
     let text =
         HeaderMap::from_iter([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))]);
     let cases: Vec<(HeaderMap, Vec<u8>, u16)> = vec![
@@ -294,7 +294,7 @@ async fn rejected_requests_write_nothing_and_enqueue_nothing() {
 #[tokio::test]
 async fn a_job_is_invisible_to_other_callers() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let alice = Owner::authenticated("alice");
     let body = json!({"kind": "echo", "payload": 1}).to_string();
     let response = api::submit_job(&app, alice.clone(), &json_headers(), body.as_bytes()).await;
@@ -369,7 +369,7 @@ async fn a_pending_job_can_be_cancelled_and_is_then_skipped() {
 #[tokio::test]
 async fn a_long_poll_returns_as_soon_as_the_job_finishes() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let app = stack.app(stack.settings(), Processors::builtin());
+    let app = stack.app(stack.settings(), kinds::builtin());
     let id = submit(&app, json!({"kind": "sleep", "payload": {"ms": 300}})).await;
 
     let esm = stack.esm();

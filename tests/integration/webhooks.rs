@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 use spillway_core::App;
 use spillway_core::api;
 use spillway_core::app::webhook_keys;
-use spillway_core::config::{Settings, WebhookSettings};
+use spillway_core::config::Settings;
 use spillway_core::domain::{JobId, JobStatus, Owner};
 use spillway_core::esm::EventSourceMapping;
+use spillway_core::kinds;
 use spillway_core::processor::Processors;
 use spillway_core::testing::{MemoryPipeline, RecordingQueue, json_headers, submit};
-use spillway_core::webhook::{Allowlist, Resolve, SigningKeys, Webhook};
+use spillway_core::webhook::{Allowlist, Resolve, SigningKeys, Webhook, WebhookSettings};
 use spillway_tests::Stack;
 use spillway_tests::receiver::{Delivery, Receiver};
 
@@ -136,7 +137,7 @@ fn receiver_secret() -> String {
 /// A receiver, and a pipeline on `backend` whose webhooks may reach it.
 async fn receiver_and_pipeline(backend: Backend, settings: Settings) -> (Receiver, Pipeline) {
     let receiver = Receiver::start(&[&receiver_secret()]).await;
-    let processors = Processors::builtin_with(webhook(&settings));
+    let processors = kinds::builtin_with(webhook(&settings));
     (receiver, Pipeline::new(backend, settings, processors).await)
 }
 
@@ -312,8 +313,7 @@ async fn ssrf_targets_are_refused_without_a_connection() {
     let port = receiver.url("").rsplit(':').next().unwrap().to_owned();
     let webhook =
         webhook(&settings).with_resolver(Arc::new(Resolves("127.0.0.1".parse().unwrap())));
-    let pipeline =
-        Pipeline::new(Backend::Memory, settings, Processors::builtin_with(webhook)).await;
+    let pipeline = Pipeline::new(Backend::Memory, settings, kinds::builtin_with(webhook)).await;
 
     // At intake: refused with 422 and nothing written or enqueued.
     for url in [
@@ -546,7 +546,7 @@ async fn a_delivery_captured_by_one_owner_does_not_verify_at_another_owners_rece
     let pipeline = Pipeline::new(
         Backend::Memory,
         settings.clone(),
-        Processors::builtin_with(Webhook::new(settings.webhook.clone(), Some(stack.clone()))),
+        kinds::builtin_with(Webhook::new(settings.webhook.clone(), Some(stack.clone()))),
     )
     .await;
 

@@ -1,7 +1,6 @@
 //! Spillway's HTTP contract, independent of how requests arrive: API Gateway events in the
 //! Lambdas, a local server in `spillway dev`. One implementation, many hosts.
 
-mod backlog;
 mod problem;
 #[cfg(test)]
 mod properties;
@@ -12,14 +11,12 @@ mod submit;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-pub use backlog::Backlog;
 pub use problem::ApiError;
-pub use problem::Chain;
 pub use secret::webhook_secret;
 pub use status::{cancel_job, get_job};
 pub use submit::submit_job;
 
-use crate::domain::{Job, JobStatus};
+use crate::domain::{Job, JobDocument};
 
 /// A response: status, headers and a JSON (or problem+json) body.
 pub type ApiResponse = http::Response<String>;
@@ -39,47 +36,6 @@ const POLL_AFTER_SECONDS: u64 = 1;
 
 /// The media type of job documents and acceptances.
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
-
-/// The job as `GET /jobs/{id}` shows it.
-#[derive(Debug, Serialize)]
-struct JobDocument<'a> {
-    id: String,
-    kind: &'a str,
-    status: JobStatus,
-    attempts: u32,
-    created_at: crate::domain::Timestamp,
-    updated_at: crate::domain::Timestamp,
-    deadline: crate::domain::Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<&'a serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-}
-
-impl<'a> JobDocument<'a> {
-    fn of(job: &'a Job) -> Self {
-        Self {
-            id: job.id.to_string(),
-            kind: job.kind.as_str(),
-            status: job.status,
-            attempts: job.attempts,
-            created_at: job.created_at,
-            updated_at: job.updated_at,
-            deadline: job.deadline,
-            result: job
-                .result
-                .as_ref()
-                .filter(|_| job.status == JobStatus::Succeeded),
-            error: job.error.as_deref(),
-        }
-    }
-}
-
-/// The job's document as `GET /jobs/{id}` serves it, which is also what a completion callback
-/// delivers.
-pub fn job_document(job: &Job) -> serde_json::Value {
-    serde_json::to_value(JobDocument::of(job)).unwrap_or_default()
-}
 
 /// A JSON response; `body` serialises infallibly (plain structs of strings and numbers).
 fn json_response(status: StatusCode, body: &impl Serialize) -> ApiResponse {

@@ -1,10 +1,9 @@
-use std::fmt;
-
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use super::ApiResponse;
 use crate::domain::{InvalidJobId, JobId, JobStatus, Kind};
+use crate::error::Chain;
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -230,27 +229,6 @@ impl ApiError {
     }
 }
 
-/// Displays an error and all its sources, `outer: inner: root`, leaving out a source whose text
-/// the error above it already quotes.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut above = self.0.to_string();
-        f.write_str(&above)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            let text = error.to_string();
-            if !above.contains(&text) {
-                write!(f, ": {text}")?;
-            }
-            above = text;
-            source = error.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,15 +243,5 @@ mod tests {
         let problem: serde_json::Value = serde_json::from_str(response.body()).unwrap();
         assert_eq!(problem["type"], "urn:spillway:problem:unavailable");
         assert_eq!(problem["status"], 503);
-    }
-
-    #[test]
-    fn the_chain_shows_every_source() {
-        let cause = std::io::Error::other("root cause");
-        let error = ApiError::Queue(QueueError::Unavailable(Box::new(cause)));
-        assert_eq!(
-            Chain(&error).to_string(),
-            "the queue failed: queue unavailable: root cause"
-        );
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::problem::MAX_DETAIL_CHARS;
 use crate::App;
 use crate::domain::Owner;
-use crate::processor::Processors;
+use crate::kinds;
 use crate::queue::MemoryQueue;
 use crate::store::MemoryStore;
 use crate::testing::{MemoryPipeline, fast_settings};
@@ -164,7 +164,7 @@ proptest! {
     ) {
         let runtime = runtime();
         runtime.block_on(async {
-            let pipeline = MemoryPipeline::new(fast_settings(), Processors::builtin());
+            let pipeline = MemoryPipeline::new(fast_settings(), kinds::builtin());
             let app = &pipeline.app;
             // A wait that would hold the test is cut to nothing: only its parsing is the point.
             let wait = wait.map(|w| if w.parse::<u64>().is_ok_and(|n| n > 0 && n <= 20) { "0".to_owned() } else { w });

@@ -17,6 +17,7 @@ use crate::domain::{
 use crate::metrics::Metric;
 use crate::processor::Rejection;
 use crate::store::StoreError;
+use crate::webhook;
 
 /// The body of `POST /jobs`.
 #[derive(Debug, Deserialize)]
@@ -274,12 +275,16 @@ async fn enqueue(
 }
 
 /// A callback is a `webhook` job, so its URL passes the same guard as a webhook's, with the
-/// deployment's allowlist.
+/// deployment's allowlist, whichever processor delivers the `webhook` kind.
 fn check_callback_url(app: &App, url: &str) -> Result<(), ApiError> {
-    let webhook = app.processors.webhook().ok_or_else(|| {
-        ApiError::Forbidden("this deployment does not deliver callbacks".to_owned())
-    })?;
-    webhook
+    if !app.processors.knows(webhook::KIND) {
+        return Err(ApiError::Forbidden(
+            "this deployment does not deliver callbacks".to_owned(),
+        ));
+    }
+    app.settings
+        .webhook
+        .allow
         .check_url(url)
         .map(drop)
         .map_err(|rejection| refused("callback_url", rejection))
@@ -336,15 +341,20 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::api::problem::MAX_DETAIL_CHARS;
+    use crate::kinds::Echo;
+    use crate::processor::Processors;
     use crate::testing::{MemoryPipeline, fast_settings, json_headers};
 
     async fn post(body: &str) -> (StatusCode, Value) {
-        let pipeline =
-            MemoryPipeline::new(fast_settings(), crate::processor::Processors::builtin());
+        post_to(crate::kinds::builtin(), body).await
+    }
+
+    async fn post_to(processors: Processors, body: &str) -> (StatusCode, Value) {
+        let pipeline = MemoryPipeline::new(fast_settings(), processors);
         let response = submit_job(
             &pipeline.app,
             Owner::anonymous(),
@@ -361,6 +371,30 @@ mod tests {
             response.status(),
             serde_json::from_str(response.body()).unwrap(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_callback_url_is_guarded_whichever_processor_delivers_webhooks() {
+        let to = |url: &str| json!({"kind": "echo", "payload": 1, "callback_url": url}).to_string();
+        let replaced = || crate::kinds::builtin().with(webhook::KIND, Echo);
+        let (status, problem) = post_to(replaced(), &to("http://10.0.0.7/hook")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert_eq!(
+            post_to(replaced(), &to("https://hooks.example.com/x"))
+                .await
+                .0,
+            StatusCode::ACCEPTED
+        );
+        let without = Processors::new().with("echo", Echo);
+        let (status, problem) = post_to(without, &to("https://hooks.example.com/x")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("does not deliver callbacks"),
+            "{problem}"
+        );
     }
 
     #[tokio::test]
@@ -418,5 +452,35 @@ mod tests {
             detail.len()
         );
         assert!(detail.ends_with('…'), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn intake_refuses_new_jobs_with_503_while_the_backlog_is_over_the_limit() {
+        let settings = crate::config::Settings {
+            backlog_limit: 1,
+            ..crate::testing::fast_settings()
+        };
+        let pipeline = MemoryPipeline::new(settings, crate::kinds::builtin());
+        for n in 0..2 {
+            pipeline.app.queue.send(&n.to_string()).await.unwrap();
+        }
+        assert_eq!(pipeline.app.queue.depth().await.unwrap().visible, 2);
+        let body = json!({"kind": "echo", "payload": 1}).to_string();
+        let response = submit_job(
+            &pipeline.app,
+            crate::domain::Owner::anonymous(),
+            &json_headers(),
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(http::header::RETRY_AFTER));
+        assert!(
+            response
+                .body()
+                .contains("urn:spillway:problem:backlog-full"),
+            "{}",
+            response.body()
+        );
     }
 }

@@ -47,7 +47,7 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
     let payload = to_raw_value(&json!({
         "url": url,
         "method": "POST",
-        "body": crate::api::job_document(job),
+        "body": crate::domain::job_document(job),
     }))?;
     let now = app.clock.now();
     let deadline = now.saturating_add(app.settings.default_ttl);

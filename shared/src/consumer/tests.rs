@@ -312,7 +312,7 @@ async fn a_result_over_the_item_limit_fails_the_job_permanently() {
         max_payload_bytes: 2 * MAX_RESULT_BYTES,
         ..fast_settings()
     };
-    let pipeline = MemoryPipeline::new(settings, crate::processor::Processors::builtin());
+    let pipeline = MemoryPipeline::new(settings, crate::kinds::builtin());
     let big = "x".repeat(MAX_RESULT_BYTES);
     let id = submit(&pipeline.app, json!({"kind": "echo", "payload": big})).await;
     pipeline
@@ -374,7 +374,7 @@ async fn a_terminal_job_with_a_callback_url_enqueues_a_webhook_job_with_its_fina
     let payload: Value = serde_json::from_str(callback.payload.get()).unwrap();
     assert_eq!(
         payload,
-        json!({"url": CALLBACK_URL, "method": "POST", "body": crate::api::job_document(&finished)})
+        json!({"url": CALLBACK_URL, "method": "POST", "body": crate::domain::job_document(&finished)})
     );
     assert_eq!(payload["body"]["result"], json!({"n": 1}));
     let stored = job(app, callback.job_id).await;

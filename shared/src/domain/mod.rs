@@ -2,6 +2,7 @@
 //! message that carries a job through the queue.
 
 mod correlation;
+mod document;
 mod idempotency;
 mod job;
 mod job_id;
@@ -14,6 +15,7 @@ mod transition;
 mod ttl;
 
 pub use correlation::{CorrelationId, InvalidCorrelationId};
+pub use document::{JobDocument, job_document};
 pub use idempotency::{IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey};
 pub use job::{Job, NewJob, PayloadDigest};
 pub use job_id::{InvalidJobId, JobId};

@@ -1,9 +1,6 @@
-//! Processors: the work behind each job kind, and the registry that maps kinds to them.
-//!
-//! Adding a kind is one `Processor` impl and one `.with(...)` line in [`Processors::builtin`].
-
-mod echo;
-mod sleep;
+//! The processor contract: the work behind each job kind ([`Processor`], [`Work`],
+//! [`ProcessError`], [`Rejection`]), and the registry that maps kinds to processors. The kinds
+//! Spillway ships are in [`crate::kinds`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-pub use echo::Echo;
-pub use sleep::Sleep;
-
-use crate::config::WebhookSettings;
 use crate::domain::{JobId, Kind, Owner, Timestamp};
-use crate::webhook::Webhook;
 
 /// One run of one job, as its processor sees it.
 #[derive(Debug)]
@@ -112,40 +104,12 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Processors {
     by_kind: HashMap<Kind, Arc<dyn Processor>>,
-    webhook: Option<Webhook>,
 }
 
 impl Processors {
     /// No processors.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The processors that ship with Spillway, the `webhook` one on default settings and without
-    /// a signing secret. Register your own kinds here.
-    pub fn builtin() -> Self {
-        Self::builtin_with(Webhook::new(WebhookSettings::default(), None))
-    }
-
-    /// The processors a deployed stack runs: `webhook`, and the demonstration kinds `echo` and
-    /// `sleep` only when `demo_kinds` is on (`SPILLWAY_DEMO_KINDS`).
-    pub fn deployed(webhook: Webhook, demo_kinds: bool) -> Self {
-        if demo_kinds {
-            return Self::builtin_with(webhook);
-        }
-        let mut processors = Self::new().with(crate::webhook::KIND, webhook.clone());
-        processors.webhook = Some(webhook);
-        processors
-    }
-
-    /// The processors that ship with Spillway, with this `webhook` processor.
-    pub fn builtin_with(webhook: Webhook) -> Self {
-        let mut processors = Self::new()
-            .with("echo", Echo)
-            .with("sleep", Sleep)
-            .with(crate::webhook::KIND, webhook.clone());
-        processors.webhook = Some(webhook);
-        processors
     }
 
     /// Adds (or replaces) the processor for `kind`.
@@ -156,11 +120,6 @@ impl Processors {
     #[allow(clippy::expect_used)]
     pub fn with(mut self, kind: &str, processor: impl Processor + 'static) -> Self {
         let kind = Kind::parse(kind).expect("registered kind names are valid");
-        if kind.as_str() == crate::webhook::KIND {
-            // Another processor under the webhook kind: callbacks go through it as well, but
-            // their URLs are no longer checked by Spillway's guard at intake.
-            self.webhook = None;
-        }
         self.by_kind.insert(kind, Arc::new(processor));
         self
     }
@@ -170,9 +129,9 @@ impl Processors {
         self.by_kind.get(kind)
     }
 
-    /// The `webhook` processor, when it is Spillway's own (callbacks are delivered by it).
-    pub fn webhook(&self) -> Option<&Webhook> {
-        self.webhook.as_ref()
+    /// Whether a processor is registered under the kind named `kind`.
+    pub fn knows(&self, kind: &str) -> bool {
+        self.by_kind.keys().any(|known| known.as_str() == kind)
     }
 
     /// The registered kinds, sorted.

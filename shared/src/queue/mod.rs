@@ -1,5 +1,6 @@
 //! The `JobQueue` port: the work queue (and, for tools, its dead-letter queue).
 
+mod backlog;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod memory;
@@ -9,11 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use backlog::Backlog;
 pub use memory::MemoryQueue;
 pub use sqs::{SqsQueue, move_messages};
 
 use crate::domain::Timestamp;
-use crate::store::BoxError;
+use crate::error::BoxError;
 
 /// The longest visibility timeout SQS accepts (12 hours): the cap of every backoff.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);

@@ -307,7 +307,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            crate::api::Chain(&error)
+            crate::error::Chain(&error)
                 .to_string()
                 .contains("FAILED after 2"),
             "{error}"

@@ -9,9 +9,7 @@ pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
 
 use crate::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
-
-/// An error from a store adapter, its cause kept as the source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use crate::error::BoxError;
 
 /// Keeps job state. Implementations evaluate [`Change::permits`] atomically with the write, so two
 /// callers racing on one job never both succeed.

@@ -133,7 +133,7 @@ impl Chaos {
     }
 }
 
-fn injected() -> crate::store::BoxError {
+fn injected() -> crate::error::BoxError {
     "injected fault".into()
 }
 

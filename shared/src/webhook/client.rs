@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 
 use super::guard::Allowlist;
-use crate::api::Chain;
+use crate::error::Chain;
 use crate::processor::Rejection;
 
 /// Resolves a host name to its addresses. The default asks the system's resolver; tests swap in

@@ -13,6 +13,9 @@ use http::Uri;
 
 use crate::processor::Rejection;
 
+/// Longest accepted URL.
+const MAX_URL_BYTES: usize = 2048;
+
 /// The exceptions an operator opened (`SPILLWAY_WEBHOOK_ALLOW`): networks and host names that
 /// webhooks may reach although they are private, loopback or otherwise refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,8 +59,13 @@ impl Allowlist {
         self.networks.is_empty() && self.hosts.is_empty()
     }
 
-    /// Checks a URL's form and, when it names an address, that address.
+    /// Checks a URL's length and form and, when it names an address, that address.
     pub fn check_url(&self, url: &str) -> Result<Target, Rejection> {
+        if url.len() > MAX_URL_BYTES {
+            return Err(Rejection::Invalid(format!(
+                "the URL is longer than {MAX_URL_BYTES} bytes"
+            )));
+        }
         let scheme = url.split_once(':').map(|(scheme, _)| scheme);
         match scheme {
             Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}

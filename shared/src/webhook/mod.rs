@@ -14,6 +14,7 @@
 mod breaker;
 mod client;
 mod guard;
+mod settings;
 mod signature;
 
 use std::collections::BTreeMap;
@@ -33,17 +34,15 @@ use tracing::{info, warn};
 pub use breaker::{Admission, Breakers, Counters, Open};
 pub use client::{Client, ConnectRefused, Resolve, SendError, SystemResolver};
 pub use guard::{Allowlist, Target};
+pub use settings::WebhookSettings;
 pub use signature::{SecretError, SigningKeys};
 
-use crate::config::WebhookSettings;
 use crate::processor::{ProcessError, Processor, Rejection, Work};
 
 /// The kind name webhooks and callbacks run under.
 pub const KIND: &str = "webhook";
 /// How much of a receiver's answer the job's result (or error) keeps.
 pub const BODY_SLICE_BYTES: usize = 1024;
-/// Longest accepted URL.
-const MAX_URL_BYTES: usize = 2048;
 /// Most headers a webhook may set.
 const MAX_HEADERS: usize = 32;
 /// Longest header name a webhook may set.
@@ -138,11 +137,6 @@ impl Webhook {
 
     /// Checks a URL a webhook or callback would be sent to.
     pub fn check_url(&self, url: &str) -> Result<Target, Rejection> {
-        if url.len() > MAX_URL_BYTES {
-            return Err(Rejection::Invalid(format!(
-                "the URL is longer than {MAX_URL_BYTES} bytes"
-            )));
-        }
         self.allow.check_url(url)
     }
 

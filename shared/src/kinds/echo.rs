@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{ProcessError, Processor, Work};
+use crate::processor::{ProcessError, Processor, Work};
 
 /// Returns its payload as its result.
 #[derive(Debug, Clone, Copy, Default)]

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{ProcessError, Processor, Work};
+use crate::processor::{ProcessError, Processor, Work};
 
 /// Waits, then succeeds or fails as told; for demos, tests and load tests.
 ///

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::queue::{JobQueue, QueueError};
+use super::{JobQueue, QueueError};
 
 /// Intake's view of the queue's depth, refreshed at most every few seconds so that the backlog
 /// check costs one `GetQueueAttributes` per interval per instance, not one per request.
@@ -25,7 +25,7 @@ impl Backlog {
         }
     }
 
-    /// `Some(depth)` when the queue holds more than the limit.
+    /// `Some((depth, limit))` when the queue holds more than the limit.
     pub async fn over_limit(&self, queue: &dyn JobQueue) -> Result<Option<(u64, u64)>, QueueError> {
         if self.limit == 0 {
             return Ok(None);
@@ -53,14 +53,8 @@ impl Backlog {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use http::StatusCode;
-    use serde_json::json;
-
     use super::*;
     use crate::queue::MemoryQueue;
-    use crate::testing::{MemoryPipeline, json_headers};
 
     #[tokio::test(start_paused = true)]
     async fn the_depth_is_read_at_most_every_few_seconds() {
@@ -76,36 +70,5 @@ mod tests {
         );
         tokio::time::advance(REFRESH).await;
         assert_eq!(backlog.over_limit(&queue).await.unwrap(), Some((2, 1)));
-    }
-
-    #[tokio::test]
-    async fn intake_refuses_new_jobs_with_503_while_the_backlog_is_over_the_limit() {
-        let settings = crate::config::Settings {
-            backlog_limit: 1,
-            ..crate::testing::fast_settings()
-        };
-        let pipeline = MemoryPipeline::new(settings, crate::processor::Processors::builtin());
-        for n in 0..2 {
-            pipeline.app.queue.send(&n.to_string()).await.unwrap();
-        }
-        let queue: Arc<dyn JobQueue> = pipeline.app.queue.clone();
-        assert_eq!(queue.depth().await.unwrap().visible, 2);
-        let body = json!({"kind": "echo", "payload": 1}).to_string();
-        let response = crate::api::submit_job(
-            &pipeline.app,
-            crate::domain::Owner::anonymous(),
-            &json_headers(),
-            body.as_bytes(),
-        )
-        .await;
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(response.headers().contains_key(http::header::RETRY_AFTER));
-        assert!(
-            response
-                .body()
-                .contains("urn:spillway:problem:backlog-full"),
-            "{}",
-            response.body()
-        );
     }
 }

@@ -1,0 +1,48 @@
+//! The job's public document: what `GET /jobs/{id}` serves and what a completion callback
+//! delivers, so a client reads the same shape either way.
+
+use serde::Serialize;
+
+use super::{Job, JobStatus, Timestamp};
+
+/// The job as `GET /jobs/{id}` shows it, and as a completion callback delivers it.
+#[derive(Debug, Serialize)]
+pub struct JobDocument<'a> {
+    id: String,
+    kind: &'a str,
+    status: JobStatus,
+    attempts: u32,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    deadline: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl<'a> JobDocument<'a> {
+    /// The document of `job`: its result only once it has succeeded.
+    pub fn of(job: &'a Job) -> Self {
+        Self {
+            id: job.id.to_string(),
+            kind: job.kind.as_str(),
+            status: job.status,
+            attempts: job.attempts,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            deadline: job.deadline,
+            result: job
+                .result
+                .as_ref()
+                .filter(|_| job.status == JobStatus::Succeeded),
+            error: job.error.as_deref(),
+        }
+    }
+}
+
+/// The job's document as `GET /jobs/{id}` serves it, which is also what a completion callback
+/// delivers.
+pub fn job_document(job: &Job) -> serde_json::Value {
+    serde_json::to_value(JobDocument::of(job)).unwrap_or_default()
+}
