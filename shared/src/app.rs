@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Function, Settings};
+use crate::domain::{Change, Transition};
 use crate::kinds;
 use crate::metrics::{Metrics, Stdout};
 use crate::processor::Processors;
@@ -65,6 +66,11 @@ impl App {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// `transition` now, by this app's clock, with its retention.
+    pub fn change(&self, transition: Transition) -> Change {
+        Change::new(transition, self.clock.now(), self.settings.retention)
     }
 
     /// The same app with another clock.

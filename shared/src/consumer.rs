@@ -213,19 +213,11 @@ impl Record<'_> {
             .unwrap_or(1)
     }
 
-    fn change(&self, transition: Transition) -> Change {
-        Change {
-            transition,
-            at: self.app.clock.now(),
-            retention: self.app.settings.retention,
-        }
-    }
-
     /// Claims the job, writing it first from its message when the table does not hold it: intake
     /// sends a job's message before it writes the job, so the write may not have landed yet, or
     /// ever. `Err` holds what to do with a message that runs nothing now.
     async fn claim(&self, message: &JobMessage) -> Result<Job, Outcome> {
-        let claim = self.change(Transition::Claim {
+        let claim = self.app.change(Transition::Claim {
             lease_until: self.invocation_deadline,
             max_attempts: self.app.settings.max_attempts,
         });
@@ -290,7 +282,7 @@ impl Record<'_> {
     /// extended since (a redrive with `--extend`), and the job is to run after all.
     async fn expire(&self, message: &JobMessage) -> Option<Outcome> {
         let expired = match self
-            .apply_to_message_job(message, &self.change(Transition::Expire))
+            .apply_to_message_job(message, &self.app.change(Transition::Expire))
             .await
         {
             Ok(expired) => expired,
@@ -408,7 +400,12 @@ impl Record<'_> {
             attempt: job.attempts,
             error: "the last attempt ended without recording an outcome".to_owned(),
         };
-        match self.app.store.apply(job.id, &self.change(transition)).await {
+        match self
+            .app
+            .store
+            .apply(job.id, &self.app.change(transition))
+            .await
+        {
             Ok(dead) => {
                 warn!(
                     attempt = dead.attempts,
@@ -472,7 +469,12 @@ impl Record<'_> {
             }
         };
         let to = transition.target();
-        let recorded = match self.app.store.apply(job.id, &self.change(transition)).await {
+        let recorded = match self
+            .app
+            .store
+            .apply(job.id, &self.app.change(transition))
+            .await
+        {
             Ok(recorded) => recorded,
             Err(error) => {
                 // Another consumer claimed the job after our lease lapsed, or the store failed:

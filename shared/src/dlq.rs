@@ -62,13 +62,8 @@ pub struct Reset<'a> {
 impl Reset<'_> {
     fn change(&self) -> Change {
         let at = self.clock.now();
-        Change {
-            transition: Transition::Redrive {
-                deadline: self.extend.map(|extend| at.saturating_add(extend)),
-            },
-            at,
-            retention: self.retention,
-        }
+        let deadline = self.extend.map(|extend| at.saturating_add(extend));
+        Change::new(Transition::Redrive { deadline }, at, self.retention)
     }
 }
 
@@ -318,11 +313,11 @@ mod tests {
         let ids = dead_lettered_jobs(&pipeline, 2).await;
         let app = &pipeline.app;
         // As if a first run stopped after resetting the job and before moving its message.
-        let change = Change {
-            transition: Transition::Redrive { deadline: None },
-            at: app.clock.now(),
-            retention: Duration::from_secs(60),
-        };
+        let change = Change::new(
+            Transition::Redrive { deadline: None },
+            app.clock.now(),
+            Duration::from_secs(60),
+        );
         app.store.apply(ids[0], &change).await.unwrap();
 
         let dlq: Arc<dyn JobQueue> = pipeline.dlq.clone();

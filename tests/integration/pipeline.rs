@@ -538,16 +538,12 @@ async fn a_job_whose_consumer_died_is_claimed_again_once_its_lease_lapses() {
     let counting = Counting::new(Behaviour::Succeed);
     let app = stack.app(stack.settings(), processors_with(&counting));
     let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
-    // A consumer claims the job for one more second, then dies without a word.
+    // A consumer claims the job for a lease of three seconds, then dies without a word.
     let lease = Duration::from_secs(3);
-    let claim = spillway_core::domain::Change {
-        transition: spillway_core::domain::Transition::Claim {
-            lease_until: deadline_in(0).saturating_add(lease),
-            max_attempts: 5,
-        },
-        at: deadline_in(0),
-        retention: Duration::from_secs(60),
-    };
+    let claim = app.change(spillway_core::domain::Transition::Claim {
+        lease_until: deadline_in(0).saturating_add(lease),
+        max_attempts: 5,
+    });
     app.store.apply(id, &claim).await.unwrap();
 
     let messages = stack

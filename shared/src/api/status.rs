@@ -4,7 +4,7 @@ use tracing::{info, instrument};
 
 use super::{ApiError, ApiResponse, job_response};
 use crate::app::App;
-use crate::domain::{Change, Job, JobId, Owner, Transition};
+use crate::domain::{Job, JobId, Owner, Transition};
 use crate::store::ApplyError;
 
 /// The longest long poll, in seconds (API Gateway gives an integration 30 s).
@@ -41,7 +41,7 @@ pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
     let result = async {
         let id = JobId::parse(raw_id)?;
         read(app, owner, id).await?;
-        match app.store.apply(id, &change(app, Transition::Cancel)).await {
+        match app.store.apply(id, &app.change(Transition::Cancel)).await {
             Ok(job) => {
                 info!("cancelled");
                 app.metrics.reached(job.updated_at, &job, &[]);
@@ -60,14 +60,6 @@ pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
     }
     .await;
     result.unwrap_or_else(ApiError::into_response)
-}
-
-fn change(app: &App, transition: Transition) -> Change {
-    Change {
-        transition,
-        at: app.clock.now(),
-        retention: app.settings.retention,
-    }
 }
 
 fn parse_wait(raw: Option<&str>) -> Result<Duration, ApiError> {
@@ -95,7 +87,7 @@ async fn read(app: &App, owner: &Owner, id: JobId) -> Result<Job, ApiError> {
     if job.status.is_terminal() || now <= job.deadline || job.is_leased_at(now) {
         return Ok(job);
     }
-    match app.store.apply(id, &change(app, Transition::Expire)).await {
+    match app.store.apply(id, &app.change(Transition::Expire)).await {
         Ok(job) => {
             info!("expired on read");
             app.metrics.reached(job.updated_at, &job, &[]);

@@ -242,14 +242,10 @@ async fn a_processor_is_stopped_when_the_invocation_runs_out_of_time() {
 async fn a_job_leased_by_another_consumer_is_left_alone() {
     let (pipeline, counting) = pipeline(Behaviour::Succeed);
     let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
-    let claim = Change {
-        transition: Transition::Claim {
-            lease_until: far_deadline(),
-            max_attempts: 5,
-        },
-        at: pipeline.app.clock.now(),
-        retention: Duration::from_secs(60),
-    };
+    let claim = pipeline.app.change(Transition::Claim {
+        lease_until: far_deadline(),
+        max_attempts: 5,
+    });
     pipeline.app.store.apply(id, &claim).await.unwrap();
     let report = pipeline
         .esm
@@ -452,14 +448,10 @@ async fn a_duplicate_delivery_creates_no_second_callback_job() {
     let callback_id = id.derived("callback:succeeded:1");
     // The callback job has been claimed by now: a second delivery of the finished job's message
     // must neither create nor enqueue anything.
-    let claim = Change {
-        transition: Transition::Claim {
-            lease_until: far_deadline(),
-            max_attempts: 5,
-        },
-        at: app.clock.now(),
-        retention: app.settings.retention,
-    };
+    let claim = app.change(Transition::Claim {
+        lease_until: far_deadline(),
+        max_attempts: 5,
+    });
     app.store.apply(callback_id, &claim).await.unwrap();
     let depth_before = app.queue.depth().await.unwrap();
     let report = pipeline.esm.invoke(app, &delivery).await;
@@ -825,14 +817,10 @@ async fn a_job_abandoned_on_its_last_attempt_is_dead_lettered_not_run_again() {
     // Three invocations claimed it and died before recording anything; the last lease has lapsed.
     for _ in 0..app.settings.max_attempts {
         let now = app.clock.now();
-        let claim = Change {
-            transition: Transition::Claim {
-                lease_until: Timestamp::from_millis(now.as_millis() - 1),
-                max_attempts: app.settings.max_attempts,
-            },
-            at: now,
-            retention: Duration::from_secs(60),
-        };
+        let claim = app.change(Transition::Claim {
+            lease_until: Timestamp::from_millis(now.as_millis() - 1),
+            max_attempts: app.settings.max_attempts,
+        });
         app.store.apply(id, &claim).await.unwrap();
     }
     let report = pipeline

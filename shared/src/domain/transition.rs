@@ -168,6 +168,15 @@ pub struct Change {
 }
 
 impl Change {
+    /// `transition` at `at`, a terminal job then kept for `retention`.
+    pub const fn new(transition: Transition, at: Timestamp, retention: Duration) -> Self {
+        Self {
+            transition,
+            at,
+            retention,
+        }
+    }
+
     /// Whether `job`, as it stands, accepts this change. Every store evaluates exactly this
     /// condition, atomically with the write.
     pub fn permits(&self, job: &Job) -> bool {
@@ -249,11 +258,11 @@ mod tests {
     }
 
     fn change(transition: Transition, at: u64) -> Change {
-        Change {
+        Change::new(
             transition,
-            at: Timestamp::from_millis(at),
-            retention: Duration::from_secs(10),
-        }
+            Timestamp::from_millis(at),
+            Duration::from_secs(10),
+        )
     }
 
     #[test]

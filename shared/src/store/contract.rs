@@ -61,11 +61,7 @@ fn now() -> Timestamp {
 }
 
 fn change(transition: Transition, at: Timestamp) -> Change {
-    Change {
-        transition,
-        at,
-        retention: RETENTION,
-    }
+    Change::new(transition, at, RETENTION)
 }
 
 fn new_job() -> Job {

@@ -269,7 +269,9 @@ impl JobStore for DynamoStore {
 }
 
 /// The DynamoDB form of one [`Change`]: the write and the condition that guards it, which
-/// together do exactly what [`Change::permits`] and [`Change::apply`] do in memory.
+/// together do exactly what [`Change::permits`] and [`Change::apply`] do in memory. The condition
+/// is read from the transition's [precondition](Transition::precondition), the one description
+/// both stores use.
 struct UpdateExpression {
     expression: String,
     condition: String,
@@ -279,103 +281,162 @@ struct UpdateExpression {
 
 impl UpdateExpression {
     fn for_change(change: &Change) -> Self {
-        let names = [
-            ("#status", "status"),
-            ("#attempts", "attempts"),
-            ("#lease", "lease_until"),
-            ("#updated", "updated_at"),
-            ("#result", "result"),
-            ("#error", "error"),
-            ("#expires", "expires_at"),
-            ("#deadline", "deadline"),
-        ];
-        let mut values: Item = HashMap::from([
-            (":to".to_owned(), s(change.transition.target().as_str())),
-            (":now".to_owned(), n(change.at.as_millis())),
-        ]);
-        let mut set = vec!["#status = :to", "#updated = :now"];
-        let mut remove = vec![];
-        let condition = change
+        let mut parts = Parts::default();
+        let condition = parts.condition(change);
+        let expression = parts.write(change);
+        Self {
+            expression,
+            condition,
+            names: parts.names,
+            values: parts.values,
+        }
+    }
+}
+
+/// The attribute names and values an expression uses, each registered where it is written, so
+/// the request carries exactly those.
+#[derive(Default)]
+struct Parts {
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl Parts {
+    /// `#attribute`, standing for `attribute` (some, like `status`, are reserved words).
+    fn name(&mut self, attribute: &str) -> String {
+        let alias = format!("#{attribute}");
+        self.names.insert(alias.clone(), attribute.to_owned());
+        alias
+    }
+
+    /// `:placeholder`, standing for `value`.
+    fn value(&mut self, placeholder: &str, value: AttributeValue) -> String {
+        let placeholder = format!(":{placeholder}");
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    /// Any of the precondition's alternatives, each all of its requirements.
+    fn condition(&mut self, change: &Change) -> String {
+        change
             .transition
             .precondition()
             .iter()
             .map(|all| {
                 let parts: Vec<String> = all
                     .iter()
-                    .map(|requirement| match requirement {
-                        Requirement::Status(status) => {
-                            let placeholder = format!(":status_{}", status.as_str());
-                            values.insert(placeholder.clone(), s(status.as_str()));
-                            format!("#status = {placeholder}")
-                        }
-                        Requirement::LeaseLapsed => {
-                            "(#lease < :now OR attribute_not_exists(#lease))".to_owned()
-                        }
-                        Requirement::Attempt(attempt) => {
-                            values.insert(":attempt".to_owned(), n(u64::from(*attempt)));
-                            "#attempts = :attempt".to_owned()
-                        }
-                        Requirement::DeadlinePassed => "#deadline < :now".to_owned(),
-                        Requirement::AttemptsBelow(limit) => {
-                            values.insert(":attempts_below".to_owned(), n(u64::from(*limit)));
-                            "#attempts < :attempts_below".to_owned()
-                        }
-                    })
+                    .map(|requirement| self.requirement(requirement, change.at))
                     .collect();
                 format!("({})", parts.join(" AND "))
             })
             .collect::<Vec<_>>()
-            .join(" OR ");
+            .join(" OR ")
+    }
 
+    fn requirement(&mut self, requirement: &Requirement, at: Timestamp) -> String {
+        match requirement {
+            Requirement::Status(status) => {
+                let name = self.name("status");
+                let value = self.value(&format!("status_{}", status.as_str()), s(status.as_str()));
+                format!("{name} = {value}")
+            }
+            Requirement::LeaseLapsed => {
+                let lease = self.name("lease_until");
+                let now = self.value("now", n(at.as_millis()));
+                format!("({lease} < {now} OR attribute_not_exists({lease}))")
+            }
+            Requirement::Attempt(attempt) => {
+                let name = self.name("attempts");
+                let value = self.value("attempt", n(u64::from(*attempt)));
+                format!("{name} = {value}")
+            }
+            Requirement::DeadlinePassed => {
+                let name = self.name("deadline");
+                let now = self.value("now", n(at.as_millis()));
+                format!("{name} < {now}")
+            }
+            Requirement::AttemptsBelow(limit) => {
+                let name = self.name("attempts");
+                let value = self.value("attempts_below", n(u64::from(*limit)));
+                format!("{name} < {value}")
+            }
+        }
+    }
+
+    /// The `SET` and `REMOVE` clauses that do what [`Change::apply`] does.
+    fn write(&mut self, change: &Change) -> String {
+        let mut set = vec![
+            format!(
+                "{} = {}",
+                self.name("status"),
+                self.value("to", s(change.transition.target().as_str()))
+            ),
+            format!(
+                "{} = {}",
+                self.name("updated_at"),
+                self.value("now", n(change.at.as_millis()))
+            ),
+        ];
+        let mut remove = vec![];
         match &change.transition {
             Transition::Claim { lease_until, .. } => {
-                set.extend(["#attempts = #attempts + :one", "#lease = :lease"]);
-                values.insert(":one".to_owned(), n(1));
-                values.insert(":lease".to_owned(), n(lease_until.as_millis()));
+                let attempts = self.name("attempts");
+                set.push(format!(
+                    "{attempts} = {attempts} + {}",
+                    self.value("one", n(1))
+                ));
+                set.push(format!(
+                    "{} = {}",
+                    self.name("lease_until"),
+                    self.value("lease", n(lease_until.as_millis()))
+                ));
             }
             Transition::Succeed { result, .. } => {
-                set.push("#result = :result");
-                values.insert(":result".to_owned(), s(result.to_string()));
-                remove.extend(["#lease", "#error"]);
+                set.push(format!(
+                    "{} = {}",
+                    self.name("result"),
+                    self.value("result", s(result.to_string()))
+                ));
+                remove.extend([self.name("lease_until"), self.name("error")]);
             }
             Transition::Redrive {
                 deadline: Some(deadline),
             } => {
-                set.extend(["#deadline = :deadline", "#expires = :expires"]);
-                values.insert(":deadline".to_owned(), n(deadline.as_millis()));
+                set.push(format!(
+                    "{} = {}",
+                    self.name("deadline"),
+                    self.value("deadline", n(deadline.as_millis()))
+                ));
                 let expires_at = change.pending_expiry(*deadline);
-                values.insert(":expires".to_owned(), n(expires_at.as_epoch_seconds_ceil()));
-                remove.push("#lease");
+                set.push(self.expires(expires_at));
+                remove.push(self.name("lease_until"));
             }
             other => {
                 if let Some(error) = other.error() {
-                    set.push("#error = :error");
-                    values.insert(":error".to_owned(), s(error));
+                    set.push(format!(
+                        "{} = {}",
+                        self.name("error"),
+                        self.value("error", s(error))
+                    ));
                 }
-                remove.push("#lease");
+                remove.push(self.name("lease_until"));
             }
         }
         if let Some(expires_at) = change.expires_at() {
-            set.push("#expires = :expires");
-            values.insert(":expires".to_owned(), n(expires_at.as_epoch_seconds_ceil()));
+            set.push(self.expires(expires_at));
         }
-
         let mut expression = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        let used = |name: &str| expression.contains(name) || condition.contains(name);
-        let names = names
-            .into_iter()
-            .filter(|(alias, _)| used(alias))
-            .map(|(alias, name)| (alias.to_owned(), name.to_owned()))
-            .collect();
-        Self {
-            expression,
-            condition,
-            names,
-            values,
-        }
+        expression
+    }
+
+    /// `expires_at`, in epoch seconds as DynamoDB's TTL reads it.
+    fn expires(&mut self, at: Timestamp) -> String {
+        let name = self.name("expires_at");
+        let value = self.value("expires", n(at.as_epoch_seconds_ceil()));
+        format!("{name} = {value}")
     }
 }
 
@@ -499,6 +560,7 @@ mod tests {
         );
     }
 
+    use std::collections::BTreeSet;
     use std::time::Duration;
 
     use super::*;
@@ -537,18 +599,26 @@ mod tests {
 
     #[test]
     fn expressions_alias_only_the_names_they_use() {
-        let cancel = Change {
-            transition: Transition::Cancel,
-            at: Timestamp::from_millis(5),
-            retention: Duration::from_secs(1),
-        };
+        let cancel = Change::new(
+            Transition::Cancel,
+            Timestamp::from_millis(5),
+            Duration::from_secs(1),
+        );
         let update = UpdateExpression::for_change(&cancel);
         assert_eq!(update.condition, "(#status = :status_pending)");
         assert_eq!(
             update.expression,
-            "SET #status = :to, #updated = :now, #expires = :expires REMOVE #lease"
+            "SET #status = :to, #updated_at = :now, #expires_at = :expires REMOVE #lease_until"
         );
-        assert!(!update.names.contains_key("#attempts"));
-        assert!(!update.values.contains_key(":status_running"));
+        let names: BTreeSet<&str> = update.names.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["#status", "#updated_at", "#expires_at", "#lease_until"])
+        );
+        let values: BTreeSet<&str> = update.values.keys().map(String::as_str).collect();
+        assert_eq!(
+            values,
+            BTreeSet::from([":status_pending", ":to", ":now", ":expires"])
+        );
     }
 }
