@@ -20,7 +20,8 @@ use crate::aws::AwsArgs;
 #[derive(Debug, clap::Subcommand)]
 pub enum QueueCommand {
     /// Messages visible, in flight and delayed in the work queue and the dead-letter queue, and
-    /// the age of the oldest message where the endpoint reports it (CloudWatch, on AWS).
+    /// the age of the oldest message where the endpoint reports it (CloudWatch, on AWS): `n/a`
+    /// when CloudWatch has no data, `error` (and why, on standard error) when it cannot be read.
     Stats {
         #[command(flatten)]
         aws: AwsArgs,
@@ -56,6 +57,10 @@ struct QueueStats {
     delayed: u64,
     /// Seconds, when the endpoint's CloudWatch has the metric.
     oldest_message_age_seconds: Option<f64>,
+    /// Why CloudWatch could not be read, when it could not: the age is then unknown, which is not
+    /// the same as no data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_message_age_error: Option<String>,
 }
 
 /// Runs a `spillway queue` subcommand.
@@ -64,6 +69,7 @@ pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
     let sdk = aws.deployment().await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let target = aws.target();
     let mut stats = Vec::new();
     for (queue, url) in [
         ("work", aws.work_queue_url(&sqs).await?),
@@ -74,12 +80,22 @@ pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
             .await
             .map_err(|e| format!("queue {url}: {}", Chain(&e)))?;
         let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let (age, error) = match oldest_message_age(&cloudwatch, &name).await {
+            Ok(age) => (age, None),
+            Err(error) => {
+                eprintln!(
+                    "no age of the oldest message in {name}: CloudWatch at {target}: {error}"
+                );
+                (None, Some(error))
+            }
+        };
         stats.push(QueueStats {
             queue,
             visible: depth.visible,
             in_flight: depth.in_flight,
             delayed: depth.delayed,
-            oldest_message_age_seconds: oldest_message_age(&cloudwatch, &name).await,
+            oldest_message_age_seconds: age,
+            oldest_message_age_error: error,
             url,
         });
     }
@@ -92,10 +108,16 @@ pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
         "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "OLDEST MESSAGE"
     );
     for queue in &stats {
-        let age = queue.oldest_message_age_seconds.map_or_else(
-            || "n/a".to_owned(),
-            |seconds| humantime::format_duration(Duration::from_secs(seconds as u64)).to_string(),
-        );
+        let age = match (
+            queue.oldest_message_age_seconds,
+            &queue.oldest_message_age_error,
+        ) {
+            (Some(seconds), _) => {
+                humantime::format_duration(Duration::from_secs(seconds as u64)).to_string()
+            }
+            (None, Some(_)) => "error".to_owned(),
+            (None, None) => "n/a".to_owned(),
+        };
         println!(
             "{:<12} {:>9} {:>10} {:>8} {:>15}",
             queue.queue, queue.visible, queue.in_flight, queue.delayed, age
@@ -105,8 +127,13 @@ pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
 }
 
 /// The latest `ApproximateAgeOfOldestMessage` of the last 15 minutes, if CloudWatch has it: SQS
-/// publishes it there (each minute, on AWS), never as a queue attribute. Emulators have none.
-async fn oldest_message_age(cloudwatch: &aws_sdk_cloudwatch::Client, queue: &str) -> Option<f64> {
+/// publishes it there (each minute, on AWS), never as a queue attribute. Emulators have none, or
+/// no CloudWatch at all; an error (no `cloudwatch:GetMetricData` permission, say) is told apart
+/// from no data.
+async fn oldest_message_age(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    queue: &str,
+) -> Result<Option<f64>, String> {
     let now = std::time::SystemTime::now();
     let query = MetricDataQuery::builder()
         .id("age")
@@ -131,10 +158,15 @@ async fn oldest_message_age(cloudwatch: &aws_sdk_cloudwatch::Client, queue: &str
         .end_time(DateTime::from(now))
         .send()
         .await
-        .ok()?;
-    let result = answer.metric_data_results().first()?;
+        .map_err(|e| match e.raw_response() {
+            Some(raw) => format!("HTTP {}: {}", raw.status().as_u16(), Chain(&e)),
+            None => Chain(&e).to_string(),
+        })?;
     // Newest first, as CloudWatch returns them by default.
-    result.values().first().copied()
+    Ok(answer
+        .metric_data_results()
+        .first()
+        .and_then(|result| result.values().first().copied()))
 }
 
 /// Runs a `spillway jobs` subcommand.

@@ -1,11 +1,17 @@
-//! `spillway queue stats` and `spillway jobs get` against DynamoDB and SQS at the emulator, with
-//! the resources named by flags or by a CloudFormation stack's outputs.
+//! `spillway queue stats` and `spillway jobs get` against DynamoDB and SQS at the emulator (and a
+//! stand-in for CloudWatch), with the resources named by flags or by a CloudFormation stack's
+//! outputs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::HeaderValue;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 use spillway_core::api;
 use spillway_core::domain::{JobId, Owner};
@@ -14,9 +20,13 @@ use spillway_tests::Stack;
 use tokio::process::Command;
 
 async fn run(args: &[&str]) -> Output {
+    run_at(&spillway_tests::endpoint(), args).await
+}
+
+async fn run_at(endpoint: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spillway"))
         .args(args)
-        .args(["--endpoint-url", &spillway_tests::endpoint()])
+        .args(["--endpoint-url", endpoint])
         .output()
         .await
         .unwrap()
@@ -69,21 +79,300 @@ async fn queue_stats_counts_visible_in_flight_and_dead_lettered_messages() {
     );
     assert_eq!(stats[1]["queue"], "dead-letter");
     assert_eq!(stats[1]["visible"], 1, "{stats}");
-    assert_eq!(
-        stats[0]["oldest_message_age_seconds"],
-        Value::Null,
-        "the emulator publishes no SQS metrics to CloudWatch"
-    );
+    // The age of the oldest message comes from CloudWatch, which the emulator may not serve:
+    // `queue_stats_tells_an_age_no_data_and_a_cloudwatch_error_apart` checks it.
 
     args.retain(|a| *a != "--json");
     let table = stdout(&run(&args).await);
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("QUEUE"), "{table}");
+    assert!(lines[1].starts_with("work "), "{table}");
+    assert!(lines[2].starts_with("dead-letter "), "{table}");
+}
+
+/// What CloudWatch answers about one queue's oldest message.
+#[derive(Debug, Clone, Copy)]
+enum Age {
+    /// A datapoint of this many seconds.
+    Seconds(f64),
+    /// No datapoint in the period asked about.
+    NoData,
+    /// The caller may not call `GetMetricData`.
+    Denied,
+}
+
+/// The answers, by queue name.
+type Ages = Arc<Mutex<HashMap<String, Age>>>;
+
+#[derive(Debug, Clone)]
+struct Front {
+    upstream: String,
+    client: reqwest::Client,
+    ages: Ages,
+}
+
+/// An endpoint on loopback that forwards every request to the emulator except CloudWatch's
+/// `GetMetricData`, which moto does not serve in the Smithy RPC v2 CBOR protocol the SDK speaks:
+/// that one it answers itself, for the queue the query names, as `ages` says.
+async fn cloudwatch_in_front(ages: Ages) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let front = Front {
+        upstream: spillway_tests::endpoint().trim_end_matches('/').to_owned(),
+        client: reqwest::Client::new(),
+        ages,
+    };
+    let app = axum::Router::new().fallback(answer).with_state(front);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+async fn answer(
+    State(front): State<Front>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if uri.path() != "/service/GraniteServiceVersion20100801/operation/GetMetricData" {
+        return forward(&front, method, &uri, &headers, body).await;
+    }
+    // CBOR text strings are their UTF-8 bytes after a length: a name is found whole or not at all.
+    let asks = |text: &str| {
+        let encoded = cbor_text(text);
+        body.windows(encoded.len()).any(|w| w == encoded)
+    };
+    let queue = front
+        .ages
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(queue, _)| asks(queue))
+        .map(|(queue, age)| (queue.clone(), *age));
+    let Some((queue, age)) = queue.filter(|_| {
+        [
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            "QueueName",
+            "Maximum",
+        ]
+        .iter()
+        .all(|text| asks(text))
+    }) else {
+        return cbor(
+            StatusCode::BAD_REQUEST,
+            &[
+                ("__type", "ValidationError"),
+                ("message", "not a query this test expects"),
+            ],
+            None,
+        );
+    };
+    let mut result = vec![];
+    cbor_head(&mut result, 5, 3);
+    result.extend(cbor_text("Id"));
+    result.extend(cbor_text("age"));
+    result.extend(cbor_text("StatusCode"));
+    result.extend(cbor_text("Complete"));
+    result.extend(cbor_text("Values"));
+    match age {
+        Age::Seconds(seconds) => {
+            cbor_head(&mut result, 4, 1);
+            result.push(0xfb);
+            result.extend(seconds.to_be_bytes());
+        }
+        Age::NoData => cbor_head(&mut result, 4, 0),
+        Age::Denied => {
+            let message = format!(
+                "User: arn:aws:iam::123456789012:user/ops is not authorized to perform: \
+                 cloudwatch:GetMetricData (asked about {queue})"
+            );
+            return cbor(
+                StatusCode::FORBIDDEN,
+                &[("__type", "AccessDenied"), ("message", &message)],
+                Some("AccessDenied;Sender"),
+            );
+        }
+    }
+    let mut document = vec![];
+    cbor_head(&mut document, 5, 1);
+    document.extend(cbor_text("MetricDataResults"));
+    cbor_head(&mut document, 4, 1);
+    document.extend(result);
+    (
+        [
+            ("content-type", "application/cbor"),
+            ("smithy-protocol", "rpc-v2-cbor"),
+        ],
+        document,
+    )
+        .into_response()
+}
+
+/// A CBOR head: major type and length (short lengths only).
+fn cbor_head(out: &mut Vec<u8>, major: u8, len: usize) {
+    assert!(len < 256, "a long CBOR item");
+    if len < 24 {
+        out.push(major << 5 | len as u8);
+    } else {
+        out.extend([major << 5 | 24, len as u8]);
+    }
+}
+
+/// A CBOR text string.
+fn cbor_text(text: &str) -> Vec<u8> {
+    let mut out = vec![];
+    cbor_head(&mut out, 3, text.len());
+    out.extend(text.as_bytes());
+    out
+}
+
+/// An error as Smithy RPC v2 CBOR sends it, a map of strings.
+fn cbor(status: StatusCode, fields: &[(&str, &str)], query_error: Option<&str>) -> Response {
+    let mut body = vec![];
+    cbor_head(&mut body, 5, fields.len());
+    for (key, value) in fields {
+        body.extend(cbor_text(key));
+        cbor_head(&mut body, 3, value.len());
+        body.extend(value.as_bytes());
+    }
+    let mut response = (
+        status,
+        [
+            ("content-type", "application/cbor"),
+            ("smithy-protocol", "rpc-v2-cbor"),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(query_error) = query_error {
+        response
+            .headers_mut()
+            .insert("x-amzn-query-error", query_error.parse().unwrap());
+    }
+    response
+}
+
+async fn forward(
+    front: &Front,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = front
+        .client
+        .request(method, format!("{}{path}", front.upstream))
+        .body(body);
+    for (name, value) in headers {
+        if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
+            request = request.header(name, value);
+        }
+    }
+    let answer = request.send().await.unwrap();
+    let mut response = (answer.status(), answer.headers().clone()).into_response();
+    response.headers_mut().remove(http::header::CONTENT_LENGTH);
+    response
+        .headers_mut()
+        .remove(http::header::TRANSFER_ENCODING);
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, answer.bytes().await.unwrap().into())
+}
+
+/// The OLDEST MESSAGE cell of a `queue stats` table row: its last 15 characters.
+fn age_cell(row: &str) -> &str {
+    row[row.len().saturating_sub(15)..].trim()
+}
+
+#[tokio::test]
+async fn queue_stats_tells_an_age_no_data_and_a_cloudwatch_error_apart() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let name = |url: &str| url.rsplit('/').next().unwrap().to_owned();
+    let (work, dead) = (name(&stack.queue_url), name(&stack.dlq_url));
+    let ages: Ages = Arc::default();
+    let endpoint = cloudwatch_in_front(ages.clone()).await;
+    let mut json_args = vec!["queue", "stats", "--json"];
+    json_args.extend(resources(&stack));
+    let table_args: Vec<&str> = json_args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--json")
+        .collect();
+    let warning = |queue: &str| format!("no age of the oldest message in {queue}: ");
+
+    // No data for the work queue; the dead-letter queue's age may not be read.
+    *ages.lock().unwrap() =
+        HashMap::from([(work.clone(), Age::NoData), (dead.clone(), Age::Denied)]);
+    let output = run_at(&endpoint, &json_args).await;
+    let stats: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stats[0]["oldest_message_age_seconds"],
+        Value::Null,
+        "{stats}"
+    );
+    assert_eq!(
+        stats[0].get("oldest_message_age_error"),
+        None,
+        "no data is no error: {stats}"
+    );
+    assert!(!stderr.contains(&warning(&work)), "{stderr}");
+    assert_eq!(
+        stats[1]["oldest_message_age_seconds"],
+        Value::Null,
+        "{stats}"
+    );
+    let error = stats[1]["oldest_message_age_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the error is reported: {stats}"));
     assert!(
-        lines[1].starts_with("work") && lines[1].contains("n/a"),
+        error.starts_with("HTTP 403: ") && error.contains("AccessDenied"),
+        "{error}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}CloudWatch at {endpoint}: {error}",
+            warning(&dead)
+        )),
+        "{stderr}"
+    );
+    let table = stdout(&run_at(&endpoint, &table_args).await);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        (age_cell(rows[1]), age_cell(rows[2])),
+        ("n/a", "error"),
         "{table}"
     );
-    assert!(lines[2].starts_with("dead-letter"), "{table}");
+
+    // An age for the work queue, no data for the dead-letter queue.
+    *ages.lock().unwrap() = HashMap::from([
+        (work.clone(), Age::Seconds(125.0)),
+        (dead.clone(), Age::NoData),
+    ]);
+    let output = run_at(&endpoint, &json_args).await;
+    let stats: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(stats[0]["oldest_message_age_seconds"], 125.0, "{stats}");
+    assert_eq!(
+        stats[1]["oldest_message_age_seconds"],
+        Value::Null,
+        "{stats}"
+    );
+    for queue in [&stats[0], &stats[1]] {
+        assert_eq!(queue.get("oldest_message_age_error"), None, "{stats}");
+    }
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = stdout(&run_at(&endpoint, &table_args).await);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        (age_cell(rows[1]), age_cell(rows[2])),
+        ("2m 5s", "n/a"),
+        "{table}"
+    );
 }
 
 #[tokio::test]

@@ -230,9 +230,8 @@ mod tests {
             ("Kind", "echo"),
             &[(Metric::JobsSucceeded, 1.0), (Metric::ProcessingTime, 12.5)],
         );
-        Metrics::off().emit(at, ("Kind", "echo"), &[(Metric::JobsFailed, 1.0)]);
         let documents = captured.documents();
-        assert_eq!(documents.len(), 1, "an off sink writes nothing");
+        assert_eq!(documents.len(), 1);
         assert_eq!(
             documents[0],
             json!({
@@ -252,5 +251,15 @@ mod tests {
                 "ProcessingTime": 12.5
             })
         );
+    }
+
+    #[test]
+    fn off_has_nowhere_to_write_and_says_so() {
+        let off = Metrics::off();
+        // Callers gather no values on this answer...
+        assert!(!off.is_on());
+        // ...and every way to publish returns before writing: an off value holds no sink, not
+        // even standard output.
+        assert!(off.target.is_none(), "{off:?}");
     }
 }

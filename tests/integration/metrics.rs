@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use spillway_core::api;
-use spillway_core::domain::Owner;
+use spillway_core::domain::{JobId, Owner};
 use spillway_core::kinds;
 use spillway_core::metrics::{Captured, Metrics};
 use spillway_core::testing::{MemoryPipeline, fast_settings, json_headers, submit};
@@ -130,21 +130,30 @@ async fn a_known_run_publishes_valid_emf_documents_with_the_right_values() {
 
     // Accepted: two echo jobs that succeed, one sleep that fails for good, one that keeps
     // failing until it is dead-lettered (three attempts), one echo cancelled before it runs.
-    submit(&app, json!({"kind": "echo", "payload": 1})).await;
-    submit(&app, json!({"kind": "echo", "payload": 2})).await;
-    submit(
+    let started = Instant::now();
+    let mut terminal: Vec<(JobId, &str)> = Vec::new();
+    for n in 1..=2 {
+        let id = submit(&app, json!({"kind": "echo", "payload": n})).await;
+        terminal.push((id, "JobsSucceeded"));
+    }
+    let failed = submit(
         &app,
         json!({"kind": "sleep", "payload": {"ms": 1, "fail": "permanent"}}),
     )
     .await;
-    submit(
+    terminal.push((failed, "JobsFailed"));
+    let dead = submit(
         &app,
         json!({"kind": "sleep", "payload": {"ms": 1, "fail": "retryable"}}),
     )
     .await;
+    terminal.push((dead, "JobsDeadLettered"));
+    let before_cancel = Instant::now();
     let cancelled = submit(&app, json!({"kind": "echo", "payload": 3})).await;
     let response = api::cancel_job(&app, &Owner::anonymous(), &cancelled.to_string()).await;
     assert_eq!(response.status(), StatusCode::OK);
+    let cancel_window = before_cancel.elapsed();
+    terminal.push((cancelled, "JobsCancelled"));
     // Rejected: a validation error and an unknown kind.
     assert_eq!(post(json!({"kind": "echo"})).await, StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -152,12 +161,15 @@ async fn a_known_run_publishes_valid_emf_documents_with_the_right_values() {
         StatusCode::UNPROCESSABLE_ENTITY
     );
     // Expired: a job whose deadline passes before its message is delivered.
-    submit(
+    let expired = submit(
         &app,
         json!({"kind": "echo", "payload": 4, "ttl_seconds": 1}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    terminal.push((expired, "JobsExpired"));
+    // Nothing is delivered before this: every job but the cancelled one waits at least this long.
+    let wait = Duration::from_millis(1_100);
+    tokio::time::sleep(wait).await;
     for _ in 0..10 {
         if pipeline
             .esm
@@ -169,6 +181,7 @@ async fn a_known_run_publishes_valid_emf_documents_with_the_right_values() {
             break;
         }
     }
+    let elapsed = started.elapsed();
 
     let documents = captured.documents();
     for document in &documents {
@@ -214,12 +227,55 @@ async fn a_known_run_publishes_valid_emf_documents_with_the_right_values() {
         .filter(|d| d.get("ProcessingTime").is_some())
         .count();
     assert_eq!(runs, 2 + 1 + 3);
-    let latencies: Vec<f64> = documents
+    // Each latency is its job's time from acceptance to its terminal state, as the table records
+    // both, published at that terminal time...
+    let mut published: Vec<(String, String, u64, f64)> = documents
         .iter()
-        .filter_map(|d| d.get("EndToEndLatency").and_then(Value::as_f64))
+        .filter_map(|d| {
+            let latency = d.get("EndToEndLatency")?.as_f64()?;
+            let metric = terminal
+                .iter()
+                .map(|(_, metric)| *metric)
+                .find(|metric| d.get(*metric).is_some())
+                .unwrap_or_else(|| panic!("a latency without a terminal count: {d}"));
+            Some((
+                d["Kind"].as_str().unwrap().to_owned(),
+                metric.to_owned(),
+                d["_aws"]["Timestamp"].as_u64().unwrap(),
+                latency,
+            ))
+        })
         .collect();
-    assert_eq!(latencies.len(), 2 + 1 + 1 + 1 + 1);
-    assert!(latencies.iter().all(|ms| *ms >= 0.0));
+    let mut recorded = Vec::new();
+    for (id, metric) in &terminal {
+        let job = app.store.get(*id).await.unwrap().unwrap();
+        recorded.push((
+            job.kind.as_str().to_owned(),
+            (*metric).to_owned(),
+            job.updated_at.as_millis(),
+            (job.updated_at.as_millis() - job.created_at.as_millis()) as f64,
+        ));
+    }
+    let order = |a: &(String, String, u64, f64), b: &(String, String, u64, f64)| {
+        (&a.0, &a.1, a.2)
+            .cmp(&(&b.0, &b.1, b.2))
+            .then(a.3.total_cmp(&b.3))
+    };
+    published.sort_by(order);
+    recorded.sort_by(order);
+    assert_eq!(published, recorded);
+    // ...and agrees with the time this test saw pass (milliseconds of the wall clock, so one more
+    // for rounding): the cancelled job ended within its submit-and-cancel, every other one after
+    // the wait, and none took longer than the whole run.
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for (kind, metric, _, latency) in &published {
+        assert!(*latency <= ms(elapsed) + 1.0, "{kind} {metric}: {latency}");
+        if metric == "JobsCancelled" {
+            assert!(*latency <= ms(cancel_window) + 1.0, "{latency}");
+        } else {
+            assert!(*latency >= ms(wait), "{kind} {metric}: {latency}");
+        }
+    }
     let slow: Vec<_> = documents
         .iter()
         .filter(|d| d["Kind"] == "sleep" && d.get("ProcessingTime").is_some())
