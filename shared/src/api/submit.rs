@@ -1,4 +1,5 @@
 use std::borrow::Cow;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use super::{
     set_correlation_id, status_path,
 };
 use crate::app::App;
+use crate::config::Settings;
 use crate::domain::{
     CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, NewJob, Owner,
     PayloadDigest, Timestamp, Ttl,
@@ -86,7 +88,63 @@ async fn submit(
     body: &[u8],
     correlation_id: &CorrelationId,
 ) -> Result<ApiResponse, ApiError> {
-    let settings = &app.settings;
+    let (key, request) = parse(&app.settings, headers, body)?;
+    let (kind, ttl) = admit(app, &request)?;
+    if let Some((depth, limit)) = app.backlog.over_limit(app.queue.as_ref()).await? {
+        warn!(depth, limit, "backlog over the limit; refusing new jobs");
+        return Err(ApiError::BacklogFull { depth, limit });
+    }
+
+    let now = app.clock.now();
+    let deadline = now.saturating_add(ttl);
+    let job = Job::pending(NewJob {
+        id: JobId::generate(),
+        kind,
+        owner,
+        created_at: now,
+        deadline,
+        payload: PayloadDigest::of(request.payload.get()),
+        // A job whose message never arrives is forgotten once it could no longer run anyway.
+        expires_at: deadline.saturating_add(app.settings.retention),
+        callback_url: request.callback_url,
+        correlation_id: Some(correlation_id.clone()),
+    });
+    let idempotency = key.map(|key| IdempotencyRecord {
+        owner: job.owner.clone(),
+        key,
+        fingerprint: IdempotencyRecord::fingerprint(body),
+        job_id: job.id,
+        expires_at: job.expires_at,
+    });
+    // A repeat of a keyed request finds the key before anything is sent: the replay costs one
+    // read, not a message that would run nothing. (Two requests racing with one key both find it
+    // free; the create below settles which job it names.)
+    if let Some(record) = &idempotency
+        && let Some(first) = app.store.key(&record.owner, &record.key).await?
+    {
+        return replay(app, &first, &job.owner, &record.fingerprint).await;
+    }
+    tracing::Span::current().record("job_id", tracing::field::display(job.id));
+    let message_id = match send_and_write(app, &job, request.payload, idempotency.as_ref()).await? {
+        Written::New { message_id } => message_id,
+        Written::KeyTaken(first) => {
+            let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
+            return replay(app, &first, &job.owner, fingerprint).await;
+        }
+    };
+    info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
+    app.metrics
+        .for_kind(now, &job.kind, &[(Metric::JobsAccepted, 1.0)]);
+    Ok(accepted(&job, false))
+}
+
+/// The request's form: its media type, `Idempotency-Key`, size, nesting, JSON and characters SQS
+/// can carry. Nothing here depends on the deployment's kinds.
+fn parse<'a>(
+    settings: &Settings,
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Result<(Option<IdempotencyKey>, SubmitBody<'a>), ApiError> {
     check_content_type(headers)?;
     let key = headers
         .get("idempotency-key")
@@ -115,6 +173,12 @@ async fn submit(
             u32::from(c)
         )));
     }
+    Ok((key, request))
+}
+
+/// What this deployment makes of the request: a kind it runs, a TTL within its limit, a callback
+/// URL its guard allows, and a payload the kind's processor admits.
+fn admit(app: &App, request: &SubmitBody<'_>) -> Result<(Kind, Duration), ApiError> {
     let kind = Kind::parse(&request.kind).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let Some(processor) = app.processors.get(&kind) else {
         let known = app
@@ -127,10 +191,10 @@ async fn submit(
         return Err(ApiError::UnknownKind { kind, known });
     };
     let ttl = match request.ttl_seconds {
-        Some(seconds) => Ttl::from_seconds(seconds, settings.max_ttl.as_secs())
+        Some(seconds) => Ttl::from_seconds(seconds, app.settings.max_ttl.as_secs())
             .map_err(|e| ApiError::Invalid(e.to_string()))?
             .duration(),
-        None => settings.default_ttl,
+        None => app.settings.default_ttl,
     };
     if let Some(url) = &request.callback_url {
         check_callback_url(app, url)?;
@@ -138,65 +202,42 @@ async fn submit(
     processor
         .admit(request.payload)
         .map_err(|rejection| refused(&format!("payload for kind `{kind}`"), rejection))?;
-    if let Some((depth, limit)) = app.backlog.over_limit(app.queue.as_ref()).await? {
-        warn!(depth, limit, "backlog over the limit; refusing new jobs");
-        return Err(ApiError::BacklogFull { depth, limit });
-    }
+    Ok((kind, ttl))
+}
 
-    let now = app.clock.now();
-    let deadline = now.saturating_add(ttl);
-    let job = Job::pending(NewJob {
-        id: JobId::generate(),
-        kind,
-        owner,
-        created_at: now,
-        deadline,
-        payload: PayloadDigest::of(request.payload.get()),
-        // A job whose message never arrives is forgotten once it could no longer run anyway.
-        expires_at: deadline.saturating_add(settings.retention),
-        callback_url: request.callback_url,
-        correlation_id: Some(correlation_id.clone()),
-    });
-    let idempotency = key.map(|key| IdempotencyRecord {
-        owner: job.owner.clone(),
-        key,
-        fingerprint: IdempotencyRecord::fingerprint(body),
-        job_id: job.id,
-        expires_at: job.expires_at,
-    });
-    // A repeat of a keyed request finds the key before anything is sent: the replay costs one
-    // read, not a message that would run nothing. (Two requests racing with one key both find it
-    // free; the create below settles which job it names.)
-    if let Some(record) = &idempotency
-        && let Some(first) = app.store.key(&record.owner, &record.key).await?
-    {
-        return replay(app, &first, &job.owner, &record.fingerprint).await;
-    }
-    tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    // The message goes first, then the job: a failed send leaves nothing behind (503), and a job
-    // whose write never lands still runs, as its message carries what a consumer needs to write
-    // it (docs/guarantees.md, docs/architecture.md).
-    let message_id = enqueue(app, &job, request.payload, idempotency.as_ref()).await?;
-    match app.store.create(&job, idempotency.as_ref()).await {
-        Ok(()) | Err(StoreError::AlreadyExists) => {}
+/// How a new job's send and write ended.
+enum Written {
+    /// Sent, and written (by intake, or already by a consumer from its message).
+    New { message_id: String },
+    /// Another request took the key first: this job's message finds the key taken and runs
+    /// nothing, and the caller gets the first request's job.
+    KeyTaken(Box<IdempotencyRecord>),
+}
+
+/// Sends the job's message, then writes the job. The message goes first: a failed send leaves
+/// nothing behind (`503`), and a job whose write never lands still runs, as its message carries
+/// what a consumer needs to write it (docs/guarantees.md, docs/architecture.md).
+async fn send_and_write(
+    app: &App,
+    job: &Job,
+    payload: &RawValue,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<Written, ApiError> {
+    let message = JobMessage::of(job, payload.to_owned(), idempotency);
+    let message_id = app.queue.send(&message.encode()).await?;
+    match app.store.create(job, idempotency).await {
+        Ok(()) | Err(StoreError::AlreadyExists) => Ok(Written::New { message_id }),
         // A consumer wrote this very job from its message first.
-        Err(StoreError::KeyTaken(first)) if first.job_id == job.id => {}
-        // Another request took the key first: this one's message finds the key taken and runs
-        // nothing, and the caller gets the first request's job.
-        Err(StoreError::KeyTaken(first)) => {
-            let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
-            return replay(app, &first, &job.owner, fingerprint).await;
+        Err(StoreError::KeyTaken(first)) if first.job_id == job.id => {
+            Ok(Written::New { message_id })
         }
+        Err(StoreError::KeyTaken(first)) => Ok(Written::KeyTaken(first)),
         // 503: the client learns nothing was promised. The message that was sent still writes
         // the job and runs it; a retry with the same Idempotency-Key gets whichever of the two
         // jobs takes the key first, and the other's message runs nothing. (Answering 202 here
         // would hand out an id that a same-key retry could leave unwritten for good.)
-        Err(error) => return Err(error.into()),
+        Err(error) => Err(error.into()),
     }
-    info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
-    app.metrics
-        .for_kind(now, &job.kind, &[(Metric::JobsAccepted, 1.0)]);
-    Ok(accepted(&job, false))
 }
 
 /// The deepest a request body may nest arrays and objects. The payload travels as raw JSON, past
@@ -234,8 +275,8 @@ fn check_nesting(body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A request repeating an Idempotency-Key: the same request gets the first one's job (sent again
-/// while it is still pending, in case the first send was lost); a different request is refused.
+/// A request repeating an Idempotency-Key: the same request gets the first one's job, and
+/// nothing is sent; a different request (or another owner's) is refused.
 async fn replay(
     app: &App,
     first: &IdempotencyRecord,
@@ -262,16 +303,6 @@ async fn replay(
     // skip a backoff it is waiting out, or run it twice at once.
     info!(status = %job.status, attempts = job.attempts, "replayed");
     Ok(accepted(&job, true))
-}
-
-async fn enqueue(
-    app: &App,
-    job: &Job,
-    payload: &RawValue,
-    key: Option<&IdempotencyRecord>,
-) -> Result<String, ApiError> {
-    let message = JobMessage::of(job, payload.to_owned(), key);
-    Ok(app.queue.send(&message.encode()).await?)
 }
 
 /// A callback is a `webhook` job, so its URL passes the same guard as a webhook's, with the
