@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 pub use breaker::{Admission, Breakers, Counters, Open};
-pub use client::{Client, ConnectRefused, Resolve, SendError, SystemResolver};
+pub use client::{Answer, Client, ConnectRefused, Resolve, SendError, SystemResolver};
 pub use guard::{Allowlist, Target};
 pub use settings::WebhookSettings;
 pub use signature::{SecretError, SigningKeys};
@@ -232,11 +232,13 @@ impl Webhook {
             .prepare(&work.payload)
             .map_err(|rejection| ProcessError::permanent(rejection.to_string()))?;
         let client = self.client()?;
-        let host = prepared.target.host.clone();
         // A job's error names the destination by its origin only: the path and query of a
         // webhook URL often carry a token, and the error is readable through GET /jobs/{id}.
         let origin = origin(&prepared.target);
-        let what = format!("{} {origin}", prepared.method);
+        let delivery = Delivery {
+            what: format!("{} {origin}", prepared.method),
+            host: prepared.target.host.clone(),
+        };
         // One tenant's failures, or failures on another port of the host, open no circuit for
         // anyone else.
         let circuit = format!("{}:{}{origin}", work.owner.as_str().len(), work.owner);
@@ -245,67 +247,103 @@ impl Webhook {
             .admit(&circuit)
             .map_err(|open| ProcessError::Retryable {
                 message: format!(
-                    "{what}: not sent, the circuit for {origin} is open after repeated failures"
+                    "{}: not sent, the circuit for {origin} is open after repeated failures",
+                    delivery.what
                 ),
                 retry_after: Some(open.retry_after),
             })?;
-
-        let id = work.job_id.to_string();
-        let timestamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut request = http::Request::new(Full::new(prepared.body.clone()));
-        *request.method_mut() = prepared.method;
-        *request.uri_mut() = prepared.target.uri;
-        let headers = request.headers_mut();
-        *headers = prepared.headers;
-        let signature = keys
-            .for_owner(&work.owner)
-            .sign(&id, timestamp, &prepared.body);
-        for (name, value) in [
-            ("webhook-id", id),
-            ("webhook-timestamp", timestamp.to_string()),
-            ("webhook-signature", signature),
-        ] {
-            // Ids, digits and base64 are always valid header values.
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(name, value);
-            }
-        }
-
+        let request = signed(prepared, work, keys);
         let started = tokio::time::Instant::now();
         let timeout = self.settings.timeout;
         let sent = tokio::time::timeout(timeout, client.send(request, BODY_SLICE_BYTES)).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let answer = match sent {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => return Err(delivery.not_sent(error, admission)),
             Err(_) => {
                 admission.failed();
-                warn!(host = %host, latency_ms, "webhook timed out");
+                warn!(host = %delivery.host, latency_ms, "webhook timed out");
                 return Err(ProcessError::retryable(format!(
-                    "{what}: no answer within {} ms",
+                    "{}: no answer within {} ms",
+                    delivery.what,
                     timeout.as_millis()
                 )));
             }
-            Ok(Err(SendError::Refused(refusal))) => {
+        };
+        delivery.outcome(&answer, latency_ms, admission)
+    }
+}
+
+/// The request for `prepared`, with the Standard Webhooks headers: the job id, the time in Unix
+/// seconds, and the signature with the owner's key.
+fn signed(prepared: Prepared, work: &Work, keys: &SigningKeys) -> http::Request<Full<Bytes>> {
+    let id = work.job_id.to_string();
+    let timestamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let signature = keys
+        .for_owner(&work.owner)
+        .sign(&id, timestamp, &prepared.body);
+    let mut request = http::Request::new(Full::new(prepared.body));
+    *request.method_mut() = prepared.method;
+    *request.uri_mut() = prepared.target.uri;
+    let headers = request.headers_mut();
+    *headers = prepared.headers;
+    for (name, value) in [
+        ("webhook-id", id),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signature),
+    ] {
+        // Ids, digits and base64 are always valid header values.
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    }
+    request
+}
+
+/// One delivery as its outcome names it: `what` (method and origin) for the job's error, `host`
+/// for the log.
+struct Delivery {
+    what: String,
+    host: String,
+}
+
+impl Delivery {
+    /// A send that got no answer: refused by the SSRF guard (permanent, and no failure of the
+    /// host's), or a transport error (retryable).
+    fn not_sent(&self, error: SendError, admission: Admission) -> ProcessError {
+        let Self { what, host } = self;
+        match error {
+            SendError::Refused(refusal) => {
                 admission.withdrawn();
                 // The address stays in the log, for operators; the job's error, which its owner
                 // reads, does not say what a name resolves to inside the network.
                 warn!(host = %host, refusal = %refusal, "webhook refused by the SSRF guard");
-                return Err(ProcessError::permanent(format!(
+                ProcessError::permanent(format!(
                     "{what}: refused before connecting: {host} resolves only to addresses \
                      webhooks may not reach"
-                )));
+                ))
             }
-            Ok(Err(SendError::Transport(error))) => {
+            SendError::Transport(error) => {
                 admission.failed();
                 warn!(host = %host, error = %error, "webhook not delivered");
-                return Err(ProcessError::retryable(format!("{what}: {error}")));
+                ProcessError::retryable(format!("{what}: {error}"))
             }
-            Ok(Ok(answer)) => answer,
-        };
+        }
+    }
+
+    /// What the receiver's answer makes of the job: a 2xx succeeds; 408, 429 and 5xx are
+    /// retryable (after `Retry-After` when it says); any other status fails for good.
+    fn outcome(
+        &self,
+        answer: &Answer,
+        latency_ms: u64,
+        admission: Admission,
+    ) -> Result<Value, ProcessError> {
         let status = answer.status;
         let body = String::from_utf8_lossy(&answer.body);
-        info!(host = %host, status = status.as_u16(), latency_ms, "webhook answered");
+        info!(host = %self.host, status = status.as_u16(), latency_ms, "webhook answered");
         if status.is_success() {
             admission.succeeded();
             return Ok(json!({
@@ -315,6 +353,7 @@ impl Webhook {
                 "body_truncated": answer.truncated,
             }));
         }
+        let what = &self.what;
         let said = if body.is_empty() {
             format!("{what}: answered {status}")
         } else {
