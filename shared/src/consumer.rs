@@ -114,31 +114,11 @@ struct Record<'a> {
 
 impl Record<'_> {
     async fn handle(&self) -> Outcome {
-        let body = self.record.body.as_deref().unwrap_or_default();
-        let message = match JobMessage::decode(body) {
-            Ok(message) => message,
-            Err(error) => {
-                warn!(error = %error, body_bytes = body.len(), "undecodable message; it will reach the DLQ");
-                return Outcome::Failed;
-            }
+        let Some(message) = self.read_message() else {
+            return Outcome::Failed;
         };
-        let span = Span::current();
-        span.record("job_id", tracing::field::display(message.job_id));
-        if let Some(correlation_id) = &message.correlation_id {
-            span.record("correlation_id", correlation_id.as_str());
-        }
         let receive_count = self.receive_count();
         let now = self.app.clock.now();
-        if self.app.metrics.is_on()
-            && let Some(sent_at) = self.sent_at()
-        {
-            self.app.metrics.for_kind(
-                now,
-                &message.kind,
-                &[(Metric::QueueWaitTime, millis(now.saturating_since(sent_at)))],
-            );
-        }
-
         if now > message.deadline
             && let Some(outcome) = self.expire(&message).await
         {
@@ -152,34 +132,70 @@ impl Record<'_> {
             warn!("no time left in this invocation; leaving the message for the next");
             return Outcome::Failed;
         }
-
         let job = match self.claim(&message).await {
             Ok(job) => job,
             Err(outcome) => return outcome,
         };
-        let attempt = job.attempts;
-        span.record("attempt", attempt);
+        let span = Span::current();
+        span.record("attempt", job.attempts);
         if message.correlation_id.is_none()
             && let Some(correlation_id) = &job.correlation_id
         {
             span.record("correlation_id", correlation_id.as_str());
         }
         info!(kind = %message.kind, receive_count, "claimed");
+        self.process(message, &job, budget, receive_count).await
+    }
 
+    /// The record's job message, its ids on the span and its wait in the queue measured; `None`
+    /// (the record fails, and its message goes on to the DLQ) when the body is not one.
+    fn read_message(&self) -> Option<JobMessage> {
+        let body = self.record.body.as_deref().unwrap_or_default();
+        let message = JobMessage::decode(body)
+            .inspect_err(|error| {
+                warn!(error = %error, body_bytes = body.len(), "undecodable message; it will reach the DLQ");
+            })
+            .ok()?;
+        let span = Span::current();
+        span.record("job_id", tracing::field::display(message.job_id));
+        if let Some(correlation_id) = &message.correlation_id {
+            span.record("correlation_id", correlation_id.as_str());
+        }
+        if self.app.metrics.is_on()
+            && let Some(sent_at) = self.sent_at()
+        {
+            let now = self.app.clock.now();
+            self.app.metrics.for_kind(
+                now,
+                &message.kind,
+                &[(Metric::QueueWaitTime, millis(now.saturating_since(sent_at)))],
+            );
+        }
+        Some(message)
+    }
+
+    /// Runs the claimed `job`'s processor within `budget` and records what came of it.
+    async fn process(
+        &self,
+        message: JobMessage,
+        job: &Job,
+        budget: Duration,
+        receive_count: u32,
+    ) -> Outcome {
         let Some(processor) = self.app.processors.get(&message.kind).cloned() else {
             let error = ProcessError::retryable(format!(
                 "no processor for kind `{}` in this consumer",
                 message.kind
             ));
             return self
-                .record_outcome(&job, receive_count, Err(error), None)
+                .record_outcome(job, receive_count, Err(error), None)
                 .await;
         };
         let work = Work {
             job_id: message.job_id,
             kind: message.kind,
             payload: message.payload,
-            attempt,
+            attempt: job.attempts,
             // The table's: a redrive may have extended the one the message carries.
             deadline: job.deadline,
             owner: job.owner.clone(),
@@ -191,7 +207,7 @@ impl Record<'_> {
             ok = result.is_ok(),
             "processed"
         );
-        self.record_outcome(&job, receive_count, result, Some(started.elapsed()))
+        self.record_outcome(job, receive_count, result, Some(started.elapsed()))
             .await
     }
 
@@ -427,47 +443,7 @@ impl Record<'_> {
         result: Result<Value, ProcessError>,
         processing: Option<Duration>,
     ) -> Outcome {
-        let attempt = job.attempts;
-        // The job's own attempts decide, not the message's receives: a replayed or duplicated
-        // message, or a delivery whose claim failed, grants no attempt.
-        let last_attempt = attempt >= self.app.settings.max_attempts;
-        let (transition, retry_after) = match result {
-            Ok(result) if json_len(&result) > MAX_RESULT_BYTES => (
-                Transition::Fail {
-                    attempt,
-                    error: format!("the result is larger than {MAX_RESULT_BYTES} bytes"),
-                },
-                None,
-            ),
-            Ok(result) => (Transition::Succeed { attempt, result }, None),
-            Err(ProcessError::Permanent { message }) => (
-                Transition::Fail {
-                    attempt,
-                    error: message,
-                },
-                None,
-            ),
-            Err(ProcessError::Retryable { message, .. }) if last_attempt => (
-                Transition::DeadLetter {
-                    attempt,
-                    error: message,
-                },
-                Some(Duration::ZERO),
-            ),
-            Err(ProcessError::Retryable {
-                message,
-                retry_after,
-            }) => {
-                let delay = backoff(&self.app.settings, attempt, retry_after);
-                (
-                    Transition::Retry {
-                        attempt,
-                        error: message,
-                    },
-                    Some(delay),
-                )
-            }
-        };
+        let (transition, delay) = decide(&self.app.settings, job.attempts, result);
         let to = transition.target();
         let recorded = match self
             .app
@@ -484,34 +460,85 @@ impl Record<'_> {
             }
         };
         info!(status = %to, "recorded");
-        if self.app.metrics.is_on() {
-            let mut extra = Vec::with_capacity(2);
-            if let Some(processing) = processing {
-                extra.push((Metric::ProcessingTime, millis(processing)));
+        self.publish(&recorded, processing);
+        match to {
+            JobStatus::Pending => {
+                let delay = delay.unwrap_or_default();
+                info!(
+                    delay_seconds = delay.as_secs(),
+                    receive_count, "retry scheduled"
+                );
+                self.reschedule(delay).await;
+                Outcome::Failed
             }
-            if to == JobStatus::Pending {
-                extra.push((Metric::Retries, 1.0));
-            }
-            self.app
-                .metrics
-                .reached(recorded.updated_at, &recorded, &extra);
-        }
-        let Some(delay) = retry_after else {
-            return self.with_callback(&recorded, Outcome::Done).await;
-        };
-        if to == JobStatus::DeadLettered {
             // Best effort: the message moves to the DLQ next, so no later delivery of it would
-            // try again; a failure is logged.
-            let _ = self.with_callback(&recorded, Outcome::Failed).await;
+            // try the callback again; a failure is logged.
+            JobStatus::DeadLettered => {
+                self.leave_for_dlq(&recorded).await;
+                Outcome::Failed
+            }
+            _ => self.with_callback(&recorded, Outcome::Done).await,
         }
-        if to == JobStatus::Pending {
-            info!(
-                delay_seconds = delay.as_secs(),
-                receive_count, "retry scheduled"
-            );
+    }
+
+    /// The metrics of a job that reached `recorded`'s state: its processing time, and a retry
+    /// when it went back to `pending`.
+    fn publish(&self, recorded: &Job, processing: Option<Duration>) {
+        if !self.app.metrics.is_on() {
+            return;
         }
-        self.reschedule(delay).await;
-        Outcome::Failed
+        let mut extra = Vec::with_capacity(2);
+        if let Some(processing) = processing {
+            extra.push((Metric::ProcessingTime, millis(processing)));
+        }
+        if recorded.status == JobStatus::Pending {
+            extra.push((Metric::Retries, 1.0));
+        }
+        self.app
+            .metrics
+            .reached(recorded.updated_at, recorded, &extra);
+    }
+}
+
+/// What attempt `attempt`'s result makes of its job, and for a retry how long its message waits.
+/// The job's own attempts decide which is the last, not the message's receives: a replayed or
+/// duplicated message, or a delivery whose claim failed, grants no attempt.
+fn decide(
+    settings: &Settings,
+    attempt: u32,
+    result: Result<Value, ProcessError>,
+) -> (Transition, Option<Duration>) {
+    let last_attempt = attempt >= settings.max_attempts;
+    match result {
+        Ok(result) if json_len(&result) > MAX_RESULT_BYTES => {
+            let error = format!("the result is larger than {MAX_RESULT_BYTES} bytes");
+            (Transition::Fail { attempt, error }, None)
+        }
+        Ok(result) => (Transition::Succeed { attempt, result }, None),
+        Err(ProcessError::Permanent { message }) => (
+            Transition::Fail {
+                attempt,
+                error: message,
+            },
+            None,
+        ),
+        Err(ProcessError::Retryable { message, .. }) if last_attempt => (
+            Transition::DeadLetter {
+                attempt,
+                error: message,
+            },
+            None,
+        ),
+        Err(ProcessError::Retryable {
+            message,
+            retry_after,
+        }) => (
+            Transition::Retry {
+                attempt,
+                error: message,
+            },
+            Some(backoff(settings, attempt, retry_after)),
+        ),
     }
 }
 
