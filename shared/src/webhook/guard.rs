@@ -6,10 +6,10 @@
 //! resolves to a refused address (or resolves differently than it did before) never gets a
 //! connection.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::Uri;
+use ipnet::IpNet;
 
 use crate::processor::Rejection;
 
@@ -20,7 +20,7 @@ const MAX_URL_BYTES: usize = 2048;
 /// webhooks may reach although they are private, loopback or otherwise refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
-    networks: Vec<Cidr>,
+    networks: Vec<IpNet>,
     hosts: Vec<String>,
 }
 
@@ -41,8 +41,8 @@ impl Allowlist {
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut allow = Self::default();
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            if let Some(cidr) = Cidr::parse(entry)? {
-                allow.networks.push(cidr);
+            if let Some(network) = parse_network(entry)? {
+                allow.networks.push(network);
             } else if is_host_name(entry) {
                 allow.hosts.push(entry.to_ascii_lowercase());
             } else {
@@ -132,7 +132,7 @@ impl Allowlist {
 
     /// Checks an address a webhook for `host` is about to connect to.
     pub fn check_address(&self, host: &str, address: IpAddr) -> Result<(), Rejection> {
-        if self.allows_host(host) || self.networks.iter().any(|n| n.contains(address)) {
+        if self.allows_host(host) || self.networks.iter().any(|n| holds(n, address)) {
             return Ok(());
         }
         match refused_range(address) {
@@ -265,65 +265,43 @@ fn shorten(text: &str) -> String {
     }
 }
 
-/// An IP network.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Cidr {
-    network: IpAddr,
-    prefix: u8,
+/// The network `text` names: a CIDR (`10.1.0.0/16`, `fd00::/8`) or a single address. `Ok(None)`
+/// when `text` is no address at all (so perhaps a host name).
+fn parse_network(text: &str) -> Result<Option<IpNet>, String> {
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    let Ok(address) = address
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
+        return match prefix {
+            Some(_) => Err(format!("`{text}` is not a CIDR")),
+            None => Ok(None),
+        };
+    };
+    let Some(prefix) = prefix else {
+        return Ok(Some(IpNet::from(address)));
+    };
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    prefix
+        .parse::<u8>()
+        .ok()
+        .and_then(|prefix| IpNet::new(address, prefix).ok())
+        .map(Some)
+        .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))
 }
 
-impl Cidr {
-    /// `Ok(None)` when `text` is no address at all (so perhaps a host name).
-    fn parse(text: &str) -> Result<Option<Self>, String> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let Ok(network) = address
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        else {
-            return match prefix {
-                Some(_) => Err(format!("`{text}` is not a CIDR")),
-                None => Ok(None),
-            };
-        };
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{text}`: the prefix length must be 0 to {max}"))?,
-        };
-        Ok(Some(Self { network, prefix }))
-    }
-
-    fn contains(&self, address: IpAddr) -> bool {
-        let masked = |bits: u128, width: u32| {
-            let shift = width - u32::from(self.prefix);
-            bits.checked_shr(shift).unwrap_or(0)
-        };
-        match (self.network, address) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                masked(u128::from(u32::from(net)), 32) == masked(u128::from(u32::from(ip)), 32)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), 128) == masked(u128::from(ip), 128)
-            }
-            (IpAddr::V4(_), IpAddr::V6(ip)) => ip
-                .to_ipv4_mapped()
-                .is_some_and(|v4| self.contains(IpAddr::V4(v4))),
-            (IpAddr::V6(_), IpAddr::V4(_)) => false,
-        }
-    }
-}
-
-impl fmt::Debug for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+/// Whether `network` holds `address`; an IPv4 network also holds the IPv4-mapped IPv6 form of
+/// its addresses (`::ffff:10.0.0.1`).
+fn holds(network: &IpNet, address: IpAddr) -> bool {
+    match (network, address) {
+        (IpNet::V4(network), IpAddr::V6(address)) => address
+            .to_ipv4_mapped()
+            .is_some_and(|v4| network.contains(&v4)),
+        _ => network.contains(&address),
     }
 }
 
@@ -448,6 +426,12 @@ mod tests {
                 .check_address("other.example", "10.9.9.9".parse().unwrap())
                 .is_err()
         );
+        let single = Allowlist::parse("192.168.1.9").unwrap();
+        assert!(single.check_url("http://192.168.1.9/").is_ok());
+        assert!(single.check_url("http://192.168.1.8/").is_err());
+        let everything = Allowlist::parse("0.0.0.0/0").unwrap();
+        assert!(everything.check_url("http://169.254.169.254/").is_ok());
+        assert!(everything.check_url("http://[fd00::1]/").is_err());
     }
 
     #[test]
