@@ -37,8 +37,7 @@ pub enum Behaviour {
     Sleep(Duration),
 }
 
-/// A processor that counts how often it ran for each job, and how often two runs of one job
-/// overlapped.
+/// A processor that behaves as told and counts how often it ran for each job.
 #[derive(Debug, Clone)]
 pub struct Counting {
     behaviour: Behaviour,

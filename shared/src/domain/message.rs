@@ -19,10 +19,11 @@ pub struct JobMessage {
     pub payload: Box<RawValue>,
     /// After this the job is expired, not run.
     pub deadline: Timestamp,
-    /// The submitting request's correlation id (absent from messages of older versions).
+    /// The submitting request's correlation id (absent from version-1 messages written by builds
+    /// before it existed).
     pub correlation_id: Option<CorrelationId>,
     /// How the job was accepted, so that a consumer can write the job itself when intake's write
-    /// never landed (absent from messages of older versions).
+    /// never landed (absent from version-1 messages written by builds before it existed).
     pub origin: Option<Origin>,
 }
 
@@ -130,7 +131,7 @@ impl JobMessage {
     }
 
     /// The job (pending) and the idempotency record its message describes, as intake would
-    /// have written them; `None` for a message of an older version, which does not say.
+    /// have written them; `None` for a message written by an older build, which does not say.
     pub fn accepted_job(&self) -> Option<(Job, Option<IdempotencyRecord>)> {
         let origin = self.origin.as_ref()?;
         let job = Job::pending(NewJob {
@@ -220,7 +221,7 @@ mod tests {
         let (written, key) = decoded.accepted_job().unwrap();
         assert_eq!(written, job, "the job as intake writes it");
         assert_eq!(key, Some(record));
-        // A message of an older version does not say, and writes nothing.
+        // A message written by an older build does not say, and writes nothing.
         let mut old = decoded;
         old.origin = None;
         assert!(old.accepted_job().is_none());

@@ -154,8 +154,9 @@ fn refused_range(address: IpAddr) -> Option<&'static str> {
     match address {
         IpAddr::V4(v4) => refused_v4(v4),
         IpAddr::V6(v6) => {
-            // An IPv4 address in IPv6 clothing is judged as IPv4 (::ffff:127.0.0.1, and the
-            // deprecated compatible form ::127.0.0.1).
+            // An IPv4-mapped address (::ffff:127.0.0.1) is judged as the IPv4 address it maps.
+            // The deprecated IPv4-compatible form (::127.0.0.1) is refused whole, public or not,
+            // as special-purpose (`refused_v6`).
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return refused_v4(v4);
             }
@@ -340,6 +341,8 @@ mod tests {
             "gopher://example.com/",
             "http://localhost:8080/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[::8.8.8.8]/",
             "http://[fd00:ec2::254]/",
             "http://0.0.0.0/",
             "http://192.168.1.1/",
