@@ -47,8 +47,7 @@ impl fmt::Display for CorrelationId {
 
 impl<'de> Deserialize<'de> for CorrelationId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Self::parse(raw.as_bytes()).map_err(serde::de::Error::custom)
+        super::from_text(deserializer, |raw| Self::parse(raw.as_bytes()))
     }
 }
 

@@ -26,3 +26,17 @@ pub use status::{JobStatus, UnknownStatus};
 pub use time::Timestamp;
 pub use transition::{Change, Requirement, Transition};
 pub use ttl::{InvalidTtl, Ttl};
+
+/// Reads a value written as text through `parse`, so that text serde accepts but the type does
+/// not is refused with the type's own error.
+fn from_text<'de, D, T, E>(
+    deserializer: D,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    E: std::fmt::Display,
+{
+    let raw = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+    parse(&raw).map_err(serde::de::Error::custom)
+}

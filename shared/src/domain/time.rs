@@ -74,10 +74,9 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        humantime::parse_rfc3339(&raw)
-            .map(Self::from_system_time)
-            .map_err(serde::de::Error::custom)
+        super::from_text(deserializer, |raw| {
+            humantime::parse_rfc3339(raw).map(Self::from_system_time)
+        })
     }
 }
 

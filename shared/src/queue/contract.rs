@@ -46,6 +46,11 @@ async fn outlast(timeout: Duration) {
     tokio::time::sleep(timeout + Duration::from_millis(300)).await;
 }
 
+/// Whether a receive waiting at most `wait` gets nothing.
+async fn nothing_received(queue: &dyn JobQueue, wait: Duration) -> bool {
+    queue.receive(10, wait).await.unwrap().is_empty()
+}
+
 async fn receive_one(queue: &dyn JobQueue) -> super::ReceivedMessage {
     let mut received = queue.receive(1, Duration::from_secs(5)).await.unwrap();
     assert_eq!(received.len(), 1, "expected a message");
@@ -61,12 +66,7 @@ pub async fn a_received_message_stays_hidden_for_the_visibility_timeout(setup: &
         (id.as_str(), 1)
     );
     assert!(
-        setup
-            .queue
-            .receive(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .is_empty(),
+        nothing_received(setup.queue.as_ref(), Duration::ZERO).await,
         "visible while in flight"
     );
     let depth = setup.queue.depth().await.unwrap();
@@ -107,12 +107,7 @@ pub async fn changing_the_visibility_reschedules_a_message(setup: &Setup) {
         .unwrap();
     outlast(setup.visibility).await;
     assert!(
-        setup
-            .queue
-            .receive(1, Duration::ZERO)
-            .await
-            .unwrap()
-            .is_empty(),
+        nothing_received(setup.queue.as_ref(), Duration::ZERO).await,
         "the longer timeout holds"
     );
     assert_eq!(setup.queue.depth().await.unwrap().in_flight, 1);
@@ -125,14 +120,7 @@ pub async fn a_deleted_message_is_gone(setup: &Setup) {
     let message = receive_one(setup.queue.as_ref()).await;
     setup.queue.delete(&message.receipt_handle).await.unwrap();
     outlast(setup.visibility).await;
-    assert!(
-        setup
-            .queue
-            .receive(10, Duration::ZERO)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_received(setup.queue.as_ref(), Duration::ZERO).await);
     assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
 }
 
@@ -149,14 +137,7 @@ pub async fn a_message_moves_to_the_dlq_after_max_receive_count_receives(setup: 
             .unwrap();
     }
     // The receive after the last allowed one moves the message instead of returning it.
-    assert!(
-        setup
-            .queue
-            .receive(10, Duration::from_secs(1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(nothing_received(setup.queue.as_ref(), Duration::from_secs(1)).await);
     let dead = receive_one(setup.dlq.as_ref()).await;
     assert_eq!(
         (dead.message_id.as_str(), dead.body.as_str()),
