@@ -496,6 +496,59 @@ pub struct Report {
 }
 
 impl Report {
+    /// Counts submission `number`, sent as `ids`: what became of its job, and every way it could
+    /// have gone wrong.
+    fn tally(
+        &mut self,
+        number: usize,
+        ids: &HashSet<JobId>,
+        accepted: &Accepted,
+        seen: &HashMap<JobId, Seen>,
+        runs: &HashMap<JobId, u32>,
+        max_attempts: u32,
+    ) {
+        self.sent += 1;
+        self.sent_not_accepted += usize::from(!accepted.contains_key(&number));
+        if let Some(id) = accepted.get(&number)
+            && seen.get(id).is_none_or(|s| s.job.is_none())
+        {
+            self.accepted_without_job += 1;
+        }
+        let jobs: Vec<(&Job, &Seen)> = ids
+            .iter()
+            .filter_map(|id| seen.get(id))
+            .filter_map(|seen| seen.job.as_ref().map(|job| (job, seen)))
+            .collect();
+        // Exactly one job per submission: its key kept any other from being written.
+        let Some(&(job, seen)) = jobs.first() else {
+            self.lost += 1;
+            eprintln!("lost: submission {number} was sent as {ids:?} and never written");
+            return;
+        };
+        *self.by_status.entry(job.status.to_string()).or_default() += 1;
+        let in_dlq = seen.in_dlq.is_some();
+        self.in_dlq += usize::from(in_dlq);
+        if let Some(Some(then)) = &seen.in_dlq
+            && !then.status.is_terminal()
+            && then.attempts == 0
+        {
+            self.dead_lettered_unrun += 1;
+        }
+        if !job.status.is_terminal() && !in_dlq {
+            self.lost += 1;
+            eprintln!("lost: {job:?}");
+        }
+        if job.attempts > max_attempts {
+            self.over_attempted += 1;
+        }
+        if runs.get(&job.id).copied().unwrap_or(0) > job.attempts {
+            self.runs_over_claims += 1;
+        }
+        if ids.iter().filter(|id| runs.contains_key(id)).count() > 1 {
+            self.ran_under_two_ids += 1;
+        }
+    }
+
     /// Whether every guarantee held.
     pub fn holds(&self) -> bool {
         self.nothing_lost()
@@ -633,71 +686,35 @@ impl Background {
     }
 }
 
+/// A pipeline under chaos, and the tasks that drive it: pollers running the consumer, and the
+/// TTL sweeper.
+struct Running {
+    app: App,
+    /// The work queue as the pipeline sees it, which remembers every message sent.
+    queue: Arc<FaultyQueue>,
+    chaos: Arc<Chaos>,
+    audited: Arc<Audited>,
+    background: Background,
+    dead_invocations: Arc<AtomicU64>,
+    /// The records the TTL deleted, as they were.
+    forgotten: Arc<Mutex<HashMap<JobId, Job>>>,
+}
+
+/// What the run's clients got: the job id of each accepted submission, by number.
+type Accepted = HashMap<usize, JobId>;
+
 impl Simulation {
     /// Runs the simulation on `ports` and reports what happened.
     pub async fn run(&self, ports: Ports) -> Report {
         // The consumer's backoff jitter draws from this thread's generator.
         fastrand::seed(self.seed);
-        let chaos = Arc::new(Chaos::new(self.seed, self.fault_rate, self.timeout));
-        let audited = Arc::new(Audited {
-            chaos: chaos.clone(),
-            store: ports.store.clone(),
-            runs: Mutex::default(),
-            runs_after_terminal: AtomicU64::new(0),
-        });
-        let mut store = FaultyStore::new(ports.store.clone(), chaos.clone());
-        if let Some(outage) = self.outage {
-            store = store.with_outage(outage);
-        }
-        let queue = Arc::new(FaultyQueue::new(ports.queue.clone(), chaos.clone()));
-        let processors = Processors::new().with("audited", SharedProcessor(audited.clone()));
-        let app = App::new(Arc::new(store), queue.clone(), ports.settings.clone())
-            .with_processors(processors)
-            .with_clock(ports.clock.clone());
-        let esm = EventSourceMapping {
-            queue: queue.clone(),
-            queue_arn: ports.queue_arn.clone(),
-            region: "us-east-1".to_owned(),
-            batch_size: 10,
-            batching_window: Duration::ZERO,
-            function_timeout: ports.function_timeout,
-        };
-
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let dead_invocations = Arc::new(AtomicU64::new(0));
-        let forgotten = Arc::new(Mutex::new(HashMap::new()));
-        let mut tasks: Vec<_> = (0..self.pollers)
-            .map(|_| {
-                tokio::spawn(poller(
-                    esm.clone(),
-                    app.clone(),
-                    chaos.clone(),
-                    done.clone(),
-                    dead_invocations.clone(),
-                ))
-            })
-            .collect();
-        tasks.push(tokio::spawn(ttl(
-            Ttl {
-                store: ports.store.clone(),
-                forget: ports.forget.clone(),
-                queue: ports.queue.clone(),
-                clock: ports.clock.clone(),
-                retention: ports.settings.retention,
-                every: self.sweep_every,
-            },
-            queue.clone(),
-            forgotten.clone(),
-            done.clone(),
-        )));
-        let background = Background { done, tasks };
-
+        let running = self.start(&ports);
         let counts = Arc::new(ClientCounts::default());
         let clients: Vec<_> = (0..self.clients)
             .map(|client| {
                 let numbers: Vec<usize> = (client..self.jobs).step_by(self.clients).collect();
                 tokio::spawn(submit_all(
-                    app.clone(),
+                    running.app.clone(),
                     numbers,
                     counts.clone(),
                     self.seed,
@@ -705,36 +722,21 @@ impl Simulation {
                 ))
             })
             .collect();
-        let mut accepted = HashMap::new();
+        let mut accepted = Accepted::new();
         for client in clients {
             accepted.extend(client.await.unwrap_or_default());
         }
-
         self.settle(&ports).await;
-        // The DLQ as the run left it; with `redrive_after_retention`, its messages are held
-        // until the table's retention has passed, then redriven.
-        let held = take_all(ports.dlq.as_ref()).await;
-        let mut seen: HashMap<JobId, Seen> = HashMap::new();
-        for body in &held {
-            if let Ok(message) = JobMessage::decode(body) {
-                let job = read(ports.store.as_ref(), message.job_id).await;
-                seen.entry(message.job_id).or_default().in_dlq = Some(job);
-            }
-        }
-        let mut redriven = 0;
-        if self.redrive_after_retention {
-            tokio::time::sleep(ports.settings.retention + self.sweep_every * 2).await;
-            for body in &held {
-                if ports.queue.send(body).await.is_ok() {
-                    redriven += 1;
-                }
-            }
-            self.settle(&ports).await;
-        } else {
-            for body in &held {
-                let _ = ports.dlq.send(body).await;
-            }
-        }
+        let (mut seen, redriven) = self.hold_dlq(&ports).await;
+        let Running {
+            queue,
+            chaos,
+            audited,
+            background,
+            dead_invocations,
+            forgotten,
+            ..
+        } = running;
         background.stop().await;
 
         let forgotten = forgotten
@@ -781,7 +783,6 @@ impl Simulation {
                 .count(),
             faults: chaos.counts(),
         };
-
         // Every submission whose message reached the queue, with the ids it was sent under.
         let mut submissions: BTreeMap<usize, HashSet<JobId>> = BTreeMap::new();
         for body in queue.sent() {
@@ -805,48 +806,109 @@ impl Simulation {
             };
         }
         for (number, ids) in &submissions {
-            report.sent += 1;
-            report.sent_not_accepted += usize::from(!accepted.contains_key(number));
-            if let Some(id) = accepted.get(number)
-                && seen.get(id).is_none_or(|s| s.job.is_none())
-            {
-                report.accepted_without_job += 1;
-            }
-            let jobs: Vec<(&Job, &Seen)> = ids
-                .iter()
-                .filter_map(|id| seen.get(id))
-                .filter_map(|seen| seen.job.as_ref().map(|job| (job, seen)))
-                .collect();
-            // Exactly one job per submission: its key kept any other from being written.
-            let Some(&(job, seen)) = jobs.first() else {
-                report.lost += 1;
-                eprintln!("lost: submission {number} was sent as {ids:?} and never written");
-                continue;
-            };
-            *report.by_status.entry(job.status.to_string()).or_default() += 1;
-            let in_dlq = seen.in_dlq.is_some();
-            report.in_dlq += usize::from(in_dlq);
-            if let Some(Some(then)) = &seen.in_dlq
-                && !then.status.is_terminal()
-                && then.attempts == 0
-            {
-                report.dead_lettered_unrun += 1;
-            }
-            if !job.status.is_terminal() && !in_dlq {
-                report.lost += 1;
-                eprintln!("lost: {job:?}");
-            }
-            if job.attempts > ports.settings.max_attempts {
-                report.over_attempted += 1;
-            }
-            if runs.get(&job.id).copied().unwrap_or(0) > job.attempts {
-                report.runs_over_claims += 1;
-            }
-            if ids.iter().filter(|id| runs.contains_key(id)).count() > 1 {
-                report.ran_under_two_ids += 1;
-            }
+            report.tally(
+                *number,
+                ids,
+                &accepted,
+                &seen,
+                &runs,
+                ports.settings.max_attempts,
+            );
         }
         report
+    }
+
+    /// The pipeline on `ports` behind the chaos, with its pollers and TTL sweeper running.
+    fn start(&self, ports: &Ports) -> Running {
+        let chaos = Arc::new(Chaos::new(self.seed, self.fault_rate, self.timeout));
+        let audited = Arc::new(Audited {
+            chaos: chaos.clone(),
+            store: ports.store.clone(),
+            runs: Mutex::default(),
+            runs_after_terminal: AtomicU64::new(0),
+        });
+        let mut store = FaultyStore::new(ports.store.clone(), chaos.clone());
+        if let Some(outage) = self.outage {
+            store = store.with_outage(outage);
+        }
+        let queue = Arc::new(FaultyQueue::new(ports.queue.clone(), chaos.clone()));
+        let processors = Processors::new().with("audited", SharedProcessor(audited.clone()));
+        let app = App::new(Arc::new(store), queue.clone(), ports.settings.clone())
+            .with_processors(processors)
+            .with_clock(ports.clock.clone());
+        let esm = EventSourceMapping {
+            queue: queue.clone(),
+            queue_arn: ports.queue_arn.clone(),
+            region: "us-east-1".to_owned(),
+            batch_size: 10,
+            batching_window: Duration::ZERO,
+            function_timeout: ports.function_timeout,
+        };
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dead_invocations = Arc::new(AtomicU64::new(0));
+        let forgotten = Arc::new(Mutex::new(HashMap::new()));
+        let mut tasks: Vec<_> = (0..self.pollers)
+            .map(|_| {
+                tokio::spawn(poller(
+                    esm.clone(),
+                    app.clone(),
+                    chaos.clone(),
+                    done.clone(),
+                    dead_invocations.clone(),
+                ))
+            })
+            .collect();
+        tasks.push(tokio::spawn(ttl(
+            Ttl {
+                store: ports.store.clone(),
+                forget: ports.forget.clone(),
+                queue: ports.queue.clone(),
+                clock: ports.clock.clone(),
+                retention: ports.settings.retention,
+                every: self.sweep_every,
+            },
+            queue.clone(),
+            forgotten.clone(),
+            done.clone(),
+        )));
+        Running {
+            app,
+            queue,
+            chaos,
+            audited,
+            background: Background { done, tasks },
+            dead_invocations,
+            forgotten,
+        }
+    }
+
+    /// Takes the DLQ as the run left it and notes each message's job then. With
+    /// `redrive_after_retention`, its messages are held until the table's retention has passed,
+    /// then redriven (how many, the second value); otherwise they go back to the DLQ.
+    async fn hold_dlq(&self, ports: &Ports) -> (HashMap<JobId, Seen>, usize) {
+        let held = take_all(ports.dlq.as_ref()).await;
+        let mut seen: HashMap<JobId, Seen> = HashMap::new();
+        for body in &held {
+            if let Ok(message) = JobMessage::decode(body) {
+                let job = read(ports.store.as_ref(), message.job_id).await;
+                seen.entry(message.job_id).or_default().in_dlq = Some(job);
+            }
+        }
+        let mut redriven = 0;
+        if self.redrive_after_retention {
+            tokio::time::sleep(ports.settings.retention + self.sweep_every * 2).await;
+            for body in &held {
+                if ports.queue.send(body).await.is_ok() {
+                    redriven += 1;
+                }
+            }
+            self.settle(ports).await;
+        } else {
+            for body in &held {
+                let _ = ports.dlq.send(body).await;
+            }
+        }
+        (seen, redriven)
     }
 
     /// Waits until the work queue is empty (nothing visible, in flight or delayed: nothing more
