@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod iam;
 pub mod lambda;
 pub mod openapi;
+pub mod python;
 pub mod receiver;
 
 /// The emulator's endpoint. The test command starts moto and sets it; point it at LocalStack to
