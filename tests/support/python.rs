@@ -1,6 +1,6 @@
 //! The servers written in Python that tests talk to (`tests/webhooks/receiver.py`,
 //! `tests/sigv4/verifier.py`): each runs with `python` from PATH, listens on a free port of
-//! 127.0.0.1 and prints `{"port": N}` on one line once it does.
+//! 127.0.0.1 and prints `{"port": N}` on one line once it does (`tests/support/loopback.py`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
@@ -33,6 +33,8 @@ impl PythonServer {
         let mut child = Command::new("python")
             .arg(crate::workspace_root().join(script))
             .args(args)
+            // Importing tests/support/loopback.py leaves no __pycache__ in the source tree.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
