@@ -23,6 +23,7 @@ pub mod lambda;
 pub mod openapi;
 pub mod python;
 pub mod receiver;
+pub mod upstream;
 
 /// The emulator's endpoint. The test command starts moto and sets it; point it at LocalStack to
 /// run the same tests there.
