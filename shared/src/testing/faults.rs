@@ -467,7 +467,8 @@ pub struct Report {
     pub by_status: BTreeMap<String, usize>,
     /// Sent submissions whose job's message was in the DLQ when the run settled.
     pub in_dlq: usize,
-    /// Of those, jobs that never ran: infrastructure failures moved them there.
+    /// Of those, jobs that never ran (or were never even written): infrastructure failures moved
+    /// them there.
     pub dead_lettered_unrun: usize,
     /// Sent submissions whose job neither ended nor reached the DLQ.
     pub lost: usize,
@@ -521,8 +522,22 @@ impl Report {
             .collect();
         // Exactly one job per submission: its key kept any other from being written.
         let Some(&(job, seen)) = jobs.first() else {
-            self.lost += 1;
-            eprintln!("lost: submission {number} was sent as {ids:?} and never written");
+            let dead_lettered = ids.iter().any(|id| {
+                seen.get(id)
+                    .is_some_and(|seen| matches!(seen.in_dlq, Some(None)))
+            });
+            if dead_lettered {
+                // Its message used up its receives while no write of its job succeeded.
+                self.in_dlq += 1;
+                self.dead_lettered_unrun += 1;
+                eprintln!(
+                    "dead-lettered unrun: submission {number} was sent as {ids:?}, never \
+                     written, and its message reached the DLQ"
+                );
+            } else {
+                self.lost += 1;
+                eprintln!("lost: submission {number} was sent as {ids:?} and never written");
+            }
             return;
         };
         *self.by_status.entry(job.status.to_string()).or_default() += 1;
