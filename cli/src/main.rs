@@ -5,6 +5,7 @@ mod dev;
 mod dlq;
 mod load;
 mod ops;
+mod simulate;
 mod webhooks;
 
 use std::process::ExitCode;
@@ -38,6 +39,10 @@ enum Command {
     /// Inspect a deployment's jobs as the table holds them.
     #[command(subcommand)]
     Jobs(ops::JobsCommand),
+    /// Plan capacity: simulate a deployment under a scenario (arrivals and spikes, throttle and
+    /// backlog limit, queue, event source mapping, retries, polling clients) and print the queue,
+    /// latency and concurrency it would see. No AWS account or network needed.
+    Simulate(simulate::SimulateArgs),
     /// Webhook signing: the secret an owner's receivers verify with.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -45,6 +50,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulation needs no async runtime.
+    if let Command::Simulate(args) = &cli.command {
+        return match simulate::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("spillway: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +78,7 @@ fn main() -> ExitCode {
             Command::Queue(command) => ops::queue(command).await,
             Command::Jobs(command) => ops::jobs(command).await,
             Command::Webhooks(command) => webhooks::run(command).await,
+            Command::Simulate(_) => Ok(()),
         }
     });
     match result {
