@@ -317,9 +317,20 @@ pub fn parse(
     text: &str,
     read_csv: impl Fn(&str) -> Result<String, String>,
 ) -> Result<Scenario, ScenarioError> {
-    let file: File = toml::from_str(text).map_err(|e| {
-        // toml names the table and key in its message and shows the line.
-        invalid("scenario", e.to_string().trim_end().to_owned())
+    // A syntax error has no field to name: toml's message shows the line.
+    let document = toml::de::Deserializer::parse(text)
+        .map_err(|e| invalid("scenario", e.to_string().trim_end().to_owned()))?;
+    let file: File = serde_path_to_error::deserialize(document).map_err(|e| {
+        let field = e.path().to_string();
+        let error = e.into_inner();
+        let problem = match error.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("{} (line {line})", error.message())
+            }
+            None => error.message().to_owned(),
+        };
+        invalid(field, problem)
     })?;
     validate(file, read_csv)
 }
@@ -809,19 +820,32 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_or_mistyped_field_is_named_by_toml() {
+    fn an_unknown_or_mistyped_field_is_named() {
         let error = parse("[consumer]\nbatch_sise = 5\n", no_csv).unwrap_err();
-        assert!(error.to_string().contains("batch_sise"), "{error}");
+        assert_eq!(error.field, "consumer.batch_sise");
+        assert!(error.problem.contains("unknown field"), "{error}");
 
         let error = parse("[consumer]\nbatch_size = \"ten\"\n", no_csv).unwrap_err();
-        assert!(error.to_string().contains("batch_size"), "{error}");
+        assert_eq!(error.field, "consumer.batch_size");
+        assert!(error.problem.contains("line 2"), "{error}");
 
         let error = parse(
             "[processing]\ntime = { kind = \"gamma\", mean_s = 1 }\n",
             no_csv,
         )
         .unwrap_err();
-        assert!(error.to_string().contains("gamma"), "{error}");
+        assert_eq!(error.field, "processing.time.kind");
+        assert!(error.problem.contains("gamma"), "{error}");
+
+        let error = parse(
+            "[[arrivals.spikes]]\nstart_s = 1\nlength_s = 2\nrate = \"x\"\n",
+            no_csv,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "arrivals.spikes[0].rate");
+
+        let error = parse("[run\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "scenario");
     }
 
     #[test]
