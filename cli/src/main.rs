@@ -50,16 +50,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The simulation needs no async runtime.
-    if let Command::Simulate(args) = &cli.command {
-        return match simulate::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("spillway: {error}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,7 +68,8 @@ fn main() -> ExitCode {
             Command::Queue(command) => ops::queue(command).await,
             Command::Jobs(command) => ops::jobs(command).await,
             Command::Webhooks(command) => webhooks::run(command).await,
-            Command::Simulate(_) => Ok(()),
+            // Synchronous: the simulation waits on nothing.
+            Command::Simulate(args) => simulate::run(&args),
         }
     });
     match result {
