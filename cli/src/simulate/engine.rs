@@ -848,9 +848,14 @@ impl<'a> Simulation<'a> {
         for (row, requests) in self.rows.iter_mut().zip(&status) {
             row.status_requests = *requests;
         }
+        let throttle = self.scenario.status_throttle_rate;
+        let mut rows_over_throttle = 0;
         for (i, requests) in status.iter().enumerate() {
             if *requests > peak.0 {
                 peak = (*requests, i);
+            }
+            if throttle > 0.0 && *requests / to_seconds(sample) > throttle {
+                rows_over_throttle += 1;
             }
         }
         let simulated_s = to_seconds(end);
@@ -898,6 +903,8 @@ impl<'a> Simulation<'a> {
             status_per_s_mean: per_run(totals.status_requests as f64) * 1e6,
             status_per_s_peak: peak.0 / to_seconds(sample),
             status_per_s_peak_at_s: to_seconds(peak.1 as u64 * sample),
+            status_throttle_per_s: throttle,
+            status_rows_over_throttle: rows_over_throttle,
         };
         Results {
             summary,

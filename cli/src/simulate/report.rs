@@ -114,6 +114,11 @@ pub struct Summary {
     pub status_per_s_mean: f64,
     pub status_per_s_peak: f64,
     pub status_per_s_peak_at_s: f64,
+    /// The status route's throttle rate the rows are compared with (0: none), and how many rows
+    /// averaged more status requests per second than it. A row over it means clients would get
+    /// `429`s then (unless the burst absorbs them); the simulation does not refuse any poll.
+    pub status_throttle_per_s: f64,
+    pub status_rows_over_throttle: u64,
 }
 
 /// One row of the time series: what happened during `[t_s, t_s + sample)`, and the queue as it
@@ -314,7 +319,15 @@ impl fmt::Display for Summary {
             self.status_per_s_mean,
             self.status_per_s_peak,
             self.status_per_s_peak_at_s
-        )
+        )?;
+        if self.status_rows_over_throttle > 0 {
+            writeln!(
+                f,
+                "  over the status route's throttle ({}/s) in {} rows of the time series",
+                self.status_throttle_per_s, self.status_rows_over_throttle
+            )?;
+        }
+        Ok(())
     }
 }
 

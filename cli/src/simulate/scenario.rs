@@ -66,6 +66,9 @@ pub struct Scenario {
     pub processing: Processing,
     /// How clients poll `GET /jobs/{id}`.
     pub polling: Polling,
+    /// The status route's throttle rate (`StatusThrottlingRateLimit`) the polls are compared
+    /// with; 0: no comparison.
+    pub status_throttle_rate: f64,
 }
 
 /// When jobs arrive: a baseline rate, and spikes during which another rate applies.
@@ -282,6 +285,7 @@ enum TimeFile {
 #[serde(deny_unknown_fields)]
 struct ClientsFile {
     poll: Option<PollFile>,
+    status_throttle_rate: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -576,6 +580,10 @@ fn validate(
 
     let processing = processing(&file.processing, read_csv)?;
     let polling = polling(file.clients.poll.as_ref())?;
+    let status_throttle_rate = rate(
+        "clients.status_throttle_rate",
+        file.clients.status_throttle_rate.unwrap_or(50.0),
+    )?;
 
     Ok(Scenario {
         seed: run.seed.unwrap_or(1),
@@ -588,6 +596,7 @@ fn validate(
         consumer,
         processing,
         polling,
+        status_throttle_rate,
     })
 }
 

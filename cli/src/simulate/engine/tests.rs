@@ -344,6 +344,14 @@ fn clients_polling_every_second_poll_until_they_see_the_end() {
     #[allow(clippy::cast_precision_loss)]
     let expected = summary.status_requests as f64;
     within(total, expected, 1e-6, "requests in all rows");
+    // 60 requests/s is over the status route's default throttle of 50/s in every steady row
+    // (seconds 3 to 99, with 1 s to ramp up at either end: at least 95 rows).
+    assert_eq!(summary.status_throttle_per_s, 50.0);
+    assert!(
+        (95..=101).contains(&summary.status_rows_over_throttle),
+        "{}",
+        summary.status_rows_over_throttle
+    );
 }
 
 #[test]
