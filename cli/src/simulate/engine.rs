@@ -392,9 +392,11 @@ impl<'a> Simulation<'a> {
         self.schedule_next_arrival();
         self.schedule_scale_tick();
         let horizon = self.scenario.duration + self.scenario.drain_limit;
+        // The run lasts at least as long as the arrivals, even when the last one comes early.
+        let at_least = self.scenario.duration;
         let end = loop {
             let Some(event) = self.events.pop() else {
-                break self.now;
+                break self.now.max(at_least);
             };
             if event.at > horizon {
                 break horizon;
@@ -425,7 +427,7 @@ impl<'a> Simulation<'a> {
                 && self.in_flight == 0
                 && self.delayed == 0
             {
-                break self.now;
+                break self.now.max(at_least);
             }
         };
         self.finish(end)

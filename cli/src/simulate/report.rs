@@ -57,8 +57,8 @@ fn seconds(micros: u64) -> f64 {
 pub struct Summary {
     /// The seed the run drew from.
     pub seed: u64,
-    /// How long the run lasted in simulated time: until the queue drained after the arrivals
-    /// ended, or the drain limit.
+    /// How long the run lasted in simulated time: the arrivals' duration, or longer until the
+    /// queue drained or the drain limit passed.
     pub simulated_s: f64,
     /// Submissions, whatever their answer.
     pub arrivals: u64,

@@ -429,3 +429,35 @@ fn the_mapping_scales_up_by_one_invocation_every_200_ms_while_messages_wait() {
     within(row_at(25), 100.0, 0.0, "concurrency after scaling up");
     assert_eq!(results.summary.peak_concurrency, 100);
 }
+
+#[test]
+fn a_run_without_arrivals_lasts_its_duration_and_stays_empty() {
+    // Nothing arrives, so nothing is queued, run or polled; the run still lasts its 5 s: five
+    // rows of one second.
+    let results = run(
+        &scenario(
+            r#"
+            [run]
+            duration_s = 5
+            [arrivals]
+            rate = 0
+            [clients]
+            poll = { kind = "fixed", interval_s = 1 }
+            "#,
+        ),
+        1,
+    );
+    let summary = &results.summary;
+    within(summary.simulated_s, 5.0, 0.0, "simulated time");
+    assert_eq!(results.series.len(), 5);
+    assert_eq!(
+        (
+            summary.arrivals,
+            summary.peak_concurrency,
+            summary.status_requests
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(summary.queue_wait, None);
+    assert_accounted(summary);
+}
