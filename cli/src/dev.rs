@@ -2,6 +2,8 @@
 //! handlers the Lambdas call.
 
 use std::error::Error;
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,8 @@ use crate::aws::AwsArgs;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "The SPILLWAY_* variables the Lambdas read (see the README) are read here \
-too; flags win over them. RUST_LOG filters the log (default: info). Webhooks are signed with \
+too; flags win over them. RUST_LOG filters the log (default: info); the text log is coloured \
+only on a terminal, and never when NO_COLOR is set. Webhooks are signed with \
 SPILLWAY_WEBHOOK_SECRET, or with a secret made for the run and logged at start, and may reach \
 this machine (127.0.0.0/8, ::1, localhost) unless SPILLWAY_WEBHOOK_ALLOW says otherwise."
 )]
@@ -171,6 +174,10 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
+            .with_ansi(colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
             .init(),
         // The Lambdas' own format: one flat object per line.
         LogFormat::Json => {
@@ -178,6 +185,12 @@ fn init_logging(format: LogFormat) {
             tracing::subscriber::set_global_default(subscriber).ok();
         }
     }
+}
+
+/// Whether the text log (on stdout) is coloured: only on a terminal, never in a file or a pipe,
+/// and never when `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+fn colour(stdout_is_terminal: bool, no_color: Option<OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// What webhooks may reach under `spillway dev` besides the public internet.
@@ -471,4 +484,21 @@ fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
         .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsString::new())),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None), "a file or a pipe");
+        assert!(!colour(false, Some("1".into())));
+    }
 }

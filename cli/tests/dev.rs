@@ -7,9 +7,11 @@
     clippy::print_stdout
 )]
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 mod support;
@@ -135,6 +137,88 @@ async fn bad_requests_get_problem_documents_over_http() {
         assert_eq!(problem["status"], expected);
     }
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+#[tokio::test]
+async fn a_log_written_to_a_pipe_carries_no_colour_codes() {
+    // NO_COLOR unset: that the output is no terminal must be enough.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["dev", "--port", "0"])
+        .env_remove("NO_COLOR")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start spillway dev");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    let listening = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).await.unwrap() == 0 {
+                panic!("spillway dev exited before listening:\n{log}");
+            }
+            log.push_str(&line);
+            if line.contains("spillway dev listening") {
+                return line.clone();
+            }
+        }
+    })
+    .await
+    .expect("spillway dev did not start listening within a minute");
+    // A job, so that its transitions, with their fields, are in the log too.
+    let address = listening[listening.find("http://").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let accepted: Value = client
+        .post(format!("{address}/jobs"))
+        .json(&json!({"kind": "echo", "payload": {"hello": "pipe"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = accepted["id"].as_str().expect("a job id");
+    let job: Value = reqwest::get(format!("{address}/jobs/{id}?wait=10"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "succeeded");
+
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    stdout.read_to_string(&mut log).await.unwrap();
+    let mut errors = String::new();
+    let mut stderr = child.stderr.take().unwrap();
+    stderr.read_to_string(&mut errors).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("spillway dev did not stop within 30 s")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{log}{errors}");
+
+    for expected in ["spillway dev listening", "accepted", "recorded", "stopped"] {
+        assert!(log.contains(expected), "no `{expected}` line:\n{log}");
+    }
+    assert!(
+        !log.contains("\x1b[") && !errors.contains("\x1b["),
+        "colour codes in piped output:\n{}{}",
+        log.escape_debug(),
+        errors.escape_debug()
+    );
 }
 
 #[tokio::test]

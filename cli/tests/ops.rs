@@ -17,6 +17,7 @@ use spillway_core::api;
 use spillway_core::domain::{JobId, Owner};
 use spillway_core::kinds;
 use spillway_tests::Stack;
+use spillway_tests::upstream::Upstream;
 use tokio::process::Command;
 
 async fn run(args: &[&str]) -> Output {
@@ -106,8 +107,7 @@ type Ages = Arc<Mutex<HashMap<String, Age>>>;
 
 #[derive(Debug, Clone)]
 struct Front {
-    upstream: String,
-    client: reqwest::Client,
+    upstream: Upstream,
     ages: Ages,
 }
 
@@ -118,8 +118,7 @@ async fn cloudwatch_in_front(ages: Ages) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let front = Front {
-        upstream: spillway_tests::endpoint().trim_end_matches('/').to_owned(),
-        client: reqwest::Client::new(),
+        upstream: Upstream::new(&spillway_tests::endpoint()),
         ages,
     };
     let app = axum::Router::new().fallback(answer).with_state(front);
@@ -135,7 +134,7 @@ async fn answer(
     body: Bytes,
 ) -> Response {
     if uri.path() != "/service/GraniteServiceVersion20100801/operation/GetMetricData" {
-        return forward(&front, method, &uri, &headers, body).await;
+        return front.upstream.forward(method, &uri, &headers, body).await;
     }
     // CBOR text strings are their UTF-8 bytes after a length: a name is found whole or not at all.
     let asks = |text: &str| {
@@ -251,33 +250,6 @@ fn cbor(status: StatusCode, fields: &[(&str, &str)], query_error: Option<&str>) 
             .insert("x-amzn-query-error", query_error.parse().unwrap());
     }
     response
-}
-
-async fn forward(
-    front: &Front,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut request = front
-        .client
-        .request(method, format!("{}{path}", front.upstream))
-        .body(body);
-    for (name, value) in headers {
-        if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
-            request = request.header(name, value);
-        }
-    }
-    let answer = request.send().await.unwrap();
-    let mut response = (answer.status(), answer.headers().clone()).into_response();
-    response.headers_mut().remove(http::header::CONTENT_LENGTH);
-    response
-        .headers_mut()
-        .remove(http::header::TRANSFER_ENCODING);
-    let (parts, _) = response.into_parts();
-    Response::from_parts(parts, answer.bytes().await.unwrap().into())
 }
 
 /// The OLDEST MESSAGE cell of a `queue stats` table row: its last 15 characters.

@@ -185,14 +185,13 @@ pub fn json_headers() -> http::HeaderMap {
 /// Submits `body` as an anonymous caller and returns the accepted job's id; panics on anything
 /// but `202`.
 pub async fn submit(app: &App, body: Value) -> JobId {
+    submit_as(app, crate::domain::Owner::anonymous(), body).await
+}
+
+/// Submits `body` as `owner` and returns the accepted job's id; panics on anything but `202`.
+pub async fn submit_as(app: &App, owner: crate::domain::Owner, body: Value) -> JobId {
     let body = body.to_string();
-    let response = crate::api::submit_job(
-        app,
-        crate::domain::Owner::anonymous(),
-        &json_headers(),
-        body.as_bytes(),
-    )
-    .await;
+    let response = crate::api::submit_job(app, owner, &json_headers(), body.as_bytes()).await;
     assert_eq!(
         response.status(),
         http::StatusCode::ACCEPTED,

@@ -312,12 +312,12 @@ async fn without_authorization_every_caller_is_one_owner_and_a_job_id_is_a_beare
     let id = stack.accept_as(&ApiCaller::Anonymous, &job).await;
     let someone_else = stack
         .gateway()
-        .request_without_identity("GET", &format!("/jobs/{id}"), &[], None)
+        .request_without_identity("GET", &format!("/jobs/{id}"))
         .await;
     assert_eq!(someone_else.status, 200, "{someone_else}");
     let cancelled = stack
         .gateway()
-        .request_without_identity("DELETE", &format!("/jobs/{id}"), &[], None)
+        .request_without_identity("DELETE", &format!("/jobs/{id}"))
         .await;
     assert_eq!(cancelled.status, 200, "{cancelled}");
     no_call_was_denied(&stack.proxy);

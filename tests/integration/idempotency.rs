@@ -61,12 +61,7 @@ async fn the_same_key_and_body_return_the_same_job_and_never_a_second() {
     let body = json!({"kind": "echo", "payload": {"order": 7}});
 
     let first = post(&app, &owner, "order-7", &body).await;
-    stack
-        .esm()
-        .poll_once(&app, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    stack.deliver(&app).await;
     let again = post(&app, &owner, "order-7", &body).await;
 
     assert_eq!(id_of(&again), id_of(&first));
@@ -142,12 +137,7 @@ async fn keys_belong_to_their_caller() {
 #[tokio::test]
 async fn a_retry_after_a_failed_send_creates_the_job_once_and_it_runs() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let mut broken = stack.config(stack.settings());
-    broken.resources.queue_url = Some(format!(
-        "{}/123456789012/unreachable",
-        spillway_tests::endpoint()
-    ));
-    let without_queue = App::on_aws(&stack.sdk, &broken);
+    let without_queue = stack.app_with_an_unreachable_queue();
     let app = stack.app(stack.settings(), kinds::builtin());
     let owner = Owner::anonymous();
     let body = json!({"kind": "echo", "payload": "finally"});
@@ -162,12 +152,7 @@ async fn a_retry_after_a_failed_send_creates_the_job_once_and_it_runs() {
 
     let retried = post(&app, &owner, "retry-me", &body).await;
     let id = id_of(&retried);
-    stack
-        .esm()
-        .poll_once(&app, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .expect("the job's message");
+    stack.deliver(&app).await;
     let job = api::get_job(&app, &owner, &id, None).await;
     let job: Value = serde_json::from_str(job.body()).unwrap();
     assert_eq!(

@@ -9,9 +9,10 @@ use spillway_core::App;
 use spillway_core::api;
 use spillway_core::consumer::handle_batch;
 use spillway_core::domain::{JobId, JobMessage, Owner, Timestamp};
-use spillway_core::esm::sqs_event;
 use spillway_core::kinds;
-use spillway_core::testing::{Behaviour, Counting, json_headers, processors_with, submit};
+use spillway_core::testing::{
+    Behaviour, Counting, json_headers, processors_with, submit, submit_as,
+};
 use spillway_tests::Stack;
 
 async fn status(app: &App, id: JobId) -> Value {
@@ -37,12 +38,7 @@ async fn a_job_goes_from_post_to_succeeded_through_the_queue() {
     .await;
     assert_eq!(status(&app, id).await["status"], "pending");
 
-    let report = stack
-        .esm()
-        .poll_once(&app, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .expect("a message");
+    let report = stack.deliver(&app).await;
     assert_eq!((report.received, report.deleted), (1, 1));
 
     let job = status(&app, id).await;
@@ -63,13 +59,8 @@ async fn a_job_whose_processor_keeps_failing_ends_dead_lettered_with_its_message
     let app = stack.app(stack.settings(), processors_with(&counting));
     let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
 
-    let esm = stack.esm();
     for attempt in 1..=3 {
-        let report = esm
-            .poll_once(&app, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .expect("a delivery");
+        let report = stack.deliver(&app).await;
         assert_eq!(report.failed.len(), 1, "attempt {attempt}");
         let expected = if attempt < 3 {
             "pending"
@@ -86,7 +77,9 @@ async fn a_job_whose_processor_keeps_failing_ends_dead_lettered_with_its_message
 
     // SQS moves the message to the DLQ on the receive after maxReceiveCount.
     assert!(
-        esm.poll_once(&app, Duration::from_secs(1))
+        stack
+            .esm()
+            .poll_once(&app, Duration::from_secs(1))
             .await
             .unwrap()
             .is_none()
@@ -110,12 +103,8 @@ async fn a_duplicate_delivery_of_the_same_message_does_not_run_the_processor_twi
     let app = stack.app(stack.settings(), processors_with(&counting));
     let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
 
-    let messages = stack
-        .queue()
-        .receive(10, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let event = sqs_event(&messages, &stack.queue_arn, "us-east-1");
+    let messages = stack.receive().await;
+    let event = stack.sqs_event(&messages);
     let first = handle_batch(&app, event.clone(), deadline_in(30)).await;
     let duplicate = handle_batch(&app, event, deadline_in(30)).await;
 
@@ -139,18 +128,9 @@ async fn a_job_past_its_deadline_is_expired_and_not_run() {
     )
     .await;
 
-    let messages = stack
-        .queue()
-        .receive(10, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let messages = stack.receive().await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let response = handle_batch(
-        &app,
-        sqs_event(&messages, &stack.queue_arn, "us-east-1"),
-        deadline_in(30),
-    )
-    .await;
+    let response = handle_batch(&app, stack.sqs_event(&messages), deadline_in(30)).await;
 
     assert!(
         response.batch_item_failures.is_empty(),
@@ -179,20 +159,9 @@ async fn a_batch_with_one_poison_message_reports_exactly_that_message() {
 
     let mut messages = Vec::new();
     while messages.len() < 3 {
-        messages.extend(
-            stack
-                .queue()
-                .receive(10, Duration::from_secs(5))
-                .await
-                .unwrap(),
-        );
+        messages.extend(stack.receive().await);
     }
-    let response = handle_batch(
-        &app,
-        sqs_event(&messages, &stack.queue_arn, "us-east-1"),
-        deadline_in(30),
-    )
-    .await;
+    let response = handle_batch(&app, stack.sqs_event(&messages), deadline_in(30)).await;
 
     let failed: Vec<_> = response
         .batch_item_failures
@@ -296,12 +265,9 @@ async fn a_job_is_invisible_to_other_callers() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let app = stack.app(stack.settings(), kinds::builtin());
     let alice = Owner::authenticated("alice");
-    let body = json!({"kind": "echo", "payload": 1}).to_string();
-    let response = api::submit_job(&app, alice.clone(), &json_headers(), body.as_bytes()).await;
-    let id = serde_json::from_str::<Value>(response.body()).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = submit_as(&app, alice.clone(), json!({"kind": "echo", "payload": 1}))
+        .await
+        .to_string();
 
     assert_eq!(
         api::get_job(&app, &alice, &id, None).await.status(),
@@ -343,12 +309,7 @@ async fn a_pending_job_can_be_cancelled_and_is_then_skipped() {
         "cancelling twice answers as the first time"
     );
 
-    let report = stack
-        .esm()
-        .poll_once(&app, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let report = stack.deliver(&app).await;
     assert_eq!(
         report.deleted, 1,
         "the cancelled job's message is acknowledged"
@@ -356,12 +317,7 @@ async fn a_pending_job_can_be_cancelled_and_is_then_skipped() {
     assert_eq!(counting.runs(id), 0);
 
     let finished = submit(&app, json!({"kind": "counting", "payload": {}})).await;
-    stack
-        .esm()
-        .poll_once(&app, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    stack.deliver(&app).await;
     let conflict = api::cancel_job(&app, &Owner::anonymous(), &finished.to_string()).await;
     assert_eq!(conflict.status(), StatusCode::CONFLICT);
 }
@@ -397,12 +353,7 @@ async fn a_long_poll_returns_as_soon_as_the_job_finishes() {
 #[tokio::test]
 async fn a_queue_that_cannot_be_reached_answers_503_and_writes_nothing() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
-    let mut config = stack.config(stack.settings());
-    config.resources.queue_url = Some(format!(
-        "{}/123456789012/no-such-queue",
-        spillway_tests::endpoint()
-    ));
-    let app = App::on_aws(&stack.sdk, &config);
+    let app = stack.app_with_an_unreachable_queue();
 
     let body = json!({"kind": "echo", "payload": 1}).to_string();
     let response =
@@ -473,12 +424,7 @@ async fn a_job_whose_send_always_fails_runs_without_its_client_retrying() {
     .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    stack
-        .esm()
-        .poll_once(&app, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .expect("the message was sent");
+    stack.deliver(&app).await;
     assert_eq!(counting.total_runs(), 1);
     let jobs = stack.job_statuses().await;
     let statuses: Vec<&str> = jobs.iter().map(|(_, status)| status.as_str()).collect();
@@ -500,12 +446,7 @@ async fn a_retry_hides_its_message_for_the_delay_the_processor_asked_for() {
     let app = stack.app(stack.settings(), processors_with(&counting));
     let id = submit(&app, json!({"kind": "counting", "payload": {}})).await;
 
-    let report = stack
-        .esm()
-        .poll_once(&app, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
+    let report = stack.deliver(&app).await;
     assert_eq!(report.failed.len(), 1);
     assert_eq!(status(&app, id).await["status"], "pending");
     let early = stack
@@ -519,11 +460,7 @@ async fn a_retry_hides_its_message_for_the_delay_the_processor_asked_for() {
     );
 
     tokio::time::sleep(delay).await;
-    let later = stack
-        .queue()
-        .receive(10, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let later = stack.receive().await;
     assert_eq!(
         later.len(),
         1,
@@ -546,12 +483,8 @@ async fn a_job_whose_consumer_died_is_claimed_again_once_its_lease_lapses() {
     });
     app.store.apply(id, &claim).await.unwrap();
 
-    let messages = stack
-        .queue()
-        .receive(10, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let event = sqs_event(&messages, &stack.queue_arn, "us-east-1");
+    let messages = stack.receive().await;
+    let event = stack.sqs_event(&messages);
     let during = handle_batch(&app, event.clone(), deadline_in(30)).await;
     assert_eq!(
         during.batch_item_failures.len(),

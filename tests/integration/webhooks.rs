@@ -19,7 +19,7 @@ use spillway_core::domain::{JobId, JobStatus, Owner};
 use spillway_core::esm::EventSourceMapping;
 use spillway_core::kinds;
 use spillway_core::processor::Processors;
-use spillway_core::testing::{MemoryPipeline, RecordingQueue, json_headers, submit};
+use spillway_core::testing::{MemoryPipeline, RecordingQueue, json_headers, submit, submit_as};
 use spillway_core::webhook::{Allowlist, Resolve, SigningKeys, Webhook, WebhookSettings};
 use spillway_tests::Stack;
 use spillway_tests::receiver::{Delivery, Receiver};
@@ -555,19 +555,7 @@ async fn a_delivery_captured_by_one_owner_does_not_verify_at_another_owners_rece
         "url": alices_receiver.url("/capture"),
         "body": {"type": "payment.succeeded", "account": "bob", "amount": 1_000_000}
     }});
-    let response = api::submit_job(
-        &pipeline.app,
-        alice.clone(),
-        &json_headers(),
-        forged.to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        response.body()
-    );
+    submit_as(&pipeline.app, alice.clone(), forged).await;
     pipeline.drain().await;
     let captured = alices_receiver
         .wait_for_deliveries("/capture", 1, Duration::from_secs(5))
@@ -604,19 +592,7 @@ async fn a_delivery_captured_by_one_owner_does_not_verify_at_another_owners_rece
 
     // Bob's own deliveries verify there.
     let own = json!({"kind": "webhook", "payload": {"url": bobs_receiver.url("/events"), "body": {"n": 1}}});
-    let response = api::submit_job(
-        &pipeline.app,
-        bob,
-        &json_headers(),
-        own.to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        response.body()
-    );
+    submit_as(&pipeline.app, bob, own).await;
     pipeline.drain().await;
     let deliveries = bobs_receiver
         .wait_for_deliveries("/events", 2, Duration::from_secs(5))

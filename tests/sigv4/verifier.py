@@ -24,10 +24,8 @@ import json
 import os
 import re
 import secrets
-import signal
 import sys
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +34,10 @@ from urllib.parse import parse_qsl, urlsplit
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+# The start-up and end the servers the tests run share.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "support"))
+from loopback import serve  # noqa: E402
 
 SERVICE = "execute-api"
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -255,25 +257,10 @@ def main():
         parser.error("the credentials to verify with are missing: pass --access-key-id and "
                      "--secret-access-key, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     credentials = Credentials(args.access_key_id, args.secret_access_key, args.session_token)
     server = Verifier(credentials, args.region)
 
-    # Exit if the test process that started us dies without killing us.
-    parent = os.getppid()
-
-    def watch_parent():
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(0)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
-
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    serve(server)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 
 use crate::iam::{Decision, Policy};
+use crate::upstream::Upstream;
 
 /// Who signs with one access key: a function, or the Lambda service acting with its role.
 #[derive(Debug, Clone)]
@@ -43,9 +44,8 @@ pub struct Call {
 
 #[derive(Debug)]
 struct Shared {
-    upstream: String,
+    upstream: Upstream,
     account: String,
-    client: reqwest::Client,
     callers: Mutex<HashMap<String, Caller>>,
     calls: Mutex<Vec<Call>>,
     refused: Mutex<Vec<String>>,
@@ -64,9 +64,8 @@ impl AwsProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
-            upstream: upstream.trim_end_matches('/').to_owned(),
+            upstream: Upstream::new(upstream),
             account: account.to_owned(),
-            client: reqwest::Client::new(),
             callers: Mutex::default(),
             calls: Mutex::default(),
             refused: Mutex::default(),
@@ -152,7 +151,7 @@ async fn handle(
     if let Some((action, resource)) = denied {
         return access_denied(&scope.service, &caller, &action, &resource);
     }
-    forward(&shared, method, &uri, &headers, body).await
+    shared.upstream.forward(method, &uri, &headers, body).await
 }
 
 /// The parts of a SigV4 credential scope the proxy needs.
@@ -327,42 +326,4 @@ fn refuse(shared: &Shared, problem: String) -> Response {
         json!({"__type": "UnrecognizedClientException", "message": problem}).to_string(),
     )
         .into_response()
-}
-
-async fn forward(
-    shared: &Shared,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut request = shared
-        .client
-        .request(method, format!("{}{path}", shared.upstream))
-        .body(body);
-    for (name, value) in headers {
-        if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
-            request = request.header(name, value);
-        }
-    }
-    match request.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let body = answer.bytes().await.unwrap_or_default();
-            let mut response = (status, body).into_response();
-            for (name, value) in &headers {
-                if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
-                    response.headers_mut().insert(name, value.clone());
-                }
-            }
-            response
-        }
-        Err(error) => (
-            StatusCode::BAD_GATEWAY,
-            format!("the emulator did not answer: {error}"),
-        )
-            .into_response(),
-    }
 }

@@ -160,20 +160,14 @@ impl<'a> Gateway<'a> {
         self.invoke(route, &event).await
     }
 
-    /// Hands `method target` to its route's function with no caller identity at all, as a route
-    /// added without authorization, or a direct invocation, would.
-    pub async fn request_without_identity(
-        &self,
-        method: &str,
-        target: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> ApiResponse {
+    /// Hands `method target`, with no headers and no body, to its route's function with no caller
+    /// identity at all, as a route added without authorization, or a direct invocation, would.
+    pub async fn request_without_identity(&self, method: &str, target: &str) -> ApiResponse {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let (route, path_parameters) = self
             .route(method, path)
             .unwrap_or_else(|| panic!("no route for {method} {path}"));
-        let event = self.event(route, path, query, &path_parameters, headers, body, None);
+        let event = self.event(route, path, query, &path_parameters, &[], None, None);
         self.invoke(route, &event).await
     }
 

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
+use aws_lambda_events::sqs::SqsEvent;
 use spillway_core::App;
 use spillway_core::config::{Config, Resources, Settings};
-use spillway_core::esm::EventSourceMapping;
+use spillway_core::esm::{self, BatchReport, EventSourceMapping};
 use spillway_core::processor::Processors;
 use spillway_core::provision::{self, Queues};
-use spillway_core::queue::{JobQueue, SqsQueue};
+use spillway_core::queue::{JobQueue, ReceivedMessage, SqsQueue};
 use spillway_core::store::DynamoStore;
 
 pub mod aws_proxy;
@@ -21,7 +22,9 @@ pub mod gateway;
 pub mod iam;
 pub mod lambda;
 pub mod openapi;
+pub mod python;
 pub mod receiver;
+pub mod upstream;
 
 /// The emulator's endpoint. The test command starts moto and sets it; point it at LocalStack to
 /// run the same tests there.
@@ -288,6 +291,38 @@ impl Stack {
             batching_window: Duration::ZERO,
             function_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// An app on the table whose queue cannot be reached, as when SQS is down.
+    pub fn app_with_an_unreachable_queue(&self) -> App {
+        let mut config = self.config(self.settings());
+        config.resources.queue_url = Some(format!("{}/123456789012/unreachable", endpoint()));
+        App::on_aws(&self.sdk, &config)
+    }
+
+    /// Receives one batch from the work queue (waiting up to 5 s for its first message), hands it
+    /// to `app`'s consumer as the event source mapping does, and returns what the mapping did;
+    /// panics when no message came.
+    pub async fn deliver(&self, app: &App) -> BatchReport {
+        self.esm()
+            .poll_once(app, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("a message in the work queue within 5 s")
+    }
+
+    /// Up to ten messages of the work queue, received (waiting up to 5 s for the first) and not
+    /// handled yet.
+    pub async fn receive(&self) -> Vec<ReceivedMessage> {
+        self.queue()
+            .receive(10, Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
+
+    /// The event Lambda builds for `messages` of the work queue.
+    pub fn sqs_event(&self, messages: &[ReceivedMessage]) -> SqsEvent {
+        esm::sqs_event(messages, &self.queue_arn, "us-east-1")
     }
 
     /// Every item in the table.

@@ -44,6 +44,25 @@ impl OpenApi {
         }
     }
 
+    /// Asserts that `response`, answered to `method path_template`, has the status `expected`
+    /// and is as documented.
+    pub fn expect(
+        &self,
+        path_template: &str,
+        method: &str,
+        expected: u16,
+        response: &http::Response<String>,
+    ) {
+        assert_eq!(
+            response.status().as_u16(),
+            expected,
+            "{} {path_template}: {}",
+            method.to_uppercase(),
+            response.body()
+        );
+        self.check(path_template, method, response);
+    }
+
     /// Asserts that `response`, answered to `method path_template`, is as documented.
     pub fn check(&self, path_template: &str, method: &str, response: &http::Response<String>) {
         let status = response.status().as_u16().to_string();

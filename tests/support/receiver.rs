@@ -4,20 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-/// How long the receiver may take to print its port: Python's start on a busy machine.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::python::PythonServer;
+
 /// How often [`Receiver::wait_for_deliveries`] asks for the deliveries.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Timeout of one control call.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 const HINT: &str = "the webhook receiver needs `python` with the `standardwebhooks` package on \
                     PATH: run the tests through `scripts/test`, which installs it in the test \
                     tools' venv and puts that first on PATH";
@@ -25,9 +19,7 @@ const HINT: &str = "the webhook receiver needs `python` with the `standardwebhoo
 /// A webhook receiver process (tests/webhooks/receiver.py) on 127.0.0.1, stopped by PID on drop.
 #[derive(Debug)]
 pub struct Receiver {
-    child: Child,
-    port: u16,
-    client: reqwest::Client,
+    server: PythonServer,
 }
 
 /// One request the receiver got on a path other than its control API's (`/_control/...`).
@@ -58,55 +50,23 @@ impl Receiver {
             !secrets.is_empty(),
             "the webhook receiver needs at least one secret"
         );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks/receiver.py");
-        let mut command = Command::new("python");
-        command.arg(&script);
-        for secret in secrets {
-            command.arg("--secret").arg(secret);
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot run `python` ({error}); {HINT}"));
-
-        let stdout = child.stdout.take().expect("the receiver's stdout is piped");
-        let mut line = String::new();
-        let read =
-            tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
-        let port = match read {
-            Ok(Ok(0)) => {
-                let status = child.wait().await;
-                panic!(
-                    "the webhook receiver exited before listening ({status:?}; its error is \
-                     above); {HINT}"
-                )
-            }
-            Ok(Ok(_)) => serde_json::from_str::<Value>(&line)
-                .ok()
-                .and_then(|value| value["port"].as_u64())
-                .and_then(|port| u16::try_from(port).ok())
-                .unwrap_or_else(|| panic!("the webhook receiver printed {line:?}, not its port")),
-            Ok(Err(error)) => panic!("reading the webhook receiver's port: {error}"),
-            Err(_) => panic!("the webhook receiver did not print its port in {START_TIMEOUT:?}"),
-        };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(CONTROL_TIMEOUT)
-            .build()
-            .expect("build the control client");
-        Self {
-            child,
-            port,
-            client,
-        }
+        let args: Vec<&str> = secrets
+            .iter()
+            .flat_map(|&secret| ["--secret", secret])
+            .collect();
+        let server = PythonServer::start(
+            "the webhook receiver",
+            "tests/webhooks/receiver.py",
+            &args,
+            HINT,
+        )
+        .await;
+        Self { server }
     }
 
     /// The receiver's URL for `path` (which may carry a query): `http://127.0.0.1:{port}{path}`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.server.url(path)
     }
 
     /// Queues `responses` (a JSON array of `{"status", "headers"?, "body"?, "delay_seconds"?}`)
@@ -115,7 +75,8 @@ impl Receiver {
     /// (the delivery is recorded at once) to play a receiver that hangs.
     pub async fn script(&self, path: &str, responses: Value) {
         let response = self
-            .client
+            .server
+            .client()
             .post(self.url("/_control/script"))
             .json(&json!({ "path": path, "responses": responses }))
             .send()
@@ -132,7 +93,7 @@ impl Receiver {
     pub async fn deliveries(&self, path: &str) -> Vec<Delivery> {
         let mut url = reqwest::Url::parse(&self.url("/_control/deliveries")).unwrap();
         url.query_pairs_mut().append_pair("path", path);
-        self.get(url).await
+        self.server.get_json(url).await
     }
 
     /// The deliveries to `path` once there are at least `n` (all of them, oldest first), asked
@@ -165,35 +126,9 @@ impl Receiver {
     /// it carried.
     pub async fn connections(&self) -> u64 {
         let url = reqwest::Url::parse(&self.url("/_control/connections")).unwrap();
-        let body: Value = self.get(url).await;
+        let body: Value = self.server.get_json(url).await;
         body["connections"]
             .as_u64()
             .unwrap_or_else(|| panic!("the webhook receiver answered {body} for its connections"))
-    }
-
-    /// A control GET answered 200 with JSON.
-    async fn get<T: serde::de::DeserializeOwned>(&self, url: reqwest::Url) -> T {
-        let response = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("asking the webhook receiver {url}: {error}"));
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert!(
-            status == reqwest::StatusCode::OK,
-            "the webhook receiver answered {url} with {status}: {body}"
-        );
-        serde_json::from_str(&body).unwrap_or_else(|error| {
-            panic!("the webhook receiver's answer to {url}: {error}: {body}")
-        })
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        // Kills this child only, by its PID (kill_on_drop would too; this makes it explicit).
-        let _ = self.child.start_kill();
     }
 }

@@ -15,7 +15,6 @@ Usage: python receiver.py --secret whsec_... [--secret whsec_...]
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -24,6 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from standardwebhooks import Webhook
+
+# The start-up and end the servers the tests run share.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "support"))
+from loopback import serve  # noqa: E402
 
 CONTROL = "/_control/"
 
@@ -148,24 +151,9 @@ def main():
     parser.add_argument("--secret", action="append", required=True, help="whsec_... (repeatable)")
     args = parser.parse_args()
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = Receiver([Webhook(secret) for secret in args.secret])
 
-    # Exit if the test process that started us dies without killing us.
-    parent = os.getppid()
-
-    def watch_parent():
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(0)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
-
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    serve(server)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,9 @@
 //! IAM authorization, recomputing every request's signature with botocore, and counts what it
 //! verified and what it refused.
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use spillway_tests::python::PythonServer;
 
-/// How long the verifier may take to print its port: Python's start on a busy machine.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const HINT: &str = "the SigV4 verifier needs `python` with `botocore` on PATH: run the tests \
                     through `scripts/test`, which puts the test tools' venv (moto brings \
                     botocore) first on PATH";
@@ -75,87 +68,37 @@ pub fn no_credentials_env() -> Vec<(&'static str, Option<String>)> {
 /// A verifier process (tests/sigv4/verifier.py) on 127.0.0.1, stopped by PID on drop.
 #[derive(Debug)]
 pub struct Verifier {
-    child: Child,
-    port: u16,
-    client: reqwest::Client,
+    server: PythonServer,
 }
 
 impl Verifier {
     /// Starts a verifier that accepts requests signed with `credentials` for `execute-api` in
     /// `region`, and waits until it listens. Runs `python` from PATH, as `scripts/test` sets it.
     pub async fn start(credentials: &TestCredentials, region: &str) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sigv4/verifier.py");
-        let mut command = Command::new("python");
-        command
-            .arg(&script)
-            .args(["--region", region])
-            .args(["--access-key-id", &credentials.access_key_id])
-            .args(["--secret-access-key", &credentials.secret_access_key]);
+        let mut args = vec![
+            "--region",
+            region,
+            "--access-key-id",
+            credentials.access_key_id.as_str(),
+            "--secret-access-key",
+            credentials.secret_access_key.as_str(),
+        ];
         if let Some(token) = &credentials.session_token {
-            command.args(["--session-token", token]);
+            args.extend(["--session-token", token.as_str()]);
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot run `python` ({error}); {HINT}"));
-
-        let stdout = child.stdout.take().expect("the verifier's stdout is piped");
-        let mut line = String::new();
-        let read =
-            tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
-        let port = match read {
-            Ok(Ok(0)) => {
-                let status = child.wait().await;
-                panic!(
-                    "the SigV4 verifier exited before listening ({status:?}; its error is above); \
-                     {HINT}"
-                )
-            }
-            Ok(Ok(_)) => serde_json::from_str::<Value>(&line)
-                .ok()
-                .and_then(|value| value["port"].as_u64())
-                .and_then(|port| u16::try_from(port).ok())
-                .unwrap_or_else(|| panic!("the SigV4 verifier printed {line:?}, not its port")),
-            Ok(Err(error)) => panic!("reading the SigV4 verifier's port: {error}"),
-            Err(_) => panic!("the SigV4 verifier did not print its port in {START_TIMEOUT:?}"),
-        };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("build the stats client");
-        Self {
-            child,
-            port,
-            client,
-        }
+        let server =
+            PythonServer::start("the SigV4 verifier", "tests/sigv4/verifier.py", &args, HINT).await;
+        Self { server }
     }
 
     /// The verifier's base URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url("")
     }
 
     /// `{"verified": n, "rejected": m, "reasons": {reason: count}, "routes": {route: count}}`.
     pub async fn stats(&self) -> Value {
-        let url = format!("{}/stats", self.url());
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("asking the SigV4 verifier {url}: {error}"));
-        assert_eq!(response.status(), reqwest::StatusCode::OK, "{url}");
-        response.json().await.unwrap()
-    }
-}
-
-impl Drop for Verifier {
-    fn drop(&mut self) {
-        // Kills this child only, by its PID.
-        let _ = self.child.start_kill();
+        let url = reqwest::Url::parse(&self.server.url("/stats")).unwrap();
+        self.server.get_json(url).await
     }
 }

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{
     CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, NewJob, Owner,
-    PayloadDigest, Timestamp, Ttl,
+    PayloadDigest, Timestamp, Ttl, WholeNumber,
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
@@ -30,7 +30,7 @@ struct SubmitBody<'a> {
     #[serde(borrow)]
     payload: &'a RawValue,
     #[serde(default)]
-    ttl_seconds: Option<u64>,
+    ttl_seconds: Option<WholeNumber>,
     #[serde(default)]
     callback_url: Option<String>,
 }
@@ -191,7 +191,7 @@ fn admit(app: &App, request: &SubmitBody<'_>) -> Result<(Kind, Duration), ApiErr
         return Err(ApiError::UnknownKind { kind, known });
     };
     let ttl = match request.ttl_seconds {
-        Some(seconds) => Ttl::from_seconds(seconds, app.settings.max_ttl.as_secs())
+        Some(WholeNumber(seconds)) => Ttl::from_seconds(seconds, app.settings.max_ttl.as_secs())
             .map_err(|e| ApiError::Invalid(e.to_string()))?
             .duration(),
         None => app.settings.default_ttl,
@@ -450,6 +450,20 @@ mod tests {
         assert_eq!(post(&quoted).await.0, StatusCode::ACCEPTED);
         // Far deeper than serde's own limit: refused by the count, not by a stack overflow.
         assert_eq!(post(&nested(100_000)).await.0, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_ttl_is_a_whole_number_however_it_is_written() {
+        let with_ttl = |ttl: &str| format!(r#"{{"kind":"echo","payload":1,"ttl_seconds":{ttl}}}"#);
+        // JSON, and the OpenAPI document's `type: integer`, do not tell 300 from 300.0.
+        for ttl in ["300", "300.0", "3e2", "null"] {
+            let (status, problem) = post(&with_ttl(ttl)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{ttl}: {problem}");
+        }
+        for ttl in ["1.5", "-1", "0.0", "86401.0", "1e30", r#""300""#] {
+            let (status, problem) = post(&with_ttl(ttl)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{ttl}: {problem}");
+        }
     }
 
     #[tokio::test]

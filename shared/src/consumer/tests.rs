@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use super::*;
 use crate::clock::Clock as _;
 use crate::domain::{JobId, Kind};
-use crate::esm::sqs_event;
+use crate::esm::{BatchReport, sqs_event};
 use crate::queue::JobQueue as _;
 use crate::testing::{Behaviour, Counting, MemoryPipeline, fast_settings, processors_with, submit};
 
@@ -27,6 +27,35 @@ fn far_deadline() -> Timestamp {
         .saturating_add(Duration::from_secs(30))
 }
 
+/// Hands the messages visible now to the consumer as one batch, as the event source mapping
+/// would, and returns what it did; panics when no message was visible.
+async fn deliver(pipeline: &MemoryPipeline) -> BatchReport {
+    pipeline
+        .esm
+        .poll_once(&pipeline.app, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A pipeline whose `counting` processor behaves as `behaviour`, with one counting job submitted
+/// and its message received: returns the pipeline, the processor, the job's id and the event
+/// Lambda would build for the message, not yet handled.
+async fn a_received_counting_job(
+    behaviour: Behaviour,
+) -> (MemoryPipeline, Counting, JobId, SqsEvent) {
+    let (pipeline, counting) = pipeline(behaviour);
+    let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
+    let messages = pipeline
+        .app
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .unwrap();
+    let event = sqs_event(&messages, "arn", "us-east-1");
+    (pipeline, counting, id, event)
+}
+
 #[tokio::test]
 async fn an_echo_job_succeeds_with_its_payload_as_result() {
     let (pipeline, _) = pipeline(Behaviour::Succeed);
@@ -35,12 +64,7 @@ async fn an_echo_job_succeeds_with_its_payload_as_result() {
         json!({"kind": "echo", "payload": {"hello": "world"}}),
     )
     .await;
-    let report = pipeline
-        .esm
-        .poll_once(&pipeline.app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     assert_eq!((report.received, report.deleted), (1, 1));
     let job = job(&pipeline.app, id).await;
     assert_eq!(job.status, JobStatus::Succeeded);
@@ -97,12 +121,7 @@ async fn a_retryable_failure_retries_then_dead_letters_on_the_last_attempt() {
 async fn a_permanent_failure_fails_the_job_after_one_attempt() {
     let (pipeline, counting) = pipeline(Behaviour::FailPermanent);
     let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
-    let report = pipeline
-        .esm
-        .poll_once(&pipeline.app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     assert!(
         report.failed.is_empty(),
         "a permanent failure is handled, not retried"
@@ -113,15 +132,7 @@ async fn a_permanent_failure_fails_the_job_after_one_attempt() {
 
 #[tokio::test]
 async fn a_duplicate_delivery_does_not_run_the_job_twice() {
-    let (pipeline, counting) = pipeline(Behaviour::Succeed);
-    let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
-    let messages = pipeline
-        .app
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .unwrap();
-    let event = sqs_event(&messages, "arn", "us-east-1");
+    let (pipeline, counting, id, event) = a_received_counting_job(Behaviour::Succeed).await;
 
     let first = handle_batch(&pipeline.app, event.clone(), far_deadline()).await;
     let again = handle_batch(&pipeline.app, event, far_deadline()).await;
@@ -132,15 +143,8 @@ async fn a_duplicate_delivery_does_not_run_the_job_twice() {
 
 #[tokio::test]
 async fn concurrent_deliveries_of_one_message_run_it_once() {
-    let (pipeline, counting) = pipeline(Behaviour::Sleep(Duration::from_millis(50)));
-    let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
-    let messages = pipeline
-        .app
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .unwrap();
-    let event = sqs_event(&messages, "arn", "us-east-1");
+    let (pipeline, counting, id, event) =
+        a_received_counting_job(Behaviour::Sleep(Duration::from_millis(50))).await;
 
     let (a, b) = tokio::join!(
         handle_batch(&pipeline.app, event.clone(), far_deadline()),
@@ -180,12 +184,7 @@ async fn a_poison_message_fails_only_itself() {
     let good = submit(&pipeline.app, json!({"kind": "echo", "payload": 1})).await;
     let poison_id = pipeline.app.queue.send("{not json").await.unwrap();
     let future_version = pipeline.app.queue.send(r#"{"v": 99}"#).await.unwrap();
-    let report = pipeline
-        .esm
-        .poll_once(&pipeline.app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     let mut failed = report.failed.clone();
     failed.sort();
     let mut expected = vec![poison_id, future_version];
@@ -200,12 +199,7 @@ async fn a_panicking_processor_fails_only_its_own_record() {
     let pipeline = MemoryPipeline::new(fast_settings(), processors_with(&counting));
     let panics = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
     let fine = submit(&pipeline.app, json!({"kind": "echo", "payload": "ok"})).await;
-    let report = pipeline
-        .esm
-        .poll_once(&pipeline.app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     assert_eq!((report.received, report.failed.len()), (2, 1));
     assert_eq!(job(&pipeline.app, fine).await.status, JobStatus::Succeeded);
     let panicked = job(&pipeline.app, panics).await;
@@ -215,20 +209,14 @@ async fn a_panicking_processor_fails_only_its_own_record() {
 
 #[tokio::test]
 async fn a_processor_is_stopped_when_the_invocation_runs_out_of_time() {
-    let (pipeline, _) = pipeline(Behaviour::Sleep(Duration::from_secs(60)));
-    let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
-    let messages = pipeline
-        .app
-        .queue
-        .receive(10, Duration::ZERO)
-        .await
-        .unwrap();
+    let (pipeline, _, id, event) =
+        a_received_counting_job(Behaviour::Sleep(Duration::from_secs(60))).await;
     let deadline = pipeline
         .app
         .clock
         .now()
         .saturating_add(WRAP_UP + Duration::from_millis(200));
-    let response = handle_batch(&pipeline.app, sqs_event(&messages, "arn", "r"), deadline).await;
+    let response = handle_batch(&pipeline.app, event, deadline).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     let job = job(&pipeline.app, id).await;
     assert_eq!(job.status, JobStatus::Pending);
@@ -247,12 +235,7 @@ async fn a_job_leased_by_another_consumer_is_left_alone() {
         max_attempts: 5,
     });
     pipeline.app.store.apply(id, &claim).await.unwrap();
-    let report = pipeline
-        .esm
-        .poll_once(&pipeline.app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     assert_eq!(report.failed.len(), 1);
     assert_eq!(counting.runs(id), 0);
 }
@@ -335,12 +318,7 @@ async fn a_result_over_the_item_limit_fails_the_job_permanently() {
     let pipeline = MemoryPipeline::new(settings, crate::kinds::builtin());
     let big = "x".repeat(MAX_RESULT_BYTES);
     let id = submit(&pipeline.app, json!({"kind": "echo", "payload": big})).await;
-    pipeline
-        .esm
-        .poll_once(&pipeline.app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    deliver(&pipeline).await;
     let job = job(&pipeline.app, id).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.result, None);
@@ -642,12 +620,7 @@ async fn a_message_whose_key_another_request_took_runs_nothing() {
     app.queue.send(&first.encode()).await.unwrap();
     pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
     app.queue.send(&second.encode()).await.unwrap();
-    let report = pipeline
-        .esm
-        .poll_once(app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     assert_eq!(report.deleted, 1, "acknowledged, not retried into the DLQ");
     assert_eq!(counting.total_runs(), 1);
     assert!(app.store.get(second.job_id).await.unwrap().is_none());
@@ -662,12 +635,7 @@ async fn a_message_for_a_job_the_table_forgot_is_acknowledged_and_runs_nothing()
     let age = app.settings.retention + Duration::from_secs(1);
     let (message, _) = orphan_message(None, age);
     app.queue.send(&message.encode()).await.unwrap();
-    let report = pipeline
-        .esm
-        .poll_once(app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     assert_eq!((report.deleted, report.failed.len()), (1, 0));
     assert_eq!(counting.total_runs(), 0);
     assert!(
@@ -847,12 +815,7 @@ async fn a_job_abandoned_on_its_last_attempt_is_dead_lettered_not_run_again() {
         });
         app.store.apply(id, &claim).await.unwrap();
     }
-    let report = pipeline
-        .esm
-        .poll_once(app, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let report = deliver(&pipeline).await;
     assert_eq!(report.failed.len(), 1, "the message stays for the DLQ");
     let job = job(app, id).await;
     assert_eq!(

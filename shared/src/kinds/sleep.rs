@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::domain::WholeNumber;
 use crate::processor::{ProcessError, Processor, Work};
 
 /// Waits, then succeeds or fails as told; for demos, tests and load tests.
@@ -19,7 +20,7 @@ const MAX_MS: u64 = 900_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Payload {
-    ms: u64,
+    ms: WholeNumber,
     #[serde(default)]
     fail: Option<Failure>,
 }
@@ -35,10 +36,10 @@ fn parse(payload: &RawValue) -> Result<Payload, String> {
     let parsed: Payload = serde_json::from_str(payload.get()).map_err(|e| {
         format!(r#"sleep expects {{"ms": N, "fail": null | "retryable" | "permanent"}}: {e}"#)
     })?;
-    if parsed.ms > MAX_MS {
+    if parsed.ms.0 > MAX_MS {
         return Err(format!(
             "sleep's ms must be at most {MAX_MS}, got {}",
-            parsed.ms
+            parsed.ms.0
         ));
     }
     Ok(parsed)
@@ -52,9 +53,9 @@ impl Processor for Sleep {
 
     async fn process(&self, work: &Work) -> Result<Value, ProcessError> {
         let payload = parse(&work.payload).map_err(ProcessError::permanent)?;
-        tokio::time::sleep(Duration::from_millis(payload.ms)).await;
+        tokio::time::sleep(Duration::from_millis(payload.ms.0)).await;
         match payload.fail {
-            None => Ok(json!({"slept_ms": payload.ms, "attempt": work.attempt})),
+            None => Ok(json!({"slept_ms": payload.ms.0, "attempt": work.attempt})),
             Some(Failure::Retryable) => Err(ProcessError::retryable(format!(
                 "sleep was asked to fail (retryable) on attempt {}",
                 work.attempt
@@ -86,6 +87,8 @@ mod tests {
     async fn sleep_waits_then_reports_what_it_was_asked() {
         let ok = Sleep.process(&work(r#"{"ms": 50}"#)).await.unwrap();
         assert_eq!(ok, json!({"slept_ms": 50, "attempt": 2}));
+        let whole = Sleep.process(&work(r#"{"ms": 5e1}"#)).await.unwrap();
+        assert_eq!(whole, json!({"slept_ms": 50, "attempt": 2}));
         let retry = Sleep
             .process(&work(r#"{"ms": 0, "fail": "retryable"}"#))
             .await;
@@ -101,6 +104,7 @@ mod tests {
         for payload in [
             r#"{}"#,
             r#"{"ms": -1}"#,
+            r#"{"ms": 1.5}"#,
             r#"{"ms": 1, "fail": "sometimes"}"#,
             r#"{"ms": 1, "x": 1}"#,
             r#"{"ms": 900001}"#,
