@@ -5,6 +5,7 @@ mod dev;
 mod dlq;
 mod load;
 mod ops;
+mod simulate;
 mod webhooks;
 
 use std::process::ExitCode;
@@ -38,6 +39,10 @@ enum Command {
     /// Inspect a deployment's jobs as the table holds them.
     #[command(subcommand)]
     Jobs(ops::JobsCommand),
+    /// Plan capacity: simulate a deployment under a scenario (arrivals and spikes, throttle and
+    /// backlog limit, queue, event source mapping, retries, polling clients) and print the queue,
+    /// latency and concurrency it would see. No AWS account or network needed.
+    Simulate(simulate::SimulateArgs),
     /// Webhook signing: the secret an owner's receivers verify with.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
             Command::Queue(command) => ops::queue(command).await,
             Command::Jobs(command) => ops::jobs(command).await,
             Command::Webhooks(command) => webhooks::run(command).await,
+            // Synchronous: the simulation waits on nothing.
+            Command::Simulate(args) => simulate::run(&args),
         }
     });
     match result {

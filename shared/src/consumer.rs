@@ -21,7 +21,7 @@ use crate::store::{ApplyError, StoreError};
 
 /// The time kept back from a processor at the end of an invocation, to record its outcome and
 /// reschedule its message before Lambda stops the invocation.
-const WRAP_UP: Duration = Duration::from_secs(1);
+pub const WRAP_UP: Duration = Duration::from_secs(1);
 /// The largest result kept in the table (DynamoDB items hold at most 400 KB).
 pub const MAX_RESULT_BYTES: usize = 300_000;
 
@@ -593,13 +593,27 @@ pub fn outage_backoff(settings: &Settings, receive_count: u32) -> Duration {
 /// The delay before retry number `attempt`: full jitter over `base · 2^(attempt−1)`, capped at the
 /// configured maximum; a processor's own `Retry-After` wins when longer.
 pub fn backoff(settings: &Settings, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    backoff_drawn(settings, attempt, retry_after, |ceiling_ms| {
+        fastrand::u64(0..=ceiling_ms)
+    })
+}
+
+/// [`backoff`] with the jitter drawn by `draw`, which is given the ceiling in milliseconds and
+/// returns a number of milliseconds from 0 to it: `spillway simulate` draws from its own seeded
+/// generator, so a simulated retry waits exactly as long as the consumer's would.
+pub fn backoff_drawn(
+    settings: &Settings,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    draw: impl FnOnce(u64) -> u64,
+) -> Duration {
     let exponent = attempt.saturating_sub(1).min(31);
     let ceiling = settings
         .backoff_base
         .saturating_mul(1 << exponent)
         .min(settings.backoff_max);
     let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    let drawn = Duration::from_millis(fastrand::u64(0..=ceiling_ms));
+    let drawn = Duration::from_millis(draw(ceiling_ms).min(ceiling_ms));
     // SQS counts visibility in whole seconds; round up so a retry never comes early.
     let drawn = Duration::from_secs(drawn.as_secs() + u64::from(drawn.subsec_nanos() > 0));
     drawn

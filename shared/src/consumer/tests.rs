@@ -262,6 +262,30 @@ fn backoff_stays_within_its_exponential_ceiling() {
 }
 
 #[test]
+fn a_drawn_backoff_is_its_draw_rounded_up_to_whole_seconds() {
+    let settings = Settings {
+        backoff_base: Duration::from_secs(2),
+        backoff_max: Duration::from_secs(60),
+        ..Settings::default()
+    };
+    // Attempt 3: the ceiling is 2 · 2² = 8 s; a draw of 4.001 s waits 5 s.
+    let delay = backoff_drawn(&settings, 3, None, |ceiling_ms| {
+        assert_eq!(ceiling_ms, 8_000);
+        4_001
+    });
+    assert_eq!(delay, Duration::from_secs(5));
+    assert_eq!(
+        backoff_drawn(&settings, 40, None, |ceiling_ms| ceiling_ms),
+        Duration::from_secs(60)
+    );
+    // A draw above the ceiling is held to it.
+    assert_eq!(
+        backoff_drawn(&settings, 1, None, |_| u64::MAX),
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
 fn a_longer_retry_after_wins_over_the_backoff() {
     let settings = Settings::default();
     assert_eq!(

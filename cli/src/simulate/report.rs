@@ -1,0 +1,349 @@
+//! What a simulation found: the summary and the time series, and their renderings as a table,
+//! CSV and JSON. Every number is formatted the same way on every run, so the same scenario and
+//! seed give byte-identical output.
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+/// Percentiles of a set of durations, in seconds, by nearest rank over an exact sort of every
+/// recorded value (microsecond resolution): no histogram, no approximation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// How many values.
+    pub count: u64,
+    pub p50_s: f64,
+    pub p95_s: f64,
+    pub p99_s: f64,
+    pub max_s: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `micros` (sorted here), or `None` when it is empty.
+    pub fn of(micros: &mut [u64]) -> Option<Self> {
+        if micros.is_empty() {
+            return None;
+        }
+        micros.sort_unstable();
+        let last = micros.len() - 1;
+        let rank = |q: f64| {
+            // Nearest rank: the smallest value with at least q of the values at or below it.
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let index = ((q * micros.len() as f64).ceil() as usize).saturating_sub(1);
+            seconds(micros[index.min(last)])
+        };
+        Some(Self {
+            count: micros.len() as u64,
+            p50_s: rank(0.50),
+            p95_s: rank(0.95),
+            p99_s: rank(0.99),
+            max_s: seconds(micros[last]),
+        })
+    }
+}
+
+/// Microseconds as seconds.
+#[allow(clippy::cast_precision_loss)]
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// The totals of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// The seed the run drew from.
+    pub seed: u64,
+    /// How long the run lasted in simulated time: the arrivals' duration, or longer until the
+    /// queue drained or the drain limit passed.
+    pub simulated_s: f64,
+    /// Submissions, whatever their answer.
+    pub arrivals: u64,
+    /// `202 Accepted`.
+    pub accepted: u64,
+    /// `503`: the queue held more visible messages than `BacklogLimit`.
+    pub rejected_backlog: u64,
+    /// `429`: API Gateway's throttle.
+    pub throttled: u64,
+    /// Jobs that ended `succeeded`.
+    pub succeeded: u64,
+    /// Jobs that ended `failed` (a permanent error).
+    pub failed: u64,
+    /// Jobs received after their deadline, and so `expired` without running.
+    pub expired: u64,
+    /// Jobs whose last attempt failed retryably: `dead_lettered`, their message in the DLQ.
+    pub dead_lettered: u64,
+    /// Jobs whose message SQS deleted at the end of its retention before it could run.
+    pub lost_to_retention: u64,
+    /// Jobs whose message reached the DLQ by `maxReceiveCount` while the job was not finished.
+    pub stranded_in_dlq: u64,
+    /// Jobs not finished when the run ended (the drain limit came first).
+    pub unfinished: u64,
+    /// Attempts run (a job's retries each count).
+    pub attempts: u64,
+    /// Attempts that failed retryably and were scheduled again.
+    pub retries: u64,
+    /// Attempts cut by the end of their invocation (counted as retryable failures).
+    pub timed_out: u64,
+    /// The most visible messages at once, and when (seconds from the start).
+    pub peak_visible: u64,
+    pub peak_visible_at_s: f64,
+    /// When the last spike ended, and how long after it the queue first had no visible message.
+    pub last_spike_end_s: Option<f64>,
+    pub drained_after_spike_s: Option<f64>,
+    /// From acceptance to the first receive, over every job received at least once.
+    pub queue_wait: Option<Percentiles>,
+    /// The share of received jobs whose first receive came more than 1 ms after acceptance.
+    pub waited_share: f64,
+    /// From acceptance to the job's end, over every job that ended.
+    pub end_to_end: Option<Percentiles>,
+    /// The most consumer invocations running at once.
+    pub peak_concurrency: u32,
+    /// Invocations running, averaged over the run.
+    pub mean_concurrency: f64,
+    /// `MaximumConcurrency`, for reference.
+    pub maximum_concurrency: u32,
+    /// Busy invocation time / (`MaximumConcurrency` × the run's length).
+    pub utilisation: f64,
+    /// `GET /jobs/{id}` requests the clients made.
+    pub status_requests: u64,
+    /// Status requests per second: over the run, and in the busiest row.
+    pub status_per_s_mean: f64,
+    pub status_per_s_peak: f64,
+    pub status_per_s_peak_at_s: f64,
+    /// The status route's throttle rate the rows are compared with (0: none), and how many rows
+    /// averaged more status requests per second than it. A row over it means clients would get
+    /// `429`s then (unless the burst absorbs them); the simulation does not refuse any poll.
+    pub status_throttle_per_s: f64,
+    pub status_rows_over_throttle: u64,
+}
+
+/// One row of the time series: what happened during `[t_s, t_s + sample)`, and the queue as it
+/// stood at the end of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Row {
+    /// Start of the row, seconds from the start of the run.
+    pub t_s: f64,
+    /// Submissions.
+    pub arrivals: u64,
+    /// `202`s.
+    pub accepted: u64,
+    /// `503`s (backlog).
+    pub rejected: u64,
+    /// `429`s.
+    pub throttled: u64,
+    /// Messages waiting to be received, at the end of the row.
+    pub visible: u64,
+    /// Messages held by running invocations, at the end of the row.
+    pub in_flight: u64,
+    /// Messages hidden until a retry's backoff or a visibility timeout ends, at the end of the
+    /// row (SQS counts them as not visible, with `in_flight`).
+    pub delayed: u64,
+    /// Age (since acceptance) of the message at the head of the visible queue, at the end of the
+    /// row; 0 when none is visible.
+    pub oldest_age_s: f64,
+    /// Invocations running, averaged over the row.
+    pub concurrency: f64,
+    /// Jobs that ended `succeeded` or `failed`.
+    pub completed: u64,
+    /// Jobs that ended `expired`.
+    pub expired: u64,
+    /// Jobs that ended `dead_lettered`.
+    pub dead_lettered: u64,
+    /// Status requests (each client's polls spread evenly over its waits, so a row may hold a
+    /// fraction).
+    pub status_requests: f64,
+}
+
+/// A run's results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Results {
+    pub summary: Summary,
+    /// The width of each row, in seconds.
+    pub sample_s: f64,
+    pub series: Vec<Row>,
+}
+
+const CSV_HEADER: &str = "t_s,arrivals,accepted,rejected,throttled,visible,in_flight,delayed,oldest_age_s,concurrency,completed,expired,dead_lettered,status_requests";
+
+impl Results {
+    /// The time series as CSV, one row per sample, with a header.
+    pub fn to_csv(&self) -> String {
+        let mut csv = String::with_capacity(64 * (self.series.len() + 1));
+        csv.push_str(CSV_HEADER);
+        csv.push('\n');
+        for row in &self.series {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                csv,
+                "{:.3},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{:.3}",
+                row.t_s,
+                row.arrivals,
+                row.accepted,
+                row.rejected,
+                row.throttled,
+                row.visible,
+                row.in_flight,
+                row.delayed,
+                row.oldest_age_s,
+                row.concurrency,
+                row.completed,
+                row.expired,
+                row.dead_lettered,
+                row.status_requests
+            );
+        }
+        csv
+    }
+
+    /// The summary and the time series as JSON.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self).map(|json| json + "\n")
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let share = |n: u64| {
+            if self.accepted == 0 {
+                String::new()
+            } else {
+                #[allow(clippy::cast_precision_loss)]
+                let percent = 100.0 * n as f64 / self.accepted as f64;
+                format!("  ({percent:.2} % of accepted)")
+            }
+        };
+        writeln!(
+            f,
+            "simulated {:.1} s (seed {})",
+            self.simulated_s, self.seed
+        )?;
+        writeln!(f)?;
+        writeln!(f, "submissions                {:>12}", self.arrivals)?;
+        writeln!(f, "  accepted (202)           {:>12}", self.accepted)?;
+        writeln!(
+            f,
+            "  rejected, backlog (503)  {:>12}",
+            self.rejected_backlog
+        )?;
+        writeln!(f, "  throttled (429)          {:>12}", self.throttled)?;
+        writeln!(
+            f,
+            "succeeded                  {:>12}{}",
+            self.succeeded,
+            share(self.succeeded)
+        )?;
+        writeln!(
+            f,
+            "failed                     {:>12}{}",
+            self.failed,
+            share(self.failed)
+        )?;
+        writeln!(
+            f,
+            "expired                    {:>12}{}",
+            self.expired,
+            share(self.expired)
+        )?;
+        writeln!(
+            f,
+            "dead-lettered              {:>12}{}",
+            self.dead_lettered,
+            share(self.dead_lettered)
+        )?;
+        for (label, count) in [
+            ("lost to retention        ", self.lost_to_retention),
+            ("stranded in the DLQ      ", self.stranded_in_dlq),
+            ("unfinished at the end    ", self.unfinished),
+        ] {
+            if count > 0 {
+                writeln!(f, "{label}  {count:>12}{}", share(count))?;
+            }
+        }
+        writeln!(
+            f,
+            "attempts                   {:>12}  (retries {}, cut by the timeout {})",
+            self.attempts, self.retries, self.timed_out
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "peak visible messages      {:>12}  at {:.1} s",
+            self.peak_visible, self.peak_visible_at_s
+        )?;
+        match (self.last_spike_end_s, self.drained_after_spike_s) {
+            (Some(end), Some(drain)) => writeln!(
+                f,
+                "drained after the spike    {drain:>12.1} s  (the last spike ended at {end:.1} s)"
+            )?,
+            (Some(end), None) => writeln!(
+                f,
+                "drained after the spike    {:>12}  (the last spike ended at {end:.1} s)",
+                "never"
+            )?,
+            (None, _) => {}
+        }
+        let percentiles = |p: &Option<Percentiles>| match p {
+            Some(p) => format!(
+                "p50 {:.3} s  p95 {:.3} s  p99 {:.3} s  max {:.3} s",
+                p.p50_s, p.p95_s, p.p99_s, p.max_s
+            ),
+            None => "none".to_owned(),
+        };
+        writeln!(
+            f,
+            "queue wait                 {}  ({:.1} % waited over 1 ms)",
+            percentiles(&self.queue_wait),
+            100.0 * self.waited_share
+        )?;
+        writeln!(
+            f,
+            "end to end                 {}",
+            percentiles(&self.end_to_end)
+        )?;
+        writeln!(
+            f,
+            "consumer concurrency       peak {} of {}, mean {:.2}, utilisation {:.1} %",
+            self.peak_concurrency,
+            self.maximum_concurrency,
+            self.mean_concurrency,
+            100.0 * self.utilisation
+        )?;
+        writeln!(
+            f,
+            "status requests            {} ({:.1}/s mean, {:.1}/s peak at {:.1} s)",
+            self.status_requests,
+            self.status_per_s_mean,
+            self.status_per_s_peak,
+            self.status_per_s_peak_at_s
+        )?;
+        if self.status_rows_over_throttle > 0 {
+            writeln!(
+                f,
+                "  over the status route's throttle ({}/s) in {} rows of the time series",
+                self.status_throttle_per_s, self.status_rows_over_throttle
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        // 1..=100 ms: the p50 is the 50th value, the p95 the 95th, the p99 the 99th.
+        let mut micros: Vec<u64> = (1..=100).rev().map(|ms| ms * 1000).collect();
+        let p = Percentiles::of(&mut micros).unwrap();
+        assert_eq!(
+            (p.count, p.p50_s, p.p95_s, p.p99_s, p.max_s),
+            (100, 0.050, 0.095, 0.099, 0.100)
+        );
+        assert_eq!(Percentiles::of(&mut []), None);
+    }
+}

@@ -1,0 +1,875 @@
+//! A scenario file (TOML) read into a validated [`Scenario`]: every duration in whole
+//! microseconds, every default filled in (the template's and the consumer's own), and every
+//! mistake reported with the name of its field (`consumer.batch_size: …`).
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use spillway_core::config::Settings;
+
+use super::dist::{ProcessingTime, lognormal_from_percentiles, seconds_to_micros};
+
+/// The most jobs a scenario may expect to generate: each costs about 40 bytes of memory.
+const MAX_EXPECTED_JOBS: f64 = 200_000_000.0;
+/// The most time-series rows a run may produce.
+const MAX_ROWS: f64 = 10_000_000.0;
+/// SQS's longest visibility timeout and message retention, and its shortest retention.
+const MAX_VISIBILITY_S: f64 = 43_200.0;
+const MIN_RETENTION_S: f64 = 60.0;
+const MAX_RETENTION_S: f64 = 1_209_600.0;
+
+/// A scenario field that is missing a usable value. Its message starts with the field's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The field, as a dotted path: `consumer.batch_size`, `arrivals.spikes[1].rate`.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ScenarioError {
+    ScenarioError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Everything a simulation needs, validated. Times are microseconds from the start of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The seed used when the command line gives none.
+    pub seed: u64,
+    /// How long jobs arrive.
+    pub duration: u64,
+    /// How long after the arrivals end the run may go on draining the queue.
+    pub drain_limit: u64,
+    /// The width of one time-series row.
+    pub sample: u64,
+    /// Jobs arriving.
+    pub arrivals: Arrivals,
+    /// API Gateway and the intake function.
+    pub intake: Intake,
+    /// The work queue.
+    pub queue: Queue,
+    /// The event source mapping and the consumer function.
+    pub consumer: Consumer,
+    /// What each attempt of a job does.
+    pub processing: Processing,
+    /// How clients poll `GET /jobs/{id}`.
+    pub polling: Polling,
+    /// The status route's throttle rate (`StatusThrottlingRateLimit`) the polls are compared
+    /// with; 0: no comparison.
+    pub status_throttle_rate: f64,
+}
+
+/// When jobs arrive: a baseline rate, and spikes during which another rate applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrivals {
+    /// Jobs per second outside the spikes.
+    pub rate: f64,
+    /// Poisson arrivals, or evenly spaced ones.
+    pub process: ArrivalProcess,
+    /// Spikes, sorted by start, not overlapping.
+    pub spikes: Vec<Spike>,
+}
+
+/// How arrivals are spaced at a given rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrivalProcess {
+    /// Exponential gaps: independent clients.
+    Poisson,
+    /// Equal gaps: a metronome, for exact arithmetic.
+    Even,
+}
+
+/// A window with its own arrival rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spike {
+    /// When it starts (µs).
+    pub start: u64,
+    /// How long it lasts (µs).
+    pub length: u64,
+    /// Jobs per second during it, instead of the baseline.
+    pub rate: f64,
+}
+
+impl Spike {
+    /// When it ends (µs).
+    pub fn end(&self) -> u64 {
+        self.start + self.length
+    }
+}
+
+/// API Gateway's throttle and intake's checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Intake {
+    /// Visible messages above which intake answers `503` (`BacklogLimit`); 0: off.
+    pub backlog_limit: u64,
+    /// API Gateway's token bucket for `POST /jobs`; `None`: no throttle.
+    pub throttle: Option<Throttle>,
+    /// Each job's deadline, from its acceptance (µs).
+    pub ttl: u64,
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst` saved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throttle {
+    /// Requests per second (`ApiThrottlingRateLimit`).
+    pub rate: f64,
+    /// Bucket size (`ApiThrottlingBurstLimit`).
+    pub burst: f64,
+}
+
+/// The work queue's attributes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Queue {
+    /// How long a received message stays hidden unless the consumer changes it (µs).
+    pub visibility_timeout: u64,
+    /// Receives after which SQS moves a message to the DLQ instead of delivering it again.
+    pub max_receive_count: u32,
+    /// How long SQS keeps a message from when it was sent (µs).
+    pub retention: u64,
+}
+
+/// The event source mapping, the consumer function and its retry settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumer {
+    /// Most records per invocation (`ConsumerBatchSize`).
+    pub batch_size: u32,
+    /// How long the mapping may wait to fill a batch (µs; `ConsumerBatchingWindowSeconds`).
+    pub batching_window: u64,
+    /// `ScalingConfig.MaximumConcurrency` (`ConsumerMaxConcurrency`).
+    pub maximum_concurrency: u32,
+    /// Concurrent invocations the mapping starts with (AWS: 5).
+    pub initial_concurrency: u32,
+    /// How many concurrent invocations the mapping adds per minute while messages wait (AWS: 300).
+    pub scale_up_per_minute: u32,
+    /// The function's timeout (µs; `ConsumerTimeoutSeconds`).
+    pub timeout: u64,
+    /// Records of one batch processed at once (`SPILLWAY_CONSUMER_CONCURRENCY`).
+    pub record_concurrency: u32,
+    /// The consumer's retry settings: attempts and backoff, as `spillway_core` reads them.
+    pub settings: Settings,
+}
+
+/// What each attempt of a job does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processing {
+    /// How long an attempt runs.
+    pub time: ProcessingTime,
+    /// Probability that an attempt fails with a retryable error.
+    pub retryable: f64,
+    /// Probability that an attempt fails with a permanent error.
+    pub permanent: f64,
+}
+
+/// How a client polls its job's status, from its acceptance until it sees the job end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Polling {
+    /// Clients do not poll.
+    None,
+    /// Every `interval` µs.
+    Fixed { interval: u64 },
+    /// After `initial` µs, then each wait `factor` times the last, at most `max` µs.
+    Backoff { initial: u64, factor: f64, max: u64 },
+}
+
+// The file as written: every field optional where a default exists, unknown fields refused.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    run: RunFile,
+    #[serde(default)]
+    arrivals: ArrivalsFile,
+    #[serde(default)]
+    intake: IntakeFile,
+    #[serde(default)]
+    queue: QueueFile,
+    #[serde(default)]
+    consumer: ConsumerFile,
+    #[serde(default)]
+    processing: ProcessingFile,
+    #[serde(default)]
+    clients: ClientsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunFile {
+    duration_s: Option<f64>,
+    drain_limit_s: Option<f64>,
+    sample_s: Option<f64>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArrivalsFile {
+    rate: Option<f64>,
+    process: Option<ArrivalProcess>,
+    #[serde(default)]
+    spikes: Vec<SpikeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpikeFile {
+    start_s: f64,
+    length_s: f64,
+    rate: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntakeFile {
+    backlog_limit: Option<u64>,
+    throttle_rate: Option<f64>,
+    throttle_burst: Option<f64>,
+    ttl_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueFile {
+    visibility_timeout_s: Option<f64>,
+    max_receive_count: Option<u32>,
+    retention_s: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsumerFile {
+    batch_size: Option<u32>,
+    batching_window_s: Option<f64>,
+    maximum_concurrency: Option<u32>,
+    initial_concurrency: Option<u32>,
+    scale_up_per_minute: Option<u32>,
+    timeout_s: Option<f64>,
+    record_concurrency: Option<u32>,
+    max_attempts: Option<u32>,
+    backoff_base_s: Option<u64>,
+    backoff_max_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessingFile {
+    time: Option<TimeFile>,
+    retryable: Option<f64>,
+    permanent: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum TimeFile {
+    Fixed { seconds: f64 },
+    Uniform { min_s: f64, max_s: f64 },
+    Exponential { mean_s: f64 },
+    LogNormal { p50_s: f64, p99_s: f64 },
+    Empirical { csv: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientsFile {
+    poll: Option<PollFile>,
+    status_throttle_rate: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum PollFile {
+    None,
+    Fixed {
+        interval_s: f64,
+    },
+    Backoff {
+        initial_s: f64,
+        factor: f64,
+        max_s: f64,
+    },
+}
+
+/// Reads and validates the scenario file at `path`; an `empirical` processing time's CSV is read
+/// relative to the scenario's folder.
+pub fn load(path: &Path) -> Result<Scenario, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let read_csv = |name: &str| -> Result<String, String> {
+        let csv = folder.join(name);
+        std::fs::read_to_string(&csv).map_err(|e| format!("cannot read {}: {e}", csv.display()))
+    };
+    parse(&text, read_csv).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// Parses and validates scenario `text`; `read_csv` returns the text of an `empirical`
+/// processing time's CSV file, given its name.
+pub fn parse(
+    text: &str,
+    read_csv: impl Fn(&str) -> Result<String, String>,
+) -> Result<Scenario, ScenarioError> {
+    // A syntax error has no field to name: toml's message shows the line.
+    let document = toml::de::Deserializer::parse(text)
+        .map_err(|e| invalid("scenario", e.to_string().trim_end().to_owned()))?;
+    let file: File = serde_path_to_error::deserialize(document).map_err(|e| {
+        let field = e.path().to_string();
+        let error = e.into_inner();
+        let problem = match error.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("{} (line {line})", error.message())
+            }
+            None => error.message().to_owned(),
+        };
+        invalid(field, problem)
+    })?;
+    validate(file, read_csv)
+}
+
+/// A number of seconds that must be finite and within `min..=max`, in microseconds.
+fn seconds(field: &str, value: f64, min: f64, max: f64) -> Result<u64, ScenarioError> {
+    if !value.is_finite() || value < min || value > max {
+        return Err(invalid(
+            field,
+            format!("must be a number of seconds from {min} to {max}, got {value}"),
+        ));
+    }
+    Ok(seconds_to_micros(value))
+}
+
+fn within<T: PartialOrd + fmt::Display + Copy>(
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ScenarioError> {
+    if value < min || value > max {
+        return Err(invalid(
+            field,
+            format!("must be from {min} to {max}, got {value}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn rate(field: &str, value: f64) -> Result<f64, ScenarioError> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(invalid(
+            field,
+            format!("must be a rate of 0 or more per second, got {value}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn probability(field: &str, value: f64) -> Result<f64, ScenarioError> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(invalid(
+            field,
+            format!("must be a probability from 0 to 1, got {value}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn validate(
+    file: File,
+    read_csv: impl Fn(&str) -> Result<String, String>,
+) -> Result<Scenario, ScenarioError> {
+    let defaults = Settings::default();
+    let run = &file.run;
+    let duration = seconds(
+        "run.duration_s",
+        run.duration_s.unwrap_or(600.0),
+        0.001,
+        30.0 * 86_400.0,
+    )?;
+    let drain_limit = seconds(
+        "run.drain_limit_s",
+        run.drain_limit_s.unwrap_or(86_400.0),
+        0.0,
+        30.0 * 86_400.0,
+    )?;
+    let sample = seconds("run.sample_s", run.sample_s.unwrap_or(1.0), 0.001, 86_400.0)?;
+    #[allow(clippy::cast_precision_loss)]
+    let rows = (duration + drain_limit) as f64 / sample as f64;
+    if rows > MAX_ROWS {
+        return Err(invalid(
+            "run.sample_s",
+            format!(
+                "the run would make {rows:.0} time-series rows, more than {MAX_ROWS}: sample less often"
+            ),
+        ));
+    }
+
+    let arrivals = arrivals(&file.arrivals, duration)?;
+
+    let intake = &file.intake;
+    let throttle_rate = rate(
+        "intake.throttle_rate",
+        intake.throttle_rate.unwrap_or(100.0),
+    )?;
+    let throttle_burst = rate(
+        "intake.throttle_burst",
+        intake.throttle_burst.unwrap_or(200.0),
+    )?;
+    let throttle = (throttle_rate > 0.0).then_some(Throttle {
+        rate: throttle_rate,
+        burst: throttle_burst.max(1.0),
+    });
+    let intake = Intake {
+        backlog_limit: intake.backlog_limit.unwrap_or(defaults.backlog_limit),
+        throttle,
+        ttl: seconds(
+            "intake.ttl_s",
+            intake.ttl_s.unwrap_or(defaults.default_ttl.as_secs_f64()),
+            0.001,
+            345_600.0,
+        )?,
+    };
+
+    let consumer_file = &file.consumer;
+    let timeout = seconds(
+        "consumer.timeout_s",
+        consumer_file.timeout_s.unwrap_or(30.0),
+        1.0,
+        900.0,
+    )?;
+    let batching_window = seconds(
+        "consumer.batching_window_s",
+        consumer_file.batching_window_s.unwrap_or(0.0),
+        0.0,
+        300.0,
+    )?;
+    let batch_size = within(
+        "consumer.batch_size",
+        consumer_file.batch_size.unwrap_or(10),
+        1,
+        10_000,
+    )?;
+    if batch_size > 10 && batching_window < 1_000_000 {
+        return Err(invalid(
+            "consumer.batch_size",
+            format!(
+                "a batch size above 10 ({batch_size}) needs consumer.batching_window_s of at least 1, as Lambda requires"
+            ),
+        ));
+    }
+    let maximum_concurrency = within(
+        "consumer.maximum_concurrency",
+        consumer_file.maximum_concurrency.unwrap_or(10),
+        2,
+        1000,
+    )?;
+    let initial_concurrency = within(
+        "consumer.initial_concurrency",
+        consumer_file.initial_concurrency.unwrap_or(5),
+        1,
+        maximum_concurrency,
+    )?;
+    let scale_up_per_minute = within(
+        "consumer.scale_up_per_minute",
+        consumer_file.scale_up_per_minute.unwrap_or(300),
+        1,
+        60_000,
+    )?;
+    let record_concurrency = within(
+        "consumer.record_concurrency",
+        consumer_file
+            .record_concurrency
+            .unwrap_or(u32::try_from(defaults.consumer_concurrency).unwrap_or(10)),
+        1,
+        10_000,
+    )?;
+    let max_attempts = within(
+        "consumer.max_attempts",
+        consumer_file.max_attempts.unwrap_or(defaults.max_attempts),
+        1,
+        100,
+    )?;
+    let backoff_base_s = within(
+        "consumer.backoff_base_s",
+        consumer_file
+            .backoff_base_s
+            .unwrap_or(defaults.backoff_base.as_secs()),
+        1,
+        900,
+    )?;
+    let backoff_max_s = within(
+        "consumer.backoff_max_s",
+        consumer_file
+            .backoff_max_s
+            .unwrap_or(defaults.backoff_max.as_secs()),
+        1,
+        43_200,
+    )?;
+
+    let queue_file = &file.queue;
+    // The template derives the visibility timeout as 6× the consumer's timeout.
+    let visibility_timeout = seconds(
+        "queue.visibility_timeout_s",
+        queue_file
+            .visibility_timeout_s
+            .unwrap_or(6.0 * consumer_file.timeout_s.unwrap_or(30.0)),
+        0.0,
+        MAX_VISIBILITY_S,
+    )?;
+    if visibility_timeout < timeout {
+        return Err(invalid(
+            "queue.visibility_timeout_s",
+            "must be at least consumer.timeout_s: Lambda refuses an event source mapping whose queue's visibility timeout is shorter than the function's timeout",
+        ));
+    }
+    let max_receive_count = within(
+        "queue.max_receive_count",
+        queue_file
+            .max_receive_count
+            .unwrap_or(defaults.max_receive_count),
+        1,
+        1000,
+    )?;
+    if max_receive_count <= max_attempts {
+        return Err(invalid(
+            "queue.max_receive_count",
+            format!(
+                "must exceed consumer.max_attempts ({max_attempts}), or Spillway's consumer refuses to start"
+            ),
+        ));
+    }
+    let queue = Queue {
+        visibility_timeout,
+        max_receive_count,
+        retention: seconds(
+            "queue.retention_s",
+            queue_file.retention_s.unwrap_or(345_600.0),
+            MIN_RETENTION_S,
+            MAX_RETENTION_S,
+        )?,
+    };
+    let settings = Settings {
+        max_attempts,
+        max_receive_count,
+        backoff_base: std::time::Duration::from_secs(backoff_base_s),
+        backoff_max: std::time::Duration::from_secs(backoff_max_s),
+        consumer_concurrency: record_concurrency as usize,
+        ..defaults
+    };
+    let consumer = Consumer {
+        batch_size,
+        batching_window,
+        maximum_concurrency,
+        initial_concurrency,
+        scale_up_per_minute,
+        timeout,
+        record_concurrency,
+        settings,
+    };
+
+    let processing = processing(&file.processing, read_csv)?;
+    let polling = polling(file.clients.poll.as_ref())?;
+    let status_throttle_rate = rate(
+        "clients.status_throttle_rate",
+        file.clients.status_throttle_rate.unwrap_or(50.0),
+    )?;
+
+    Ok(Scenario {
+        seed: run.seed.unwrap_or(1),
+        duration,
+        drain_limit,
+        sample,
+        arrivals,
+        intake,
+        queue,
+        consumer,
+        processing,
+        polling,
+        status_throttle_rate,
+    })
+}
+
+fn arrivals(file: &ArrivalsFile, duration: u64) -> Result<Arrivals, ScenarioError> {
+    let base = rate("arrivals.rate", file.rate.unwrap_or(10.0))?;
+    let mut spikes = Vec::with_capacity(file.spikes.len());
+    for (i, spike) in file.spikes.iter().enumerate() {
+        let field = |name: &str| format!("arrivals.spikes[{i}].{name}");
+        let start = seconds(&field("start_s"), spike.start_s, 0.0, 30.0 * 86_400.0)?;
+        if start >= duration {
+            return Err(invalid(
+                field("start_s"),
+                "starts after the arrivals end (run.duration_s)",
+            ));
+        }
+        let length = seconds(&field("length_s"), spike.length_s, 0.001, 30.0 * 86_400.0)?;
+        spikes.push(Spike {
+            start,
+            length: length.min(duration - start),
+            rate: rate(&field("rate"), spike.rate)?,
+        });
+    }
+    let mut order: Vec<usize> = (0..spikes.len()).collect();
+    order.sort_by_key(|&i| spikes[i].start);
+    for pair in order.windows(2) {
+        if spikes[pair[1]].start < spikes[pair[0]].end() {
+            return Err(invalid(
+                format!("arrivals.spikes[{}].start_s", pair[1]),
+                format!("overlaps arrivals.spikes[{}]", pair[0]),
+            ));
+        }
+    }
+    spikes.sort_by_key(|spike| spike.start);
+    let expected: f64 = base * super::dist::to_seconds(duration)
+        + spikes
+            .iter()
+            .map(|s| (s.rate - base) * super::dist::to_seconds(s.length))
+            .sum::<f64>();
+    if expected > MAX_EXPECTED_JOBS {
+        return Err(invalid(
+            "arrivals.rate",
+            format!("the run would submit about {expected:.0} jobs, more than {MAX_EXPECTED_JOBS}"),
+        ));
+    }
+    Ok(Arrivals {
+        rate: base,
+        process: file.process.unwrap_or(ArrivalProcess::Poisson),
+        spikes,
+    })
+}
+
+fn processing(
+    file: &ProcessingFile,
+    read_csv: impl Fn(&str) -> Result<String, String>,
+) -> Result<Processing, ScenarioError> {
+    let field = "processing.time";
+    let time = match &file.time {
+        None => ProcessingTime::Fixed { micros: 100_000 },
+        Some(TimeFile::Fixed { seconds: s }) => ProcessingTime::Fixed {
+            micros: seconds("processing.time.seconds", *s, 0.0, 86_400.0)?,
+        },
+        Some(TimeFile::Uniform { min_s, max_s }) => {
+            let min = seconds("processing.time.min_s", *min_s, 0.0, 86_400.0)?;
+            let max = seconds("processing.time.max_s", *max_s, 0.0, 86_400.0)?;
+            if max < min {
+                return Err(invalid("processing.time.max_s", "is less than min_s"));
+            }
+            ProcessingTime::Uniform { min, max }
+        }
+        Some(TimeFile::Exponential { mean_s }) => {
+            seconds("processing.time.mean_s", *mean_s, 0.000_001, 86_400.0)?;
+            ProcessingTime::Exponential { mean_s: *mean_s }
+        }
+        Some(TimeFile::LogNormal { p50_s, p99_s }) => {
+            seconds("processing.time.p50_s", *p50_s, 0.000_001, 86_400.0)?;
+            seconds("processing.time.p99_s", *p99_s, 0.000_001, 86_400.0)?;
+            if p99_s < p50_s {
+                return Err(invalid("processing.time.p99_s", "is less than p50_s"));
+            }
+            let (mu, sigma) = lognormal_from_percentiles(*p50_s, *p99_s);
+            ProcessingTime::LogNormal { mu, sigma }
+        }
+        Some(TimeFile::Empirical { csv }) => {
+            let text = read_csv(csv).map_err(|e| invalid("processing.time.csv", e))?;
+            ProcessingTime::Empirical {
+                micros: empirical(&text).map_err(|e| invalid("processing.time.csv", e))?,
+            }
+        }
+    };
+    let retryable = probability("processing.retryable", file.retryable.unwrap_or(0.0))?;
+    let permanent = probability("processing.permanent", file.permanent.unwrap_or(0.0))?;
+    if retryable + permanent > 1.0 {
+        return Err(invalid(
+            field,
+            "processing.retryable + processing.permanent exceed 1",
+        ));
+    }
+    Ok(Processing {
+        time,
+        retryable,
+        permanent,
+    })
+}
+
+/// The durations of an empirical CSV: the first column of each line, in seconds; a first line
+/// that is not a number is a header; blank lines are skipped.
+fn empirical(text: &str) -> Result<Vec<u64>, String> {
+    let mut micros = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let cell = line.split(',').next().unwrap_or_default().trim();
+        if cell.is_empty() {
+            continue;
+        }
+        match cell.parse::<f64>() {
+            Ok(value) if value.is_finite() && value >= 0.0 => {
+                micros.push(seconds_to_micros(value));
+            }
+            Err(_) if number == 0 => {}
+            _ => {
+                return Err(format!(
+                    "line {}: expected a duration in seconds, got {cell:?}",
+                    number + 1
+                ));
+            }
+        }
+    }
+    if micros.is_empty() {
+        return Err("holds no durations".to_owned());
+    }
+    Ok(micros)
+}
+
+fn polling(file: Option<&PollFile>) -> Result<Polling, ScenarioError> {
+    Ok(match file {
+        None | Some(PollFile::None) => Polling::None,
+        Some(PollFile::Fixed { interval_s }) => Polling::Fixed {
+            interval: seconds("clients.poll.interval_s", *interval_s, 0.01, 86_400.0)?,
+        },
+        Some(PollFile::Backoff {
+            initial_s,
+            factor,
+            max_s,
+        }) => {
+            let initial = seconds("clients.poll.initial_s", *initial_s, 0.01, 86_400.0)?;
+            let max = seconds("clients.poll.max_s", *max_s, 0.01, 86_400.0)?;
+            if max < initial {
+                return Err(invalid("clients.poll.max_s", "is less than initial_s"));
+            }
+            if !factor.is_finite() || *factor < 1.0 || *factor > 100.0 {
+                return Err(invalid(
+                    "clients.poll.factor",
+                    format!("must be from 1 to 100, got {factor}"),
+                ));
+            }
+            Polling::Backoff {
+                initial,
+                factor: *factor,
+                max,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_csv(_: &str) -> Result<String, String> {
+        Err("no files in this test".to_owned())
+    }
+
+    #[test]
+    fn the_documented_scenarios_are_valid() {
+        for (name, text) in [
+            (
+                "flash-sale",
+                include_str!("../../../docs/scenarios/flash-sale.toml"),
+            ),
+            (
+                "steady-1000",
+                include_str!("../../../docs/scenarios/steady-1000.toml"),
+            ),
+        ] {
+            if let Err(error) = parse(text, no_csv) {
+                panic!("docs/scenarios/{name}.toml: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_file_takes_the_template_defaults() {
+        let scenario = parse("", no_csv).unwrap();
+        assert_eq!(scenario.consumer.batch_size, 10);
+        assert_eq!(scenario.consumer.maximum_concurrency, 10);
+        assert_eq!(scenario.consumer.timeout, 30_000_000);
+        assert_eq!(scenario.queue.visibility_timeout, 180_000_000);
+        assert_eq!(scenario.queue.max_receive_count, 20);
+        assert_eq!(scenario.consumer.settings.max_attempts, 5);
+        assert_eq!(
+            scenario.intake.throttle,
+            Some(Throttle {
+                rate: 100.0,
+                burst: 200.0
+            })
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_with_its_field() {
+        let error = parse("[consumer]\nbatch_size = 0\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "consumer.batch_size");
+        assert!(
+            error.to_string().starts_with("consumer.batch_size: "),
+            "{error}"
+        );
+
+        let error = parse(
+            "[[arrivals.spikes]]\nstart_s = 10\nlength_s = 5\nrate = -1\n",
+            no_csv,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "arrivals.spikes[0].rate");
+
+        let error = parse("[queue]\nmax_receive_count = 3\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "queue.max_receive_count");
+        assert!(error.problem.contains("max_attempts"), "{error}");
+
+        let error = parse("[queue]\nvisibility_timeout_s = 10\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "queue.visibility_timeout_s");
+    }
+
+    #[test]
+    fn an_unknown_or_mistyped_field_is_named() {
+        let error = parse("[consumer]\nbatch_sise = 5\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "consumer.batch_sise");
+        assert!(error.problem.contains("unknown field"), "{error}");
+
+        let error = parse("[consumer]\nbatch_size = \"ten\"\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "consumer.batch_size");
+        assert!(error.problem.contains("line 2"), "{error}");
+
+        let error = parse(
+            "[processing]\ntime = { kind = \"gamma\", mean_s = 1 }\n",
+            no_csv,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "processing.time.kind");
+        assert!(error.problem.contains("gamma"), "{error}");
+
+        let error = parse(
+            "[[arrivals.spikes]]\nstart_s = 1\nlength_s = 2\nrate = \"x\"\n",
+            no_csv,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "arrivals.spikes[0].rate");
+
+        let error = parse("[run\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "scenario");
+    }
+
+    #[test]
+    fn an_empirical_csv_skips_its_header_and_names_a_bad_line() {
+        assert_eq!(
+            empirical("seconds\n0.5\n\n1.25,x\n").unwrap(),
+            vec![500_000, 1_250_000]
+        );
+        let error = empirical("0.5\nslow\n").unwrap_err();
+        assert!(error.contains("line 2"), "{error}");
+        let error = parse(
+            "[processing]\ntime = { kind = \"empirical\", csv = \"times.csv\" }\n",
+            |_| Ok("0.1\n-1\n".to_owned()),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "processing.time.csv");
+    }
+}

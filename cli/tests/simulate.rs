@@ -1,0 +1,95 @@
+//! `spillway simulate` as a user runs it: a documented scenario in, the summary on stdout, the
+//! wall time on stderr, and the time series as CSV and JSON files that agree with each other.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn simulate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .arg("simulate")
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("spillway-simulate-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_spike_scenario_prints_its_summary_and_writes_matching_csv_and_json() {
+    let dir = temp_dir("spike");
+    let csv = dir.join("spike.csv");
+    let json = dir.join("spike.json");
+    let output = simulate(&[
+        "docs/scenarios/spike.toml",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("s of wall time"), "{stderr}");
+    // docs/capacity-planning.md quotes these lines.
+    assert!(
+        stdout.contains("peak visible messages              1800  at 180.0 s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("drained after the spike           179.6 s"),
+        "{stdout}"
+    );
+
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let series = json["series"].as_array().unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("t_s,arrivals,accepted,rejected,throttled,visible"));
+    // 600.4 s simulated, one row a second: 600 whole rows and a last partial one.
+    assert_eq!(series.len(), 601);
+    assert_eq!(lines.len(), series.len() + 1);
+    let accepted: u64 = series
+        .iter()
+        .map(|row| row["accepted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(json["summary"]["accepted"], accepted);
+    assert_eq!(accepted, 8399);
+    // The row where the spike ends holds the peak.
+    assert_eq!(series[179]["visible"], 1800);
+    assert!(
+        lines[180].starts_with("179.000,50,50,0,0,1800,"),
+        "{}",
+        lines[180]
+    );
+
+    // --seed overrides the scenario's; the spike's evenly spaced arrivals draw nothing, so only
+    // the seed in the summary changes.
+    let again = simulate(&["docs/scenarios/spike.toml", "--seed", "9"]);
+    let again = String::from_utf8(again.stdout).unwrap();
+    assert!(again.contains("(seed 9)"), "{again}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_bad_scenario_fails_naming_the_file_and_the_field() {
+    let dir = temp_dir("bad");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[consumer]\nmaximum_concurrency = 1\n").unwrap();
+    let output = simulate(&[path.to_str().unwrap()]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("bad.toml: consumer.maximum_concurrency: must be from 2 to 1000, got 1"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
