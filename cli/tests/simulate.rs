@@ -50,9 +50,10 @@ fn the_spike_scenario_prints_its_summary_and_writes_matching_csv_and_json() {
 
     let csv = std::fs::read_to_string(&csv).unwrap();
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let series = json["series"].as_array().unwrap();
+    let series = json["async"]["series"].as_array().unwrap();
+    assert!(json.get("sync").is_none());
     let lines: Vec<&str> = csv.lines().collect();
-    assert!(lines[0].starts_with("t_s,arrivals,accepted,rejected,throttled,visible"));
+    assert!(lines[0].starts_with("mode,t_s,arrivals,accepted,rejected,throttled,visible"));
     // 600.4 s simulated, one row a second: 600 whole rows and a last partial one.
     assert_eq!(series.len(), 601);
     assert_eq!(lines.len(), series.len() + 1);
@@ -60,12 +61,12 @@ fn the_spike_scenario_prints_its_summary_and_writes_matching_csv_and_json() {
         .iter()
         .map(|row| row["accepted"].as_u64().unwrap())
         .sum();
-    assert_eq!(json["summary"]["accepted"], accepted);
+    assert_eq!(json["async"]["summary"]["accepted"], accepted);
     assert_eq!(accepted, 8399);
     // The row where the spike ends holds the peak.
     assert_eq!(series[179]["visible"], 1800);
     assert!(
-        lines[180].starts_with("179.000,50,50,0,0,1800,"),
+        lines[180].starts_with("async,179.000,50,50,0,0,1800,"),
         "{}",
         lines[180]
     );
@@ -75,6 +76,65 @@ fn the_spike_scenario_prints_its_summary_and_writes_matching_csv_and_json() {
     let again = simulate(&["docs/scenarios/spike.toml", "--seed", "9"]);
     let again = String::from_utf8(again.stdout).unwrap();
     assert!(again.contains("(seed 9)"), "{again}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn compare_runs_both_designs_on_the_same_arrivals_into_one_csv_and_json() {
+    let dir = temp_dir("compare");
+    let csv = dir.join("cascade.csv");
+    let json = dir.join("cascade.json");
+    let output = simulate(&[
+        "docs/scenarios/cascade.toml",
+        "--compare",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // docs/capacity-planning.md quotes the table.
+    for line in [
+        "got a result (ended, answered)              1200              80",
+        "accepted, then no result                       0            1120",
+        "work done for nobody                           0            1120",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+    assert!(
+        stdout.contains("synchronous: 10 workers, 1000 waiting places"),
+        "{stdout}"
+    );
+
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = |mode: &str| {
+        csv.lines()
+            .filter(|l| l.starts_with(&format!("{mode},")))
+            .count()
+    };
+    let (async_rows, sync_rows) = (rows("async"), rows("sync"));
+    assert_eq!(csv.lines().count(), 1 + async_rows + sync_rows);
+    assert_eq!(
+        async_rows,
+        json["async"]["series"].as_array().unwrap().len()
+    );
+    assert_eq!(sync_rows, json["sync"]["series"].as_array().unwrap().len());
+    assert_eq!(json["sync"]["summary"]["succeeded"], 80);
+    assert_eq!(json["async"]["summary"]["succeeded"], 1200);
+
+    // --mode sync alone prints only the synchronous summary.
+    let alone = simulate(&["docs/scenarios/cascade.toml", "--mode", "sync"]);
+    let alone = String::from_utf8(alone.stdout).unwrap();
+    assert!(
+        alone.contains("synchronous") && !alone.contains("accepted (202)"),
+        "{alone}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

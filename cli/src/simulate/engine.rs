@@ -47,9 +47,11 @@ use std::collections::{BinaryHeap, VecDeque};
 use fastrand::Rng;
 use spillway_core::consumer::{WRAP_UP, backoff_drawn};
 
-use super::dist::{exponential, to_seconds};
-use super::report::{Percentiles, Results, Row, Summary};
-use super::scenario::{ArrivalProcess, Polling, Scenario};
+use super::arrivals::{ArrivalClock, TokenBucket, generators};
+use super::dist::to_seconds;
+use super::report::{Mode, Percentiles, Results, Row, Summary};
+use super::scenario::{Polling, Scenario};
+use super::series::Sampler;
 
 /// A first receive later than this after acceptance counts as having waited.
 const WAITED_MICROS: u64 = 1_000;
@@ -134,99 +136,39 @@ enum Action {
     GatherEnd,
 }
 
+/// An action due at an instant; among actions due at the same instant, the one scheduled first
+/// runs first (`seq`).
 #[derive(Debug, Clone, Copy)]
-struct Event {
-    at: u64,
+pub struct Event<A> {
+    pub at: u64,
     seq: u64,
-    action: Action,
+    pub action: A,
 }
 
-impl PartialEq for Event {
+impl<A> Event<A> {
+    pub fn new(at: u64, seq: u64, action: A) -> Self {
+        Self { at, seq, action }
+    }
+}
+
+impl<A> PartialEq for Event<A> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
 
-impl Eq for Event {}
+impl<A> Eq for Event<A> {}
 
-impl PartialOrd for Event {
+impl<A> PartialOrd for Event<A> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Event {
+impl<A> Ord for Event<A> {
     /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest event first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// The submissions' clock: a piecewise-constant rate (the baseline, and each spike's), and gaps
-/// drawn so that each costs one unit of "rate × time": exponential units give a Poisson process,
-/// units of exactly 1 evenly spaced arrivals, across rate changes too.
-struct ArrivalClock {
-    /// Seconds since the start, as a float so that even spacing does not drift by rounding.
-    t: f64,
-    end: f64,
-    base: f64,
-    /// (start, end, rate) of each spike, in seconds, sorted.
-    spikes: Vec<(f64, f64, f64)>,
-    next_spike: usize,
-    process: ArrivalProcess,
-}
-
-impl ArrivalClock {
-    fn new(scenario: &Scenario) -> Self {
-        let arrivals = &scenario.arrivals;
-        Self {
-            t: 0.0,
-            end: to_seconds(scenario.duration),
-            base: arrivals.rate,
-            spikes: arrivals
-                .spikes
-                .iter()
-                .map(|s| (to_seconds(s.start), to_seconds(s.end()), s.rate))
-                .collect(),
-            next_spike: 0,
-            process: arrivals.process,
-        }
-    }
-
-    /// The rate at `self.t` and when it next changes.
-    fn segment(&mut self) -> (f64, f64) {
-        while let Some(&(_, end, _)) = self.spikes.get(self.next_spike) {
-            if self.t < end {
-                break;
-            }
-            self.next_spike += 1;
-        }
-        let (rate, until) = match self.spikes.get(self.next_spike) {
-            Some(&(start, _, _)) if self.t < start => (self.base, start),
-            Some(&(_, end, rate)) => (rate, end),
-            None => (self.base, self.end),
-        };
-        (rate, until.min(self.end))
-    }
-
-    /// The next arrival, in seconds, or `None` once the arrivals have ended.
-    fn next(&mut self, rng: &mut Rng) -> Option<f64> {
-        let mut units = match self.process {
-            ArrivalProcess::Poisson => exponential(rng, 1.0),
-            ArrivalProcess::Even => 1.0,
-        };
-        loop {
-            if self.t >= self.end {
-                return None;
-            }
-            let (rate, until) = self.segment();
-            if rate > 0.0 && units <= rate * (until - self.t) {
-                self.t += units / rate;
-                return Some(self.t);
-            }
-            units -= rate * (until - self.t);
-            self.t = until;
-        }
     }
 }
 
@@ -242,8 +184,6 @@ struct Totals {
     peak_visible: u64,
     peak_visible_at: u64,
     peak_concurrency: u32,
-    /// Invocations × microseconds.
-    busy_area: u64,
     status_requests: u64,
 }
 
@@ -313,8 +253,10 @@ impl Polls {
 struct Simulation<'a> {
     scenario: &'a Scenario,
     seed: u64,
+    /// Draws everything but the arrivals, which draw from `arrival_rng`.
     rng: Rng,
-    events: BinaryHeap<Event>,
+    arrival_rng: Rng,
+    events: BinaryHeap<Event<Action>>,
     seq: u64,
     now: u64,
     jobs: Vec<Job>,
@@ -328,30 +270,27 @@ struct Simulation<'a> {
     gather_until: Option<u64>,
     arrivals: ArrivalClock,
     arrivals_done: bool,
-    tokens: f64,
-    tokens_at: u64,
+    throttle: TokenBucket,
     /// When each record slot of the invocation being started is free (reused).
     slots: Vec<u64>,
     totals: Totals,
     polls: Polls,
-    /// The row being filled, when the next one starts, and invocation-µs within it.
+    /// The rows closed, the row being filled, and the invocations' busy time.
     rows: Vec<Row>,
     row: Row,
-    row_end: u64,
-    row_area: u64,
-    /// The last instant the busy-time integrals were brought up to.
-    area_at: u64,
+    sampler: Sampler,
     last_spike_end: Option<u64>,
     drained_at: Option<u64>,
 }
 
 impl<'a> Simulation<'a> {
     fn new(scenario: &'a Scenario, seed: u64) -> Self {
-        let throttle_burst = scenario.intake.throttle.map_or(0.0, |t| t.burst);
+        let (arrival_rng, rng) = generators(seed);
         Self {
             scenario,
             seed,
-            rng: Rng::with_seed(seed),
+            rng,
+            arrival_rng,
             events: BinaryHeap::new(),
             seq: 0,
             now: 0,
@@ -364,16 +303,13 @@ impl<'a> Simulation<'a> {
             gather_until: None,
             arrivals: ArrivalClock::new(scenario),
             arrivals_done: false,
-            tokens: throttle_burst,
-            tokens_at: 0,
+            throttle: TokenBucket::new(scenario.intake.throttle),
             slots: Vec::new(),
             totals: Totals::default(),
             polls: Polls::default(),
             rows: Vec::new(),
             row: Row::default(),
-            row_end: scenario.sample,
-            row_area: 0,
-            area_at: 0,
+            sampler: Sampler::new(scenario.sample),
             last_spike_end: scenario.arrivals.spikes.last().map(|s| s.end()),
             drained_at: None,
         }
@@ -381,11 +317,7 @@ impl<'a> Simulation<'a> {
 
     fn schedule(&mut self, at: u64, action: Action) {
         self.seq += 1;
-        self.events.push(Event {
-            at,
-            seq: self.seq,
-            action,
-        });
+        self.events.push(Event::new(at, self.seq, action));
     }
 
     fn run(mut self) -> Results {
@@ -466,7 +398,7 @@ impl<'a> Simulation<'a> {
     }
 
     fn schedule_next_arrival(&mut self) {
-        match self.arrivals.next(&mut self.rng) {
+        match self.arrivals.next(&mut self.arrival_rng) {
             Some(at) => self.schedule(super::dist::seconds_to_micros(at), Action::Arrival),
             None => self.arrivals_done = true,
         }
@@ -483,23 +415,15 @@ impl<'a> Simulation<'a> {
 
     /// Brings the row and the busy-time integrals up to `at`, closing every row that ends by then.
     fn advance(&mut self, at: u64) {
-        while self.row_end <= at {
-            let area = u64::from(self.busy) * (self.row_end - self.area_at);
-            self.row_area += area;
-            self.totals.busy_area += area;
-            self.area_at = self.row_end;
-            self.close_row(self.scenario.sample);
-            self.row_end += self.scenario.sample;
+        for concurrency in self.sampler.advance(at, self.busy) {
+            self.close_row(self.scenario.sample, concurrency);
         }
-        let area = u64::from(self.busy) * (at - self.area_at);
-        self.row_area += area;
-        self.totals.busy_area += area;
-        self.area_at = at;
         self.now = at;
     }
 
-    /// Ends the current row, `length` µs long, with the queue as it stands.
-    fn close_row(&mut self, length: u64) {
+    /// Ends the current row, `length` µs long and `concurrency` invocations busy on average,
+    /// with the queue as it stands.
+    fn close_row(&mut self, length: u64, concurrency: f64) {
         let start = self.rows.len() as u64 * self.scenario.sample;
         let end = start + length;
         let oldest = self.visible.front().map_or(0, |&job| {
@@ -512,15 +436,10 @@ impl<'a> Simulation<'a> {
             in_flight: self.in_flight,
             delayed: self.delayed,
             oldest_age_s: to_seconds(oldest),
-            concurrency: if length == 0 {
-                0.0
-            } else {
-                self.row_area as f64 / length as f64
-            },
+            concurrency,
             ..std::mem::take(&mut self.row)
         };
         self.rows.push(row);
-        self.row_area = 0;
     }
 
     /// A submission: API Gateway's throttle, intake's backlog check, then the job is accepted
@@ -528,16 +447,10 @@ impl<'a> Simulation<'a> {
     fn arrive(&mut self) {
         self.totals.arrivals += 1;
         self.row.arrivals += 1;
-        if let Some(throttle) = self.scenario.intake.throttle {
-            let elapsed = to_seconds(self.now - self.tokens_at);
-            self.tokens = (self.tokens + throttle.rate * elapsed).min(throttle.burst);
-            self.tokens_at = self.now;
-            if self.tokens < 1.0 {
-                self.totals.throttled += 1;
-                self.row.throttled += 1;
-                return;
-            }
-            self.tokens -= 1.0;
+        if !self.throttle.admit(self.now) {
+            self.totals.throttled += 1;
+            self.row.throttled += 1;
+            return;
         }
         let limit = self.scenario.intake.backlog_limit;
         if limit > 0 && self.visible.len() as u64 > limit {
@@ -736,6 +649,7 @@ impl<'a> Simulation<'a> {
             }
             Record::Retry { delay, timed_out } => {
                 self.totals.retries += 1;
+                self.row.retries += 1;
                 self.totals.timed_out += u64::from(timed_out);
                 self.hide(id, delay);
             }
@@ -821,7 +735,8 @@ impl<'a> Simulation<'a> {
         let sample = self.scenario.sample;
         let rows_done = self.rows.len() as u64 * sample;
         if end > rows_done || self.rows.is_empty() {
-            self.close_row(end - rows_done);
+            let length = end - rows_done;
+            self.close_row(length, self.sampler.partial_mean(length));
         }
         // Clients of unfinished jobs poll until the run ends.
         let mut waits = Vec::with_capacity(self.jobs.len());
@@ -898,9 +813,9 @@ impl<'a> Simulation<'a> {
             queue_wait: Percentiles::of(&mut waits),
             end_to_end: Percentiles::of(&mut end_to_end),
             peak_concurrency: totals.peak_concurrency,
-            mean_concurrency: per_run(totals.busy_area as f64),
+            mean_concurrency: per_run(self.sampler.total_area() as f64),
             maximum_concurrency,
-            utilisation: per_run(totals.busy_area as f64) / f64::from(maximum_concurrency),
+            utilisation: per_run(self.sampler.total_area() as f64) / f64::from(maximum_concurrency),
             status_requests: totals.status_requests,
             status_per_s_mean: per_run(totals.status_requests as f64) * 1e6,
             status_per_s_peak: peak.0 / to_seconds(sample),
@@ -909,6 +824,7 @@ impl<'a> Simulation<'a> {
             status_rows_over_throttle: rows_over_throttle,
         };
         Results {
+            mode: Mode::Async,
             summary,
             sample_s: to_seconds(sample),
             series: self.rows,

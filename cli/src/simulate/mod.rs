@@ -5,19 +5,29 @@
 //!
 //! - [`scenario`]: the TOML file, read into a validated [`scenario::Scenario`];
 //! - [`dist`]: processing-time distributions and the other random draws;
-//! - [`engine`]: the simulation itself, free of I/O;
-//! - [`report`]: the summary table, and the time series as CSV and JSON.
+//! - [`arrivals`]: the submissions and API Gateway's throttle, shared by both designs;
+//! - [`engine`]: the simulation of Spillway itself, free of I/O;
+//! - [`sync`]: the same traffic through a synchronous design, for comparison;
+//! - [`series`]: the time series' rows as a run advances;
+//! - [`report`]: the summary tables, and the time series as CSV and JSON.
 
+mod arrivals;
 mod dist;
 mod engine;
 mod report;
 mod scenario;
+mod series;
+mod sync;
+#[cfg(test)]
+mod test_support;
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+use report::Runs;
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -33,6 +43,19 @@ pub struct SimulateArgs {
     /// Write the summary and the time series to this file as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The design to simulate: Spillway's (`async`), or the job's work done inline within the
+    /// request (`sync`, the scenario's `[sync]` section).
+    #[arg(long, value_enum, default_value = "async")]
+    mode: DesignArg,
+    /// Simulate both designs on the same arrivals and print them side by side.
+    #[arg(long, conflicts_with = "mode")]
+    compare: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DesignArg {
+    Async,
+    Sync,
 }
 
 /// Runs the scenario, prints the summary on standard output and the simulation's wall time on
@@ -41,23 +64,41 @@ pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
     let scenario = scenario::load(&args.scenario)?;
     let seed = args.seed.unwrap_or(scenario.seed);
     let started = Instant::now();
-    let results = engine::run(&scenario, seed);
+    let with_async = args.compare || args.mode == DesignArg::Async;
+    let with_sync = args.compare || args.mode == DesignArg::Sync;
+    let runs = Runs {
+        asynchronous: with_async.then(|| engine::run(&scenario, seed)),
+        synchronous: with_sync.then(|| sync::run(&scenario, seed)),
+    };
     let wall = started.elapsed();
+    let submissions = runs.asynchronous.as_ref().map_or_else(
+        || runs.synchronous.as_ref().map_or(0, |r| r.summary.arrivals),
+        |r| r.summary.arrivals,
+    );
     eprintln!(
-        "simulated {} submissions in {:.3} s of wall time",
-        results.summary.arrivals,
+        "simulated {submissions} submissions in {:.3} s of wall time",
         wall.as_secs_f64()
     );
     #[allow(clippy::print_stdout)]
     {
-        print!("{}", results.summary);
+        let mut printed = Vec::new();
+        if let Some(run) = &runs.asynchronous {
+            printed.push(run.summary.to_string());
+        }
+        if let Some(run) = &runs.synchronous {
+            printed.push(run.summary.to_string());
+        }
+        if let (Some(a), Some(s)) = (&runs.asynchronous, &runs.synchronous) {
+            printed.push(report::comparison(&a.summary, &s.summary));
+        }
+        print!("{}", printed.join("\n"));
     }
     if let Some(path) = &args.csv {
-        std::fs::write(path, results.to_csv())
+        std::fs::write(path, runs.to_csv())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, results.to_json()?)
+        std::fs::write(path, runs.to_json()?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())

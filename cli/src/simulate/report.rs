@@ -153,33 +153,57 @@ pub struct Row {
     pub expired: u64,
     /// Jobs that ended `dead_lettered`.
     pub dead_lettered: u64,
+    /// Retries: attempts the consumer scheduled again (asynchronous), or requests clients sent
+    /// again (synchronous).
+    pub retries: u64,
     /// Status requests (each client's polls spread evenly over its waits, so a row may hold a
     /// fraction).
     pub status_requests: f64,
 }
 
-/// A run's results.
+/// Which design a run simulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Spillway: intake, the queue, the consumer.
+    Async,
+    /// The job's work done inline, within the request.
+    Sync,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Async => "async",
+            Self::Sync => "sync",
+        }
+    }
+}
+
+/// A run's results: its summary (a [`Summary`] for the asynchronous design, a [`SyncSummary`]
+/// for the synchronous one) and its time series.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Results {
-    pub summary: Summary,
+pub struct Results<S = Summary> {
+    pub mode: Mode,
+    pub summary: S,
     /// The width of each row, in seconds.
     pub sample_s: f64,
     pub series: Vec<Row>,
 }
 
-const CSV_HEADER: &str = "t_s,arrivals,accepted,rejected,throttled,visible,in_flight,delayed,oldest_age_s,concurrency,completed,expired,dead_lettered,status_requests";
+/// The CSV's header line: `mode` first, so that the rows of several runs share one file.
+pub const CSV_HEADER: &str = "mode,t_s,arrivals,accepted,rejected,throttled,visible,in_flight,delayed,oldest_age_s,concurrency,completed,expired,dead_lettered,retries,status_requests\n";
 
-impl Results {
-    /// The time series as CSV, one row per sample, with a header.
-    pub fn to_csv(&self) -> String {
-        let mut csv = String::with_capacity(64 * (self.series.len() + 1));
-        csv.push_str(CSV_HEADER);
-        csv.push('\n');
+impl<S> Results<S> {
+    /// The time series as CSV rows, one per sample, without the header ([`CSV_HEADER`]).
+    pub fn csv_rows(&self) -> String {
+        let mut csv = String::with_capacity(64 * self.series.len());
+        let mode = self.mode.as_str();
         for row in &self.series {
             // Writing to a String cannot fail.
             let _ = writeln!(
                 csv,
-                "{:.3},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{:.3}",
+                "{mode},{:.3},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{},{:.3}",
                 row.t_s,
                 row.arrivals,
                 row.accepted,
@@ -193,29 +217,246 @@ impl Results {
                 row.completed,
                 row.expired,
                 row.dead_lettered,
+                row.retries,
                 row.status_requests
             );
         }
         csv
     }
+}
 
-    /// The summary and the time series as JSON.
+/// The runs of one command: the asynchronous design's, the synchronous one's, or both
+/// (`--compare`). What `--csv` and `--json` write.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Runs {
+    #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
+    pub asynchronous: Option<Results>,
+    #[serde(rename = "sync", skip_serializing_if = "Option::is_none")]
+    pub synchronous: Option<Results<SyncSummary>>,
+}
+
+impl Runs {
+    /// Every run's time series as one CSV, with a header; the `mode` column tells them apart.
+    pub fn to_csv(&self) -> String {
+        let mut csv = CSV_HEADER.to_owned();
+        if let Some(run) = &self.asynchronous {
+            csv.push_str(&run.csv_rows());
+        }
+        if let Some(run) = &self.synchronous {
+            csv.push_str(&run.csv_rows());
+        }
+        csv
+    }
+
+    /// Every run's summary and time series as JSON, keyed by mode (`async`, `sync`).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self).map(|json| json + "\n")
     }
 }
 
+/// The totals of a run through the synchronous design.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncSummary {
+    pub seed: u64,
+    pub simulated_s: f64,
+    /// Workers, accept-queue places and the client's timeout the run had.
+    pub pool_size: u32,
+    pub queue_size: u32,
+    pub client_timeout_s: f64,
+    /// Submissions (each a client with one job to do).
+    pub arrivals: u64,
+    /// Requests sent, retries included, and the retries alone.
+    pub requests: u64,
+    pub client_retries: u64,
+    /// Submissions whose client got a success.
+    pub succeeded: u64,
+    /// Submissions whose client got a permanent failure, or a `5xx` to its last retry.
+    pub failed: u64,
+    /// Submissions whose last request timed out: the client never learnt the outcome.
+    pub timed_out: u64,
+    /// `503`: every worker busy and the accept queue full.
+    pub rejected: u64,
+    /// `429`: API Gateway's throttle.
+    pub throttled: u64,
+    /// Submissions whose client was still waiting when the run ended.
+    pub unfinished: u64,
+    /// Requests a client stopped waiting for (each retry's timeout counts).
+    pub request_timeouts: u64,
+    /// Requests a worker finished after their client had gone, and their share of the workers'
+    /// busy time: work done for nobody.
+    pub wasted_requests: u64,
+    pub wasted_share: f64,
+    /// From a submission's first request to its client's answer, over every answered one.
+    pub end_to_end: Option<Percentiles>,
+    /// The most workers busy at once, the mean, and the mean over the pool.
+    pub peak_busy: u32,
+    pub mean_busy: f64,
+    pub utilisation: f64,
+    /// The most requests waiting for a worker at once, and when.
+    pub peak_waiting: u64,
+    pub peak_waiting_at_s: f64,
+}
+
+/// `n` as a share of `of`, as "  (x.xx % of what)", or nothing when `of` is 0.
+fn share_of(n: u64, of: u64, what: &str) -> String {
+    if of == 0 {
+        return String::new();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let percent = 100.0 * n as f64 / of as f64;
+    format!("  ({percent:.2} % of {what})")
+}
+
+/// Percentiles as "p50 … s  p95 … s  p99 … s  max … s", or "none".
+fn percentiles(p: Option<&Percentiles>) -> String {
+    match p {
+        Some(p) => format!(
+            "p50 {:.3} s  p95 {:.3} s  p99 {:.3} s  max {:.3} s",
+            p.p50_s, p.p95_s, p.p99_s, p.max_s
+        ),
+        None => "none".to_owned(),
+    }
+}
+
+impl fmt::Display for SyncSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let share = |n: u64| share_of(n, self.arrivals, "submissions");
+        writeln!(
+            f,
+            "simulated {:.1} s (seed {}), synchronous: {} workers, {} waiting places, clients \
+             time out after {:.1} s",
+            self.simulated_s, self.seed, self.pool_size, self.queue_size, self.client_timeout_s
+        )?;
+        writeln!(f)?;
+        writeln!(f, "submissions                {:>12}", self.arrivals)?;
+        writeln!(
+            f,
+            "  requests sent            {:>12}  (client retries {})",
+            self.requests, self.client_retries
+        )?;
+        for (label, count) in [
+            ("succeeded                ", self.succeeded),
+            ("failed                   ", self.failed),
+            ("timed out (no answer)    ", self.timed_out),
+            ("rejected, pool full (503)", self.rejected),
+            ("throttled (429)          ", self.throttled),
+        ] {
+            writeln!(f, "{label}  {count:>12}{}", share(count))?;
+        }
+        if self.unfinished > 0 {
+            writeln!(
+                f,
+                "unfinished at the end      {:>12}{}",
+                self.unfinished,
+                share(self.unfinished)
+            )?;
+        }
+        writeln!(
+            f,
+            "requests timed out         {:>12}",
+            self.request_timeouts
+        )?;
+        writeln!(
+            f,
+            "work done for nobody       {:>12}  requests ({:.1} % of the workers' busy time)",
+            self.wasted_requests,
+            100.0 * self.wasted_share
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "peak waiting for a worker  {:>12}  at {:.1} s",
+            self.peak_waiting, self.peak_waiting_at_s
+        )?;
+        writeln!(
+            f,
+            "time to an answer          {}",
+            percentiles(self.end_to_end.as_ref())
+        )?;
+        writeln!(
+            f,
+            "workers busy               peak {} of {}, mean {:.2}, utilisation {:.1} %",
+            self.peak_busy,
+            self.pool_size,
+            self.mean_busy,
+            100.0 * self.utilisation
+        )
+    }
+}
+
+/// The two designs side by side on the same arrivals, row by row.
+pub fn comparison(asynchronous: &Summary, synchronous: &SyncSummary) -> String {
+    let p99 =
+        |p: Option<&Percentiles>| p.map_or("none".to_owned(), |p| format!("{:.3} s", p.p99_s));
+    let rows = [
+        (
+            "submissions",
+            asynchronous.arrivals.to_string(),
+            synchronous.arrivals.to_string(),
+        ),
+        (
+            "got a result (ended, answered)",
+            (asynchronous.succeeded + asynchronous.failed).to_string(),
+            (synchronous.succeeded + synchronous.failed).to_string(),
+        ),
+        (
+            "succeeded",
+            asynchronous.succeeded.to_string(),
+            synchronous.succeeded.to_string(),
+        ),
+        (
+            "refused (429, 503)",
+            (asynchronous.throttled + asynchronous.rejected_backlog).to_string(),
+            (synchronous.throttled + synchronous.rejected).to_string(),
+        ),
+        (
+            "accepted, then no result",
+            (asynchronous.expired
+                + asynchronous.dead_lettered
+                + asynchronous.lost_to_retention
+                + asynchronous.stranded_in_dlq)
+                .to_string(),
+            synchronous.timed_out.to_string(),
+        ),
+        (
+            "p50 time to a result",
+            asynchronous
+                .end_to_end
+                .map_or("none".to_owned(), |p| format!("{:.3} s", p.p50_s)),
+            synchronous
+                .end_to_end
+                .map_or("none".to_owned(), |p| format!("{:.3} s", p.p50_s)),
+        ),
+        (
+            "p99 time to a result",
+            p99(asynchronous.end_to_end.as_ref()),
+            p99(synchronous.end_to_end.as_ref()),
+        ),
+        (
+            "peak workers busy",
+            format!(
+                "{} of {}",
+                asynchronous.peak_concurrency, asynchronous.maximum_concurrency
+            ),
+            format!("{} of {}", synchronous.peak_busy, synchronous.pool_size),
+        ),
+        (
+            "work done for nobody",
+            "0".to_owned(),
+            synchronous.wasted_requests.to_string(),
+        ),
+    ];
+    let mut table = format!("{:<32}{:>16}{:>16}\n", "", "asynchronous", "synchronous");
+    for (label, a, s) in rows {
+        // Writing to a String cannot fail.
+        let _ = writeln!(table, "{label:<32}{a:>16}{s:>16}");
+    }
+    table
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let share = |n: u64| {
-            if self.accepted == 0 {
-                String::new()
-            } else {
-                #[allow(clippy::cast_precision_loss)]
-                let percent = 100.0 * n as f64 / self.accepted as f64;
-                format!("  ({percent:.2} % of accepted)")
-            }
-        };
+        let share = |n: u64| share_of(n, self.accepted, "accepted");
         writeln!(
             f,
             "simulated {:.1} s (seed {})",
@@ -286,23 +527,16 @@ impl fmt::Display for Summary {
             )?,
             (None, _) => {}
         }
-        let percentiles = |p: &Option<Percentiles>| match p {
-            Some(p) => format!(
-                "p50 {:.3} s  p95 {:.3} s  p99 {:.3} s  max {:.3} s",
-                p.p50_s, p.p95_s, p.p99_s, p.max_s
-            ),
-            None => "none".to_owned(),
-        };
         writeln!(
             f,
             "queue wait                 {}  ({:.1} % waited over 1 ms)",
-            percentiles(&self.queue_wait),
+            percentiles(self.queue_wait.as_ref()),
             100.0 * self.waited_share
         )?;
         writeln!(
             f,
             "end to end                 {}",
-            percentiles(&self.end_to_end)
+            percentiles(self.end_to_end.as_ref())
         )?;
         writeln!(
             f,

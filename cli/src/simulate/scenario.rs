@@ -69,6 +69,24 @@ pub struct Scenario {
     /// The status route's throttle rate (`StatusThrottlingRateLimit`) the polls are compared
     /// with; 0: no comparison.
     pub status_throttle_rate: f64,
+    /// The synchronous design the same traffic is compared with (`--mode sync`, `--compare`).
+    pub sync: SyncGateway,
+}
+
+/// A synchronous endpoint doing the job's work inline: each request holds one of `pool_size`
+/// workers (threads, connections) for the whole processing time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyncGateway {
+    /// Workers; a request finding all busy waits in the accept queue, or is refused.
+    pub pool_size: u32,
+    /// Requests that may wait for a worker; beyond it a request is refused (`503`).
+    pub queue_size: u32,
+    /// How long a client waits for its answer (µs) before it gives up on the request.
+    pub client_timeout: u64,
+    /// How many times a client sends its request again after a timeout or a `5xx`.
+    pub client_retries: u32,
+    /// The wait before a client's first retry (µs), doubled before each next one.
+    pub retry_delay: u64,
 }
 
 /// When jobs arrive: a baseline rate, and spikes during which another rate applies.
@@ -203,6 +221,8 @@ struct File {
     processing: ProcessingFile,
     #[serde(default)]
     clients: ClientsFile,
+    #[serde(default)]
+    sync: SyncFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +306,16 @@ enum TimeFile {
 struct ClientsFile {
     poll: Option<PollFile>,
     status_throttle_rate: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncFile {
+    pool_size: Option<u32>,
+    queue_size: Option<u32>,
+    client_timeout_s: Option<f64>,
+    client_retries: Option<u32>,
+    retry_delay_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -597,6 +627,7 @@ fn validate(
         processing,
         polling,
         status_throttle_rate,
+        sync: sync_gateway(&file.sync)?,
     })
 }
 
@@ -727,6 +758,41 @@ fn empirical(text: &str) -> Result<Vec<u64>, String> {
         return Err("holds no durations".to_owned());
     }
     Ok(micros)
+}
+
+fn sync_gateway(file: &SyncFile) -> Result<SyncGateway, ScenarioError> {
+    Ok(SyncGateway {
+        pool_size: within(
+            "sync.pool_size",
+            file.pool_size.unwrap_or(200),
+            1,
+            1_000_000,
+        )?,
+        queue_size: within(
+            "sync.queue_size",
+            file.queue_size.unwrap_or(100),
+            0,
+            10_000_000,
+        )?,
+        client_timeout: seconds(
+            "sync.client_timeout_s",
+            file.client_timeout_s.unwrap_or(29.0),
+            0.001,
+            86_400.0,
+        )?,
+        client_retries: within(
+            "sync.client_retries",
+            file.client_retries.unwrap_or(2),
+            0,
+            20,
+        )?,
+        retry_delay: seconds(
+            "sync.retry_delay_s",
+            file.retry_delay_s.unwrap_or(1.0),
+            0.0,
+            3_600.0,
+        )?,
+    })
 }
 
 fn polling(file: Option<&PollFile>) -> Result<Polling, ScenarioError> {

@@ -2,19 +2,7 @@
 //! and its tolerance; docs/capacity-planning.md walks through the same examples.
 
 use super::*;
-use crate::simulate::scenario::parse;
-
-fn scenario(toml: &str) -> Scenario {
-    parse(toml, |name| Err(format!("no file {name} in this test")))
-        .unwrap_or_else(|error| panic!("{error}"))
-}
-
-fn within(actual: f64, expected: f64, tolerance: f64, what: &str) {
-    assert!(
-        (actual - expected).abs() <= tolerance,
-        "{what}: {actual}, expected {expected} ± {tolerance}"
-    );
-}
+use crate::simulate::test_support::{erlang_c, scenario, within};
 
 /// Every accepted job is accounted for once the run has drained.
 fn assert_accounted(summary: &Summary) {
@@ -71,9 +59,12 @@ fn the_same_seed_gives_the_same_csv_and_another_seed_another() {
     let first = run(&busy, 7);
     let again = run(&busy, 7);
     let other = run(&busy, 8);
-    assert_eq!(first.to_csv(), again.to_csv());
-    assert_eq!(first.to_json().unwrap(), again.to_json().unwrap());
-    assert_ne!(first.to_csv(), other.to_csv());
+    assert_eq!(first.csv_rows(), again.csv_rows());
+    assert_eq!(
+        serde_json::to_string(&first).unwrap(),
+        serde_json::to_string(&again).unwrap()
+    );
+    assert_ne!(first.csv_rows(), other.csv_rows());
     // The run exercised what it is meant to.
     let summary = &first.summary;
     assert!(summary.throttled > 0 && summary.retries > 0 && summary.failed > 0);
@@ -121,19 +112,6 @@ fn a_spike_over_capacity_queues_its_excess_and_drains_at_the_spare_rate() {
     let drained = summary.drained_after_spike_s.unwrap();
     within(drained, 180.0, 18.0, "drain time after the spike");
     assert_accounted(summary);
-}
-
-/// The Erlang C formula: the probability that a job of an M/M/c queue waits, with offered load
-/// `a = λ/μ` on `c` servers.
-fn erlang_c(a: f64, c: u32) -> f64 {
-    let mut term = 1.0; // a^k / k!
-    let mut below = 0.0; // Σ_{k<c} a^k / k!
-    for k in 0..c {
-        below += term;
-        term *= a / f64::from(k + 1);
-    }
-    let waiting = term * f64::from(c) / (f64::from(c) - a);
-    waiting / (below + waiting)
 }
 
 #[test]
