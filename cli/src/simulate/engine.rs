@@ -339,6 +339,8 @@ struct Simulation<'a> {
     row: Row,
     row_end: u64,
     row_area: u64,
+    /// End to end (µs) of each job that ended in the row being filled.
+    row_end_to_end: Vec<u64>,
     /// The last instant the busy-time integrals were brought up to.
     area_at: u64,
     last_spike_end: Option<u64>,
@@ -373,6 +375,7 @@ impl<'a> Simulation<'a> {
             row: Row::default(),
             row_end: scenario.sample,
             row_area: 0,
+            row_end_to_end: Vec::new(),
             area_at: 0,
             last_spike_end: scenario.arrivals.spikes.last().map(|s| s.end()),
             drained_at: None,
@@ -505,6 +508,8 @@ impl<'a> Simulation<'a> {
         let oldest = self.visible.front().map_or(0, |&job| {
             end.saturating_sub(self.jobs[job as usize].accepted)
         });
+        let end_to_end = Percentiles::of(&mut self.row_end_to_end);
+        self.row_end_to_end.clear();
         #[allow(clippy::cast_precision_loss)]
         let row = Row {
             t_s: to_seconds(start),
@@ -517,6 +522,8 @@ impl<'a> Simulation<'a> {
             } else {
                 self.row_area as f64 / length as f64
             },
+            e2e_p50_s: end_to_end.map_or(0.0, |p| p.p50_s),
+            e2e_p99_s: end_to_end.map_or(0.0, |p| p.p99_s),
             ..std::mem::take(&mut self.row)
         };
         self.rows.push(row);
@@ -760,6 +767,7 @@ impl<'a> Simulation<'a> {
         job.state = state;
         job.ended = self.now;
         let accepted = job.accepted;
+        self.row_end_to_end.push(self.now - accepted);
         match state {
             State::Succeeded | State::Failed => self.row.completed += 1,
             State::Expired => self.row.expired += 1,

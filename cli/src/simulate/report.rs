@@ -156,6 +156,10 @@ pub struct Row {
     /// Status requests (each client's polls spread evenly over its waits, so a row may hold a
     /// fraction).
     pub status_requests: f64,
+    /// End to end (acceptance to end) of the jobs that ended in the row, as the summary's
+    /// `end_to_end` counts them: percentiles by nearest rank, 0 when none ended.
+    pub e2e_p50_s: f64,
+    pub e2e_p99_s: f64,
 }
 
 /// A run's results.
@@ -167,7 +171,7 @@ pub struct Results {
     pub series: Vec<Row>,
 }
 
-const CSV_HEADER: &str = "t_s,arrivals,accepted,rejected,throttled,visible,in_flight,delayed,oldest_age_s,concurrency,completed,expired,dead_lettered,status_requests";
+const CSV_HEADER: &str = "t_s,arrivals,accepted,rejected,throttled,visible,in_flight,delayed,oldest_age_s,concurrency,completed,expired,dead_lettered,status_requests,e2e_p50_s,e2e_p99_s";
 
 impl Results {
     /// The time series as CSV, one row per sample, with a header.
@@ -179,7 +183,7 @@ impl Results {
             // Writing to a String cannot fail.
             let _ = writeln!(
                 csv,
-                "{:.3},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{:.3}",
+                "{:.3},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{:.3},{:.3},{:.3}",
                 row.t_s,
                 row.arrivals,
                 row.accepted,
@@ -193,7 +197,9 @@ impl Results {
                 row.completed,
                 row.expired,
                 row.dead_lettered,
-                row.status_requests
+                row.status_requests,
+                row.e2e_p50_s,
+                row.e2e_p99_s
             );
         }
         csv
