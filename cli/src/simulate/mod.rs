@@ -6,10 +6,12 @@
 //! - [`scenario`]: the TOML file, read into a validated [`scenario::Scenario`];
 //! - [`dist`]: processing-time distributions and the other random draws;
 //! - [`engine`]: the simulation itself, free of I/O;
-//! - [`report`]: the summary table, and the time series as CSV and JSON.
+//! - [`report`]: the summary table, and the time series as CSV and JSON;
+//! - [`html`]: the summary and the time series as charts, in one self-contained HTML page.
 
 mod dist;
 mod engine;
+mod html;
 mod report;
 mod scenario;
 
@@ -33,10 +35,14 @@ pub struct SimulateArgs {
     /// Write the summary and the time series to this file as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a report to this file: one HTML page, needing no network, with the summary and a
+    /// chart of each time series.
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 /// Runs the scenario, prints the summary on standard output and the simulation's wall time on
-/// standard error, and writes the CSV and JSON files asked for.
+/// standard error, and writes the CSV, JSON and HTML files asked for.
 pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
     let scenario = scenario::load(&args.scenario)?;
     let seed = args.seed.unwrap_or(scenario.seed);
@@ -59,6 +65,14 @@ pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
     if let Some(path) = &args.json {
         std::fs::write(path, results.to_json()?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let title = format!(
+            "spillway simulate {} (seed {seed})",
+            args.scenario.display()
+        );
+        let page = html::html(&title, &[("async", &results)], &html::Marks::of(&scenario))?;
+        std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
 }
