@@ -54,6 +54,7 @@ fn the_spike_scenario_prints_its_summary_and_writes_matching_csv_and_json() {
     assert!(json.get("sync").is_none());
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("mode,t_s,arrivals,accepted,rejected,throttled,visible"));
+    assert!(lines[0].ends_with(",e2e_p50_s,e2e_p99_s"), "{}", lines[0]);
     // 600.4 s simulated, one row a second: 600 whole rows and a last partial one.
     assert_eq!(series.len(), 601);
     assert_eq!(lines.len(), series.len() + 1);
@@ -65,6 +66,9 @@ fn the_spike_scenario_prints_its_summary_and_writes_matching_csv_and_json() {
     assert_eq!(accepted, 8399);
     // The row where the spike ends holds the peak.
     assert_eq!(series[179]["visible"], 1800);
+    // Before the spike every job runs its 0.5 s at once.
+    assert_eq!(series[60]["e2e_p99_s"], 0.5);
+    assert!(lines[61].ends_with(",0.500,0.500"), "{}", lines[61]);
     assert!(
         lines[180].starts_with("async,179.000,50,50,0,0,1800,"),
         "{}",

@@ -16,6 +16,7 @@ use spillway_core::queue::{JobQueue, ReceivedMessage, SqsQueue};
 use spillway_core::store::DynamoStore;
 
 pub mod aws_proxy;
+pub mod chromium;
 pub mod deployed;
 pub mod deployment;
 pub mod gateway;

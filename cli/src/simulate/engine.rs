@@ -279,6 +279,8 @@ struct Simulation<'a> {
     rows: Vec<Row>,
     row: Row,
     sampler: Sampler,
+    /// End to end (µs) of each job that ended in the row being filled.
+    row_end_to_end: Vec<u64>,
     last_spike_end: Option<u64>,
     drained_at: Option<u64>,
 }
@@ -310,6 +312,7 @@ impl<'a> Simulation<'a> {
             rows: Vec::new(),
             row: Row::default(),
             sampler: Sampler::new(scenario.sample),
+            row_end_to_end: Vec::new(),
             last_spike_end: scenario.arrivals.spikes.last().map(|s| s.end()),
             drained_at: None,
         }
@@ -429,7 +432,6 @@ impl<'a> Simulation<'a> {
         let oldest = self.visible.front().map_or(0, |&job| {
             end.saturating_sub(self.jobs[job as usize].accepted)
         });
-        #[allow(clippy::cast_precision_loss)]
         let row = Row {
             t_s: to_seconds(start),
             visible: self.visible.len() as u64,
@@ -438,7 +440,8 @@ impl<'a> Simulation<'a> {
             oldest_age_s: to_seconds(oldest),
             concurrency,
             ..std::mem::take(&mut self.row)
-        };
+        }
+        .with_end_to_end(&mut self.row_end_to_end);
         self.rows.push(row);
     }
 
@@ -674,6 +677,7 @@ impl<'a> Simulation<'a> {
         job.state = state;
         job.ended = self.now;
         let accepted = job.accepted;
+        self.row_end_to_end.push(self.now - accepted);
         match state {
             State::Succeeded | State::Failed => self.row.completed += 1,
             State::Expired => self.row.expired += 1,

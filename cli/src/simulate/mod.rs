@@ -9,11 +9,13 @@
 //! - [`engine`]: the simulation of Spillway itself, free of I/O;
 //! - [`sync`]: the same traffic through a synchronous design, for comparison;
 //! - [`series`]: the time series' rows as a run advances;
-//! - [`report`]: the summary tables, and the time series as CSV and JSON.
+//! - [`report`]: the summary tables, and the time series as CSV and JSON;
+//! - [`html`]: the summaries and the time series as charts, in one self-contained HTML page.
 
 mod arrivals;
 mod dist;
 mod engine;
+mod html;
 mod report;
 mod scenario;
 mod series;
@@ -43,6 +45,10 @@ pub struct SimulateArgs {
     /// Write the summary and the time series to this file as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a report to this file: one HTML page, needing no network, with the summary and a
+    /// chart of each time series (both designs laid over each other with --compare).
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// The design to simulate: Spillway's (`async`), or the job's work done inline within the
     /// request (`sync`, the scenario's `[sync]` section).
     #[arg(long, value_enum, default_value = "async")]
@@ -59,7 +65,7 @@ enum DesignArg {
 }
 
 /// Runs the scenario, prints the summary on standard output and the simulation's wall time on
-/// standard error, and writes the CSV and JSON files asked for.
+/// standard error, and writes the CSV, JSON and HTML files asked for.
 pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
     let scenario = scenario::load(&args.scenario)?;
     let seed = args.seed.unwrap_or(scenario.seed);
@@ -100,6 +106,21 @@ pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
     if let Some(path) = &args.json {
         std::fs::write(path, runs.to_json()?)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let title = format!(
+            "spillway simulate {} (seed {seed})",
+            args.scenario.display()
+        );
+        let mut shown = Vec::new();
+        if let Some(run) = &runs.asynchronous {
+            shown.push(html::Run::asynchronous("async", run)?);
+        }
+        if let Some(run) = &runs.synchronous {
+            shown.push(html::Run::synchronous("sync", run)?);
+        }
+        let page = html::html(&title, &shown, &html::Marks::of(&scenario))?;
+        std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
 }

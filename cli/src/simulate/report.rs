@@ -159,6 +159,25 @@ pub struct Row {
     /// Status requests (each client's polls spread evenly over its waits, so a row may hold a
     /// fraction).
     pub status_requests: f64,
+    /// End to end (acceptance to end) of the jobs that ended in the row, as the summary's
+    /// `end_to_end` counts them: percentiles by nearest rank, 0 when none ended. For the
+    /// synchronous design, from a submission's first request to its client's answer.
+    pub e2e_p50_s: f64,
+    pub e2e_p99_s: f64,
+}
+
+impl Row {
+    /// The row with the percentiles of `end_to_end` (µs, the jobs that ended in it), which is
+    /// emptied for the next row.
+    pub fn with_end_to_end(self, end_to_end: &mut Vec<u64>) -> Self {
+        let percentiles = Percentiles::of(end_to_end);
+        end_to_end.clear();
+        Self {
+            e2e_p50_s: percentiles.map_or(0.0, |p| p.p50_s),
+            e2e_p99_s: percentiles.map_or(0.0, |p| p.p99_s),
+            ..self
+        }
+    }
 }
 
 /// Which design a run simulated.
@@ -192,7 +211,7 @@ pub struct Results<S = Summary> {
 }
 
 /// The CSV's header line: `mode` first, so that the rows of several runs share one file.
-pub const CSV_HEADER: &str = "mode,t_s,arrivals,accepted,rejected,throttled,visible,in_flight,delayed,oldest_age_s,concurrency,completed,expired,dead_lettered,retries,status_requests\n";
+pub const CSV_HEADER: &str = "mode,t_s,arrivals,accepted,rejected,throttled,visible,in_flight,delayed,oldest_age_s,concurrency,completed,expired,dead_lettered,retries,status_requests,e2e_p50_s,e2e_p99_s\n";
 
 impl<S> Results<S> {
     /// The time series as CSV rows, one per sample, without the header ([`CSV_HEADER`]).
@@ -203,7 +222,7 @@ impl<S> Results<S> {
             // Writing to a String cannot fail.
             let _ = writeln!(
                 csv,
-                "{mode},{:.3},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{},{:.3}",
+                "{mode},{:.3},{},{},{},{},{},{},{},{:.3},{:.3},{},{},{},{},{:.3},{:.3},{:.3}",
                 row.t_s,
                 row.arrivals,
                 row.accepted,
@@ -218,7 +237,9 @@ impl<S> Results<S> {
                 row.expired,
                 row.dead_lettered,
                 row.retries,
-                row.status_requests
+                row.status_requests,
+                row.e2e_p50_s,
+                row.e2e_p99_s
             );
         }
         csv

@@ -157,6 +157,9 @@ pub struct Queue {
     pub max_receive_count: u32,
     /// How long SQS keeps a message from when it was sent (µs).
     pub retention: u64,
+    /// `QueueAgeAlarmSeconds`: the template alarms when the oldest message is older (µs). Not
+    /// simulated; the HTML report draws it.
+    pub age_alarm: u64,
 }
 
 /// The event source mapping, the consumer function and its retry settings.
@@ -266,6 +269,7 @@ struct QueueFile {
     visibility_timeout_s: Option<f64>,
     max_receive_count: Option<u32>,
     retention_s: Option<f64>,
+    age_alarm_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -588,6 +592,12 @@ fn validate(
             MIN_RETENTION_S,
             MAX_RETENTION_S,
         )?,
+        age_alarm: seconds(
+            "queue.age_alarm_s",
+            queue_file.age_alarm_s.unwrap_or(300.0),
+            1.0,
+            MAX_RETENTION_S,
+        )?,
     };
     let settings = Settings {
         max_attempts,
@@ -860,6 +870,7 @@ mod tests {
         assert_eq!(scenario.consumer.timeout, 30_000_000);
         assert_eq!(scenario.queue.visibility_timeout, 180_000_000);
         assert_eq!(scenario.queue.max_receive_count, 20);
+        assert_eq!(scenario.queue.age_alarm, 300_000_000);
         assert_eq!(scenario.consumer.settings.max_attempts, 5);
         assert_eq!(
             scenario.intake.throttle,
@@ -892,6 +903,9 @@ mod tests {
 
         let error = parse("[queue]\nvisibility_timeout_s = 10\n", no_csv).unwrap_err();
         assert_eq!(error.field, "queue.visibility_timeout_s");
+
+        let error = parse("[queue]\nage_alarm_s = 0\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "queue.age_alarm_s");
     }
 
     #[test]

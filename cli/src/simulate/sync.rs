@@ -132,6 +132,8 @@ struct Gateway<'a> {
     rows: Vec<Row>,
     row: Row,
     sampler: Sampler,
+    /// From first request to answer (µs) of each submission answered in the row being filled.
+    row_end_to_end: Vec<u64>,
 }
 
 impl<'a> Gateway<'a> {
@@ -156,6 +158,7 @@ impl<'a> Gateway<'a> {
             rows: Vec::new(),
             row: Row::default(),
             sampler: Sampler::new(scenario.sample),
+            row_end_to_end: Vec::new(),
         }
     }
 
@@ -227,7 +230,8 @@ impl<'a> Gateway<'a> {
             oldest_age_s: to_seconds(oldest),
             concurrency: busy,
             ..std::mem::take(&mut self.row)
-        };
+        }
+        .with_end_to_end(&mut self.row_end_to_end);
         self.rows.push(row);
     }
 
@@ -358,6 +362,7 @@ impl<'a> Gateway<'a> {
         submission.answered = self.now;
         if matches!(client, Client::Succeeded | Client::Failed) {
             self.row.completed += 1;
+            self.row_end_to_end.push(self.now - submission.arrived);
         }
     }
 

@@ -439,3 +439,50 @@ fn a_run_without_arrivals_lasts_its_duration_and_stays_empty() {
     assert_eq!(summary.queue_wait, None);
     assert_accounted(summary);
 }
+
+#[test]
+fn each_row_holds_the_end_to_end_percentiles_of_the_jobs_that_ended_in_it() {
+    // spike.toml: before the spike every job runs 0.5 s at once, so each row's p50 and p99 are
+    // 0.5 s. The queue is served in order, so the last job of the spike (accepted at 180 s
+    // behind 1,800 others served at 20 jobs/s) waits 90 s and ends 90.5 s after acceptance, at
+    // 270.5 s: the highest p99 of any row, in the row that starts at 270 s (±1).
+    let results = run(
+        &scenario(include_str!("../../../../docs/scenarios/spike.toml")),
+        1,
+    );
+    for row in &results.series[1..120] {
+        assert_eq!((row.e2e_p50_s, row.e2e_p99_s), (0.5, 0.5), "{row:?}");
+    }
+    let worst = results
+        .series
+        .iter()
+        .max_by(|a, b| a.e2e_p99_s.total_cmp(&b.e2e_p99_s))
+        .unwrap();
+    within(worst.e2e_p99_s, 90.5, 0.5, "the highest p99 of a row");
+    within(worst.t_s, 270.0, 1.0, "the row of the highest p99");
+    within(
+        worst.e2e_p99_s,
+        results.summary.end_to_end.unwrap().max_s,
+        0.05,
+        "the highest p99 of a row against the run's max",
+    );
+    // Rows where nothing ended hold 0: one job a second, 2.5 s each, ends at 3.5 s, 4.5 s, …
+    let results = run(
+        &scenario(
+            r#"
+            [run]
+            duration_s = 10
+            [arrivals]
+            rate = 1
+            process = "even"
+            [intake]
+            throttle_rate = 0
+            [processing]
+            time = { kind = "fixed", seconds = 2.5 }
+            "#,
+        ),
+        1,
+    );
+    let p50s: Vec<f64> = results.series.iter().map(|row| row.e2e_p50_s).collect();
+    assert_eq!(&p50s[..5], &[0.0, 0.0, 0.0, 2.5, 2.5], "{p50s:?}");
+}
