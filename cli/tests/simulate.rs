@@ -207,3 +207,34 @@ fn a_param_the_template_refuses_fails_naming_the_parameter() {
     );
     assert!(stderr.contains(" ConsumerBatchSize,"), "{stderr}");
 }
+
+#[test]
+fn the_flash_sale_with_the_parameters_it_assumes_is_the_same_run() {
+    let scenario = simulate(&["docs/scenarios/flash-sale.toml"]);
+    let deployed = simulate(&[
+        "docs/scenarios/flash-sale.toml",
+        "--from-template",
+        "infra/template.yaml",
+        "--param",
+        "ApiThrottlingRateLimit=1000",
+        "--param",
+        "ApiThrottlingBurstLimit=2000",
+        "--param",
+        "BacklogLimit=100000",
+        "--param",
+        "ConsumerMaxConcurrency=50",
+        "--param",
+        "DefaultTtlSeconds=900",
+    ]);
+    let stderr = String::from_utf8(deployed.stderr).unwrap();
+    assert!(deployed.status.success(), "{stderr}");
+    // Every deployment field of the scenario is one the template deploys with these parameters.
+    assert_eq!(stderr.matches("\n  ").count(), 16, "{stderr}");
+    assert!(!stderr.contains("overrides"), "{stderr}");
+    let summary = String::from_utf8(deployed.stdout).unwrap();
+    assert!(
+        summary.contains("accepted (202)                 405022"),
+        "{summary}"
+    );
+    assert_eq!(summary, String::from_utf8(scenario.stdout).unwrap());
+}
