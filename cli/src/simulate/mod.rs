@@ -4,6 +4,7 @@
 //! that prints what the queue, the consumer and the clients would see.
 //!
 //! - [`scenario`]: the TOML file, read into a validated [`scenario::Scenario`];
+//! - [`template`]: with `--from-template`, the deployment's settings read from a SAM template;
 //! - [`dist`]: processing-time distributions and the other random draws;
 //! - [`arrivals`]: the submissions and API Gateway's throttle, shared by both designs;
 //! - [`engine`]: the simulation of Spillway itself, free of I/O;
@@ -20,11 +21,12 @@ mod report;
 mod scenario;
 mod series;
 mod sync;
+mod template;
 #[cfg(test)]
 mod test_support;
 
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
@@ -56,6 +58,19 @@ pub struct SimulateArgs {
     /// Simulate both designs on the same arrivals and print them side by side.
     #[arg(long, conflicts_with = "mode")]
     compare: bool,
+    /// Simulate what this SAM template (infra/template.yaml) deploys: its throttles, backlog
+    /// limit, TTL, queue, event source mapping and consumer settings replace the scenario's,
+    /// which keeps the traffic. Each value taken is printed on standard error with its source.
+    #[arg(long, value_name = "TEMPLATE")]
+    from_template: Option<PathBuf>,
+    /// A template parameter's value instead of its default, as at deploy time (repeatable).
+    #[arg(
+        long = "param",
+        value_name = "NAME=VALUE",
+        value_parser = parse_param,
+        requires = "from_template"
+    )]
+    params: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,10 +79,21 @@ enum DesignArg {
     Sync,
 }
 
+/// `NAME=VALUE`, as `--param` takes it.
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got `{text}`")),
+    }
+}
+
 /// Runs the scenario, prints the summary on standard output and the simulation's wall time on
 /// standard error, and writes the CSV, JSON and HTML files asked for.
 pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
-    let scenario = scenario::load(&args.scenario)?;
+    let scenario = match &args.from_template {
+        None => scenario::load(&args.scenario)?,
+        Some(template) => deployed(&args.scenario, template, &args.params)?,
+    };
     let seed = args.seed.unwrap_or(scenario.seed);
     let started = Instant::now();
     let with_async = args.compare || args.mode == DesignArg::Async;
@@ -123,4 +149,36 @@ pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
         std::fs::write(path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The scenario at `path` with the fields `template` deploys in place of its own. Prints each
+/// value taken on standard error, with where it came from and the scenario's value it replaced.
+fn deployed(
+    path: &Path,
+    template: &Path,
+    params: &[(String, String)],
+) -> Result<scenario::Scenario, Box<dyn Error>> {
+    let text = std::fs::read_to_string(template)
+        .map_err(|e| format!("cannot read {}: {e}", template.display()))?;
+    let taken =
+        template::read(&text, params).map_err(|e| format!("{}: {e}", template.display()))?;
+    let replacements: Vec<(&str, f64)> = taken.iter().map(|t| (t.field, t.value)).collect();
+    let loaded = scenario::load_replacing(path, &replacements);
+    let replaced = match &loaded {
+        Ok((_, replaced)) => replaced.clone(),
+        // Shown all the same: the error may be about a value taken.
+        Err(_) => vec![None; taken.len()],
+    };
+    eprintln!("from {}:", template.display());
+    for (taken, previous) in taken.iter().zip(replaced) {
+        let overridden = previous
+            .filter(|previous| previous.parse::<f64>() != Ok(taken.value))
+            .map(|previous| format!("; overrides the scenario's {previous}"))
+            .unwrap_or_default();
+        eprintln!(
+            "  {} = {}  ({}{overridden})",
+            taken.field, taken.value, taken.source
+        );
+    }
+    Ok(loaded?.0)
 }

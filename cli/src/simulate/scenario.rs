@@ -2,11 +2,13 @@
 //! microseconds, every default filled in (the template's and the consumer's own), and every
 //! mistake reported with the name of its field (`consumer.batch_size: …`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
 use spillway_core::config::Settings;
+use toml::Spanned;
 
 use super::dist::{ProcessingTime, lognormal_from_percentiles, seconds_to_micros};
 
@@ -339,6 +341,19 @@ enum PollFile {
 /// Reads and validates the scenario file at `path`; an `empirical` processing time's CSV is read
 /// relative to the scenario's folder.
 pub fn load(path: &Path) -> Result<Scenario, Box<dyn std::error::Error>> {
+    load_replacing(path, &[]).map(|(scenario, _)| scenario)
+}
+
+/// For each replaced field, the value the scenario file gave it, as written, when it gave one.
+pub type Replaced = Vec<Option<String>>;
+
+/// [`load`], with each of `replacements` (a dotted field, `consumer.batch_size`, and its value)
+/// standing in for the file's own value; beside the scenario, the value the file gave each
+/// replaced field, when it gave one.
+pub fn load_replacing(
+    path: &Path,
+    replacements: &[(&str, f64)],
+) -> Result<(Scenario, Replaced), Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let folder = path.parent().unwrap_or(Path::new("."));
@@ -346,31 +361,87 @@ pub fn load(path: &Path) -> Result<Scenario, Box<dyn std::error::Error>> {
         let csv = folder.join(name);
         std::fs::read_to_string(&csv).map_err(|e| format!("cannot read {}: {e}", csv.display()))
     };
-    parse(&text, read_csv).map_err(|e| format!("{}: {e}", path.display()).into())
+    parse_replacing(&text, read_csv, replacements)
+        .map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// Parses and validates scenario `text`; `read_csv` returns the text of an `empirical`
-/// processing time's CSV file, given its name.
+/// processing time's CSV file, given its name. The tests' way in; the command reads files.
+#[cfg(test)]
 pub fn parse(
     text: &str,
     read_csv: impl Fn(&str) -> Result<String, String>,
 ) -> Result<Scenario, ScenarioError> {
+    parse_replacing(text, read_csv, &[]).map(|(scenario, _)| scenario)
+}
+
+/// [`parse`], with `replacements` as [`load_replacing`] takes them. A replaced value goes through
+/// the same validation as the file's own.
+pub fn parse_replacing(
+    text: &str,
+    read_csv: impl Fn(&str) -> Result<String, String>,
+    replacements: &[(&str, f64)],
+) -> Result<(Scenario, Replaced), ScenarioError> {
     // A syntax error has no field to name: toml's message shows the line.
-    let document = toml::de::Deserializer::parse(text)
+    let mut document = toml::de::DeTable::parse(text)
         .map_err(|e| invalid("scenario", e.to_string().trim_end().to_owned()))?;
-    let file: File = serde_path_to_error::deserialize(document).map_err(|e| {
-        let field = e.path().to_string();
-        let error = e.into_inner();
-        let problem = match error.span() {
-            Some(span) => {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!("{} (line {line})", error.message())
-            }
-            None => error.message().to_owned(),
-        };
-        invalid(field, problem)
-    })?;
-    validate(file, read_csv)
+    let literals: Vec<String> = replacements
+        .iter()
+        .map(|&(_, value)| toml_number(value))
+        .collect();
+    let mut replaced = Vec::with_capacity(replacements.len());
+    for (&(field, _), literal) in replacements.iter().zip(&literals) {
+        let value = toml::de::DeValue::parse(literal)
+            .map_err(|e| invalid(field, format!("cannot be {literal}: {e}")))?;
+        replaced.push(replace(document.get_mut(), field, value)?);
+    }
+    let file: File = serde_path_to_error::deserialize(toml::de::Deserializer::from(document))
+        .map_err(|e| {
+            let field = e.path().to_string();
+            let error = e.into_inner();
+            let problem = match error.span() {
+                // A replaced value's span is in its literal, not in the file.
+                Some(span) if !replacements.iter().any(|&(name, _)| name == field) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("{} (line {line})", error.message())
+                }
+                _ => error.message().to_owned(),
+            };
+            invalid(field, problem)
+        })?;
+    Ok((validate(file, read_csv)?, replaced))
+}
+
+/// `value` as a TOML literal: an integer when it is whole, which the fields counting things need.
+fn toml_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        value.to_string()
+    }
+}
+
+/// Puts `value` at `field` (`section.key`) of `document`; the value it replaces, as written.
+fn replace<'i>(
+    document: &mut toml::de::DeTable<'i>,
+    field: &str,
+    value: Spanned<toml::de::DeValue<'i>>,
+) -> Result<Option<String>, ScenarioError> {
+    let Some((section, key)) = field.split_once('.') else {
+        return Err(invalid(field, "is not a field of a section"));
+    };
+    let table = document
+        .entry(Spanned::new(0..0, Cow::Owned(section.to_owned())))
+        .or_insert_with(|| Spanned::new(0..0, toml::de::DeValue::Table(Default::default())));
+    let toml::de::DeValue::Table(table) = table.get_mut() else {
+        return Err(invalid(section, "must be a table"));
+    };
+    let previous = table.insert(Spanned::new(0..0, Cow::Owned(key.to_owned())), value);
+    Ok(previous.map(|previous| match previous.into_inner() {
+        toml::de::DeValue::Integer(integer) => integer.to_string(),
+        toml::de::DeValue::Float(float) => float.to_string(),
+        other => other.type_str().to_owned(),
+    }))
 }
 
 /// A number of seconds that must be finite and within `min..=max`, in microseconds.
@@ -935,6 +1006,30 @@ mod tests {
 
         let error = parse("[run\n", no_csv).unwrap_err();
         assert_eq!(error.field, "scenario");
+    }
+
+    #[test]
+    fn a_replaced_value_stands_in_for_the_files_and_is_validated_like_it() {
+        let text = "[consumer]\nbatch_size = 3\n";
+        let (scenario, replaced) = parse_replacing(
+            text,
+            no_csv,
+            &[("consumer.batch_size", 7.0), ("queue.retention_s", 600.0)],
+        )
+        .unwrap();
+        assert_eq!(scenario.consumer.batch_size, 7);
+        // A section the file does not have is made.
+        assert_eq!(scenario.queue.retention, 600_000_000);
+        assert_eq!(replaced, vec![Some("3".to_owned()), None]);
+
+        let error = parse_replacing(text, no_csv, &[("consumer.batch_size", 0.0)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "consumer.batch_size: must be from 1 to 10000, got 0"
+        );
+        let error = parse_replacing(text, no_csv, &[("consumer.batch_size", 2.5)]).unwrap_err();
+        assert_eq!(error.field, "consumer.batch_size");
+        assert!(!error.problem.contains("line"), "{error}");
     }
 
     #[test]
