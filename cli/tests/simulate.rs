@@ -144,6 +144,76 @@ fn compare_runs_both_designs_on_the_same_arrivals_into_one_csv_and_json() {
 }
 
 #[test]
+fn find_searches_for_the_smallest_concurrency_that_meets_the_target() {
+    // spike.toml: 50 jobs/s of 0.5 s during the spike need 50 × 0.5 = 25 invocations of one
+    // job; with 24 the queue grows by 50 − 48 = 2 jobs/s for 60 s, and the last of those 120
+    // waits 120 / 48 = 2.5 s (p99 end to end over 1 s). So 25 is the answer, and 24 misses.
+    let output = simulate(&[
+        "docs/scenarios/spike.toml",
+        "--find",
+        "MaximumConcurrency",
+        "--target",
+        "p99_end_to_end < 1s",
+    ]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("smallest consumer.maximum_concurrency that meets every target: 25"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("        24  misses  p99_end_to_end 2.920 s no"),
+        "{stdout}"
+    );
+    // The answer's run follows: its fixed capacity moved with the maximum.
+    assert!(
+        stdout.contains("consumer concurrency       peak 25 of 25"),
+        "{stdout}"
+    );
+
+    // A target no value meets fails, after showing the largest value's run.
+    let never = simulate(&[
+        "docs/scenarios/spike.toml",
+        "--find",
+        "consumer.maximum_concurrency",
+        "--target",
+        "p50_end_to_end < 0.4s",
+    ]);
+    assert_eq!(never.status.code(), Some(1));
+    let stdout = String::from_utf8(never.stdout).unwrap();
+    assert!(
+        stdout.contains("      1000  misses  p50_end_to_end 0.500 s no"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8(never.stderr).unwrap();
+    assert!(
+        stderr.contains("no value of consumer.maximum_concurrency up to 1000 meets every target"),
+        "{stderr}"
+    );
+
+    // An unknown figure is named with the ones there are.
+    let unknown = simulate(&[
+        "docs/scenarios/spike.toml",
+        "--find",
+        "sync.pool_size",
+        "--mode",
+        "sync",
+        "--target",
+        "expired < 1%",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8(unknown.stderr).unwrap();
+    assert!(
+        stderr.contains("no figure `expired`") && stderr.contains("timed_out"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_bad_scenario_fails_naming_the_file_and_the_field() {
     let dir = temp_dir("bad");
     let path = dir.join("bad.toml");

@@ -10,12 +10,14 @@
 //! - [`engine`]: the simulation of Spillway itself, free of I/O;
 //! - [`sync`]: the same traffic through a synchronous design, for comparison;
 //! - [`series`]: the time series' rows as a run advances;
+//! - [`find`]: `--find`, the smallest value of a setting that meets targets;
 //! - [`report`]: the summary tables, and the time series as CSV and JSON;
 //! - [`html`]: the summaries and the time series as charts, in one self-contained HTML page.
 
 mod arrivals;
 mod dist;
 mod engine;
+mod find;
 mod html;
 mod report;
 mod scenario;
@@ -71,6 +73,24 @@ pub struct SimulateArgs {
         requires = "from_template"
     )]
     params: Vec<(String, String)>,
+    /// Search this whole-number setting for the smallest value that meets every --target:
+    /// consumer.maximum_concurrency (MaximumConcurrency, ConsumerMaxConcurrency),
+    /// consumer.batch_size, consumer.record_concurrency, intake.backlog_limit (BacklogLimit),
+    /// sync.pool_size or sync.queue_size. Each run is printed, then the answer's summary; the
+    /// files asked for are the answer's run.
+    #[arg(
+        long,
+        value_name = "SETTING",
+        requires = "target",
+        conflicts_with = "compare"
+    )]
+    find: Option<String>,
+    /// A target for --find, e.g. `expired < 0.1%`, `p99_end_to_end < 30s`,
+    /// `peak_visible <= 5000`: any figure of the summary (--json names them), or p50_, p95_,
+    /// p99_ or max_ before a latency; `%` is a share, `s`, `ms`, `m` a duration. Repeat it for
+    /// several.
+    #[arg(long, value_name = "EXPR", requires = "find")]
+    target: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,11 +110,25 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 /// Runs the scenario, prints the summary on standard output and the simulation's wall time on
 /// standard error, and writes the CSV, JSON and HTML files asked for.
 pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
-    let scenario = match &args.from_template {
-        None => scenario::load(&args.scenario)?,
-        Some(template) => deployed(&args.scenario, template, &args.params)?,
+    let deployment = match &args.from_template {
+        None => Vec::new(),
+        Some(template) => from_template(template, &args.params)?,
     };
+    let mut scenario = deployed(&args.scenario, args.from_template.as_deref(), &deployment)?;
     let seed = args.seed.unwrap_or(scenario.seed);
+    if let Some(name) = &args.find {
+        let knob = find::Knob::named(name).ok_or_else(|| {
+            let known: Vec<String> = find::Knob::ALL.iter().map(ToString::to_string).collect();
+            format!(
+                "--find {name}: no such setting; one of {}",
+                known.join(", ")
+            )
+        })?;
+        let answer = search(args, &scenario, knob, &deployment, seed)?;
+        let mut fields = replacements(&deployment);
+        fields.extend(knob.fields(&scenario, answer));
+        scenario = scenario::load_replacing(&args.scenario, &fields)?.0;
+    }
     let started = Instant::now();
     let with_async = args.compare || args.mode == DesignArg::Async;
     let with_sync = args.compare || args.mode == DesignArg::Sync;
@@ -153,17 +187,32 @@ pub fn run(args: &SimulateArgs) -> Result<(), Box<dyn Error>> {
 
 /// The scenario at `path` with the fields `template` deploys in place of its own. Prints each
 /// value taken on standard error, with where it came from and the scenario's value it replaced.
-fn deployed(
-    path: &Path,
+/// The values `template` deploys with `params`, each with where it came from.
+fn from_template(
     template: &Path,
     params: &[(String, String)],
-) -> Result<scenario::Scenario, Box<dyn Error>> {
+) -> Result<Vec<template::Taken>, Box<dyn Error>> {
     let text = std::fs::read_to_string(template)
         .map_err(|e| format!("cannot read {}: {e}", template.display()))?;
-    let taken =
-        template::read(&text, params).map_err(|e| format!("{}: {e}", template.display()))?;
-    let replacements: Vec<(&str, f64)> = taken.iter().map(|t| (t.field, t.value)).collect();
-    let loaded = scenario::load_replacing(path, &replacements);
+    Ok(template::read(&text, params).map_err(|e| format!("{}: {e}", template.display()))?)
+}
+
+/// `taken` as the scenario's replaced fields.
+fn replacements(taken: &[template::Taken]) -> Vec<(&'static str, f64)> {
+    taken.iter().map(|t| (t.field, t.value)).collect()
+}
+
+/// The scenario at `path` with the values `taken` from `template` in place of its own, each
+/// printed on standard error with where it came from and what it replaced.
+fn deployed(
+    path: &Path,
+    template: Option<&Path>,
+    taken: &[template::Taken],
+) -> Result<scenario::Scenario, Box<dyn Error>> {
+    let loaded = scenario::load_replacing(path, &replacements(taken));
+    let Some(template) = template else {
+        return Ok(loaded?.0);
+    };
     let replaced = match &loaded {
         Ok((_, replaced)) => replaced.clone(),
         // Shown all the same: the error may be about a value taken.
@@ -181,4 +230,44 @@ fn deployed(
         );
     }
     Ok(loaded?.0)
+}
+
+/// `--find`: searches `knob` for the smallest value whose run of `base` (the scenario with the
+/// `deployment`'s values) meets every `--target`, prints the search, and returns the answer.
+fn search(
+    args: &SimulateArgs,
+    base: &scenario::Scenario,
+    knob: find::Knob,
+    deployment: &[template::Taken],
+    seed: u64,
+) -> Result<u64, Box<dyn Error>> {
+    let targets = args
+        .target
+        .iter()
+        .map(|text| find::Target::parse(text))
+        .collect::<Result<Vec<_>, String>>()?;
+    let asynchronous = args.mode == DesignArg::Async;
+    let search = find::search(knob, targets, |value| {
+        let mut fields = replacements(deployment);
+        fields.extend(knob.fields(base, value));
+        let (scenario, _) =
+            scenario::load_replacing(&args.scenario, &fields).map_err(|e| e.to_string())?;
+        let summary = if asynchronous {
+            serde_json::to_value(engine::run(&scenario, seed).summary)
+        } else {
+            serde_json::to_value(sync::run(&scenario, seed).summary)
+        };
+        Ok((summary.map_err(|e| e.to_string())?, asynchronous))
+    })?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{search}");
+    }
+    search.answer.ok_or_else(|| {
+        format!(
+            "no value of {knob} up to {} meets every target",
+            knob.range().1
+        )
+        .into()
+    })
 }

@@ -338,17 +338,13 @@ enum PollFile {
     },
 }
 
-/// Reads and validates the scenario file at `path`; an `empirical` processing time's CSV is read
-/// relative to the scenario's folder.
-pub fn load(path: &Path) -> Result<Scenario, Box<dyn std::error::Error>> {
-    load_replacing(path, &[]).map(|(scenario, _)| scenario)
-}
-
 /// For each replaced field, the value the scenario file gave it, as written, when it gave one.
 pub type Replaced = Vec<Option<String>>;
 
-/// [`load`], with each of `replacements` (a dotted field, `consumer.batch_size`, and its value)
-/// standing in for the file's own value; beside the scenario, the value the file gave each
+/// Reads and validates the scenario file at `path` (an `empirical` processing time's CSV is
+/// read relative to the scenario's folder), with each of `replacements` (a dotted field,
+/// `consumer.batch_size`, and its value) standing in for the file's own value, the last one
+/// winning when a field is given twice; beside the scenario, the value the file gave each
 /// replaced field, when it gave one.
 pub fn load_replacing(
     path: &Path,
@@ -536,7 +532,12 @@ fn validate(
         burst: throttle_burst.max(1.0),
     });
     let intake = Intake {
-        backlog_limit: intake.backlog_limit.unwrap_or(defaults.backlog_limit),
+        backlog_limit: within(
+            "intake.backlog_limit",
+            intake.backlog_limit.unwrap_or(defaults.backlog_limit),
+            0,
+            100_000_000,
+        )?,
         throttle,
         ttl: seconds(
             "intake.ttl_s",
