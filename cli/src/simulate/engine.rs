@@ -136,19 +136,44 @@ enum Action {
     GatherEnd,
 }
 
-/// An action due at an instant; among actions due at the same instant, the one scheduled first
-/// runs first (`seq`).
-#[derive(Debug, Clone, Copy)]
-pub struct Event<A> {
-    pub at: u64,
+/// The actions due, earliest first; among actions due at the same instant, the one scheduled
+/// first runs first.
+#[derive(Debug)]
+pub struct Agenda<A> {
+    events: BinaryHeap<Event<A>>,
     seq: u64,
-    pub action: A,
 }
 
-impl<A> Event<A> {
-    pub fn new(at: u64, seq: u64, action: A) -> Self {
-        Self { at, seq, action }
+impl<A> Agenda<A> {
+    pub fn new() -> Self {
+        Self {
+            events: BinaryHeap::new(),
+            seq: 0,
+        }
     }
+
+    /// Schedules `action` at `at` (µs).
+    pub fn schedule(&mut self, at: u64, action: A) {
+        self.seq += 1;
+        self.events.push(Event {
+            at,
+            seq: self.seq,
+            action,
+        });
+    }
+
+    /// The next action and when it is due.
+    pub fn next(&mut self) -> Option<(u64, A)> {
+        self.events.pop().map(|event| (event.at, event.action))
+    }
+}
+
+/// An action due at an instant, with its place in the order of scheduling.
+#[derive(Debug, Clone, Copy)]
+struct Event<A> {
+    at: u64,
+    seq: u64,
+    action: A,
 }
 
 impl<A> PartialEq for Event<A> {
@@ -256,8 +281,7 @@ struct Simulation<'a> {
     /// Draws everything but the arrivals, which draw from `arrival_rng`.
     rng: Rng,
     arrival_rng: Rng,
-    events: BinaryHeap<Event<Action>>,
-    seq: u64,
+    agenda: Agenda<Action>,
     now: u64,
     jobs: Vec<Job>,
     visible: VecDeque<u32>,
@@ -293,8 +317,7 @@ impl<'a> Simulation<'a> {
             seed,
             rng,
             arrival_rng,
-            events: BinaryHeap::new(),
-            seq: 0,
+            agenda: Agenda::new(),
             now: 0,
             jobs: Vec::new(),
             visible: VecDeque::new(),
@@ -318,11 +341,6 @@ impl<'a> Simulation<'a> {
         }
     }
 
-    fn schedule(&mut self, at: u64, action: Action) {
-        self.seq += 1;
-        self.events.push(Event::new(at, self.seq, action));
-    }
-
     fn run(mut self) -> Results {
         self.schedule_next_arrival();
         self.schedule_scale_tick();
@@ -330,22 +348,22 @@ impl<'a> Simulation<'a> {
         // The run lasts at least as long as the arrivals, even when the last one comes early.
         let at_least = self.scenario.duration;
         let end = loop {
-            let Some(event) = self.events.pop() else {
+            let Some((at, action)) = self.agenda.next() else {
                 break self.now.max(at_least);
             };
-            if event.at > horizon {
+            if at > horizon {
                 break horizon;
             }
             if let Some(spike_end) = self.last_spike_end
                 && self.drained_at.is_none()
-                && event.at >= spike_end
+                && at >= spike_end
                 && self.visible.is_empty()
             {
                 // Nothing was visible since the last event, which came before the spike ended.
                 self.drained_at = Some(spike_end.max(self.now));
             }
-            self.advance(event.at);
-            self.handle(event.action);
+            self.advance(at);
+            self.handle(action);
             if self.visible.len() as u64 > self.totals.peak_visible {
                 self.totals.peak_visible = self.visible.len() as u64;
                 self.totals.peak_visible_at = self.now;
@@ -402,7 +420,9 @@ impl<'a> Simulation<'a> {
 
     fn schedule_next_arrival(&mut self) {
         match self.arrivals.next(&mut self.arrival_rng) {
-            Some(at) => self.schedule(super::dist::seconds_to_micros(at), Action::Arrival),
+            Some(at) => self
+                .agenda
+                .schedule(super::dist::seconds_to_micros(at), Action::Arrival),
             None => self.arrivals_done = true,
         }
     }
@@ -412,7 +432,7 @@ impl<'a> Simulation<'a> {
         let consumer = &scenario.consumer;
         if self.level < consumer.maximum_concurrency {
             let every = 60 * SECOND / u64::from(consumer.scale_up_per_minute);
-            self.schedule(self.now + every, Action::ScaleTick);
+            self.agenda.schedule(self.now + every, Action::ScaleTick);
         }
     }
 
@@ -490,7 +510,7 @@ impl<'a> Simulation<'a> {
                     None => {
                         let until = self.now + consumer.batching_window;
                         self.gather_until = Some(until);
-                        self.schedule(until, Action::GatherEnd);
+                        self.agenda.schedule(until, Action::GatherEnd);
                         return;
                     }
                     Some(until) if until > self.now => return,
@@ -546,14 +566,15 @@ impl<'a> Simulation<'a> {
                 deletes += 1;
             }
             end = end.max(done);
-            self.schedule(done, Action::RecordDone { job: id, record });
+            self.agenda
+                .schedule(done, Action::RecordDone { job: id, record });
         }
         if records == 0 {
             return;
         }
         self.busy += 1;
         self.totals.peak_concurrency = self.totals.peak_concurrency.max(self.busy);
-        self.schedule(end, Action::InvocationEnd { deletes });
+        self.agenda.schedule(end, Action::InvocationEnd { deletes });
     }
 
     /// SQS's side of a receive: `false` when the message is deleted (past its retention) or
@@ -669,7 +690,8 @@ impl<'a> Simulation<'a> {
     fn hide(&mut self, id: u32, delay: u64) {
         self.in_flight -= 1;
         self.delayed += 1;
-        self.schedule(self.now + delay, Action::Reappear { job: id });
+        self.agenda
+            .schedule(self.now + delay, Action::Reappear { job: id });
     }
 
     fn end_job(&mut self, id: u32, state: State) {

@@ -18,13 +18,13 @@
 //! Not modelled: the connection's own limits and TCP back-pressure, keep-alive, a server-side
 //! timeout (the processing runs to its end), and cancellation on disconnect.
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use fastrand::Rng;
 
 use super::arrivals::{ArrivalClock, TokenBucket, generators};
 use super::dist::{seconds_to_micros, to_seconds};
-use super::engine::Event;
+use super::engine::Agenda;
 use super::report::{Mode, Percentiles, Results, Row, SyncSummary};
 use super::scenario::Scenario;
 use super::series::Sampler;
@@ -116,8 +116,7 @@ struct Gateway<'a> {
     seed: u64,
     rng: Rng,
     arrival_rng: Rng,
-    events: BinaryHeap<Event<Action>>,
-    seq: u64,
+    agenda: Agenda<Action>,
     now: u64,
     submissions: Vec<Submission>,
     /// Requests waiting for a worker, with when each joined.
@@ -144,8 +143,7 @@ impl<'a> Gateway<'a> {
             seed,
             rng,
             arrival_rng,
-            events: BinaryHeap::new(),
-            seq: 0,
+            agenda: Agenda::new(),
             now: 0,
             submissions: Vec::new(),
             waiting: VecDeque::new(),
@@ -162,24 +160,19 @@ impl<'a> Gateway<'a> {
         }
     }
 
-    fn schedule(&mut self, at: u64, action: Action) {
-        self.seq += 1;
-        self.events.push(Event::new(at, self.seq, action));
-    }
-
     fn run(mut self) -> Results<SyncSummary> {
         self.schedule_next_arrival();
         let horizon = self.scenario.duration + self.scenario.drain_limit;
         let at_least = self.scenario.duration;
         let end = loop {
-            let Some(event) = self.events.pop() else {
+            let Some((at, action)) = self.agenda.next() else {
                 break self.now.max(at_least);
             };
-            if event.at > horizon {
+            if at > horizon {
                 break horizon;
             }
-            self.advance(event.at);
-            match event.action {
+            self.advance(at);
+            match action {
                 Action::Arrival => {
                     self.arrive();
                     self.schedule_next_arrival();
@@ -203,7 +196,7 @@ impl<'a> Gateway<'a> {
 
     fn schedule_next_arrival(&mut self) {
         match self.arrivals.next(&mut self.arrival_rng) {
-            Some(at) => self.schedule(seconds_to_micros(at), Action::Arrival),
+            Some(at) => self.agenda.schedule(seconds_to_micros(at), Action::Arrival),
             None => self.arrivals_done = true,
         }
     }
@@ -280,7 +273,7 @@ impl<'a> Gateway<'a> {
         }
         self.row.accepted += 1;
         self.submissions[id as usize].client = Client::Waiting;
-        self.schedule(
+        self.agenda.schedule(
             self.now + gateway.client_timeout,
             Action::Timeout { request },
         );
@@ -300,7 +293,7 @@ impl<'a> Gateway<'a> {
         } else {
             Answer::Ok
         };
-        self.schedule(
+        self.agenda.schedule(
             self.now + busy,
             Action::Done {
                 request,
@@ -353,7 +346,8 @@ impl<'a> Gateway<'a> {
         self.submissions[id as usize].client = Client::Retrying;
         self.retrying += 1;
         let delay = gateway.retry_delay.saturating_mul(1 << (sent - 1).min(30));
-        self.schedule(self.now + delay, Action::Retry { submission: id });
+        self.agenda
+            .schedule(self.now + delay, Action::Retry { submission: id });
     }
 
     fn end(&mut self, id: u32, client: Client) {

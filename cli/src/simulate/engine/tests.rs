@@ -2,7 +2,7 @@
 //! and its tolerance; docs/capacity-planning.md walks through the same examples.
 
 use super::*;
-use crate::simulate::test_support::{erlang_c, scenario, within};
+use crate::simulate::test_support::{BUSY, erlang_c, scenario, within};
 
 /// Every accepted job is accounted for once the run has drained.
 fn assert_accounted(summary: &Summary) {
@@ -22,36 +22,6 @@ fn assert_accounted(summary: &Summary) {
         summary.accepted + summary.rejected_backlog + summary.throttled
     );
 }
-
-/// A bit of everything: Poisson arrivals with a spike, the throttle and the backlog limit,
-/// log-normal times, retries and permanent failures, deadlines and polling clients.
-const BUSY: &str = r#"
-[run]
-duration_s = 120
-[arrivals]
-rate = 40
-[[arrivals.spikes]]
-start_s = 30
-length_s = 20
-rate = 150
-[intake]
-throttle_rate = 120
-throttle_burst = 200
-backlog_limit = 800
-ttl_s = 40
-[consumer]
-batch_size = 5
-maximum_concurrency = 20
-timeout_s = 10
-backoff_base_s = 1
-backoff_max_s = 8
-[processing]
-time = { kind = "lognormal", p50_s = 0.3, p99_s = 3.0 }
-retryable = 0.1
-permanent = 0.01
-[clients]
-poll = { kind = "backoff", initial_s = 0.5, factor = 2, max_s = 5 }
-"#;
 
 #[test]
 fn the_same_seed_gives_the_same_csv_and_another_seed_another() {

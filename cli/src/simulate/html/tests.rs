@@ -8,40 +8,19 @@ use spillway_tests::chromium::{dump_dom, elements, path_points};
 
 use super::*;
 use crate::simulate::engine::run;
-use crate::simulate::scenario::parse;
+use crate::simulate::test_support::{BUSY, scenario};
 
-/// Spikes, the throttle, a backlog limit, retries, deadlines: every chart has something to draw.
-const BUSY: &str = r#"
-[run]
-duration_s = 120
-[arrivals]
-rate = 40
-[[arrivals.spikes]]
-start_s = 30
-length_s = 20
-rate = 150
-[intake]
-throttle_rate = 120
-throttle_burst = 200
-backlog_limit = 800
-ttl_s = 20
-[queue]
-age_alarm_s = 15
-[consumer]
-batch_size = 5
-maximum_concurrency = 20
-timeout_s = 10
-backoff_base_s = 1
-backoff_max_s = 8
-[processing]
-time = { kind = "lognormal", p50_s = 0.3, p99_s = 3.0 }
-retryable = 0.1
-permanent = 0.01
-"#;
-
+/// [`BUSY`] with deadlines short enough for jobs to expire, without polling, and a queue-age
+/// alarm its queue passes: every chart has something to draw.
 fn busy() -> Scenario {
-    parse(BUSY, |name| Err(format!("no file {name} in this test")))
-        .unwrap_or_else(|error| panic!("{error}"))
+    let text = BUSY
+        .replace("ttl_s = 40", "ttl_s = 20\n[queue]\nage_alarm_s = 15")
+        .replace(
+            "[clients]\npoll = { kind = \"backoff\", initial_s = 0.5, factor = 2, max_s = 5 }\n",
+            "",
+        );
+    assert_ne!(text, BUSY);
+    scenario(&text)
 }
 
 /// The JSON the page embeds.
