@@ -48,6 +48,7 @@ use fastrand::Rng;
 use spillway_core::consumer::{WRAP_UP, backoff_drawn};
 
 use super::arrivals::{ArrivalClock, TokenBucket, generators};
+use super::cost::{Usage, cost};
 use super::dist::to_seconds;
 use super::report::{Mode, Percentiles, Results, Row, Summary};
 use super::scenario::{Polling, Scenario};
@@ -209,6 +210,7 @@ struct Totals {
     peak_visible: u64,
     peak_visible_at: u64,
     peak_concurrency: u32,
+    invocations: u64,
     status_requests: u64,
 }
 
@@ -573,6 +575,7 @@ impl<'a> Simulation<'a> {
             return;
         }
         self.busy += 1;
+        self.totals.invocations += 1;
         self.totals.peak_concurrency = self.totals.peak_concurrency.max(self.busy);
         self.agenda.schedule(end, Action::InvocationEnd { deletes });
     }
@@ -806,6 +809,18 @@ impl<'a> Simulation<'a> {
         let maximum_concurrency = self.scenario.consumer.maximum_concurrency;
         #[allow(clippy::cast_precision_loss)]
         let per_run = |value: f64| if end == 0 { 0.0 } else { value / end as f64 };
+        let usage = Usage {
+            submissions: totals.arrivals,
+            throttled: totals.throttled,
+            accepted: self.jobs.len() as u64,
+            attempts: totals.attempts,
+            retries: totals.retries,
+            expired: counts[State::Expired as usize],
+            dead_lettered: counts[State::DeadLettered as usize],
+            invocations: totals.invocations,
+            consumer_busy_micros: self.sampler.total_area(),
+            status_requests: totals.status_requests,
+        };
         #[allow(clippy::cast_precision_loss)]
         let summary = Summary {
             seed: self.seed,
@@ -848,6 +863,7 @@ impl<'a> Simulation<'a> {
             status_per_s_peak_at_s: to_seconds(peak.1 as u64 * sample),
             status_throttle_per_s: throttle,
             status_rows_over_throttle: rows_over_throttle,
+            cost: cost(&usage, &self.scenario.prices),
         };
         Results {
             mode: Mode::Async,

@@ -277,7 +277,7 @@ fn percentiles(p: Option<&Percentiles>) -> String {
 }
 
 /// The figures of a summary, named, as the table shows them.
-fn figures(s: &Summary) -> [(&'static str, String); 22] {
+fn figures(s: &Summary) -> [(&'static str, String); 23] {
     let share = |n: u64| {
         if s.accepted == 0 {
             n.to_string()
@@ -359,6 +359,13 @@ fn figures(s: &Summary) -> [(&'static str, String); 22] {
             } else {
                 "not compared".to_owned()
             },
+        ),
+        (
+            "cost on AWS",
+            format!(
+                "${:.2} per million jobs (${:.2} for the run)",
+                s.cost.per_million_jobs_usd, s.cost.total_usd
+            ),
         ),
     ]
 }

@@ -6,6 +6,7 @@
 //! - [`scenario`]: the TOML file, read into a validated [`scenario::Scenario`];
 //! - [`template`]: with `--from-template`, the deployment's settings read from a SAM template;
 //! - [`dist`]: processing-time distributions and the other random draws;
+//! - [`cost`]: what a run would cost on AWS, from a table of prices;
 //! - [`arrivals`]: the submissions and API Gateway's throttle, shared by both designs;
 //! - [`engine`]: the simulation of Spillway itself, free of I/O;
 //! - [`sync`]: the same traffic through a synchronous design, for comparison;
@@ -15,6 +16,7 @@
 //! - [`html`]: the summaries and the time series as charts, in one self-contained HTML page.
 
 mod arrivals;
+mod cost;
 mod dist;
 mod engine;
 mod find;

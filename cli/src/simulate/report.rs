@@ -6,6 +6,8 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
+use super::cost::Cost;
+
 /// Percentiles of a set of durations, in seconds, by nearest rank over an exact sort of every
 /// recorded value (microsecond resolution): no histogram, no approximation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -119,6 +121,8 @@ pub struct Summary {
     /// `429`s then (unless the burst absorbs them); the simulation does not refuse any poll.
     pub status_throttle_per_s: f64,
     pub status_rows_over_throttle: u64,
+    /// What the run would cost on AWS, by service (docs/capacity-planning.md, "Cost").
+    pub cost: Cost,
 }
 
 /// One row of the time series: what happened during `[t_s, t_s + sample)`, and the queue as it
@@ -582,7 +586,17 @@ impl fmt::Display for Summary {
                 self.status_throttle_per_s, self.status_rows_over_throttle
             )?;
         }
-        Ok(())
+        let cost = &self.cost;
+        writeln!(
+            f,
+            "cost on AWS                ${:.2} per million jobs (Lambda {:.2}, SQS {:.2}, DynamoDB {:.2}, API Gateway {:.2}); ${:.2} for this run",
+            cost.per_million_jobs_usd,
+            1e6 * cost.lambda_usd / self.accepted.max(1) as f64,
+            1e6 * cost.sqs_usd / self.accepted.max(1) as f64,
+            1e6 * cost.dynamodb_usd / self.accepted.max(1) as f64,
+            1e6 * cost.api_gateway_usd / self.accepted.max(1) as f64,
+            cost.total_usd
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use spillway_core::config::Settings;
 use toml::Spanned;
 
+use super::cost::{ARM64_GB_S, Prices, X86_64_GB_S};
 use super::dist::{ProcessingTime, lognormal_from_percentiles, seconds_to_micros};
 
 /// The most jobs a scenario may expect to generate: each costs about 40 bytes of memory.
@@ -73,6 +74,8 @@ pub struct Scenario {
     pub status_throttle_rate: f64,
     /// The synchronous design the same traffic is compared with (`--mode sync`, `--compare`).
     pub sync: SyncGateway,
+    /// The prices a run is costed at.
+    pub prices: Prices,
 }
 
 /// A synchronous endpoint doing the job's work inline: each request holds one of `pool_size`
@@ -228,6 +231,8 @@ struct File {
     clients: ClientsFile,
     #[serde(default)]
     sync: SyncFile,
+    #[serde(default)]
+    cost: CostFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -312,6 +317,30 @@ enum TimeFile {
 struct ClientsFile {
     poll: Option<PollFile>,
     status_throttle_rate: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CostFile {
+    memory_mb: Option<f64>,
+    architecture: Option<Architecture>,
+    intake_ms: Option<f64>,
+    status_ms: Option<f64>,
+    lambda_gb_s_usd: Option<f64>,
+    lambda_requests_per_million_usd: Option<f64>,
+    sqs_requests_per_million_usd: Option<f64>,
+    dynamodb_writes_per_million_usd: Option<f64>,
+    dynamodb_reads_per_million_usd: Option<f64>,
+    api_requests_per_million_usd: Option<f64>,
+}
+
+/// The functions' instruction set, which sets Lambda's price per GB-second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Architecture {
+    Arm64,
+    #[serde(rename = "x86_64")]
+    X86_64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -710,6 +739,7 @@ fn validate(
         polling,
         status_throttle_rate,
         sync: sync_gateway(&file.sync)?,
+        prices: prices(&file.cost)?,
     })
 }
 
@@ -840,6 +870,60 @@ fn empirical(text: &str) -> Result<Vec<u64>, String> {
         return Err("holds no durations".to_owned());
     }
     Ok(micros)
+}
+
+fn prices(file: &CostFile) -> Result<Prices, ScenarioError> {
+    let defaults = Prices::default();
+    let price = |field: &str, value: Option<f64>, default: f64| {
+        let value = value.unwrap_or(default);
+        if !value.is_finite() || value < 0.0 {
+            return Err(invalid(
+                field,
+                format!("must be a price of 0 or more, got {value}"),
+            ));
+        }
+        Ok(value)
+    };
+    let gb_s = match file.architecture {
+        None | Some(Architecture::Arm64) => ARM64_GB_S,
+        Some(Architecture::X86_64) => X86_64_GB_S,
+    };
+    Ok(Prices {
+        memory_mb: within(
+            "cost.memory_mb",
+            file.memory_mb.unwrap_or(defaults.memory_mb),
+            128.0,
+            10_240.0,
+        )?,
+        intake_ms: price("cost.intake_ms", file.intake_ms, defaults.intake_ms)?,
+        status_ms: price("cost.status_ms", file.status_ms, defaults.status_ms)?,
+        lambda_gb_s: price("cost.lambda_gb_s_usd", file.lambda_gb_s_usd, gb_s)?,
+        lambda_requests_per_million: price(
+            "cost.lambda_requests_per_million_usd",
+            file.lambda_requests_per_million_usd,
+            defaults.lambda_requests_per_million,
+        )?,
+        sqs_requests_per_million: price(
+            "cost.sqs_requests_per_million_usd",
+            file.sqs_requests_per_million_usd,
+            defaults.sqs_requests_per_million,
+        )?,
+        dynamodb_writes_per_million: price(
+            "cost.dynamodb_writes_per_million_usd",
+            file.dynamodb_writes_per_million_usd,
+            defaults.dynamodb_writes_per_million,
+        )?,
+        dynamodb_reads_per_million: price(
+            "cost.dynamodb_reads_per_million_usd",
+            file.dynamodb_reads_per_million_usd,
+            defaults.dynamodb_reads_per_million,
+        )?,
+        api_requests_per_million: price(
+            "cost.api_requests_per_million_usd",
+            file.api_requests_per_million_usd,
+            defaults.api_requests_per_million,
+        )?,
+    })
 }
 
 fn sync_gateway(file: &SyncFile) -> Result<SyncGateway, ScenarioError> {
@@ -975,6 +1059,16 @@ mod tests {
 
         let error = parse("[queue]\nvisibility_timeout_s = 10\n", no_csv).unwrap_err();
         assert_eq!(error.field, "queue.visibility_timeout_s");
+
+        let error = parse("[cost]\nmemory_mb = 64\n", no_csv).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cost.memory_mb: must be from 128 to 10240, got 64"
+        );
+        let error = parse("[cost]\nsqs_requests_per_million_usd = -1\n", no_csv).unwrap_err();
+        assert_eq!(error.field, "cost.sqs_requests_per_million_usd");
+        let x86 = parse("[cost]\narchitecture = \"x86_64\"\n", no_csv).unwrap();
+        assert_eq!(x86.prices.lambda_gb_s, super::super::cost::X86_64_GB_S);
 
         let error = parse("[queue]\nage_alarm_s = 0\n", no_csv).unwrap_err();
         assert_eq!(error.field, "queue.age_alarm_s");
