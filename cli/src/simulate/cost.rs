@@ -4,7 +4,8 @@
 //! Counted, per accepted job and per event of the run:
 //! - API Gateway (HTTP API): every submission (`POST /jobs`) and every status request;
 //! - Lambda: an intake invocation per submission past the throttle, a status invocation per
-//!   status request (each billed `intake_ms` / `status_ms`), and the consumer's invocations,
+//!   status request (each billed `intake_ms` / `status_ms`, and a long poll for as long as it
+//!   is held), and the consumer's invocations,
 //!   billed for exactly the time the simulation kept them busy; all at `memory_mb`;
 //! - SQS: a `SendMessage` per accepted job, a `ReceiveMessage` and a `DeleteMessageBatch` per
 //!   consumer invocation, a `ChangeMessageVisibility` per retry and per dead-lettered job;
@@ -74,8 +75,9 @@ pub struct Usage {
     /// Consumer invocations, and the time they were busy in all (µs).
     pub invocations: u64,
     pub consumer_busy_micros: u64,
-    /// Status requests.
+    /// Status requests, and the time long polls held status invocations (µs).
     pub status_requests: u64,
+    pub status_held_micros: u64,
 }
 
 /// The run's cost by service, in US dollars, and per million accepted jobs.
@@ -98,6 +100,7 @@ pub fn cost(usage: &Usage, prices: &Prices) -> Cost {
     let handled = usage.submissions - usage.throttled;
     let seconds = handled as f64 * prices.intake_ms / 1e3
         + usage.status_requests as f64 * prices.status_ms / 1e3
+        + usage.status_held_micros as f64 / 1e6
         + usage.consumer_busy_micros as f64 / 1e6;
     let lambda_requests = handled + usage.status_requests + usage.invocations;
     let api_gateway_usd = million(

@@ -212,6 +212,8 @@ struct Totals {
     peak_concurrency: u32,
     invocations: u64,
     status_requests: u64,
+    /// Time status invocations were held by long polls (µs).
+    status_held_micros: u64,
 }
 
 /// Status requests per row, as each client's polls are known (when its job ends): counts added
@@ -338,7 +340,12 @@ impl<'a> Simulation<'a> {
             row: Row::default(),
             sampler: Sampler::new(scenario.sample),
             row_end_to_end: Vec::new(),
-            last_spike_end: scenario.arrivals.spikes.last().map(|s| s.end()),
+            last_spike_end: scenario
+                .arrivals
+                .spikes
+                .last()
+                .filter(|_| !scenario.arrivals.curve)
+                .map(|s| s.end()),
             drained_at: None,
         }
     }
@@ -717,6 +724,12 @@ impl<'a> Simulation<'a> {
         match self.scenario.polling {
             Polling::None => {}
             Polling::Fixed { interval } => self.poll_every(accepted, interval, ended),
+            // A long poll ends when the job does, so the client's requests are those of a
+            // fixed poll every `wait`, and the status function is held the whole time.
+            Polling::Long { wait } => {
+                self.poll_every(accepted, wait, ended);
+                self.totals.status_held_micros += ended.saturating_sub(accepted);
+            }
             Polling::Backoff {
                 initial,
                 factor,
@@ -820,6 +833,7 @@ impl<'a> Simulation<'a> {
             invocations: totals.invocations,
             consumer_busy_micros: self.sampler.total_area(),
             status_requests: totals.status_requests,
+            status_held_micros: totals.status_held_micros,
         };
         #[allow(clippy::cast_precision_loss)]
         let summary = Summary {

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
+use spillway_core::api::MAX_WAIT_SECONDS;
 use spillway_core::config::Settings;
 use toml::Spanned;
 
@@ -101,8 +102,11 @@ pub struct Arrivals {
     pub rate: f64,
     /// Poisson arrivals, or evenly spaced ones.
     pub process: ArrivalProcess,
-    /// Spikes, sorted by start, not overlapping.
+    /// Spikes, sorted by start, not overlapping; or the segments of a rate curve.
     pub spikes: Vec<Spike>,
+    /// Whether `spikes` are a rate curve's segments (`arrivals.curve`), which have no "after the
+    /// last spike".
+    pub curve: bool,
 }
 
 /// How arrivals are spaced at a given rate.
@@ -208,6 +212,8 @@ pub enum Polling {
     Fixed { interval: u64 },
     /// After `initial` µs, then each wait `factor` times the last, at most `max` µs.
     Backoff { initial: u64, factor: f64, max: u64 },
+    /// Long polls (`?wait=N`): each request is held until the job ends or `wait` µs pass.
+    Long { wait: u64 },
 }
 
 // The file as written: every field optional where a default exists, unknown fields refused.
@@ -251,6 +257,7 @@ struct ArrivalsFile {
     process: Option<ArrivalProcess>,
     #[serde(default)]
     spikes: Vec<SpikeFile>,
+    curve: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,6 +371,9 @@ enum PollFile {
         initial_s: f64,
         factor: f64,
         max_s: f64,
+    },
+    Long {
+        wait_s: f64,
     },
 }
 
@@ -545,7 +555,7 @@ fn validate(
         ));
     }
 
-    let arrivals = arrivals(&file.arrivals, duration)?;
+    let arrivals = arrivals(&file.arrivals, duration, &read_csv)?;
 
     let intake = &file.intake;
     let throttle_rate = rate(
@@ -743,8 +753,32 @@ fn validate(
     })
 }
 
-fn arrivals(file: &ArrivalsFile, duration: u64) -> Result<Arrivals, ScenarioError> {
+fn arrivals(
+    file: &ArrivalsFile,
+    duration: u64,
+    read_csv: impl Fn(&str) -> Result<String, String>,
+) -> Result<Arrivals, ScenarioError> {
     let base = rate("arrivals.rate", file.rate.unwrap_or(10.0))?;
+    if let Some(name) = &file.curve {
+        if !file.spikes.is_empty() {
+            return Err(invalid(
+                "arrivals.curve",
+                "a rate curve and spikes cannot be combined: put the spikes in the curve",
+            ));
+        }
+        let segments = read_csv(name)
+            .and_then(|text| curve(&text, duration))
+            .map_err(|problem| invalid("arrivals.curve", format!("{name}: {problem}")))?;
+        return bounded(
+            Arrivals {
+                rate: base,
+                process: file.process.unwrap_or(ArrivalProcess::Poisson),
+                spikes: segments,
+                curve: true,
+            },
+            duration,
+        );
+    }
     let mut spikes = Vec::with_capacity(file.spikes.len());
     for (i, spike) in file.spikes.iter().enumerate() {
         let field = |name: &str| format!("arrivals.spikes[{i}].{name}");
@@ -773,10 +807,26 @@ fn arrivals(file: &ArrivalsFile, duration: u64) -> Result<Arrivals, ScenarioErro
         }
     }
     spikes.sort_by_key(|spike| spike.start);
-    let expected: f64 = base * super::dist::to_seconds(duration)
-        + spikes
+    bounded(
+        Arrivals {
+            rate: base,
+            process: file.process.unwrap_or(ArrivalProcess::Poisson),
+            spikes,
+            curve: false,
+        },
+        duration,
+    )
+}
+
+/// `arrivals` over `duration` µs, unless they would submit more jobs than a run may hold.
+fn bounded(arrivals: Arrivals, duration: u64) -> Result<Arrivals, ScenarioError> {
+    let seconds = super::dist::to_seconds;
+    let in_spikes: u64 = arrivals.spikes.iter().map(|s| s.length).sum();
+    let expected = arrivals.rate * seconds(duration.saturating_sub(in_spikes))
+        + arrivals
+            .spikes
             .iter()
-            .map(|s| (s.rate - base) * super::dist::to_seconds(s.length))
+            .map(|s| s.rate * seconds(s.length))
             .sum::<f64>();
     if expected > MAX_EXPECTED_JOBS {
         return Err(invalid(
@@ -784,11 +834,64 @@ fn arrivals(file: &ArrivalsFile, duration: u64) -> Result<Arrivals, ScenarioErro
             format!("the run would submit about {expected:.0} jobs, more than {MAX_EXPECTED_JOBS}"),
         ));
     }
-    Ok(Arrivals {
-        rate: base,
-        process: file.process.unwrap_or(ArrivalProcess::Poisson),
-        spikes,
-    })
+    Ok(arrivals)
+}
+
+/// A rate curve's CSV: `t_s,rate` rows (a header line allowed), each rate holding from its
+/// time until the next row's (the last until the arrivals end), as segments of the run.
+fn curve(text: &str, duration: u64) -> Result<Vec<Spike>, String> {
+    let mut points: Vec<(u64, f64)> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut cells = line.split(',').map(str::trim);
+        let (t, value) = (
+            cells.next().unwrap_or_default(),
+            cells.next().unwrap_or_default(),
+        );
+        let parsed = t.parse::<f64>().ok().zip(value.parse::<f64>().ok());
+        let Some((t, value)) = parsed else {
+            if number == 0 {
+                continue;
+            }
+            return Err(format!(
+                "line {}: expected `t_s,rate`, got {line:?}",
+                number + 1
+            ));
+        };
+        if !t.is_finite() || t < 0.0 || !value.is_finite() || value < 0.0 {
+            return Err(format!(
+                "line {}: the time and the rate must be 0 or more, got {line:?}",
+                number + 1
+            ));
+        }
+        let at = seconds_to_micros(t);
+        if points.last().is_some_and(|&(last, _)| at <= last) {
+            return Err(format!(
+                "line {}: times must increase, got {t} after a later or equal one",
+                number + 1
+            ));
+        }
+        if at < duration {
+            points.push((at, value));
+        }
+    }
+    if points.is_empty() {
+        return Err("holds no `t_s,rate` row before the arrivals end".to_owned());
+    }
+    Ok(points
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, rate))| {
+            let end = points.get(i + 1).map_or(duration, |&(next, _)| next);
+            Spike {
+                start,
+                length: end - start,
+                rate,
+            }
+        })
+        .collect())
 }
 
 fn processing(
@@ -989,6 +1092,14 @@ fn polling(file: Option<&PollFile>) -> Result<Polling, ScenarioError> {
                 max,
             }
         }
+        Some(PollFile::Long { wait_s }) => Polling::Long {
+            wait: seconds(
+                "clients.poll.wait_s",
+                *wait_s,
+                1.0,
+                f64::from(u32::try_from(MAX_WAIT_SECONDS).unwrap_or(u32::MAX)),
+            )?,
+        },
     })
 }
 
@@ -1141,5 +1252,49 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.field, "processing.time.csv");
+    }
+
+    #[test]
+    fn a_rate_curve_is_segments_to_the_end_and_names_a_bad_line() {
+        let second = 1_000_000;
+        let segments = curve("t_s,rate\n0,5\n30,20\n90,1\n", 60 * second).unwrap();
+        let spans: Vec<(u64, u64, f64)> = segments
+            .iter()
+            .map(|s| (s.start / second, s.end() / second, s.rate))
+            .collect();
+        // The row at 90 s is after the arrivals end, so the 20/s lasts until then.
+        assert_eq!(spans, vec![(0, 30, 5.0), (30, 60, 20.0)]);
+        for (csv, problem) in [
+            ("0,5\nsoon,3\n", "line 2: expected `t_s,rate`"),
+            ("0,5\n0,3\n", "line 2: times must increase"),
+            ("0,-5\n", "line 1: the time and the rate must be 0 or more"),
+            ("t_s,rate\n", "holds no `t_s,rate` row"),
+        ] {
+            let error = curve(csv, 60 * second).unwrap_err();
+            assert!(error.starts_with(problem), "{csv:?}: {error}");
+        }
+        let error = parse(
+            "[arrivals]\ncurve = \"rates.csv\"\n[[arrivals.spikes]]\nstart_s = 1\nlength_s = 1\nrate = 9\n",
+            |_| Ok("0,1\n".to_owned()),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "arrivals.curve");
+        let error = parse("[arrivals]\ncurve = \"rates.csv\"\n", |_| {
+            Ok("0,1\nx,y\n".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "arrivals.curve: rates.csv: line 2: expected `t_s,rate`, got \"x,y\""
+        );
+        let error = parse(
+            "[clients]\npoll = { kind = \"long\", wait_s = 30 }\n",
+            no_csv,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "clients.poll.wait_s: must be a number of seconds from 1 to 20, got 30"
+        );
     }
 }

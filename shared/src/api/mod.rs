@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use problem::ApiError;
 pub use secret::webhook_secret;
-pub use status::{cancel_job, get_job};
+pub use status::{MAX_WAIT_SECONDS, cancel_job, get_job};
 pub use submit::submit_job;
 
 use crate::domain::{Job, JobDocument};

@@ -256,6 +256,92 @@ fn the_backlog_limit_refuses_new_jobs_while_the_queue_is_over_it() {
 }
 
 #[test]
+fn long_polling_clients_ask_once_per_wait_and_hold_the_status_function() {
+    // The same 2.5 s jobs, polled with `?wait=20`: the first request is held until the job
+    // ends, so one request per job, and the status function is held 2.5 s for each: 1,000 jobs
+    // hold it 2,500 s. With `?wait=1`, three requests per job, as with a fixed poll every second.
+    let text = |poll: &str| {
+        format!(
+            r#"
+            [run]
+            duration_s = 50
+            [arrivals]
+            rate = 20
+            process = "even"
+            [intake]
+            throttle_rate = 0
+            [consumer]
+            batch_size = 1
+            maximum_concurrency = 100
+            initial_concurrency = 100
+            [processing]
+            time = {{ kind = "fixed", seconds = 2.5 }}
+            [clients]
+            poll = {poll}
+            [cost]
+            status_ms = 0
+            intake_ms = 0
+            "#
+        )
+    };
+    let long = run(&scenario(&text(r#"{ kind = "long", wait_s = 20 }"#)), 1);
+    let short = run(&scenario(&text(r#"{ kind = "long", wait_s = 1 }"#)), 1);
+    let none = run(&scenario(&text(r#"{ kind = "none" }"#)), 1);
+    assert_eq!(long.summary.accepted, 1000);
+    assert_eq!(long.summary.status_requests, 1000);
+    assert_eq!(short.summary.status_requests, 3000);
+    // The held time is billed: 2,500 s × 0.125 GB × the GB-second price, beside the requests'
+    // own cost, over what the same run costs without polling.
+    let lambda = |r: &Results| r.summary.cost.lambda_usd;
+    let held = 2500.0 * 0.125 * crate::simulate::cost::ARM64_GB_S + 1000.0 * 0.20 / 1e6;
+    within(
+        lambda(&long) - lambda(&none),
+        held,
+        1e-9,
+        "long polls' Lambda cost",
+    );
+}
+
+#[test]
+fn a_rate_curve_from_csv_sets_the_arrivals_second_by_second() {
+    // 10 jobs/s for a minute, 50 for the next, none for the last: 600 + 3,000 jobs, evenly
+    // spaced, each second holding its rate. A curve has no spike to drain after.
+    let csv = "t_s,rate\n0,10\n60,50\n120,0\n";
+    let curve = crate::simulate::scenario::parse(
+        r#"
+        [run]
+        duration_s = 180
+        [arrivals]
+        curve = "rates.csv"
+        process = "even"
+        [intake]
+        throttle_rate = 0
+        [consumer]
+        maximum_concurrency = 100
+        "#,
+        |name| {
+            assert_eq!(name, "rates.csv");
+            Ok(csv.to_owned())
+        },
+    )
+    .unwrap();
+    let results = run(&curve, 1);
+    assert_eq!(results.summary.arrivals, 3600);
+    // Even arrivals come at the end of their gap (the 10th at exactly 1 s opens the next row),
+    // so the rows where the rate changes share a job with their neighbours.
+    for (second, row) in results.series[..180].iter().enumerate() {
+        let rate = match second {
+            1..=59 => 10,
+            61..=119 => 50,
+            121.. => 0,
+            _ => continue,
+        };
+        assert_eq!(row.arrivals, rate, "second {second}");
+    }
+    assert_eq!(results.summary.last_spike_end_s, None);
+}
+
+#[test]
 fn clients_polling_every_second_poll_until_they_see_the_end() {
     // Each job takes 2.5 s and starts at once; a client polling every 1 s from acceptance sees
     // it finished at its third poll (1 s, 2 s: pending; 3 s: succeeded): 3 requests per job,
