@@ -292,6 +292,9 @@ struct ConsumerFile {
     batch_size: Option<u32>,
     batching_window_s: Option<f64>,
     maximum_concurrency: Option<u32>,
+    mode: Option<PollerMode>,
+    minimum_pollers: Option<u32>,
+    maximum_pollers: Option<u32>,
     initial_concurrency: Option<u32>,
     scale_up_per_minute: Option<u32>,
     timeout_s: Option<f64>,
@@ -325,6 +328,22 @@ struct ClientsFile {
     poll: Option<PollFile>,
     status_throttle_rate: Option<f64>,
 }
+
+/// How the event source mapping's pollers scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PollerMode {
+    /// Lambda's default: 5 concurrent invocations at first, 300 more a minute.
+    Standard,
+    /// `ProvisionedPollerConfig`: `MinimumPollers` always ready, each running up to
+    /// [`INVOCATIONS_PER_POLLER`] invocations, scaling faster, up to `MaximumPollers`.
+    Provisioned,
+}
+
+/// Concurrent invocations one provisioned event poller runs, and how many invocations a minute a
+/// provisioned mapping adds while messages wait, as AWS documents them for SQS.
+const INVOCATIONS_PER_POLLER: u32 = 10;
+const PROVISIONED_SCALE_UP_PER_MINUTE: u32 = 1000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -619,15 +638,16 @@ fn validate(
         2,
         1000,
     )?;
+    let (maximum_concurrency, initial, scale_up) = pollers(consumer_file, maximum_concurrency)?;
     let initial_concurrency = within(
         "consumer.initial_concurrency",
-        consumer_file.initial_concurrency.unwrap_or(5),
+        consumer_file.initial_concurrency.unwrap_or(initial),
         1,
         maximum_concurrency,
     )?;
     let scale_up_per_minute = within(
         "consumer.scale_up_per_minute",
-        consumer_file.scale_up_per_minute.unwrap_or(300),
+        consumer_file.scale_up_per_minute.unwrap_or(scale_up),
         1,
         60_000,
     )?;
@@ -975,6 +995,43 @@ fn empirical(text: &str) -> Result<Vec<u64>, String> {
     Ok(micros)
 }
 
+/// The mapping's most concurrent invocations, and its defaults for the initial ones and the
+/// scale-up a minute: Lambda's standard mode (5, then 300 a minute), or provisioned mode's
+/// minimum pollers ready at once, scaling by 1,000 a minute up to its maximum pollers (each
+/// running up to 10 invocations), within `MaximumConcurrency`.
+fn pollers(
+    file: &ConsumerFile,
+    maximum_concurrency: u32,
+) -> Result<(u32, u32, u32), ScenarioError> {
+    let provisioned = file.mode == Some(PollerMode::Provisioned);
+    if !provisioned {
+        for (field, value) in [
+            ("consumer.minimum_pollers", file.minimum_pollers),
+            ("consumer.maximum_pollers", file.maximum_pollers),
+        ] {
+            if value.is_some() {
+                return Err(invalid(field, "needs consumer.mode = \"provisioned\""));
+            }
+        }
+        return Ok((maximum_concurrency, 5.min(maximum_concurrency), 300));
+    }
+    let maximum_pollers = within(
+        "consumer.maximum_pollers",
+        file.maximum_pollers.unwrap_or(200),
+        2,
+        10_000,
+    )?;
+    let minimum_pollers = within(
+        "consumer.minimum_pollers",
+        file.minimum_pollers.unwrap_or(2),
+        2,
+        maximum_pollers.min(200),
+    )?;
+    let most = maximum_concurrency.min(maximum_pollers.saturating_mul(INVOCATIONS_PER_POLLER));
+    let ready = most.min(minimum_pollers.saturating_mul(INVOCATIONS_PER_POLLER));
+    Ok((most, ready, PROVISIONED_SCALE_UP_PER_MINUTE))
+}
+
 fn prices(file: &CostFile) -> Result<Prices, ScenarioError> {
     let defaults = Prices::default();
     let price = |field: &str, value: Option<f64>, default: f64| {
@@ -1170,6 +1227,18 @@ mod tests {
 
         let error = parse("[queue]\nvisibility_timeout_s = 10\n", no_csv).unwrap_err();
         assert_eq!(error.field, "queue.visibility_timeout_s");
+
+        let error = parse("[consumer]\nminimum_pollers = 4\n", no_csv).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "consumer.minimum_pollers: needs consumer.mode = \"provisioned\""
+        );
+        let error = parse(
+            "[consumer]\nmode = \"provisioned\"\nminimum_pollers = 1\n",
+            no_csv,
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "consumer.minimum_pollers");
 
         let error = parse("[cost]\nmemory_mb = 64\n", no_csv).unwrap_err();
         assert_eq!(

@@ -465,6 +465,48 @@ fn the_mapping_scales_up_by_one_invocation_every_200_ms_while_messages_wait() {
 }
 
 #[test]
+fn provisioned_pollers_start_ready_and_scale_faster_up_to_their_maximum() {
+    // Provisioned mode with 10 minimum pollers of 10 invocations: 100 ready at once, busy after
+    // the first 100 jobs (100 ms). Then 1,000 a minute is one more every 60 ms while messages
+    // wait: the ticks at 120, 180, … 960 ms make 115 by the end of second 0, and second 1's
+    // 17 steps (1.02 … 1.98 s) average 115 + 17 × 0.98 − 0.06 × (0 + … + 16) = 123.5. 40
+    // maximum pollers cap it at 400, reached at 0.12 + 299 × 0.06 = 18.06 s, below
+    // MaximumConcurrency's 1,000.
+    let results = run(
+        &scenario(
+            r#"
+            [run]
+            duration_s = 30
+            [arrivals]
+            rate = 1000
+            process = "even"
+            [intake]
+            throttle_rate = 0
+            [consumer]
+            batch_size = 1
+            maximum_concurrency = 1000
+            mode = "provisioned"
+            minimum_pollers = 10
+            maximum_pollers = 40
+            timeout_s = 30
+            [processing]
+            time = { kind = "fixed", seconds = 10 }
+            "#,
+        ),
+        1,
+    );
+    within(results.series[1].concurrency, 123.5, 0.01, "second 1");
+    within(
+        results.series[25].concurrency,
+        400.0,
+        0.0,
+        "after scaling up",
+    );
+    assert_eq!(results.summary.peak_concurrency, 400);
+    assert_eq!(results.summary.maximum_concurrency, 400);
+}
+
+#[test]
 fn a_run_without_arrivals_lasts_its_duration_and_stays_empty() {
     // Nothing arrives, so nothing is queued, run or polled; the run still lasts its 5 s: five
     // rows of one second.
