@@ -84,14 +84,21 @@ impl Sampler {
         closed
     }
 
-    /// The mean of the row being filled, were it to end now, `length` µs after it started.
-    pub fn partial_mean(&self, length: u64) -> f64 {
-        if length == 0 {
-            return 0.0;
+    /// The last row of a run that ends at `end` with `closed` rows closed: its length and mean,
+    /// when the run ends inside a row (or has no row yet, so that every run has one).
+    pub fn last_row(&self, end: u64, closed: usize) -> Option<(u64, f64)> {
+        let done = closed as u64 * self.sample;
+        if end <= done && closed > 0 {
+            return None;
         }
+        let length = end - done;
         #[allow(clippy::cast_precision_loss)]
-        let mean = self.row_area as f64 / length as f64;
-        mean
+        let mean = if length == 0 {
+            0.0
+        } else {
+            self.row_area as f64 / length as f64
+        };
+        Some((length, mean))
     }
 
     /// Busy worker-µs since the start.
@@ -111,7 +118,9 @@ mod tests {
         assert_eq!(sampler.advance(5, 2).count(), 0);
         let rows: Vec<f64> = sampler.advance(32, 4).collect();
         assert_eq!(rows, vec![3.0, 4.0, 4.0]);
-        assert_eq!(sampler.partial_mean(2), 4.0);
+        // A run ending at 32 µs, after three rows: a last row of 2 µs at 4 busy.
+        assert_eq!(sampler.last_row(32, 3), Some((2, 4.0)));
+        assert_eq!(sampler.last_row(30, 3), None);
         assert_eq!(sampler.advance(40, 0).collect::<Vec<_>>(), vec![0.8]);
         assert_eq!(sampler.total_area(), 2 * 5 + 4 * 27);
     }

@@ -363,10 +363,8 @@ impl<'a> Gateway<'a> {
     fn finish(mut self, end: u64) -> Results<SyncSummary> {
         self.advance(end);
         let sample = self.scenario.sample;
-        let rows_done = self.rows.len() as u64 * sample;
-        if end > rows_done || self.rows.is_empty() {
-            let length = end - rows_done;
-            self.close_row(length, self.sampler.partial_mean(length));
+        if let Some((length, mean)) = self.sampler.last_row(end, self.rows.len()) {
+            self.close_row(length, mean);
         }
         let mut counts = [0_u64; 7];
         let mut latencies = Vec::with_capacity(self.submissions.len());

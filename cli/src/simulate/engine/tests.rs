@@ -431,30 +431,33 @@ fn an_invocation_stops_a_record_at_its_timeout_and_the_job_is_retried() {
     assert_accounted(summary);
 }
 
+/// A queue that never empties (1,000 jobs/s evenly, 10 s each, one per invocation) for 30 s,
+/// with `consumer` (TOML lines) setting how the mapping scales.
+fn scaling(consumer: &str) -> Scenario {
+    scenario(&format!(
+        r#"
+        [run]
+        duration_s = 30
+        [arrivals]
+        rate = 1000
+        process = "even"
+        [intake]
+        throttle_rate = 0
+        [consumer]
+        batch_size = 1
+        timeout_s = 30
+        {consumer}
+        [processing]
+        time = {{ kind = "fixed", seconds = 10 }}
+        "#
+    ))
+}
+
 #[test]
 fn the_mapping_scales_up_by_one_invocation_every_200_ms_while_messages_wait() {
     // 300 a minute is one every 60 / 300 = 0.2 s. From 5, reaching 100 takes 95 × 0.2 = 19 s
     // of a queue that never empties (1,000 jobs/s, 10 s each).
-    let results = run(
-        &scenario(
-            r#"
-            [run]
-            duration_s = 30
-            [arrivals]
-            rate = 1000
-            process = "even"
-            [intake]
-            throttle_rate = 0
-            [consumer]
-            batch_size = 1
-            maximum_concurrency = 100
-            timeout_s = 30
-            [processing]
-            time = { kind = "fixed", seconds = 10 }
-            "#,
-        ),
-        1,
-    );
+    let results = run(&scaling("maximum_concurrency = 100"), 1);
     let row_at = |second: usize| results.series[second].concurrency;
     // Second 0: 5, 6, 7, 8 and 9 for 0.2 s each, 7 on average.
     within(row_at(0), 7.0, 0.1, "concurrency in the first second");
@@ -473,25 +476,9 @@ fn provisioned_pollers_start_ready_and_scale_faster_up_to_their_maximum() {
     // maximum pollers cap it at 400, reached at 0.12 + 299 × 0.06 = 18.06 s, below
     // MaximumConcurrency's 1,000.
     let results = run(
-        &scenario(
-            r#"
-            [run]
-            duration_s = 30
-            [arrivals]
-            rate = 1000
-            process = "even"
-            [intake]
-            throttle_rate = 0
-            [consumer]
-            batch_size = 1
-            maximum_concurrency = 1000
-            mode = "provisioned"
-            minimum_pollers = 10
-            maximum_pollers = 40
-            timeout_s = 30
-            [processing]
-            time = { kind = "fixed", seconds = 10 }
-            "#,
+        &scaling(
+            "maximum_concurrency = 1000\nmode = \"provisioned\"\nminimum_pollers = 10\n\
+             maximum_pollers = 40",
         ),
         1,
     );
