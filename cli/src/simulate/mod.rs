@@ -12,7 +12,8 @@
 //! - [`report`]: the summary tables, and the time series as CSV and JSON.
 
 mod arrivals;
-mod dist;
+// `spillway load --sleep-dist` draws sleeps from the same distributions.
+pub mod dist;
 mod engine;
 mod report;
 mod scenario;
