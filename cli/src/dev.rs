@@ -94,6 +94,13 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
 
+    /// How often to log the work queue's depth (a `queue depth` line: visible, in flight,
+    /// delayed), when it has changed since the last line; `0s` never. It shows a queue building
+    /// and draining under `spillway load --spike-rate`; `visible` is what `spillway simulate`
+    /// reports as visible messages.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    queue_log_interval: Duration,
+
     /// Log format: readable text, or JSON lines as the Lambdas write them.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -145,6 +152,13 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
     let pollers: Vec<_> = (0..args.concurrency)
         .map(|_| tokio::spawn(poll(esm.clone(), app.clone(), stopped.clone())))
         .collect();
+    if !args.queue_log_interval.is_zero() {
+        tokio::spawn(log_queue_depth(
+            app.queue.clone(),
+            args.queue_log_interval,
+            stopped.clone(),
+        ));
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("stopping: no new requests or batches; letting in-flight work finish");
@@ -391,6 +405,44 @@ async fn poll(esm: EventSourceMapping, app: App, mut stopped: watch::Receiver<bo
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
+        }
+    }
+}
+
+/// Logs the queue's depth every `every` when it has changed, until told to stop. A failing read
+/// is logged when it starts failing, not at every tick.
+async fn log_queue_depth(
+    queue: Arc<dyn JobQueue>,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        match queue.depth().await {
+            Ok(depth) => {
+                failing = false;
+                if last != Some(depth) {
+                    info!(
+                        visible = depth.visible,
+                        in_flight = depth.in_flight,
+                        delayed = depth.delayed,
+                        "queue depth"
+                    );
+                    last = Some(depth);
+                }
+            }
+            Err(error) if !failing => {
+                failing = true;
+                warn!(error = %error, "reading the queue's depth failed");
+            }
+            Err(_) => {}
         }
     }
 }

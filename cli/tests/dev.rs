@@ -68,6 +68,50 @@ async fn a_failing_job_is_retried_into_dead_lettered_and_its_message_moved_to_th
 }
 
 #[tokio::test]
+async fn the_queues_depth_is_logged_as_it_changes() {
+    // One consumer of one job at a time: of three 1 s jobs, two wait while the first runs.
+    let dev = DevServer::start(&[
+        "--concurrency",
+        "1",
+        "--batch-size",
+        "1",
+        "--queue-log-interval",
+        "50ms",
+    ])
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            dev.submit(json!({"kind": "sleep", "payload": {"ms": 1000}}))
+                .await,
+        );
+    }
+    for id in &ids {
+        assert_eq!(dev.wait_for(id, 10).await["status"], "succeeded");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let depths: Vec<(u64, u64)> = dev
+        .logged("queue depth")
+        .iter()
+        .map(|line| {
+            assert_eq!(line["delayed"], 0, "{line}");
+            (
+                line["visible"].as_u64().unwrap(),
+                line["in_flight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(depths.contains(&(2, 1)), "{depths:?}");
+    assert!(depths.contains(&(1, 1)), "{depths:?}");
+    assert_eq!(depths.last(), Some(&(0, 0)), "{depths:?}");
+    assert!(
+        depths.windows(2).all(|pair| pair[0] != pair[1]),
+        "a line only when the depth changed: {depths:?}"
+    );
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+#[tokio::test]
 async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
     let dev = DevServer::start(&[]).await;
     let id = dev

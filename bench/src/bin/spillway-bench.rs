@@ -44,6 +44,14 @@ struct Args {
     /// `spillway load --json` report of the spike run against `spillway dev`.
     #[arg(long)]
     spike: Option<PathBuf>,
+    /// What `spillway simulate docs/scenarios/steady-1000.toml` printed on standard error (its
+    /// wall time), from a release build.
+    #[arg(long)]
+    simulate: Option<PathBuf>,
+    /// The same for `spillway simulate docs/scenarios/steady-1000.toml --compare`, which
+    /// simulates both designs.
+    #[arg(long)]
+    simulate_compare: Option<PathBuf>,
     /// Also write every figure as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -270,6 +278,42 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let report = read_json(path)?;
         rows.extend(load_rows("spike", &report, false));
         figures.insert("load.spike".into(), report);
+    }
+
+    for (path, name, budget_s) in [
+        (&args.simulate, "simulate.steady_1000", 5.0),
+        (&args.simulate_compare, "simulate.steady_1000_compare", 10.0),
+    ] {
+        if let Some(path) = path {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (submissions, wall_s) = simulated(&text).ok_or_else(|| {
+                format!(
+                    "{}: no `simulated N submissions in X s` line",
+                    path.display()
+                )
+            })?;
+            let compare = name.ends_with("compare");
+            rows.push(
+                Row::new(
+                    format!(
+                        "spillway simulate steady-1000.toml{}: {:.1} M submissions, wall time",
+                        if compare {
+                            " --compare (both designs)"
+                        } else {
+                            ""
+                        },
+                        submissions as f64 / 1e6
+                    ),
+                    format!("{wall_s:.2} s"),
+                )
+                .budget(format!("≤ {budget_s} s"), wall_s <= budget_s),
+            );
+            figures.insert(
+                name.into(),
+                json!({"submissions": submissions, "wall_s": wall_s}),
+            );
+        }
     }
 
     print_table(&rows);
@@ -556,6 +600,17 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The submissions and the wall time, in seconds, of `spillway simulate`'s line on standard
+/// error: `simulated 3601193 submissions in 1.602 s of wall time`.
+fn simulated(stderr: &str) -> Option<(u64, f64)> {
+    stderr.lines().find_map(|line| {
+        let rest = line.strip_prefix("simulated ")?;
+        let (submissions, rest) = rest.split_once(" submissions in ")?;
+        let (seconds, _) = rest.split_once(" s of wall time")?;
+        Some((submissions.parse().ok()?, seconds.parse().ok()?))
+    })
+}
+
 fn read_json(path: &Path) -> Result<Value, BoxError> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
@@ -638,5 +693,18 @@ fn print_table(rows: &[Row]) {
             "{:<width$}  {:>value_width$}  {:<budget_width$}  {verdict}",
             row.what, row.value, row.budget
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulators_wall_time_is_read_from_its_line() {
+        let stderr = "warning: something\nsimulated 3601193 submissions in 1.602 s of wall time\n";
+        assert_eq!(simulated(stderr), Some((3_601_193, 1.602)));
+        assert_eq!(simulated("simulated soon\n"), None);
+        assert_eq!(simulated(""), None);
     }
 }

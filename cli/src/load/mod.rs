@@ -10,6 +10,7 @@
 mod report;
 mod schedule;
 mod sigv4;
+mod sleep;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -28,9 +29,10 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use report::{FollowReport, Percentiles, Report, SpikeReport};
+use report::{FollowReport, Percentiles, Report, SleepDistReport, SpikeReport};
 use schedule::{Profile, Spike};
 use sigv4::{AuthMode, Signer};
+use sleep::{SleepDist, SleepDraws};
 
 /// How many lost job ids the report lists.
 const LOST_IDS_SHOWN: usize = 10;
@@ -92,6 +94,17 @@ pub struct LoadArgs {
     /// For `--kind sleep`: how long each job sleeps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     sleep_ms: u64,
+    /// For `--kind sleep`: draw each job's sleep from a distribution instead, one draw per
+    /// submission in schedule order from a generator seeded with --seed, rounded to whole
+    /// milliseconds. The forms are `spillway simulate`'s processing times (the same code draws
+    /// them): `fixed:250ms`, `uniform:100ms..300ms`, `exponential:mean=250ms`,
+    /// `lognormal:p50=200ms,p99=1s`. So a run against `spillway dev` can be set beside a
+    /// simulation of the same scenario (docs/capacity-planning.md).
+    #[arg(long, value_name = "DIST", conflicts_with_all = ["sleep_ms", "payload"])]
+    sleep_dist: Option<SleepDist>,
+    /// The seed of --sleep-dist's draws: the same seed gives the same sleeps in the same order.
+    #[arg(long, default_value_t = 1, requires = "sleep_dist")]
+    seed: u64,
     /// The payload as JSON, instead of the generated one.
     #[arg(long, value_parser = parse_json)]
     payload: Option<Value>,
@@ -161,9 +174,15 @@ pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
             length: args.spike_length,
         }),
     };
-    let body = Body::new(request_body(&args).to_string());
+    let bodies = match &args.sleep_dist {
+        Some(_) if args.kind != "sleep" => {
+            return Err(format!("--sleep-dist is for --kind sleep, not {:?}", args.kind).into());
+        }
+        Some(dist) => Bodies::Sleep(dist.draws(args.seed)),
+        None => Bodies::Same(Body::new(request_body(&args).to_string())),
+    };
 
-    let submissions = submit_all(&api, body, &profile, args.max_in_flight).await;
+    let submissions = submit_all(&api, bodies, &profile, args.max_in_flight).await;
     let mut report = summarize(&args, &base, &profile, &submissions);
     if args.follow {
         let accepted: Vec<String> = submissions
@@ -208,6 +227,26 @@ fn request_body(args: &LoadArgs) -> Value {
     json!({ "kind": args.kind, "payload": payload })
 }
 
+/// The body of each submission in turn.
+#[derive(Debug)]
+enum Bodies {
+    /// The same body for every request (each makes its own job, as no idempotency key is sent).
+    Same(Body),
+    /// A `sleep` job whose `ms` is drawn for each request (`--sleep-dist`).
+    Sleep(SleepDraws),
+}
+
+impl Bodies {
+    fn next(&mut self) -> Body {
+        match self {
+            Self::Same(body) => body.clone(),
+            Self::Sleep(draws) => Body::new(
+                json!({ "kind": "sleep", "payload": { "ms": draws.next_ms() } }).to_string(),
+            ),
+        }
+    }
+}
+
 /// What became of one submission.
 #[derive(Debug)]
 enum Outcome {
@@ -249,7 +288,7 @@ struct Progress {
 
 async fn submit_all(
     api: &Arc<Api>,
-    body: Body,
+    mut bodies: Bodies,
     profile: &Profile,
     max_in_flight: u32,
 ) -> Submissions {
@@ -262,6 +301,8 @@ async fn submit_all(
     let mut scheduled = 0;
     for due in profile.schedule() {
         scheduled += 1;
+        // Drawn before a request may be dropped, so that request k always gets the k-th body.
+        let body = bodies.next();
         let at = start + due;
         if at > Instant::now() {
             tokio::time::sleep_until(at).await;
@@ -276,7 +317,7 @@ async fn submit_all(
             continue;
         };
         progress.sent.fetch_add(1, Ordering::Relaxed);
-        let (api, body) = (api.clone(), body.clone());
+        let api = api.clone();
         let (records_tx, progress) = (records_tx.clone(), progress.clone());
         tokio::spawn(async move {
             let outcome = submit(&api, &body).await;
@@ -561,6 +602,10 @@ fn summarize(args: &LoadArgs, base: &str, profile: &Profile, runs: &Submissions)
     Report {
         url: base.to_owned(),
         kind: args.kind.clone(),
+        sleep_dist: args.sleep_dist.as_ref().map(|dist| SleepDistReport {
+            dist: dist.to_string(),
+            seed: args.seed,
+        }),
         rate: args.rate,
         duration_s: profile.duration.as_secs_f64(),
         spike,
@@ -747,6 +792,54 @@ mod tests {
     fn sleep_jobs_get_a_sleep_payload() {
         let body = request_body(&args(&["--kind", "sleep", "--sleep-ms", "50"]));
         assert_eq!(body, json!({"kind": "sleep", "payload": {"ms": 50}}));
+    }
+
+    #[test]
+    fn sleep_dist_draws_each_body_in_schedule_order() {
+        let parsed = args(&[
+            "--kind",
+            "sleep",
+            "--sleep-dist",
+            "uniform:1ms..1s",
+            "--seed",
+            "3",
+        ]);
+        let dist = parsed.sleep_dist.clone().unwrap();
+        let bodies = |seed| {
+            let mut bodies = Bodies::Sleep(dist.draws(seed));
+            (0..20)
+                .map(|_| String::from_utf8(bodies.next().bytes.to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let first = bodies(parsed.seed);
+        assert!(
+            first[0].starts_with(r#"{"kind":"sleep","payload":{"ms":"#),
+            "{}",
+            first[0]
+        );
+        assert_eq!(first, bodies(3), "one seed, one sequence");
+        assert_ne!(first, bodies(4));
+        let distinct: std::collections::HashSet<_> = first.iter().collect();
+        assert!(distinct.len() > 10, "a draw for each request: {first:?}");
+    }
+
+    #[test]
+    fn sleep_dist_excludes_a_fixed_sleep_and_a_payload() {
+        assert!(
+            Cli::try_parse_from(["load", "--sleep-dist", "fixed:1s", "--sleep-ms", "5"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["load", "--sleep-dist", "fixed:1s", "--payload", "{}"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["load", "--seed", "2"]).is_err(),
+            "a seed of nothing"
+        );
+        let error = Cli::try_parse_from(["load", "--sleep-dist", "gamma:1s"]).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown distribution"),
+            "{error}"
+        );
     }
 
     #[test]

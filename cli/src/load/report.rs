@@ -63,6 +63,8 @@ pub fn millis(duration: Duration) -> f64 {
 pub struct Report {
     pub url: String,
     pub kind: String,
+    /// Where each `sleep` job's duration was drawn from (`--sleep-dist`), if it was.
+    pub sleep_dist: Option<SleepDistReport>,
     /// Jobs per second outside the spike.
     pub rate: u32,
     pub duration_s: f64,
@@ -95,6 +97,14 @@ pub struct Report {
     pub lag: Option<Percentiles>,
     /// What `--follow` found.
     pub follow: Option<FollowReport>,
+}
+
+/// The distribution `--sleep-dist` drew each job's sleep from.
+#[derive(Debug, Clone, Serialize)]
+pub struct SleepDistReport {
+    /// As given, e.g. `lognormal:p50=200ms,p99=1s`.
+    pub dist: String,
+    pub seed: u64,
 }
 
 /// The spike window's own figures.
@@ -143,6 +153,13 @@ impl Report {
             "load: {} jobs of kind {:?} to {}, {}/s for {} s",
             self.scheduled, self.kind, self.url, self.rate, self.duration_s
         )?;
+        if let Some(sleep) = &self.sleep_dist {
+            writeln!(
+                out,
+                "  sleeps drawn from {} (seed {})",
+                sleep.dist, sleep.seed
+            )?;
+        }
         if let Some(spike) = &self.spike {
             writeln!(
                 out,

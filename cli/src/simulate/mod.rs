@@ -17,7 +17,8 @@
 
 mod arrivals;
 mod cost;
-mod dist;
+// `spillway load --sleep-dist` draws sleeps from the same distributions.
+pub mod dist;
 mod engine;
 mod find;
 mod html;

@@ -21,9 +21,15 @@ pub struct DevServer {
 impl DevServer {
     /// Starts `spillway dev --port 0 --log-format json` with `args`, and waits until it listens.
     pub async fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// [`DevServer::start`] with these variables set too (`SPILLWAY_*` settings).
+    pub async fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_spillway"))
             .args(["dev", "--port", "0", "--log-format", "json"])
             .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env_remove("AWS_ENDPOINT_URL")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
