@@ -10,12 +10,15 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 /// A running `spillway dev`, killed when dropped.
 pub struct DevServer {
     child: Child,
     pub base_url: String,
     pub logs: Arc<Mutex<Vec<Value>>>,
+    /// Reads the log into `logs` until the server's stdout closes.
+    reader: JoinHandle<()>,
 }
 
 impl DevServer {
@@ -41,7 +44,7 @@ impl DevServer {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (address_tx, address_rx) = tokio::sync::oneshot::channel();
         let collected = logs.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut address_tx = Some(address_tx);
             while let Ok(Some(line)) = lines.next_line().await {
                 let Ok(entry) = serde_json::from_str::<Value>(&line) else {
@@ -63,6 +66,7 @@ impl DevServer {
             child,
             base_url,
             logs,
+            reader,
         }
     }
 
@@ -103,7 +107,8 @@ impl DevServer {
             .collect()
     }
 
-    /// Sends `signal` and returns the exit code.
+    /// Sends `signal` and returns the exit code, once `logs` holds every line the server wrote:
+    /// its exit can be seen before the last lines are read from the pipe.
     pub async fn stop_with(mut self, signal: &str) -> Option<i32> {
         let pid = self.child.id().unwrap().to_string();
         let sent = std::process::Command::new("kill")
@@ -112,9 +117,14 @@ impl DevServer {
             .unwrap();
         assert!(sent.success());
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        status
+        let code = status
             .expect("spillway dev did not stop within 30 s")
             .unwrap()
-            .code()
+            .code();
+        tokio::time::timeout(Duration::from_secs(10), self.reader)
+            .await
+            .expect("spillway dev's stdout did not close within 10 s of its exit")
+            .unwrap();
+        code
     }
 }
