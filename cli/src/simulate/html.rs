@@ -216,15 +216,7 @@ fn summary_table(runs: &[Run<'_>]) -> String {
 /// The figures of a synchronous run's summary, named, as the table shows them; those it shares
 /// with the asynchronous design have the same names.
 fn sync_figures(s: &SyncSummary) -> [(&'static str, String); 14] {
-    let share = |n: u64| {
-        if s.arrivals == 0 {
-            n.to_string()
-        } else {
-            #[allow(clippy::cast_precision_loss)]
-            let percent = 100.0 * n as f64 / s.arrivals as f64;
-            format!("{n} ({percent:.2} % of submissions)")
-        }
-    };
+    let share = |n: u64| count_and_share(n, s.arrivals, " of submissions");
     [
         ("seed", s.seed.to_string()),
         ("simulated", format!("{:.1} s", s.simulated_s)),
@@ -265,6 +257,16 @@ fn sync_figures(s: &SyncSummary) -> [(&'static str, String); 14] {
     ]
 }
 
+/// `n` and its share of `of`, "12 (1.20 %{what})", or `n` alone when `of` is 0.
+fn count_and_share(n: u64, of: u64, what: &str) -> String {
+    if of == 0 {
+        return n.to_string();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let percent = 100.0 * n as f64 / of as f64;
+    format!("{n} ({percent:.2} %{what})")
+}
+
 /// Percentiles as "p50 · p95 · p99 · max s", or "none".
 fn percentiles(p: Option<&Percentiles>) -> String {
     match p {
@@ -278,15 +280,7 @@ fn percentiles(p: Option<&Percentiles>) -> String {
 
 /// The figures of a summary, named, as the table shows them.
 fn figures(s: &Summary) -> [(&'static str, String); 23] {
-    let share = |n: u64| {
-        if s.accepted == 0 {
-            n.to_string()
-        } else {
-            #[allow(clippy::cast_precision_loss)]
-            let percent = 100.0 * n as f64 / s.accepted as f64;
-            format!("{n} ({percent:.2} %)")
-        }
-    };
+    let share = |n: u64| count_and_share(n, s.accepted, "");
     [
         ("seed", s.seed.to_string()),
         ("simulated", format!("{:.1} s", s.simulated_s)),
