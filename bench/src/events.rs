@@ -10,7 +10,11 @@ use spillway_core::domain::{
 use spillway_core::queue::ReceivedMessage;
 use spillway_core::store::{JobStore, StoreError};
 
-/// An API Gateway HTTP API (payload 2.0) event.
+/// The IAM principal every benchmark request comes from, as a stage deployed with
+/// `ApiAuth=AWS_IAM` (the template's default) names its caller; the benchmark's jobs are its.
+pub const CALLER_ARN: &str = "arn:aws:iam::123456789012:user/spillway-bench";
+
+/// An API Gateway HTTP API (payload 2.0) event, signed by [`CALLER_ARN`].
 fn http_api_event(
     method: &str,
     path: &str,
@@ -35,6 +39,15 @@ fn http_api_event(
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "abc123",
+            "authorizer": {"iam": {
+                "accessKey": "AKIDBENCHMARK",
+                "accountId": "123456789012",
+                "callerId": "AIDABENCHMARK",
+                "cognitoIdentity": null,
+                "principalOrgId": null,
+                "userArn": CALLER_ARN,
+                "userId": "AIDABENCHMARK"
+            }},
             "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
             "domainPrefix": "abc123",
             "http": {
@@ -89,7 +102,8 @@ pub fn sqs_batch(messages: &[JobMessage]) -> SqsEvent {
     spillway_core::esm::sqs_event(&received, crate::QUEUE_ARN, "us-east-1")
 }
 
-/// Writes `count` pending jobs of `kind` with `payload` to `store`, and returns their messages.
+/// Writes `count` pending jobs of `kind` with `payload`, owned by [`CALLER_ARN`], to `store`,
+/// and returns their messages.
 pub async fn pending_jobs(
     store: &dyn JobStore,
     count: usize,
@@ -106,7 +120,7 @@ pub async fn pending_jobs(
         let job = Job::pending(NewJob {
             id: JobId::generate(),
             kind: kind.clone(),
-            owner: Owner::anonymous(),
+            owner: Owner::iam(CALLER_ARN),
             created_at: now,
             deadline,
             payload: PayloadDigest::of(payload.get()),

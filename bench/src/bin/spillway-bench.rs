@@ -431,6 +431,13 @@ impl Bench {
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("SPILLWAY_TABLE", TABLE)
             .env("SPILLWAY_QUEUE_URL", QUEUE_URL)
+            // As a stack deployed with `DemoKinds=true` gives intake and the consumer: the
+            // benchmark's jobs are `echo` and `sleep`.
+            .envs(
+                ["intake", "consumer"]
+                    .contains(&function)
+                    .then_some(("SPILLWAY_DEMO_KINDS", "true")),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
