@@ -412,7 +412,7 @@ async fn a_job_whose_send_always_fails_runs_without_its_client_retrying() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let counting = Counting::new(Behaviour::Succeed);
     let mut app = stack.app(stack.settings(), processors_with(&counting));
-    app.queue = std::sync::Arc::new(AnswersLost(app.queue.clone()));
+    app.queues.normal = std::sync::Arc::new(AnswersLost(app.queues.normal.clone()));
     let body =
         json!({"kind": "counting", "payload": {"n": 1}, "callback_url": "https://example.com/cb"});
     let response = api::submit_job(

@@ -3,13 +3,14 @@
 
 use serde::Serialize;
 
-use super::{Job, JobStatus, Timestamp};
+use super::{Job, JobStatus, Priority, Timestamp};
 
 /// The job as `GET /jobs/{id}` shows it, and as a completion callback delivers it.
 #[derive(Debug, Serialize)]
 pub struct JobDocument<'a> {
     id: String,
     kind: &'a str,
+    priority: Priority,
     status: JobStatus,
     attempts: u32,
     created_at: Timestamp,
@@ -27,6 +28,7 @@ impl<'a> JobDocument<'a> {
         Self {
             id: job.id.to_string(),
             kind: job.kind.as_str(),
+            priority: job.priority,
             status: job.status,
             attempts: job.attempts,
             created_at: job.created_at,

@@ -244,6 +244,7 @@ mod tests {
             id: JobId::generate(),
             kind: Kind::parse("echo").unwrap(),
             owner: Owner::anonymous(),
+            priority: crate::domain::Priority::Normal,
             created_at: T0,
             deadline: T0.saturating_add(Duration::from_secs(60)),
             payload: PayloadDigest::of("{}"),

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
     Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, NewJob, Owner,
-    PayloadDigest, Timestamp, Transition,
+    PayloadDigest, Priority, Timestamp, Transition,
 };
 
 const RETENTION: Duration = Duration::from_secs(600);
@@ -70,6 +70,7 @@ fn new_job() -> Job {
         id: JobId::generate(),
         kind: Kind::parse("echo").unwrap(),
         owner: Owner::authenticated("arn:aws:iam::123456789012:user/contract"),
+        priority: Priority::High,
         created_at,
         deadline: created_at.saturating_add(Duration::from_secs(300)),
         payload: PayloadDigest::of(r#"{"hello":"world"}"#),

@@ -446,6 +446,7 @@ fn to_item(job: &Job) -> Item {
         ("id".to_owned(), s(job.id.to_string())),
         ("kind".to_owned(), s(job.kind.as_str())),
         ("owner".to_owned(), s(job.owner.as_str())),
+        ("priority".to_owned(), s(job.priority.as_str())),
         ("status".to_owned(), s(job.status.as_str())),
         ("attempts".to_owned(), n(u64::from(job.attempts))),
         ("created_at".to_owned(), n(job.created_at.as_millis())),
@@ -516,6 +517,12 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         id: JobId::parse(string("id")?).map_err(|e| corrupt(e.to_string()))?,
         kind: Kind::parse(string("kind")?).map_err(|e| corrupt(e.to_string()))?,
         owner: Owner::from_stored(string("owner")?.to_owned()),
+        // Jobs written before lanes ran in the one queue there was: the normal lane's.
+        priority: optional_string("priority")?
+            .map(|raw| raw.parse())
+            .transpose()
+            .map_err(|e: crate::domain::UnknownPriority| corrupt(e.to_string()))?
+            .unwrap_or_default(),
         status: string("status")?
             .parse()
             .map_err(|e: crate::domain::UnknownStatus| corrupt(e.to_string()))?,
@@ -574,6 +581,7 @@ mod tests {
             id: JobId::generate(),
             kind: Kind::parse("echo").unwrap(),
             owner: Owner::anonymous(),
+            priority: crate::domain::Priority::High,
             created_at,
             deadline: created_at.saturating_add(Duration::from_secs(60)),
             payload: PayloadDigest::of("[1,2,3]"),
