@@ -558,7 +558,13 @@ mod tests {
             .unwrap();
         let message = JobMessage::decode(&messages[0].body).unwrap();
         assert_eq!(message.priority(), Priority::High);
-        let job = pipeline.app.store.get(message.job_id).await.unwrap().unwrap();
+        let job = pipeline
+            .app
+            .store
+            .get(message.job_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(job.priority, Priority::High);
         let settings = &pipeline.app.settings;
         assert_eq!(

@@ -15,6 +15,8 @@ pub struct JobDocument<'a> {
     attempts: u32,
     created_at: Timestamp,
     updated_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<Timestamp>,
     deadline: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a serde_json::Value>,
@@ -33,6 +35,7 @@ impl<'a> JobDocument<'a> {
             attempts: job.attempts,
             created_at: job.created_at,
             updated_at: job.updated_at,
+            started_at: job.started_at,
             deadline: job.deadline,
             result: job
                 .result

@@ -23,6 +23,8 @@ pub struct Job {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+    /// When a consumer first claimed it: its wait in the queue ends here.
+    pub started_at: Option<Timestamp>,
     /// After this it is `expired` instead of run.
     pub deadline: Timestamp,
     /// While `running`: until when the claiming consumer holds it.
@@ -78,6 +80,7 @@ impl Job {
             attempts: 0,
             created_at: new.created_at,
             updated_at: new.created_at,
+            started_at: None,
             deadline: new.deadline,
             lease_until: None,
             result: None,

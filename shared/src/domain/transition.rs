@@ -209,6 +209,7 @@ impl Change {
             Transition::Claim { lease_until, .. } => {
                 job.attempts += 1;
                 job.lease_until = Some(*lease_until);
+                job.started_at.get_or_insert(self.at);
             }
             Transition::Succeed { result, .. } => {
                 job.result = Some(result.clone());

@@ -390,6 +390,10 @@ impl Parts {
                     self.name("lease_until"),
                     self.value("lease", n(lease_until.as_millis()))
                 ));
+                // The first claim's moment, kept by every later one.
+                let started_at = self.name("started_at");
+                let now = self.value("now", n(change.at.as_millis()));
+                set.push(format!("{started_at} = if_not_exists({started_at}, {now})"));
             }
             Transition::Succeed { result, .. } => {
                 set.push(format!(
@@ -459,6 +463,9 @@ fn to_item(job: &Job) -> Item {
             n(job.expires_at.as_epoch_seconds_ceil()),
         ),
     ]);
+    if let Some(started_at) = job.started_at {
+        item.insert("started_at".to_owned(), n(started_at.as_millis()));
+    }
     if let Some(lease_until) = job.lease_until {
         item.insert("lease_until".to_owned(), n(lease_until.as_millis()));
     }
@@ -530,6 +537,7 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
             .map_err(|_| corrupt("`attempts` is out of range".to_owned()))?,
         created_at: Timestamp::from_millis(required("created_at")?),
         updated_at: Timestamp::from_millis(required("updated_at")?),
+        started_at: number("started_at")?.map(Timestamp::from_millis),
         deadline: Timestamp::from_millis(required("deadline")?),
         lease_until: number("lease_until")?.map(Timestamp::from_millis),
         result,
