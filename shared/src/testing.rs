@@ -117,8 +117,8 @@ impl RecordingQueue {
 
 #[async_trait]
 impl JobQueue for RecordingQueue {
-    async fn send(&self, body: &str) -> Result<String, QueueError> {
-        self.inner.send(body).await
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
+        self.inner.send_in_group(body, group).await
     }
 
     async fn change_visibility(

@@ -375,8 +375,12 @@ struct AnswersLost(std::sync::Arc<dyn spillway_core::queue::JobQueue>);
 
 #[async_trait::async_trait]
 impl spillway_core::queue::JobQueue for AnswersLost {
-    async fn send(&self, body: &str) -> Result<String, spillway_core::queue::QueueError> {
-        self.0.send(body).await?;
+    async fn send_in_group(
+        &self,
+        body: &str,
+        group: Option<&str>,
+    ) -> Result<String, spillway_core::queue::QueueError> {
+        self.0.send_in_group(body, group).await?;
         Err(spillway_core::queue::QueueError::Unavailable(
             "the answer was lost".into(),
         ))

@@ -242,7 +242,11 @@ async fn send_and_write(
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<Written, ApiError> {
     let message = JobMessage::of(job, payload.to_owned(), idempotency);
-    let message_id = app.queues.get(job.priority).send(&message.encode()).await?;
+    let message_id = app
+        .queues
+        .get(job.priority)
+        .send_in_group(&message.encode(), Some(&job.owner.fairness_key()))
+        .await?;
     match app.store.create(job, idempotency).await {
         Ok(()) | Err(StoreError::AlreadyExists) => Ok(Written::New { message_id }),
         // A consumer wrote this very job from its message first.

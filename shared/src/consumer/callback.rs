@@ -78,7 +78,11 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         Err(error) => return Err(error.into()),
     };
     let message = JobMessage::of(&callback, payload, None);
-    let message_id = app.queues.get(job.priority).send(&message.encode()).await?;
+    let message_id = app
+        .queues
+        .get(job.priority)
+        .send_in_group(&message.encode(), Some(&job.owner.fairness_key()))
+        .await?;
     info!(callback_job_id = %id, message_id = %message_id, status = %job.status, "callback enqueued");
     Ok(())
 }

@@ -479,11 +479,15 @@ struct FlakySend {
 
 #[async_trait::async_trait]
 impl crate::queue::JobQueue for FlakySend {
-    async fn send(&self, body: &str) -> Result<String, crate::queue::QueueError> {
+    async fn send_in_group(
+        &self,
+        body: &str,
+        group: Option<&str>,
+    ) -> Result<String, crate::queue::QueueError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(crate::queue::QueueError::Unavailable("send refused".into()));
         }
-        self.inner.send(body).await
+        self.inner.send_in_group(body, group).await
     }
     async fn change_visibility(
         &self,

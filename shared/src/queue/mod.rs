@@ -23,8 +23,16 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// One queue of job messages, with SQS's at-least-once semantics.
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
-    /// Enqueues a message body (an encoded `JobMessage`) and returns its message id.
-    async fn send(&self, body: &str) -> Result<String, QueueError>;
+    /// Enqueues a message body (an encoded `JobMessage`) in the fairness group `group` (an
+    /// owner's [`crate::domain::Owner::fairness_key`]; SQS fair queues' `MessageGroupId`), and
+    /// returns its message id. A group whose messages crowd the queue gets no more than its share
+    /// of the consumers: the others' messages are delivered first.
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError>;
+
+    /// Enqueues a message body in no group (tools and tests).
+    async fn send(&self, body: &str) -> Result<String, QueueError> {
+        self.send_in_group(body, None).await
+    }
 
     /// Hides a received message for `timeout` from now, as `ChangeMessageVisibility` does.
     async fn change_visibility(
@@ -64,7 +72,7 @@ impl NoQueue {
 
 #[async_trait]
 impl JobQueue for NoQueue {
-    async fn send(&self, _: &str) -> Result<String, QueueError> {
+    async fn send_in_group(&self, _: &str, _: Option<&str>) -> Result<String, QueueError> {
         Err(self.refuse())
     }
 

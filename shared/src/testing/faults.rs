@@ -285,9 +285,9 @@ impl FaultyQueue {
 
 #[async_trait]
 impl JobQueue for FaultyQueue {
-    async fn send(&self, body: &str) -> Result<String, QueueError> {
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
         let call = async {
-            let sent = self.inner.send(body).await;
+            let sent = self.inner.send_in_group(body, group).await;
             if sent.is_ok() {
                 self.sent
                     .lock()
