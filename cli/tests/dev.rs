@@ -530,3 +530,35 @@ async fn webhooks_and_callbacks_reach_a_local_receiver_signed_with_the_logged_se
     }
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
+
+#[tokio::test]
+async fn callers_are_named_by_their_header_only_when_asked() {
+    let client = reqwest::Client::new();
+    let submit_as = |dev: &DevServer, caller: &str| {
+        let request = client
+            .post(dev.url("/jobs"))
+            .header("x-spillway-caller", caller)
+            .json(&json!({"kind": "echo", "payload": 1}));
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let status_as = |dev: &DevServer, caller: &str, id: &str| {
+        let request = client
+            .get(dev.url(&format!("/jobs/{id}")))
+            .header("x-spillway-caller", caller);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // By default every caller is the anonymous owner: the header names nobody.
+    let dev = DevServer::start(&[]).await;
+    let id = submit_as(&dev, "alice").await;
+    assert_eq!(status_as(&dev, "mallory", &id).await, 200);
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+    // With --callers-from-header each name is an owner, who sees only its own jobs.
+    let dev = DevServer::start(&["--callers-from-header"]).await;
+    let id = submit_as(&dev, "alice").await;
+    assert_eq!(status_as(&dev, "alice", &id).await, 200);
+    assert_eq!(status_as(&dev, "mallory", &id).await, 404);
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
