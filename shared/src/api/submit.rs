@@ -92,6 +92,7 @@ async fn submit(
     correlation_id: &CorrelationId,
 ) -> Result<ApiResponse, ApiError> {
     let (key, request) = parse(&app.settings, headers, body)?;
+    let wait = preferred_wait(headers);
     let (kind, ttl) = admit(app, &request)?;
     let priority = request.priority;
     let queue = app.queues.get(priority).as_ref();
@@ -140,20 +141,82 @@ async fn submit(
     if let Some(record) = &idempotency
         && let Some(first) = app.store.key(&record.owner, &record.key).await?
     {
-        return replay(app, &first, &job.owner, &record.fingerprint).await;
+        let replayed = replay(app, &first, &job.owner, &record.fingerprint).await?;
+        return answer(app, replayed, true, wait).await;
     }
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
     let message_id = match send_and_write(app, &job, request.payload, idempotency.as_ref()).await? {
         Written::New { message_id } => message_id,
         Written::KeyTaken(first) => {
             let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
-            return replay(app, &first, &job.owner, fingerprint).await;
+            let replayed = replay(app, &first, &job.owner, fingerprint).await?;
+            return answer(app, replayed, true, wait).await;
         }
     };
     info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
     app.metrics
         .for_job(now, &job.kind, job.priority, &[(Metric::JobsAccepted, 1.0)]);
-    Ok(accepted(&job, false))
+    answer(app, job, false, wait).await
+}
+
+/// The answer to an accepted (or replayed) job: `202`, or with `Prefer: wait=N` the job's
+/// document (`200`) should it finish within `N` seconds, and the `202` if it does not. Either way
+/// the job stands: a read that fails while waiting still answers `202`, as the job was accepted.
+async fn answer(
+    app: &App,
+    job: Job,
+    replayed: bool,
+    wait: Option<Duration>,
+) -> Result<ApiResponse, ApiError> {
+    let Some(wait) = wait else {
+        return Ok(accepted(&job, replayed));
+    };
+    let waited = match super::status::wait_for_end(app, &job.owner, job.id, wait).await {
+        Ok(latest) => latest,
+        Err(error) => {
+            warn!(error = %crate::error::Chain(&error), "could not read the job while waiting; answering 202");
+            job
+        }
+    };
+    let mut response = if waited.status.is_terminal() {
+        info!(status = %waited.status, "finished while the client waited");
+        let mut response = super::job_response(&waited);
+        if let Ok(location) = HeaderValue::from_str(&status_path(&waited)) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LOCATION, location);
+        }
+        response
+    } else {
+        accepted(&waited, replayed)
+    };
+    if let Ok(applied) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+        response.headers_mut().insert("preference-applied", applied);
+    }
+    Ok(response)
+}
+
+/// The `wait` preference of RFC 7240's `Prefer` header, in whole seconds, at most the long-poll
+/// limit: a client that asks for more waits that long. A `Prefer` header without a well-formed
+/// `wait` asks for nothing (RFC 7240 has a server ignore a preference it cannot honour), and
+/// `wait=0` is no wait.
+fn preferred_wait(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            // A preference is `token [= value] *( ; parameter )`.
+            let head = preference.split(';').next().unwrap_or_default();
+            let (name, value) = head.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("wait")
+                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .next()?;
+    (seconds > 0).then(|| Duration::from_secs(seconds.min(super::MAX_WAIT_SECONDS)))
 }
 
 /// The request's form: its media type, `Idempotency-Key`, size, nesting, JSON and characters SQS
@@ -304,7 +367,7 @@ async fn replay(
     first: &IdempotencyRecord,
     owner: &Owner,
     fingerprint: &str,
-) -> Result<ApiResponse, ApiError> {
+) -> Result<Job, ApiError> {
     let span = tracing::Span::current();
     span.record("job_id", tracing::field::display(first.job_id));
     if first.fingerprint != fingerprint || &first.owner != owner {
@@ -324,7 +387,7 @@ async fn replay(
     // message (or a consumer's copy of its state) carries it to the end. Sending another would
     // skip a backoff it is waiting out, or run it twice at once.
     info!(status = %job.status, attempts = job.attempts, "replayed");
-    Ok(accepted(&job, true))
+    Ok(job)
 }
 
 /// A callback is a `webhook` job, so its URL passes the same guard as a webhook's, with the
@@ -617,6 +680,79 @@ mod tests {
         let refused = post("normal").await;
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[header::RETRY_AFTER], "15");
+    }
+
+    #[test]
+    fn prefer_wait_is_read_as_rfc_7240_writes_it() {
+        let wait = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("prefer", HeaderValue::from_str(value).unwrap());
+            }
+            preferred_wait(&headers).map(|wait| wait.as_secs())
+        };
+        assert_eq!(wait(&["wait=3"]), Some(3));
+        assert_eq!(wait(&["respond-async, Wait = 4; foo=bar"]), Some(4));
+        assert_eq!(wait(&["handling=lenient", "wait=\"5\""]), Some(5));
+        // More than the long-poll limit waits that long; nothing to honour is ignored.
+        assert_eq!(wait(&["wait=100"]), Some(super::super::MAX_WAIT_SECONDS));
+        for ignored in [
+            "wait=0",
+            "wait=soon",
+            "wait=-1",
+            "wait",
+            "return=minimal",
+            "",
+        ] {
+            assert_eq!(wait(&[ignored]), None, "{ignored}");
+        }
+        assert_eq!(wait(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn prefer_wait_answers_a_finished_job_at_once_and_a_slow_one_with_202() {
+        let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
+        let consumer = {
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = pipeline
+                        .esm
+                        .poll_once(&pipeline.app, Duration::from_millis(50))
+                        .await;
+                }
+            })
+        };
+        let submit = |body: Value, prefer: &'static str| {
+            let app = pipeline.app.clone();
+            async move {
+                let mut headers = json_headers();
+                headers.insert("prefer", HeaderValue::from_static(prefer));
+                let body = body.to_string();
+                submit_job(&app, Owner::anonymous(), &headers, body.as_bytes()).await
+            }
+        };
+        let fast = submit(json!({"kind": "echo", "payload": {"n": 1}}), "wait=5").await;
+        assert_eq!(fast.status(), StatusCode::OK, "{}", fast.body());
+        let document: Value = serde_json::from_str(fast.body()).unwrap();
+        assert_eq!(document["status"], "succeeded");
+        assert_eq!(document["result"], json!({"n": 1}));
+        assert_eq!(fast.headers()["preference-applied"], "wait=5");
+        assert_eq!(
+            fast.headers()[header::CONTENT_LOCATION],
+            format!("/jobs/{}", document["id"].as_str().unwrap()).as_str()
+        );
+
+        let slow = submit(json!({"kind": "sleep", "payload": {"ms": 3000}}), "wait=1").await;
+        assert_eq!(slow.status(), StatusCode::ACCEPTED, "{}", slow.body());
+        assert_eq!(slow.headers()["preference-applied"], "wait=1");
+        assert!(slow.headers().contains_key(header::LOCATION));
+
+        // Without the preference, the answer is the 202 at once.
+        let plain = submit(json!({"kind": "echo", "payload": 2}), "respond-async").await;
+        assert_eq!(plain.status(), StatusCode::ACCEPTED);
+        assert!(!plain.headers().contains_key("preference-applied"));
+        consumer.abort();
     }
 
     #[tokio::test]
