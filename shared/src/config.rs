@@ -169,7 +169,7 @@ impl Default for Settings {
         Self {
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(86_400),
-            max_payload_bytes: 262_144,
+            max_payload_bytes: MAX_PAYLOAD_LIMIT,
             max_attempts: 5,
             max_receive_count: 20,
             outage_backoff: Duration::from_secs(30),
@@ -205,7 +205,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-/// The largest `SPILLWAY_MAX_PAYLOAD_BYTES`: 1,040,384 bytes (1016 KiB). A
+/// The largest `SPILLWAY_MAX_PAYLOAD_BYTES`, and its default: 1,040,384 bytes (1016 KiB). A
 /// request body travels in its job's SQS message, which SQS limits to
 /// [`MAX_MESSAGE_BYTES`](crate::queue::MAX_MESSAGE_BYTES) (1 MiB) and which adds at most
 /// [`JobMessage::MAX_ENVELOPE_BYTES`] (7,264) to the body, so a body of this size always fits,
@@ -606,6 +606,11 @@ mod tests {
     #[test]
     fn the_payload_limit_is_what_fits_and_a_larger_one_is_refused_with_the_reason() {
         assert_eq!(MAX_PAYLOAD_LIMIT, 1_040_384);
+        assert_eq!(
+            Settings::default().max_payload_bytes,
+            MAX_PAYLOAD_LIMIT,
+            "the default is the most that fits"
+        );
         let with = |value: &str| {
             let mut pairs = RESOURCES.to_vec();
             pairs.push(("SPILLWAY_MAX_PAYLOAD_BYTES", value));
