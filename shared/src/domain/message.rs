@@ -109,7 +109,8 @@ impl JobMessage {
     /// makes room for, quotes and escapes included. An IAM principal's ARN is at most 2,048
     /// characters, so an IAM owner (`auth:` and the ARN) takes at most 4,103 bytes even were
     /// every character escaped; a JWT owner is its issuer's URL and its subject, which OpenID
-    /// Connect limits to 255 ASCII characters.
+    /// Connect limits to 255 ASCII characters. An identity beyond this still fits with a smaller
+    /// body: intake measures each message and refuses one over SQS's limit (`413`).
     pub const OWNER_BUDGET: usize = 6_144;
 
     /// The most a job's message adds to the request body it was accepted from, for an owner
