@@ -150,6 +150,20 @@ async fn the_stack_runs_as_the_template_deploys_it() {
         .await;
     assert_eq!(waited.status, 200, "{waited}");
 
+    // A request body at the template's payload limit: through the API, the work queue as the
+    // template sizes it and the consumer, to the receiver whole.
+    let url = stack.receiver.url("/large");
+    let job = |body: &str| json!({"kind": "webhook", "payload": {"url": url, "body": body}});
+    let body = "x".repeat(MAX_PAYLOAD_LIMIT - job("").to_string().len());
+    let large = stack.accept(&job(&body)).await;
+    stack.run_until(&large, "succeeded").await;
+    let delivered = stack
+        .receiver
+        .wait_for_deliveries("/large", 1, Duration::from_secs(5))
+        .await;
+    assert!(delivered[0].verified, "{:?}", delivered[0].verify_error);
+    assert!(delivered[0].body == body, "the body arrived changed");
+
     // Retried into the DLQ, then redriven by the operator's command, then delivered.
     stack
         .receiver
