@@ -18,6 +18,7 @@ use crate::domain::{
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
+use crate::queue::MAX_MESSAGE_BYTES;
 use crate::store::StoreError;
 use crate::webhook;
 
@@ -95,23 +96,6 @@ async fn submit(
     let wait = preferred_wait(headers);
     let (kind, ttl) = admit(app, &request)?;
     let priority = request.priority;
-    let queue = app.queues.get(priority).as_ref();
-    if let Some(full) = app.backlog.get(priority).over_limit(queue).await? {
-        warn!(
-            %priority,
-            depth = full.depth,
-            limit = full.limit,
-            drain_per_second = full.drain_per_second,
-            retry_after_s = full.retry_after.as_secs(),
-            "lane over its backlog limit; refusing its new jobs"
-        );
-        return Err(ApiError::BacklogFull {
-            priority,
-            depth: full.depth,
-            limit: full.limit,
-            retry_after: full.retry_after,
-        });
-    }
 
     let now = app.clock.now();
     let deadline = now.saturating_add(ttl);
@@ -135,6 +119,32 @@ async fn submit(
         job_id: job.id,
         expires_at: job.expires_at,
     });
+    let message = JobMessage::of(&job, request.payload.to_owned(), idempotency.as_ref()).encode();
+    // The body's limit leaves room for the largest envelope, save an owner's identity longer
+    // than its budget (docs/architecture.md, "Payload size"): a message SQS would refuse is
+    // refused here as too large, before anything is sent, not answered 503 on every retry.
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::MessageTooLarge {
+            size: message.len(),
+        });
+    }
+    let queue = app.queues.get(priority).as_ref();
+    if let Some(full) = app.backlog.get(priority).over_limit(queue).await? {
+        warn!(
+            %priority,
+            depth = full.depth,
+            limit = full.limit,
+            drain_per_second = full.drain_per_second,
+            retry_after_s = full.retry_after.as_secs(),
+            "lane over its backlog limit; refusing its new jobs"
+        );
+        return Err(ApiError::BacklogFull {
+            priority,
+            depth: full.depth,
+            limit: full.limit,
+            retry_after: full.retry_after,
+        });
+    }
     // A repeat of a keyed request finds the key before anything is sent: the replay costs one
     // read, not a message that would run nothing. (Two requests racing with one key both find it
     // free; the create below settles which job it names.)
@@ -145,7 +155,7 @@ async fn submit(
         return answer(app, replayed, true, wait).await;
     }
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    let message_id = match send_and_write(app, &job, request.payload, idempotency.as_ref()).await? {
+    let message_id = match send_and_write(app, &job, &message, idempotency.as_ref()).await? {
         Written::New { message_id } => message_id,
         Written::KeyTaken(first) => {
             let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
@@ -301,14 +311,13 @@ enum Written {
 async fn send_and_write(
     app: &App,
     job: &Job,
-    payload: &RawValue,
+    message: &str,
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<Written, ApiError> {
-    let message = JobMessage::of(job, payload.to_owned(), idempotency);
     let message_id = app
         .queues
         .get(job.priority)
-        .send_in_group(&message.encode(), Some(&job.owner.fairness_key()))
+        .send_in_group(message, Some(&job.owner.fairness_key()))
         .await?;
     match app.store.create(job, idempotency).await {
         Ok(()) | Err(StoreError::AlreadyExists) => Ok(Written::New { message_id }),
@@ -541,6 +550,99 @@ mod tests {
         assert_eq!(post(&quoted).await.0, StatusCode::ACCEPTED);
         // Far deeper than serde's own limit: refused by the count, not by a stack overflow.
         assert_eq!(post(&nested(100_000)).await.0, StatusCode::BAD_REQUEST);
+    }
+
+    /// An `echo` request body of exactly `bytes` bytes.
+    fn body_of(bytes: usize) -> String {
+        let empty = r#"{"kind":"echo","payload":""}"#;
+        format!(
+            r#"{{"kind":"echo","payload":"{}"}}"#,
+            "x".repeat(bytes - empty.len())
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_limit_is_accepted_and_one_byte_over_is_413() {
+        let limit = fast_settings().max_payload_bytes;
+        assert_eq!(limit, crate::config::MAX_PAYLOAD_LIMIT, "the default");
+        let (status, accepted) = post(&body_of(limit)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let (status, problem) = post(&body_of(limit + 1)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(problem["type"], "urn:spillway:problem:payload-too-large");
+        assert_eq!(
+            problem["detail"],
+            "the body is over the limit of 1040384 bytes"
+        );
+    }
+
+    /// Submits `body` as `owner` with the `extra` headers (and JSON's content type); returns the
+    /// status, the answer, and the message queued if any.
+    async fn post_as(
+        owner: Owner,
+        extra: &[(&'static str, String)],
+        body: &str,
+    ) -> (StatusCode, Value, Option<String>) {
+        let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
+        let mut headers = json_headers();
+        for (name, value) in extra {
+            headers.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        let response = submit_job(&pipeline.app, owner, &headers, body.as_bytes()).await;
+        let queued = pipeline
+            .app
+            .queues
+            .normal
+            .receive(1, Duration::ZERO)
+            .await
+            .unwrap();
+        (
+            response.status(),
+            serde_json::from_str(response.body()).unwrap(),
+            queued.into_iter().next().map(|m| m.body),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_limit_fits_in_its_message_with_the_longest_headers_and_owner() {
+        // The longest IAM ARN, 2,048 characters, its path all characters JSON escapes.
+        let prefix = "arn:aws:iam::123456789012:user/";
+        let arn = format!("{prefix}{}/ci", "\"".repeat(2_048 - prefix.len() - 3));
+        assert_eq!(arn.len(), 2_048);
+        let headers = [
+            ("idempotency-key", "\"".repeat(IdempotencyKey::MAX_LEN)),
+            ("x-correlation-id", "\\".repeat(CorrelationId::MAX_LEN)),
+        ];
+        let limit = fast_settings().max_payload_bytes;
+        let (status, answer, message) = post_as(Owner::iam(&arn), &headers, &body_of(limit)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let message = message.expect("the job's message was queued");
+        assert!(
+            message.len() <= MAX_MESSAGE_BYTES,
+            "{} bytes, over SQS's limit",
+            message.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_over_sqs_limit_is_refused_before_anything_is_sent() {
+        // An identity far beyond the owner's budget: a JWT issuer of 10,000 characters.
+        let owner = Owner::jwt(&format!("https://{}", "i".repeat(10_000)), "user-1");
+        let limit = fast_settings().max_payload_bytes;
+        let (status, problem, message) = post_as(owner.clone(), &[], &body_of(limit)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
+        assert_eq!(problem["type"], "urn:spillway:problem:payload-too-large");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("over the 1048576 an SQS message holds"),
+            "{problem}"
+        );
+        assert_eq!(message, None, "nothing was sent");
+        // The same caller with a body that leaves its identity the room.
+        let (status, answer, _) = post_as(owner, &[], &body_of(limit - 10_000)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     }
 
     #[tokio::test]
