@@ -121,6 +121,13 @@ impl JobQueue for RecordingQueue {
         self.inner.send_in_group(body, group).await
     }
 
+    async fn send_batch(
+        &self,
+        messages: &[crate::queue::Outgoing<'_>],
+    ) -> Vec<Result<String, QueueError>> {
+        self.inner.send_batch(messages).await
+    }
+
     async fn change_visibility(
         &self,
         receipt_handle: &str,

@@ -68,6 +68,16 @@ impl JobStore for CorruptStore {
             reason: "injected".to_owned(),
         })
     }
+    async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        jobs.iter()
+            .map(|job| {
+                Err(StoreError::Corrupt {
+                    id: job.id.to_string(),
+                    reason: "injected".to_owned(),
+                })
+            })
+            .collect()
+    }
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Err(StoreError::Corrupt {
             id: id.to_string(),

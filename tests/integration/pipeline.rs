@@ -388,6 +388,21 @@ impl spillway_core::queue::JobQueue for AnswersLost {
             "the answer was lost".into(),
         ))
     }
+    async fn send_batch(
+        &self,
+        messages: &[spillway_core::queue::Outgoing<'_>],
+    ) -> Vec<Result<String, spillway_core::queue::QueueError>> {
+        self.0
+            .send_batch(messages)
+            .await
+            .into_iter()
+            .map(|_| {
+                Err(spillway_core::queue::QueueError::Unavailable(
+                    "the answer was lost".into(),
+                ))
+            })
+            .collect()
+    }
     async fn change_visibility(
         &self,
         receipt_handle: &str,

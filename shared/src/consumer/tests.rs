@@ -489,6 +489,18 @@ impl crate::queue::JobQueue for FlakySend {
         }
         self.inner.send_in_group(body, group).await
     }
+    async fn send_batch(
+        &self,
+        messages: &[crate::queue::Outgoing<'_>],
+    ) -> Vec<Result<String, crate::queue::QueueError>> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return messages
+                .iter()
+                .map(|_| Err(crate::queue::QueueError::Unavailable("send refused".into())))
+                .collect();
+        }
+        self.inner.send_batch(messages).await
+    }
     async fn change_visibility(
         &self,
         receipt_handle: &str,
@@ -732,6 +744,10 @@ impl crate::store::JobStore for Unreachable {
         _: Option<&crate::domain::IdempotencyRecord>,
     ) -> Result<(), StoreError> {
         Err(unreachable_error())
+    }
+
+    async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        jobs.iter().map(|_| Err(unreachable_error())).collect()
     }
 
     async fn get(&self, _: JobId) -> Result<Option<Job>, StoreError> {

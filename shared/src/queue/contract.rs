@@ -30,6 +30,7 @@ macro_rules! queue_contract_tests {
         $crate::queue_contract_tests!(@test $setup, a_received_message_stays_hidden_for_the_visibility_timeout);
         $crate::queue_contract_tests!(@test $setup, changing_the_visibility_reschedules_a_message);
         $crate::queue_contract_tests!(@test $setup, a_deleted_message_is_gone);
+        $crate::queue_contract_tests!(@test $setup, a_batch_send_enqueues_each_message_once_in_order_of_its_ids);
         $crate::queue_contract_tests!(@test $setup, a_message_moves_to_the_dlq_after_max_receive_count_receives);
     };
     (@test $setup:expr, $clause:ident) => {
@@ -144,5 +145,48 @@ pub async fn a_message_moves_to_the_dlq_after_max_receive_count_receives(setup: 
         (id.as_str(), "poison")
     );
     setup.dlq.delete(&dead.receipt_handle).await.unwrap();
+    assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
+}
+
+/// A clause of the queue contract: a batch of more messages than one `SendMessageBatch` takes
+/// enqueues each once, and answers each message's id in the order they were given.
+pub async fn a_batch_send_enqueues_each_message_once_in_order_of_its_ids(setup: &Setup) {
+    let bodies: Vec<String> = (0..23).map(|n| format!("batch-{n}")).collect();
+    let messages: Vec<super::Outgoing<'_>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, body)| super::Outgoing {
+            body,
+            group: Some(if n % 2 == 0 { "even" } else { "odd" }),
+        })
+        .collect();
+    let sent = setup.queue.send_batch(&messages).await;
+    let ids: Vec<String> = sent.into_iter().map(Result::unwrap).collect();
+    assert_eq!(ids.len(), bodies.len());
+    let mut received = std::collections::HashMap::new();
+    while received.len() < bodies.len() {
+        let batch = setup
+            .queue
+            .receive(10, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(
+            !batch.is_empty(),
+            "only {} of {} arrived",
+            received.len(),
+            bodies.len()
+        );
+        for message in batch {
+            setup.queue.delete(&message.receipt_handle).await.unwrap();
+            assert!(
+                received.insert(message.message_id, message.body).is_none(),
+                "received twice"
+            );
+        }
+    }
+    for (id, body) in ids.iter().zip(&bodies) {
+        assert_eq!(received.get(id), Some(body), "message {id}");
+    }
+    assert!(setup.queue.send_batch(&[]).await.is_empty());
     assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
 }

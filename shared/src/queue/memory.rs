@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{JobQueue, QueueDepth, QueueError, ReceivedMessage};
+use super::{JobQueue, Outgoing, QueueDepth, QueueError, ReceivedMessage};
 use crate::domain::Timestamp;
 
 /// An in-process queue with the SQS behaviour Spillway relies on: a visibility timeout per
@@ -175,6 +175,14 @@ impl JobQueue for MemoryQueue {
             receipt_handle: None,
             group: group.map(str::to_owned),
         }))
+    }
+
+    async fn send_batch(&self, messages: &[Outgoing<'_>]) -> Vec<Result<String, QueueError>> {
+        let mut sent = Vec::with_capacity(messages.len());
+        for message in messages {
+            sent.push(self.send_in_group(message.body, message.group).await);
+        }
+        sent
     }
 
     async fn change_visibility(

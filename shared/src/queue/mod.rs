@@ -25,6 +25,51 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// (`config::MAX_PAYLOAD_LIMIT`).
 pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 
+/// The most entries one `SendMessageBatch` takes.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+
+/// The most one `SendMessageBatch` carries, its messages' sizes summed: the same 1 MiB as one
+/// message, so ten messages near the limit go in ten calls.
+pub const MAX_BATCH_BYTES: usize = MAX_MESSAGE_BYTES;
+
+/// One message of a [`JobQueue::send_batch`]: its body and its fairness group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing<'a> {
+    /// The message body (an encoded `JobMessage`).
+    pub body: &'a str,
+    /// The fairness group, as for [`JobQueue::send_in_group`].
+    pub group: Option<&'a str>,
+}
+
+impl Outgoing<'_> {
+    /// What the message counts towards a `SendMessageBatch`'s total: its body, and its group id
+    /// (SQS does not say whether it counts the group, so it is counted).
+    pub fn size(&self) -> usize {
+        self.body.len() + self.group.map_or(0, str::len)
+    }
+}
+
+/// Splits `messages` into runs SQS takes in one `SendMessageBatch`: at most
+/// [`MAX_BATCH_ENTRIES`] entries and [`MAX_BATCH_BYTES`] together, in order. Returns the ranges
+/// of `messages` each call sends. A message alone over the total still gets a call of its own (SQS
+/// refuses it, as it would one `SendMessage`).
+pub fn batch_ranges(messages: &[Outgoing<'_>]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, message) in messages.iter().enumerate() {
+        let size = message.size();
+        if index > start && (index - start == MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
+            ranges.push(start..index);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        ranges.push(start..messages.len());
+    }
+    ranges
+}
+
 /// One queue of job messages, with SQS's at-least-once semantics.
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
@@ -33,6 +78,11 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     /// returns its message id. A group whose messages crowd the queue gets no more than its share
     /// of the consumers: the others' messages are delivered first.
     async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError>;
+
+    /// Enqueues several messages, each as [`JobQueue::send_in_group`] would, in as few calls as
+    /// the queue allows; returns each message's id or failure, in order, one per message. Some
+    /// may be sent while others fail: a failure means that message was not sent.
+    async fn send_batch(&self, messages: &[Outgoing<'_>]) -> Vec<Result<String, QueueError>>;
 
     /// Enqueues a message body in no group (tools and tests).
     async fn send(&self, body: &str) -> Result<String, QueueError> {
@@ -79,6 +129,10 @@ impl NoQueue {
 impl JobQueue for NoQueue {
     async fn send_in_group(&self, _: &str, _: Option<&str>) -> Result<String, QueueError> {
         Err(self.refuse())
+    }
+
+    async fn send_batch(&self, messages: &[Outgoing<'_>]) -> Vec<Result<String, QueueError>> {
+        messages.iter().map(|_| Err(self.refuse())).collect()
     }
 
     async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
@@ -149,4 +203,38 @@ pub enum QueueError {
     /// The backing service failed or could not be reached.
     #[error("queue unavailable")]
     Unavailable(#[source] BoxError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_cut_at_ten_entries_and_at_sqs_total_size() {
+        let small = Outgoing {
+            body: "x",
+            group: Some("g"),
+        };
+        assert_eq!(batch_ranges(&[small; 25]), vec![0..10, 10..20, 20..25]);
+        assert_eq!(batch_ranges(&[]), Vec::<std::ops::Range<usize>>::new());
+        // Four messages of 300 KB: three fit in 1 MiB, the fourth starts the next call.
+        let body = "x".repeat(300_000);
+        let large = Outgoing {
+            body: &body,
+            group: None,
+        };
+        assert_eq!(batch_ranges(&[large; 4]), vec![0..3, 3..4]);
+        // Exactly 1 MiB together is one call; a byte more is two.
+        let half = "x".repeat(MAX_BATCH_BYTES / 2);
+        let halves = [Outgoing {
+            body: &half,
+            group: None,
+        }; 2];
+        assert_eq!(batch_ranges(&halves), vec![0..2]);
+        let grouped = [Outgoing {
+            body: &half,
+            group: Some("g"),
+        }; 2];
+        assert_eq!(batch_ranges(&grouped), vec![0..1, 1..2]);
+    }
 }

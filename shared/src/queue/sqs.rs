@@ -7,10 +7,12 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError;
 use aws_sdk_sqs::operation::delete_message::DeleteMessageError;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use tracing::instrument;
 
-use super::{JobQueue, QueueDepth, QueueError, ReceivedMessage};
+use super::{JobQueue, Outgoing, QueueDepth, QueueError, ReceivedMessage, batch_ranges};
 use crate::domain::Timestamp;
 
 /// A `JobQueue` on one SQS standard queue.
@@ -82,6 +84,99 @@ impl JobQueue for SqsQueue {
             .await
             .map_err(unavailable)?;
         Ok(output.message_id.unwrap_or_default())
+    }
+
+    /// One `SendMessageBatch` per run [`batch_ranges`] cuts (10 entries, 1 MiB), the runs sent
+    /// together. Entry ids are the message's index in its run; an entry SQS reports failed, or
+    /// one it does not mention, is a failure, and a call that fails whole fails each of its
+    /// entries.
+    #[instrument(skip_all, fields(messages = messages.len()))]
+    async fn send_batch(&self, messages: &[Outgoing<'_>]) -> Vec<Result<String, QueueError>> {
+        let calls = batch_ranges(messages).into_iter().map(|range| async move {
+            let run = &messages[range];
+            let entries = run
+                .iter()
+                .enumerate()
+                .map(|(index, message)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .message_body(message.body)
+                        .set_message_group_id(message.group.map(str::to_owned))
+                        .build()
+                        .map_err(unavailable)
+                })
+                .collect::<Result<Vec<_>, _>>();
+            let output = match entries {
+                Ok(entries) => {
+                    self.client()
+                        .send_message_batch()
+                        .queue_url(&self.url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                }
+                Err(error) => {
+                    return run
+                        .iter()
+                        .map(|_| Err(QueueError::Unavailable(error.to_string().into())))
+                        .collect::<Vec<_>>();
+                }
+            };
+            let output = match output {
+                Ok(output) => output,
+                Err(error) => {
+                    let error = crate::error::Chain(&error).to_string();
+                    return run
+                        .iter()
+                        .map(|_| Err(QueueError::Unavailable(error.clone().into())))
+                        .collect();
+                }
+            };
+            let mut results: Vec<Result<String, QueueError>> = run
+                .iter()
+                .map(|_| {
+                    Err(QueueError::Unavailable(
+                        "SendMessageBatch did not report this entry".into(),
+                    ))
+                })
+                .collect();
+            for sent in output.successful {
+                if let Some(slot) = sent
+                    .id
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| results.get_mut(i))
+                {
+                    *slot = Ok(sent.message_id);
+                }
+            }
+            for failed in output.failed {
+                if let Some(slot) = failed
+                    .id
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| results.get_mut(i))
+                {
+                    let reason = format!(
+                        "SendMessageBatch refused the entry: {} ({}{})",
+                        failed.code,
+                        if failed.sender_fault {
+                            "sender's fault"
+                        } else {
+                            "SQS's fault"
+                        },
+                        failed.message.map(|m| format!(": {m}")).unwrap_or_default()
+                    );
+                    *slot = Err(QueueError::Unavailable(reason.into()));
+                }
+            }
+            results
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     #[instrument(skip_all, fields(timeout_seconds = timeout.as_secs()))]

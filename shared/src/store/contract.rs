@@ -35,6 +35,7 @@ macro_rules! store_contract_tests {
     (@clauses $store:expr, [$(#[$concurrent:meta])?]) => {
         $crate::store_contract_tests!(@test $store, a_created_job_reads_back_unchanged);
         $crate::store_contract_tests!(@test $store, an_id_cannot_be_created_twice);
+        $crate::store_contract_tests!(@test $store, a_batch_create_writes_each_new_job_and_overwrites_none);
         $crate::store_contract_tests!(@test $store, unknown_jobs_read_as_none_and_refuse_changes);
         $crate::store_contract_tests!(@test $store, a_claim_holds_the_job_until_its_lease_lapses);
         $crate::store_contract_tests!(@test $store, only_the_current_attempt_finishes_a_job);
@@ -526,4 +527,34 @@ pub async fn a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending(store
         )
         .await;
     assert_eq!(rejected_status(result), JobStatus::Cancelled);
+}
+
+/// A clause of the store contract: a batch create writes each job whose id is free, across
+/// chunks, and reports a job already there without touching it (a consumer may have written it
+/// from its message and claimed it).
+pub async fn a_batch_create_writes_each_new_job_and_overwrites_none(store: &dyn JobStore) {
+    let claimed = pending_job(store).await;
+    let running = claim(store, claimed.id, now(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(running.status, JobStatus::Running);
+    // More than one chunk of the DynamoDB adapter (25), the claimed job in the second.
+    let mut jobs: Vec<Job> = (0..30).map(|_| new_job()).collect();
+    jobs[27] = claimed.clone();
+    let created = store.create_batch(&jobs).await;
+    assert_eq!(created.len(), jobs.len());
+    for (index, (job, outcome)) in jobs.iter().zip(&created).enumerate() {
+        if index == 27 {
+            assert!(
+                matches!(outcome, Err(StoreError::AlreadyExists)),
+                "{outcome:?}"
+            );
+            let kept = store.get(job.id).await.unwrap().unwrap();
+            assert_eq!(kept.status, JobStatus::Running, "not overwritten");
+        } else {
+            assert!(outcome.is_ok(), "job {index}: {outcome:?}");
+            assert_eq!(store.get(job.id).await.unwrap().as_ref(), Some(job));
+        }
+    }
+    assert!(store.create_batch(&[]).await.is_empty());
 }

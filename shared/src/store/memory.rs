@@ -72,6 +72,14 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
+    async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        let mut created = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            created.push(self.create(job, None).await);
+        }
+        created
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         Ok(self.state().jobs.get(&id).cloned())
     }

@@ -24,6 +24,13 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), StoreError>;
 
+    /// Writes new jobs without idempotency keys, each only if its id is free, as
+    /// [`JobStore::create`] does one; returns each job's outcome in order, one per job. The jobs
+    /// are independent: one already there ([`StoreError::AlreadyExists`], as when a consumer
+    /// wrote it from its message first) or failing leaves the others written. A job is never
+    /// overwritten, as a consumer may have claimed it already.
+    async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>>;
+
     /// Reads a job with a strongly consistent read.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
 

@@ -216,6 +216,31 @@ impl JobStore for FaultyStore {
             .await
     }
 
+    /// The whole call fails as its `Chaos` decides (a `TransactWriteItems` that does not go
+    /// through fails every job in it), or during the outage.
+    async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        if self.refused() {
+            return jobs
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(injected())))
+                .collect();
+        }
+        let call = async { Ok::<_, StoreError>(self.inner.create_batch(jobs).await) };
+        match self
+            .chaos
+            .inject("store.create_batch", call, || {
+                StoreError::Unavailable(injected())
+            })
+            .await
+        {
+            Ok(created) => created,
+            Err(_) => jobs
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(injected())))
+                .collect(),
+        }
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         if self.refused() {
             return Err(StoreError::Unavailable(injected()));
@@ -305,6 +330,19 @@ impl JobQueue for FaultyQueue {
             let _ = self.inner.send(body).await;
         }
         Ok(sent)
+    }
+
+    /// Each entry fails as its `Chaos` decides, alone, as SQS reports a batch's failed entries
+    /// one by one; a failed entry is not sent.
+    async fn send_batch(
+        &self,
+        messages: &[crate::queue::Outgoing<'_>],
+    ) -> Vec<Result<String, QueueError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for message in messages {
+            results.push(self.send_in_group(message.body, message.group).await);
+        }
+        results
     }
 
     async fn change_visibility(
