@@ -571,6 +571,11 @@ fn router(app: App, callers_from_header: bool) -> Router {
     let limit = app.settings.max_payload_bytes + 1;
     Router::new()
         .route("/jobs", post(submit))
+        // A batch's own limit, set on its route, replaces the one below for it.
+        .route(
+            "/jobs/batch",
+            post(submit_batch).layer(DefaultBodyLimit::max(api::MAX_BATCH_BYTES + 1)),
+        )
         .route("/jobs/{id}", get(status).delete(cancel))
         .route("/webhook-secret", get(webhook_secret))
         .fallback(no_route)
@@ -596,6 +601,25 @@ async fn submit(
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => into_axum(
             ApiError::PayloadTooLarge {
                 limit: app.settings.max_payload_bytes,
+            }
+            .into_response(),
+        ),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn submit_batch(
+    State(dev): State<Dev>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => {
+            into_axum(api::submit_batch(&dev.app, dev.owner(&headers), &headers, &body).await)
+        }
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => into_axum(
+            ApiError::PayloadTooLarge {
+                limit: api::MAX_BATCH_BYTES,
             }
             .into_response(),
         ),

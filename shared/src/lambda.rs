@@ -13,14 +13,18 @@ use crate::app::App;
 use crate::config::ApiAuth;
 use crate::domain::{Owner, Timestamp};
 
-/// The intake function: `POST /jobs`.
+/// The intake function: `POST /jobs` and `POST /jobs/batch`.
 pub async fn intake(app: &App, request: Request) -> Result<Response<Body>, lambda_http::Error> {
     let Some(owner) = owner(&request, app.settings.api_auth) else {
         return Ok(unauthenticated(app));
     };
-    Ok(into_lambda(
-        api::submit_job(app, owner, request.headers(), request.body()).await,
-    ))
+    let (headers, body) = (request.headers(), request.body());
+    let response = if route(&request) == "POST /jobs/batch" {
+        api::submit_batch(app, owner, headers, body).await
+    } else {
+        api::submit_job(app, owner, headers, body).await
+    };
+    Ok(into_lambda(response))
 }
 
 /// The status function: `GET /jobs/{id}`, `DELETE /jobs/{id}` and `GET /webhook-secret`.
@@ -145,6 +149,56 @@ mod tests {
             "isBase64Encoded": false
         });
         lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn intake_answers_the_batch_route_with_a_result_per_job() {
+        let settings = crate::config::Settings {
+            api_auth: ApiAuth::None,
+            ..crate::testing::fast_settings()
+        };
+        let pipeline = crate::testing::MemoryPipeline::new(settings, crate::kinds::builtin());
+        let request = |route: &str, path: &str, body: &str| {
+            let event = serde_json::json!({
+                "version": "2.0",
+                "routeKey": route,
+                "rawPath": path,
+                "rawQueryString": "",
+                "headers": {"content-type": "application/json"},
+                "body": body,
+                "requestContext": {
+                    "accountId": "123456789012",
+                    "apiId": "api-id",
+                    "domainName": "id.execute-api.us-east-1.amazonaws.com",
+                    "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},
+                    "requestId": "id",
+                    "routeKey": route,
+                    "stage": "$default",
+                    "time": "12/Mar/2020:19:03:58 +0000",
+                    "timeEpoch": 1_583_348_638_390_i64
+                },
+                "isBase64Encoded": false
+            });
+            lambda_http::request::from_str(&event.to_string()).unwrap()
+        };
+        let job = r#"{"kind":"echo","payload":1}"#;
+        let batch = format!(r#"{{"jobs":[{job},{job}]}}"#);
+        let response = intake(
+            &pipeline.app,
+            request("POST /jobs/batch", "/jobs/batch", &batch),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let Body::Text(text) = response.body() else {
+            panic!("a text body")
+        };
+        let answer: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(answer["results"][1]["status"], 202, "{answer}");
+        let single = intake(&pipeline.app, request("POST /jobs", "/jobs", job))
+            .await
+            .unwrap();
+        assert_eq!(single.status(), http::StatusCode::ACCEPTED);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Spillway's HTTP contract, independent of how requests arrive: API Gateway events in the
 //! Lambdas, a local server in `spillway dev`. One implementation, many hosts.
 
+mod batch;
 mod problem;
 #[cfg(test)]
 mod properties;
@@ -11,6 +12,7 @@ mod submit;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
+pub use batch::{MAX_BATCH_BYTES, MAX_BATCH_JOBS, submit_batch};
 pub use problem::ApiError;
 pub use secret::webhook_secret;
 pub use status::{MAX_WAIT_SECONDS, cancel_job, get_job};

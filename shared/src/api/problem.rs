@@ -64,7 +64,7 @@ pub enum ApiError {
     InvalidJobId(#[from] InvalidJobId),
     /// No route serves this method and path.
     #[error(
-        "no route for {method} {path}; the API serves POST /jobs, GET /jobs/{{id}}, DELETE /jobs/{{id}} and GET /webhook-secret"
+        "no route for {method} {path}; the API serves POST /jobs, POST /jobs/batch, GET /jobs/{{id}}, DELETE /jobs/{{id}} and GET /webhook-secret"
     )]
     NoRoute {
         /// The request's method.
@@ -115,10 +115,10 @@ pub enum ApiError {
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize)]
-struct Problem<'a> {
+pub(super) struct Problem {
     #[serde(rename = "type")]
     kind: String,
-    title: &'a str,
+    title: &'static str,
     status: u16,
     detail: String,
 }
@@ -212,12 +212,12 @@ impl ApiError {
         matches!(self, Self::Store(_) | Self::Queue(_))
     }
 
-    /// The problem+json response. Internal failures are logged with their whole source chain
-    /// and answered with a generic detail.
-    pub fn into_response(self) -> ApiResponse {
+    /// The problem document. Internal failures are logged here with their whole source chain
+    /// and given a generic detail.
+    pub(super) fn problem(&self) -> Problem {
         let status = self.status();
         let detail = if self.is_internal() {
-            tracing::error!(error = %Chain(&self), status = status.as_u16(), "request failed");
+            tracing::error!(error = %Chain(self), status = status.as_u16(), "request failed");
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => {
                     "a dependency is unavailable; nothing was lost, retry the request".to_owned()
@@ -227,12 +227,27 @@ impl ApiError {
         } else {
             self.detail()
         };
-        let problem = Problem {
+        Problem {
             kind: format!("urn:spillway:problem:{}", self.slug()),
             title: self.title(),
             status: status.as_u16(),
             detail,
-        };
+        }
+    }
+
+    /// The seconds a `503`'s `Retry-After` says; `None` for any other status.
+    pub(super) fn retry_after(&self) -> Option<u64> {
+        (self.status() == StatusCode::SERVICE_UNAVAILABLE).then(|| match self {
+            Self::BacklogFull { retry_after, .. } => retry_after.as_secs().max(1),
+            _ => RETRY_UNAVAILABLE_SECONDS,
+        })
+    }
+
+    /// The problem+json response. Internal failures are logged with their whole source chain
+    /// and answered with a generic detail.
+    pub fn into_response(self) -> ApiResponse {
+        let status = self.status();
+        let problem = self.problem();
         let mut response = super::json_response(status, &problem);
         let headers = response.headers_mut();
         headers.insert(
@@ -240,11 +255,7 @@ impl ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            let seconds = match &self {
-                Self::BacklogFull { retry_after, .. } => retry_after.as_secs().max(1),
-                _ => RETRY_UNAVAILABLE_SECONDS,
-            };
+        if let Some(seconds) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response

@@ -22,10 +22,10 @@ use crate::queue::MAX_MESSAGE_BYTES;
 use crate::store::StoreError;
 use crate::webhook;
 
-/// The body of `POST /jobs`.
+/// The body of `POST /jobs`, and one job of `POST /jobs/batch`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody<'a> {
+pub(super) struct SubmitBody<'a> {
     #[serde(borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow)]
@@ -36,16 +36,39 @@ struct SubmitBody<'a> {
     ttl_seconds: Option<WholeNumber>,
     #[serde(default)]
     callback_url: Option<String>,
+    /// A batch's job carries its key here; `POST /jobs` takes it as the `Idempotency-Key` header.
+    #[serde(default, borrow)]
+    pub(super) idempotency_key: Option<Cow<'a, str>>,
 }
 
 /// The body of a `202`.
 #[derive(Debug, Serialize)]
-struct Accepted<'a> {
+pub(super) struct Accepted {
     id: String,
     status: &'static str,
     priority: Priority,
-    status_url: &'a str,
+    status_url: String,
     deadline: Timestamp,
+}
+
+impl Accepted {
+    pub(super) fn of(job: &Job) -> Self {
+        Self {
+            id: job.id.to_string(),
+            status: "pending",
+            priority: job.priority,
+            status_url: status_path(job),
+            deadline: job.deadline,
+        }
+    }
+}
+
+/// A job that passed every check that needs no call: its item, its key's record, and its
+/// message, measured.
+pub(super) struct Prepared {
+    pub(super) job: Job,
+    pub(super) idempotency: Option<IdempotencyRecord>,
+    pub(super) message: String,
 }
 
 /// `POST /jobs`: validates the request, writes the job as `pending`, enqueues its message and
@@ -53,6 +76,17 @@ struct Accepted<'a> {
 /// carries the request's `X-Correlation-Id` (the caller's, or one made here).
 #[instrument(skip_all, fields(job_id, correlation_id))]
 pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8]) -> ApiResponse {
+    let (correlation_id, invalid) = correlation(headers);
+    let result = match invalid {
+        Some(invalid) => Err(invalid),
+        None => submit(app, owner, headers, body, &correlation_id).await,
+    };
+    finish(app, result, &correlation_id)
+}
+
+/// The request's correlation id (the caller's, or one made here, recorded on the span), and the
+/// problem with the caller's when it is not a valid one.
+pub(super) fn correlation(headers: &HeaderMap) -> (CorrelationId, Option<ApiError>) {
     let given = headers
         .get(CORRELATION_HEADER)
         .map(|value| CorrelationId::parse(value.as_bytes()));
@@ -61,28 +95,44 @@ pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8
         _ => CorrelationId::generate(),
     };
     tracing::Span::current().record("correlation_id", correlation_id.as_str());
-    let result = match given {
-        Some(Err(invalid)) => Err(ApiError::Invalid(invalid.to_string())),
-        _ => submit(app, owner, headers, body, &correlation_id).await,
+    let invalid = match given {
+        Some(Err(invalid)) => Some(ApiError::Invalid(invalid.to_string())),
+        _ => None,
     };
+    (correlation_id, invalid)
+}
+
+/// The response, or the problem of a refused request (logged and counted in `JobsRejected`),
+/// with the request's correlation id unless it answers another request's.
+pub(super) fn finish(
+    app: &App,
+    result: Result<ApiResponse, ApiError>,
+    correlation_id: &CorrelationId,
+) -> ApiResponse {
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
-            if !error.status().is_server_error() {
-                info!(status = error.status().as_u16(), reason = %error.detail(), "rejected");
-            }
-            app.metrics.emit(
-                app.clock.now(),
-                &[("Reason", error.slug())],
-                &[(Metric::JobsRejected, 1.0)],
-            );
+            rejected(app, &error);
             error.into_response()
         }
     };
     if !response.headers().contains_key(CORRELATION_HEADER) {
-        set_correlation_id(response.headers_mut(), &correlation_id);
+        set_correlation_id(response.headers_mut(), correlation_id);
     }
     response
+}
+
+/// Logs a refusal the client caused (a server error is logged where it is answered) and counts
+/// it in `JobsRejected` by its reason.
+pub(super) fn rejected(app: &App, error: &ApiError) {
+    if !error.status().is_server_error() {
+        info!(status = error.status().as_u16(), reason = %error.detail(), "rejected");
+    }
+    app.metrics.emit(
+        app.clock.now(),
+        &[("Reason", error.slug())],
+        &[(Metric::JobsRejected, 1.0)],
+    );
 }
 
 async fn submit(
@@ -94,56 +144,16 @@ async fn submit(
 ) -> Result<ApiResponse, ApiError> {
     let (key, request) = parse(&app.settings, headers, body)?;
     let wait = preferred_wait(headers);
-    let (kind, ttl) = admit(app, &request)?;
-    let priority = request.priority;
-
-    let now = app.clock.now();
-    let deadline = now.saturating_add(ttl);
-    let job = Job::pending(NewJob {
-        id: JobId::generate(),
-        kind,
-        owner,
-        priority,
-        created_at: now,
-        deadline,
-        payload: PayloadDigest::of(request.payload.get()),
-        // A job whose message never arrives is forgotten once it could no longer run anyway.
-        expires_at: deadline.saturating_add(app.settings.retention),
-        callback_url: request.callback_url,
-        correlation_id: Some(correlation_id.clone()),
-    });
-    let idempotency = key.map(|key| IdempotencyRecord {
-        owner: job.owner.clone(),
-        key,
-        fingerprint: IdempotencyRecord::fingerprint(body),
-        job_id: job.id,
-        expires_at: job.expires_at,
-    });
-    let message = JobMessage::of(&job, request.payload.to_owned(), idempotency.as_ref()).encode();
-    // The body's limit leaves room for the largest envelope, save an owner's identity longer
-    // than its budget (docs/architecture.md, "Payload size"): a message SQS would refuse is
-    // refused here as too large, before anything is sent, not answered 503 on every retry.
-    if message.len() > MAX_MESSAGE_BYTES {
-        return Err(ApiError::MessageTooLarge {
-            size: message.len(),
-        });
-    }
+    let Prepared {
+        job,
+        idempotency,
+        message,
+    } = prepare(app, owner, request, key, body, correlation_id)?;
+    let (now, deadline) = (job.created_at, job.deadline);
+    let priority = job.priority;
     let queue = app.queues.get(priority).as_ref();
     if let Some(full) = app.backlog.get(priority).over_limit(queue).await? {
-        warn!(
-            %priority,
-            depth = full.depth,
-            limit = full.limit,
-            drain_per_second = full.drain_per_second,
-            retry_after_s = full.retry_after.as_secs(),
-            "lane over its backlog limit; refusing its new jobs"
-        );
-        return Err(ApiError::BacklogFull {
-            priority,
-            depth: full.depth,
-            limit: full.limit,
-            retry_after: full.retry_after,
-        });
+        return Err(backlog_full(priority, full));
     }
     // A repeat of a keyed request finds the key before anything is sent: the replay costs one
     // read, not a message that would run nothing. (Two requests racing with one key both find it
@@ -167,6 +177,74 @@ async fn submit(
     app.metrics
         .for_job(now, &job.kind, job.priority, &[(Metric::JobsAccepted, 1.0)]);
     answer(app, job, false, wait).await
+}
+
+/// Everything about one job that needs no call: what the deployment makes of it (`admit`), its
+/// item, its key's record (fingerprinted over `request_bytes`, the bytes a repeat must match),
+/// and its message, refused when SQS could not carry it. `POST /jobs` and each job of a batch.
+pub(super) fn prepare(
+    app: &App,
+    owner: Owner,
+    request: SubmitBody<'_>,
+    key: Option<IdempotencyKey>,
+    request_bytes: &[u8],
+    correlation_id: &CorrelationId,
+) -> Result<Prepared, ApiError> {
+    let (kind, ttl) = admit(app, &request)?;
+    let now = app.clock.now();
+    let deadline = now.saturating_add(ttl);
+    let job = Job::pending(NewJob {
+        id: JobId::generate(),
+        kind,
+        owner,
+        priority: request.priority,
+        created_at: now,
+        deadline,
+        payload: PayloadDigest::of(request.payload.get()),
+        // A job whose message never arrives is forgotten once it could no longer run anyway.
+        expires_at: deadline.saturating_add(app.settings.retention),
+        callback_url: request.callback_url,
+        correlation_id: Some(correlation_id.clone()),
+    });
+    let idempotency = key.map(|key| IdempotencyRecord {
+        owner: job.owner.clone(),
+        key,
+        fingerprint: IdempotencyRecord::fingerprint(request_bytes),
+        job_id: job.id,
+        expires_at: job.expires_at,
+    });
+    let message = JobMessage::of(&job, request.payload.to_owned(), idempotency.as_ref()).encode();
+    // The body's limit leaves room for the largest envelope, save an owner's identity longer
+    // than its budget (docs/architecture.md, "Payload size"): a message SQS would refuse is
+    // refused here as too large, before anything is sent, not answered 503 on every retry.
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::MessageTooLarge {
+            size: message.len(),
+        });
+    }
+    Ok(Prepared {
+        job,
+        idempotency,
+        message,
+    })
+}
+
+/// The `503` of a lane over its backlog limit, logged.
+pub(super) fn backlog_full(priority: Priority, full: crate::queue::Full) -> ApiError {
+    warn!(
+        %priority,
+        depth = full.depth,
+        limit = full.limit,
+        drain_per_second = full.drain_per_second,
+        retry_after_s = full.retry_after.as_secs(),
+        "lane over its backlog limit; refusing its new jobs"
+    );
+    ApiError::BacklogFull {
+        priority,
+        depth: full.depth,
+        limit: full.limit,
+        retry_after: full.retry_after,
+    }
 }
 
 /// The answer to an accepted (or replayed) job: `202`, or with `Prefer: wait=N` the job's
@@ -242,19 +320,30 @@ fn parse<'a>(
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let request = read_job(settings, body)?;
+    if request.idempotency_key.is_some() {
+        return Err(ApiError::Invalid(
+            "`idempotency_key` is a field of a batch's jobs; send this job's key as the \
+             Idempotency-Key header"
+                .to_owned(),
+        ));
+    }
+    Ok((key, request))
+}
+
+/// Reads one job's request from its JSON (a body of `POST /jobs`, or one job of a batch): its
+/// size, nesting, JSON and characters SQS can carry.
+pub(super) fn read_job<'a>(
+    settings: &Settings,
+    body: &'a [u8],
+) -> Result<SubmitBody<'a>, ApiError> {
     if body.len() > settings.max_payload_bytes {
         return Err(ApiError::PayloadTooLarge {
             limit: settings.max_payload_bytes,
         });
     }
-    check_nesting(body)?;
-    let request: SubmitBody<'_> = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::Invalid(e.to_string())
-        } else {
-            ApiError::MalformedJson(e)
-        }
-    })?;
+    check_nesting(body, MAX_NESTING)?;
+    let request: SubmitBody<'_> = from_json(body)?;
     // Valid JSON is valid UTF-8, but SQS refuses a few characters (U+FFFE, U+FFFF) that JSON
     // carries: such a job could never be sent, so it is refused before anything is written.
     if let Some(c) = crate::queue::unsendable(request.payload.get()) {
@@ -264,7 +353,19 @@ fn parse<'a>(
             u32::from(c)
         )));
     }
-    Ok((key, request))
+    Ok(request)
+}
+
+/// Parses a body: `400 malformed-json` when it is not JSON, `400 invalid-request` when it is JSON
+/// of the wrong shape.
+pub(super) fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Invalid(e.to_string())
+        } else {
+            ApiError::MalformedJson(e)
+        }
+    })
 }
 
 /// What this deployment makes of the request: a kind it runs, a TTL within its limit, a callback
@@ -297,7 +398,7 @@ fn admit(app: &App, request: &SubmitBody<'_>) -> Result<(Kind, Duration), ApiErr
 }
 
 /// How a new job's send and write ended.
-enum Written {
+pub(super) enum Written {
     /// Sent, and written (by intake, or already by a consumer from its message).
     New { message_id: String },
     /// Another request took the key first: this job's message finds the key taken and runs
@@ -319,7 +420,16 @@ async fn send_and_write(
         .get(job.priority)
         .send_in_group(message, Some(&job.owner.fairness_key()))
         .await?;
-    match app.store.create(job, idempotency).await {
+    settle(app.store.create(job, idempotency).await, job, message_id)
+}
+
+/// What the write of a job whose message was sent (as `message_id`) comes to.
+pub(super) fn settle(
+    created: Result<(), StoreError>,
+    job: &Job,
+    message_id: String,
+) -> Result<Written, ApiError> {
+    match created {
         Ok(()) | Err(StoreError::AlreadyExists) => Ok(Written::New { message_id }),
         // A consumer wrote this very job from its message first.
         Err(StoreError::KeyTaken(first)) if first.job_id == job.id => {
@@ -338,9 +448,9 @@ async fn send_and_write(
 /// serde's own recursion limit, to whatever parses it later; this bounds it at the door.
 pub const MAX_NESTING: usize = 64;
 
-/// Refuses a body that nests deeper than [`MAX_NESTING`], counting brackets outside strings in
-/// one pass, before any parser recurses into it.
-fn check_nesting(body: &[u8]) -> Result<(), ApiError> {
+/// Refuses a body that nests deeper than `max` (a job's body: [`MAX_NESTING`]), counting
+/// brackets outside strings in one pass, before any parser recurses into it.
+pub(super) fn check_nesting(body: &[u8], max: usize) -> Result<(), ApiError> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &byte in body {
         if in_string {
@@ -356,9 +466,9 @@ fn check_nesting(body: &[u8]) -> Result<(), ApiError> {
             b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
-                if depth > MAX_NESTING {
+                if depth > max {
                     return Err(ApiError::Invalid(format!(
-                        "the body nests arrays and objects deeper than {MAX_NESTING} levels"
+                        "the body nests arrays and objects deeper than {max} levels"
                     )));
                 }
             }
@@ -371,7 +481,7 @@ fn check_nesting(body: &[u8]) -> Result<(), ApiError> {
 
 /// A request repeating an Idempotency-Key: the same request gets the first one's job, and
 /// nothing is sent; a different request (or another owner's) is refused.
-async fn replay(
+pub(super) async fn replay(
     app: &App,
     first: &IdempotencyRecord,
     owner: &Owner,
@@ -427,14 +537,7 @@ fn refused(what: &str, rejection: Rejection) -> ApiError {
 /// the first answer repeated.
 fn accepted(job: &Job, replayed: bool) -> ApiResponse {
     let location = status_path(job);
-    let body = Accepted {
-        id: job.id.to_string(),
-        status: "pending",
-        priority: job.priority,
-        status_url: &location,
-        deadline: job.deadline,
-    };
-    let mut response = json_response(StatusCode::ACCEPTED, &body);
+    let mut response = json_response(StatusCode::ACCEPTED, &Accepted::of(job));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, value);
@@ -450,7 +553,7 @@ fn accepted(job: &Job, replayed: bool) -> ApiResponse {
 }
 
 /// Accepts `application/json`, with or without parameters such as `charset=utf-8`.
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let value = headers.get(header::CONTENT_TYPE);
     let essence = value
         .and_then(|v| v.to_str().ok())
