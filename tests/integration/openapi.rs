@@ -23,6 +23,7 @@ use spillway_tests::openapi::OpenApi;
 
 const JOBS: &str = "/jobs";
 const JOB: &str = "/jobs/{id}";
+const BATCH: &str = "/jobs/batch";
 const SECRET: &str = "/webhook-secret";
 
 /// What a Lambda function answers `method path` that reached it without a caller identity,
@@ -33,7 +34,7 @@ async fn without_identity(app: &App, method: &str, path: &str) -> ApiResponse {
         .uri(path)
         .body(lambda_http::Body::Text("{}".to_owned()))
         .unwrap();
-    let response = if path == JOBS {
+    let response = if path == JOBS || path == BATCH {
         lambda::intake(app, request).await
     } else {
         lambda::status(app, request).await
@@ -47,6 +48,10 @@ async fn without_identity(app: &App, method: &str, path: &str) -> ApiResponse {
 
 async fn post(app: &App, headers: &HeaderMap, body: &str) -> ApiResponse {
     api::submit_job(app, Owner::anonymous(), headers, body.as_bytes()).await
+}
+
+async fn post_batch(app: &App, headers: &HeaderMap, body: &str) -> ApiResponse {
+    api::submit_batch(app, Owner::anonymous(), headers, body.as_bytes()).await
 }
 
 fn id_of(response: &ApiResponse) -> String {
@@ -310,6 +315,7 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
     // A request that reaches a function without the identity the API's authorization implies.
     for (path, method) in [
         (JOBS, "POST"),
+        (BATCH, "POST"),
         (JOB, "GET"),
         (JOB, "DELETE"),
         (SECRET, "GET"),
@@ -344,6 +350,82 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
     spec.expect(JOBS, "post", 202, &replayed);
     let reused = post(&app, &keyed, r#"{"kind": "echo", "payload": "other"}"#).await;
     spec.expect(JOBS, "post", 422, &reused);
+
+    // POST /jobs/batch: a result of every kind in one answer, then the whole request's problems.
+    let jobs = json!({"jobs": [
+        {"kind": "echo", "payload": 1},
+        {"kind": "echo", "payload": 2, "priority": "high", "idempotency_key": "openapi-batch"},
+        {"kind": "echo", "payload": 3, "idempotency_key": "openapi-batch"},
+        {"kind": "nope", "payload": 4},
+        {"kind": "echo", "payload": "x".repeat(5_000)},
+        {"kind": "echo", "payload": 5, "idempotency_key": "openapi-check"},
+    ]})
+    .to_string();
+    let results = post_batch(&app, &json_headers(), &jobs).await;
+    spec.expect(BATCH, "post", 200, &results);
+    let statuses: Vec<Value> = serde_json::from_str::<Value>(results.body()).unwrap()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["status"].clone())
+        .collect();
+    assert_eq!(statuses, [202, 202, 400, 422, 413, 422].map(|s| json!(s)));
+    let replayed = post_batch(&app, &json_headers(), &jobs).await;
+    let answer: Value = serde_json::from_str(replayed.body()).unwrap();
+    assert_eq!(answer["results"][1]["replayed"], true, "{answer}");
+    spec.expect(BATCH, "post", 200, &replayed);
+    // Per-job 500s and 503s, each in its result.
+    let one = r#"{"jobs": [{"kind": "echo", "payload": 1}, {"kind": "nope", "payload": 1}]}"#;
+    spec.expect(
+        BATCH,
+        "post",
+        200,
+        &post_batch(&corrupt, &json_headers(), one).await,
+    );
+    spec.expect(
+        BATCH,
+        "post",
+        200,
+        &post_batch(&unreachable, &json_headers(), one).await,
+    );
+    // Nothing could be done: every job 503.
+    let all_unavailable = r#"{"jobs": [{"kind": "echo", "payload": 1}]}"#;
+    spec.expect(
+        BATCH,
+        "post",
+        503,
+        &post_batch(&unreachable, &json_headers(), all_unavailable).await,
+    );
+    for body in ["{oops", r#"{"jobs": []}"#, r#"{"jobs": [1], "more": true}"#] {
+        spec.expect(
+            BATCH,
+            "post",
+            400,
+            &post_batch(&app, &json_headers(), body).await,
+        );
+    }
+    spec.expect(
+        BATCH,
+        "post",
+        400,
+        &post_batch(&app, &keyed, all_unavailable).await,
+    );
+    let huge = format!(
+        r#"{{"jobs": [{{"kind": "echo", "payload": "{}"}}]}}"#,
+        "x".repeat(api::MAX_BATCH_BYTES)
+    );
+    spec.expect(
+        BATCH,
+        "post",
+        413,
+        &post_batch(&app, &json_headers(), &huge).await,
+    );
+    spec.expect(
+        BATCH,
+        "post",
+        415,
+        &post_batch(&app, &HeaderMap::new(), all_unavailable).await,
+    );
 
     assert!(
         spec.unseen().is_empty(),
