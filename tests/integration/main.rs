@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod adapters;
+mod batch;
 mod idempotency;
 mod metrics;
 mod openapi;
