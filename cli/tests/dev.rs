@@ -204,6 +204,55 @@ async fn bad_requests_get_problem_documents_over_http() {
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
 
+/// A batch has its own body limit: larger than a job's, and refused past it as a problem.
+#[tokio::test]
+async fn a_batch_over_http_answers_each_job_within_its_own_body_limit() {
+    let dev = DevServer::start(&[]).await;
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        client
+            .post(dev.url("/jobs/batch"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Two jobs of 700 KB: over one job's limit together, within the batch's.
+    let large = json!({"kind": "echo", "payload": "x".repeat(700_000)});
+    let body = json!({"jobs": [large, large, {"kind": "echo"}]}).to_string();
+    assert!(body.len() > MAX_PAYLOAD_LIMIT);
+    let response = post(body).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let statuses: Vec<&Value> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| &result["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [&json!(202), &json!(202), &json!(400)],
+        "{answer}"
+    );
+
+    let huge = json!({"jobs": [{"kind": "echo", "payload": "x".repeat(spillway_core::api::MAX_BATCH_BYTES)}]});
+    let response = post(huge.to_string()).await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["detail"],
+        format!(
+            "the body is over the limit of {} bytes",
+            spillway_core::api::MAX_BATCH_BYTES
+        )
+    );
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
 /// The server takes the largest body the default limit allows, the in-memory queue carries its
 /// message, and the job ends: `echo`'s result would be the whole payload, over what a job's
 /// record keeps, so it fails with the reason instead of succeeding.
@@ -497,6 +546,8 @@ async fn the_readme_walkthrough_works_as_written() {
         r#""status":"succeeded""#,
         r#""result":{"hello":"world"}"#,
         r#""priority":"high""#,
+        r#""index":0,"status":202"#,
+        r#""index":1,"status":422"#,
         r#""status":"dead_lettered""#,
         r#""attempts":3"#,
         "urn:spillway:problem:invalid-request",
