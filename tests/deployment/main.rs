@@ -144,6 +144,24 @@ async fn the_stack_runs_as_the_template_deploys_it() {
     assert!(stack.receiver.deliveries("/never").await.is_empty());
     assert_eq!(stack.get(&cancelled).await["status"], "cancelled");
 
+    // A batch through its own route: its messages sent with SendMessageBatch, its jobs written in
+    // one transaction, the job the stack does not run refused alone.
+    let webhook = json!({"kind": "webhook", "payload": {"url": stack.receiver.url("/batch")}});
+    let batch = json!({"jobs": [webhook, webhook, {"kind": "echo", "payload": 1}]});
+    let answer = stack.post_to("/jobs/batch", &batch, &[]).await;
+    assert_eq!(answer.status, 200, "{answer}");
+    let results = answer.json()["results"].clone();
+    assert_eq!(results[2]["status"], 422, "{results}");
+    for result in &results.as_array().unwrap()[..2] {
+        assert_eq!(result["status"], 202, "{result}");
+        let id = result["body"]["id"].as_str().unwrap();
+        stack.run_until(id, "succeeded").await;
+    }
+    stack
+        .receiver
+        .wait_for_deliveries("/batch", 2, Duration::from_secs(5))
+        .await;
+
     // A long poll answers when its time is up.
     let waited = stack
         .call("GET", &format!("/jobs/{cancelled}?wait=1"))

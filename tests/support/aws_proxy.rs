@@ -259,8 +259,15 @@ fn requested(
                 .as_str()
                 .and_then(|url| url.rsplit('/').nth(1))
                 .unwrap_or(account);
+            // IAM has no actions for SQS's batch calls: each is authorized as the single call.
+            let action = match operation {
+                "SendMessageBatch" => "SendMessage",
+                "DeleteMessageBatch" => "DeleteMessage",
+                "ChangeMessageVisibilityBatch" => "ChangeMessageVisibility",
+                other => other,
+            };
             Ok(vec![(
-                format!("sqs:{operation}"),
+                format!("sqs:{action}"),
                 format!("arn:aws:sqs:{region}:{queue_account}:{queue}"),
             )])
         }

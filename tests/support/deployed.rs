@@ -140,13 +140,18 @@ impl Stack {
     }
 
     pub async fn post(&self, body: &Value, headers: &[(&str, &str)]) -> ApiResponse {
+        self.post_to("/jobs", body, headers).await
+    }
+
+    /// `body` as JSON to `POST path`, as the test's caller.
+    pub async fn post_to(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> ApiResponse {
         let mut headers = headers.to_vec();
         headers.push(("content-type", "application/json"));
         self.gateway()
             .request(
                 &self.caller,
                 "POST",
-                "/jobs",
+                path,
                 &headers,
                 Some(&body.to_string()),
             )
