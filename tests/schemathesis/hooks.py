@@ -1,7 +1,8 @@
 """Schemathesis hooks for the check of docs/openapi.yaml against `spillway dev`
 (cli/tests/openapi.rs runs it; SCHEMATHESIS_HOOKS names this file).
 
-The hook below changes a generated `POST /jobs` only in ways the document allows, and
+The hook below changes a generated `POST /jobs`, and each job of a generated `POST /jobs/batch`,
+only in ways the document allows, and
 Schemathesis validates a request a hook changed again, so whether it counts as valid or invalid
 data stays right:
 
@@ -10,8 +11,12 @@ data stays right:
   exist; which destinations the SSRF guard refuses (`422`) is a policy no JSON Schema can state,
   and the integration and hostile-input tests check it;
 - a `sleep` job sleeps at most 50 ms, so jobs end quickly and long polls return early;
-- each valid `Idempotency-Key` is made unique: the same key with another body is rightly `422`,
-  which a generator that draws keys independently of bodies would otherwise report.
+- a batch holds at most 10 jobs (a longer one within the document's 100 is cut to its first
+  10): thousands of generated jobs would keep the consumers busy past the long polls' waits
+  that other requests make, and the 100-job bound is held by the unit and integration tests;
+- each valid `Idempotency-Key` (and a batch job's `idempotency_key`) is made unique: the same
+  key with another body is rightly `422`, which a generator that draws keys independently of
+  bodies would otherwise report.
 """
 
 import itertools
@@ -43,26 +48,45 @@ def _to_sink(url):
     return moved if len(moved) <= MAX_URL else f"http://{SINK}/"
 
 
+def _unique_key(key):
+    if not isinstance(key, str) or not KEY.fullmatch(key):
+        return key
+    suffix = f"-{_RUN}-{next(_unique)}"
+    return key[: 255 - len(suffix)] + suffix
+
+
+def _job(body):
+    if not isinstance(body, dict):
+        return
+    if "callback_url" in body:
+        body["callback_url"] = _to_sink(body["callback_url"])
+    payload = body.get("payload")
+    if isinstance(payload, dict):
+        if body.get("kind") == "webhook" and "url" in payload:
+            payload["url"] = _to_sink(payload["url"])
+        ms = payload.get("ms")
+        number = isinstance(ms, (int, float)) and not isinstance(ms, bool)
+        if body.get("kind") == "sleep" and number and 50 < ms <= 900_000:
+            if float(ms).is_integer():
+                payload["ms"] = 50
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    if case.method.upper() != "POST" or case.path != "/jobs":
+    if case.method.upper() != "POST" or case.path not in ("/jobs", "/jobs/batch"):
         return
     body = case.body
-    if isinstance(body, dict):
-        if "callback_url" in body:
-            body["callback_url"] = _to_sink(body["callback_url"])
-        payload = body.get("payload")
-        if isinstance(payload, dict):
-            if body.get("kind") == "webhook" and "url" in payload:
-                payload["url"] = _to_sink(payload["url"])
-            ms = payload.get("ms")
-            number = isinstance(ms, (int, float)) and not isinstance(ms, bool)
-            if body.get("kind") == "sleep" and number and 50 < ms <= 900_000:
-                if float(ms).is_integer():
-                    payload["ms"] = 50
+    if case.path == "/jobs/batch":
+        jobs = body.get("jobs") if isinstance(body, dict) else None
+        if isinstance(jobs, list) and 10 < len(jobs) <= 100:
+            del jobs[10:]
+        for job in jobs if isinstance(jobs, list) else []:
+            _job(job)
+            if isinstance(job, dict) and "idempotency_key" in job:
+                job["idempotency_key"] = _unique_key(job["idempotency_key"])
+    else:
+        _job(body)
     headers = case.headers or {}
     for name in list(headers):
-        key = headers[name]
-        if name.lower() == "idempotency-key" and isinstance(key, str) and KEY.fullmatch(key):
-            suffix = f"-{_RUN}-{next(_unique)}"
-            headers[name] = key[: 255 - len(suffix)] + suffix
+        if name.lower() == "idempotency-key":
+            headers[name] = _unique_key(headers[name])
