@@ -12,7 +12,7 @@ use tracing::{Instrument, info, info_span, instrument};
 use super::problem::Problem;
 use super::submit::{
     Accepted, MAX_NESTING, Prepared, Written, check_content_type, check_nesting, correlation,
-    finish, from_json, prepare, read_job, rejected, replay, settle,
+    finish, from_json, log_full_lane, prepare, read_job, rejected, replay, settle,
 };
 use super::{ApiError, ApiResponse, json_response};
 use crate::app::App;
@@ -76,6 +76,16 @@ enum Outcome {
     /// Refused, with nothing sent (or, for a write that failed after its send, a `503` whose
     /// message still runs the job, as for `POST /jobs`).
     Refused(ApiError),
+    /// Moved out while the job passes from one state to the next.
+    Taken,
+}
+
+impl Outcome {
+    /// Moves the job on with `step`, which is given its current state.
+    fn advance(&mut self, step: impl FnOnce(Outcome) -> Outcome) {
+        let current = std::mem::replace(self, Outcome::Taken);
+        *self = step(current);
+    }
 }
 
 /// `POST /jobs/batch`: validates the request as a whole (media type, size, JSON, shape, 1 to
@@ -153,6 +163,7 @@ fn validate(
     jobs: &[&RawValue],
     correlation_id: &CorrelationId,
 ) -> Vec<Outcome> {
+    // The keys of the jobs that passed so far, and which job holds each.
     let mut keys: HashMap<IdempotencyKey, usize> = HashMap::new();
     let mut one = |index: usize, raw: &RawValue| -> Result<Prepared, ApiError> {
         let bytes = raw.get().as_bytes();
@@ -163,15 +174,16 @@ fn validate(
             .map(|key| IdempotencyKey::parse(key.as_bytes()))
             .transpose()
             .map_err(|e| ApiError::Invalid(format!("idempotency_key: {e}")))?;
-        if let Some(key) = &key
-            && let Some(first) = keys.insert(key.clone(), index)
-        {
-            keys.insert(key.clone(), first);
+        if let Some(first) = key.as_ref().and_then(|key| keys.get(key)) {
             return Err(ApiError::Invalid(format!(
                 "idempotency_key is the same as job {first}'s; a key names one job"
             )));
         }
-        prepare(app, owner.clone(), request, key, bytes, correlation_id)
+        let prepared = prepare(app, owner.clone(), request, key, bytes, correlation_id)?;
+        if let Some(record) = &prepared.idempotency {
+            keys.insert(record.key.clone(), index);
+        }
+        Ok(prepared)
     };
     jobs.iter()
         .enumerate()
@@ -195,7 +207,7 @@ async fn check_backlogs(app: &App, outcomes: &mut [Outcome]) {
         let refuse = match verdict {
             Ok(None) => continue,
             Ok(Some(full)) => {
-                let _ = super::submit::backlog_full(priority, full);
+                log_full_lane(priority, &full);
                 Refusal::Full(full)
             }
             Err(error) => {
@@ -308,15 +320,11 @@ async fn send(app: &App, owner: &Owner, outcomes: &mut [Outcome]) {
     let sent = join_all(sends).await;
     for ((_, indices), results) in lanes.iter().zip(sent) {
         for (&index, result) in indices.iter().zip(results) {
-            let outcome = std::mem::replace(
-                &mut outcomes[index],
-                Outcome::Refused(ApiError::Invalid(String::new())),
-            );
-            outcomes[index] = match (outcome, result) {
+            outcomes[index].advance(|outcome| match (outcome, result) {
                 (Outcome::Ready(prepared), Ok(message_id)) => Outcome::Sent(prepared, message_id),
                 (Outcome::Ready(_), Err(error)) => Outcome::Refused(error.into()),
                 (other, _) => other,
-            };
+            });
         }
     }
 }
@@ -377,11 +385,9 @@ async fn write(app: &App, owner: &Owner, outcomes: &mut [Outcome]) {
         settled.push((index, settle(result, &prepared.job, message_id.clone())));
     }
     for (index, written) in settled {
-        let outcome = std::mem::replace(
-            &mut outcomes[index],
-            Outcome::Refused(ApiError::Invalid(String::new())),
-        );
-        let Outcome::Sent(prepared, message_id) = outcome else {
+        let taken = std::mem::replace(&mut outcomes[index], Outcome::Taken);
+        let Outcome::Sent(prepared, message_id) = taken else {
+            outcomes[index] = taken;
             continue;
         };
         outcomes[index] = match written {
@@ -445,53 +451,9 @@ fn answer(app: &App, outcomes: Vec<Outcome>) -> Result<ApiResponse, ApiError> {
     let results = outcomes
         .into_iter()
         .enumerate()
-        .map(|(index, outcome)| match outcome {
-            Outcome::Accepted { job, replayed } => {
-                if !replayed {
-                    app.metrics.for_job(
-                        now,
-                        &job.kind,
-                        job.priority,
-                        &[(Metric::JobsAccepted, 1.0)],
-                    );
-                }
-                ItemResult {
-                    index,
-                    status: StatusCode::ACCEPTED.as_u16(),
-                    body: Some(Accepted::of(&job)),
-                    problem: None,
-                    replayed,
-                    retry_after: None,
-                }
-            }
-            Outcome::Refused(error) => {
-                rejected(app, &error);
-                ItemResult {
-                    index,
-                    status: error.status().as_u16(),
-                    problem: Some(error.problem()),
-                    body: None,
-                    replayed: false,
-                    retry_after: error.retry_after(),
-                }
-            }
-            // Every job ends accepted or refused; a job left midway would be a bug here, and
-            // is refused as one rather than reported accepted.
-            Outcome::Ready(_) | Outcome::Sent(..) => {
-                let error = ApiError::Store(crate::store::StoreError::Corrupt {
-                    id: format!("batch job {index}"),
-                    reason: "left unsettled".to_owned(),
-                });
-                rejected(app, &error);
-                ItemResult {
-                    index,
-                    status: error.status().as_u16(),
-                    problem: Some(error.problem()),
-                    body: None,
-                    replayed: false,
-                    retry_after: None,
-                }
-            }
+        .map(|(index, outcome)| {
+            let _job = info_span!("job", index).entered();
+            result(app, now, index, outcome)
         })
         .collect();
     let mut response = json_response(StatusCode::OK, &BatchAnswer { results });
@@ -500,6 +462,54 @@ fn answer(app: &App, outcomes: Vec<Outcome>) -> Result<ApiResponse, ApiError> {
         http::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+/// One job's result, counted in the metrics as `POST /jobs` counts a request.
+fn result(app: &App, now: crate::domain::Timestamp, index: usize, outcome: Outcome) -> ItemResult {
+    match outcome {
+        Outcome::Accepted { job, replayed } => {
+            if !replayed {
+                app.metrics
+                    .for_job(now, &job.kind, job.priority, &[(Metric::JobsAccepted, 1.0)]);
+            }
+            ItemResult {
+                index,
+                status: StatusCode::ACCEPTED.as_u16(),
+                body: Some(Accepted::of(&job)),
+                problem: None,
+                replayed,
+                retry_after: None,
+            }
+        }
+        Outcome::Refused(error) => {
+            rejected(app, &error);
+            ItemResult {
+                index,
+                status: error.status().as_u16(),
+                problem: Some(error.problem()),
+                body: None,
+                replayed: false,
+                retry_after: error.retry_after(),
+            }
+        }
+        // Every job ends accepted or refused; a job left midway would be a bug here, and
+        // is refused as one rather than reported accepted.
+        Outcome::Ready(_) | Outcome::Sent(..) | Outcome::Taken => {
+            let error = ApiError::Store(crate::store::StoreError::Corrupt {
+                id: format!("batch job {index}"),
+                reason: "left unsettled".to_owned(),
+            });
+            rejected(app, &error);
+            ItemResult {
+                index,
+                status: error.status().as_u16(),
+                problem: Some(error.problem()),
+                body: None,
+                replayed: false,
+                retry_after: None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -779,6 +789,14 @@ mod tests {
             "{answer}"
         );
         assert_eq!(drain(app).await.len(), 1);
+        // A refused job holds no key: a later job with it stands alone.
+        let after_refused = [
+            json!({"kind": "nope", "payload": 1, "idempotency_key": "d"}),
+            json!({"kind": "echo", "payload": 1, "idempotency_key": "d"}),
+        ];
+        let (_, answer) = post(app, &json_headers(), &batch_of(&after_refused)).await;
+        assert_eq!(answer["results"][0]["status"], 422, "{answer}");
+        assert_eq!(answer["results"][1]["status"], 202, "{answer}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -231,6 +231,17 @@ pub(super) fn prepare(
 
 /// The `503` of a lane over its backlog limit, logged.
 pub(super) fn backlog_full(priority: Priority, full: crate::queue::Full) -> ApiError {
+    log_full_lane(priority, &full);
+    ApiError::BacklogFull {
+        priority,
+        depth: full.depth,
+        limit: full.limit,
+        retry_after: full.retry_after,
+    }
+}
+
+/// Logs that a lane is over its backlog limit and its new jobs are refused.
+pub(super) fn log_full_lane(priority: Priority, full: &crate::queue::Full) {
     warn!(
         %priority,
         depth = full.depth,
@@ -239,12 +250,6 @@ pub(super) fn backlog_full(priority: Priority, full: crate::queue::Full) -> ApiE
         retry_after_s = full.retry_after.as_secs(),
         "lane over its backlog limit; refusing its new jobs"
     );
-    ApiError::BacklogFull {
-        priority,
-        depth: full.depth,
-        limit: full.limit,
-        retry_after: full.retry_after,
-    }
 }
 
 /// The answer to an accepted (or replayed) job: `202`, or with `Prefer: wait=N` the job's
