@@ -31,6 +31,7 @@ macro_rules! queue_contract_tests {
         $crate::queue_contract_tests!(@test $setup, changing_the_visibility_reschedules_a_message);
         $crate::queue_contract_tests!(@test $setup, a_deleted_message_is_gone);
         $crate::queue_contract_tests!(@test $setup, a_message_moves_to_the_dlq_after_max_receive_count_receives);
+        $crate::queue_contract_tests!(@test $setup, a_delayed_message_is_received_only_after_its_delay);
     };
     (@test $setup:expr, $clause:ident) => {
         #[tokio::test]
@@ -145,4 +146,23 @@ pub async fn a_message_moves_to_the_dlq_after_max_receive_count_receives(setup: 
     );
     setup.dlq.delete(&dead.receipt_handle).await.unwrap();
     assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
+}
+
+/// A clause of the queue contract.
+pub async fn a_delayed_message_is_received_only_after_its_delay(setup: &Setup) {
+    let options = super::SendOptions {
+        group: Some("owner"),
+        delay: Duration::from_secs(2),
+    };
+    setup.queue.send_with("later", options).await.unwrap();
+    setup.queue.send("now").await.unwrap();
+    let first = receive_one(&*setup.queue).await;
+    assert_eq!(first.body, "now");
+    setup.queue.delete(&first.receipt_handle).await.unwrap();
+    assert_eq!(setup.queue.depth().await.unwrap().visible, 0);
+    assert!(nothing_received(&*setup.queue, Duration::from_millis(500)).await);
+    outlast(Duration::from_secs(2)).await;
+    let later = receive_one(&*setup.queue).await;
+    assert_eq!(later.body, "later");
+    setup.queue.delete(&later.receipt_handle).await.unwrap();
 }

@@ -28,15 +28,25 @@ pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 /// One queue of job messages, with SQS's at-least-once semantics.
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
-    /// Enqueues a message body (an encoded `JobMessage`) in the fairness group `group` (an
-    /// owner's [`crate::domain::Owner::fairness_key`]; SQS fair queues' `MessageGroupId`), and
-    /// returns its message id. A group whose messages crowd the queue gets no more than its share
-    /// of the consumers: the others' messages are delivered first.
-    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError>;
+    /// Enqueues a message body (an encoded `JobMessage`) as `options` say, and returns its
+    /// message id.
+    async fn send_with(&self, body: &str, options: SendOptions<'_>) -> Result<String, QueueError>;
 
-    /// Enqueues a message body in no group (tools and tests).
+    /// Enqueues a message body in the fairness group `group`, at once.
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
+        self.send_with(
+            body,
+            SendOptions {
+                group,
+                ..SendOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Enqueues a message body in no group, at once (tools and tests).
     async fn send(&self, body: &str) -> Result<String, QueueError> {
-        self.send_in_group(body, None).await
+        self.send_with(body, SendOptions::default()).await
     }
 
     /// Hides a received message for `timeout` from now, as `ChangeMessageVisibility` does.
@@ -77,7 +87,7 @@ impl NoQueue {
 
 #[async_trait]
 impl JobQueue for NoQueue {
-    async fn send_in_group(&self, _: &str, _: Option<&str>) -> Result<String, QueueError> {
+    async fn send_with(&self, _: &str, _: SendOptions<'_>) -> Result<String, QueueError> {
         Err(self.refuse())
     }
 
@@ -137,6 +147,29 @@ impl QueueDepth {
     pub fn total(&self) -> u64 {
         self.visible + self.in_flight + self.delayed
     }
+}
+
+/// How a message is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions<'a> {
+    /// Its fairness group (an owner's [`crate::domain::Owner::fairness_key`]; SQS fair queues'
+    /// `MessageGroupId`): a group whose messages crowd the queue gets no more than its share of
+    /// the consumers, the others' messages being delivered first.
+    pub group: Option<&'a str>,
+    /// How long it stays invisible after it is sent (SQS's `DelaySeconds`, whole seconds, at
+    /// most [`MAX_DELAY`]).
+    pub delay: Duration,
+}
+
+/// The longest delay SQS gives a message when it is sent (`DelaySeconds`, 15 minutes).
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// The delay to send a message with at `now` so that it is received when `due` comes, or as
+/// near to it as SQS allows: whole seconds rounded up (never early), at most [`MAX_DELAY`].
+pub fn delay_until(due: Timestamp, now: Timestamp) -> Duration {
+    let left = due.saturating_since(now);
+    let whole = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+    whole.min(MAX_DELAY)
 }
 
 /// A queue failure.

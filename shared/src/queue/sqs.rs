@@ -10,7 +10,7 @@ use aws_sdk_sqs::operation::delete_message::DeleteMessageError;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use tracing::instrument;
 
-use super::{JobQueue, QueueDepth, QueueError, ReceivedMessage};
+use super::{JobQueue, QueueDepth, QueueError, ReceivedMessage, SendOptions};
 use crate::domain::Timestamp;
 
 /// A `JobQueue` on one SQS standard queue.
@@ -71,13 +71,15 @@ fn seconds(duration: Duration) -> i32 {
 #[async_trait]
 impl JobQueue for SqsQueue {
     #[instrument(skip_all)]
-    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
+    async fn send_with(&self, body: &str, options: SendOptions<'_>) -> Result<String, QueueError> {
+        let delay = options.delay.min(super::MAX_DELAY);
         let output = self
             .client()
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
-            .set_message_group_id(group.map(str::to_owned))
+            .set_message_group_id(options.group.map(str::to_owned))
+            .set_delay_seconds((!delay.is_zero()).then(|| seconds(delay)))
             .send()
             .await
             .map_err(unavailable)?;
