@@ -14,17 +14,21 @@ use spillway_core::error::Chain;
 use spillway_core::queue::{JobQueue as _, SqsQueue};
 use spillway_core::store::{DynamoStore, JobStore};
 
-use crate::aws::AwsArgs;
+use crate::aws::{AwsArgs, Lane};
 
 /// `spillway queue` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum QueueCommand {
-    /// Messages visible, in flight and delayed in the work queue and the dead-letter queue, and
-    /// the age of the oldest message where the endpoint reports it (CloudWatch, on AWS): `n/a`
-    /// when CloudWatch has no data, `error` (and why, on standard error) when it cannot be read.
+    /// Messages visible, in flight and delayed in a priority lane's work queue and dead-letter
+    /// queue, and the age of the oldest message where the endpoint reports it (CloudWatch, on
+    /// AWS): `n/a` when CloudWatch has no data, `error` (and why, on standard error) when it
+    /// cannot be read.
     Stats {
         #[command(flatten)]
         aws: AwsArgs,
+        /// The priority lane whose queues to count.
+        #[arg(long, value_enum, default_value_t)]
+        priority: Lane,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -65,15 +69,22 @@ struct QueueStats {
 
 /// Runs a `spillway queue` subcommand.
 pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
-    let QueueCommand::Stats { mut aws, json } = command;
+    let QueueCommand::Stats {
+        mut aws,
+        priority,
+        json,
+    } = command;
     let sdk = aws.deployment().await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
     let target = aws.target();
     let mut stats = Vec::new();
     for (queue, url) in [
-        ("work", aws.work_queue_url(&sqs).await?),
-        ("dead-letter", aws.dead_letter_queue_url(&sqs).await?),
+        ("work", aws.lane_queue_url(&sqs, priority).await?),
+        (
+            "dead-letter",
+            aws.lane_dead_letter_queue_url(&sqs, priority).await?,
+        ),
     ] {
         let depth = SqsQueue::new(sqs.clone(), &url)
             .depth()

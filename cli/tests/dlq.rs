@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 use spillway_core::api;
 use spillway_core::domain::{JobId, Owner};
 use spillway_core::kinds;
+use spillway_core::provision;
+use spillway_core::queue::{JobQueue as _, SqsQueue};
 use spillway_core::testing::{Behaviour, Counting, processors_with, submit};
 use spillway_tests::Stack;
 use tokio::process::Command;
@@ -110,4 +112,72 @@ async fn dlq_list_shows_the_dead_lettered_jobs_and_redrive_runs_one_again() {
     assert_eq!(lines.len(), 2, "a header and the count only: {empty}");
     assert!(lines[0].starts_with("MESSAGE ID"), "{empty}");
     assert_eq!(lines[1], "0 message(s)", "{empty}");
+}
+
+#[tokio::test]
+async fn each_lane_has_its_own_dead_letters_and_a_redrive_sends_them_back_to_that_lane() {
+    let stack = Stack::create(2, Duration::from_secs(30)).await;
+    // The high lane's queues, found by the names the table gives them (TABLE-jobs-high and
+    // TABLE-jobs-high-dlq), as a stack's are by its outputs.
+    let high = provision::ensure_queues(
+        &stack.sqs,
+        &format!("{}-jobs-high", stack.table),
+        2,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let (high_queue, high_dlq) = (
+        SqsQueue::new(stack.sqs.clone(), &high.queue_url),
+        SqsQueue::new(stack.sqs.clone(), &high.dlq_url),
+    );
+    // A dead-lettered job whose message is in the high lane's DLQ.
+    let id = dead_letter(&stack, 1).await[0];
+    let dead = stack
+        .dlq()
+        .receive(1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    high_dlq.send(&dead[0].body).await.unwrap();
+    stack.dlq().delete(&dead[0].receipt_handle).await.unwrap();
+
+    let high_listing = spillway(&stack, &["dlq", "list", "--priority", "high"]).await;
+    assert!(high_listing.contains(&id.to_string()), "{high_listing}");
+    assert_eq!(high_listing.lines().last(), Some("1 message(s)"));
+    let normal_listing = spillway(&stack, &["dlq", "list"]).await;
+    assert_eq!(normal_listing.lines().last(), Some("0 message(s)"));
+
+    let redrive = spillway(&stack, &["dlq", "redrive", "--priority", "high"]).await;
+    assert!(redrive.contains("moved 1 message(s)"), "{redrive}");
+    assert!(redrive.contains(&high.queue_url), "{redrive}");
+    assert_eq!(status(&stack, id).await, "pending");
+    assert_eq!(
+        high_queue.depth().await.unwrap().visible,
+        1,
+        "back in its lane"
+    );
+    assert_eq!(high_dlq.depth().await.unwrap().total(), 0);
+    assert_eq!(
+        stack.queued_messages().await,
+        0,
+        "nothing went to the normal lane"
+    );
+
+    let stats: Value = serde_json::from_str(
+        &spillway(&stack, &["queue", "stats", "--json", "--priority", "high"]).await,
+    )
+    .unwrap();
+    assert_eq!(stats[0]["url"], high.queue_url.as_str());
+    assert_eq!(stats[0]["visible"], 1);
+    assert_eq!(stats[1]["url"], high.dlq_url.as_str());
+
+    for url in [&high.queue_url, &high.dlq_url] {
+        stack
+            .sqs
+            .delete_queue()
+            .queue_url(url)
+            .send()
+            .await
+            .unwrap();
+    }
 }
