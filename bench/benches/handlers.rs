@@ -11,8 +11,9 @@ use aws_lambda_events::sqs::SqsEvent;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
-use spillway_bench::{FakeAws, QUEUE_URL, TABLE, events};
+use spillway_bench::{FakeAws, HIGH_QUEUE_URL, QUEUE_URL, TABLE, events};
 use spillway_core::config::Resources;
+use spillway_core::domain::Lanes;
 use spillway_core::{App, Config, Settings, lambda};
 use tokio::runtime::Runtime;
 
@@ -28,7 +29,10 @@ async fn app(fake: &std::sync::Arc<FakeAws>) -> App {
     let config = Config {
         resources: Resources {
             table: TABLE.to_owned(),
-            queue_url: Some(QUEUE_URL.to_owned()),
+            queue_urls: Lanes {
+                high: Some(HIGH_QUEUE_URL.to_owned()),
+                normal: Some(QUEUE_URL.to_owned()),
+            },
         },
         settings: Settings::default(),
     };

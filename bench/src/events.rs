@@ -121,6 +121,7 @@ pub async fn pending_jobs(
             id: JobId::generate(),
             kind: kind.clone(),
             owner: Owner::iam(CALLER_ARN),
+            priority: spillway_core::domain::Priority::Normal,
             created_at: now,
             deadline,
             payload: PayloadDigest::of(payload.get()),

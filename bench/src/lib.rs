@@ -14,5 +14,7 @@ pub use runtime_api::RuntimeApi;
 pub const TABLE: &str = "spillway-bench";
 /// The work queue URL the benchmarks use.
 pub const QUEUE_URL: &str = "http://127.0.0.1/000000000000/spillway-bench";
+/// The high lane's queue, which intake is given too (the benchmark's jobs are all normal).
+pub const HIGH_QUEUE_URL: &str = "http://127.0.0.1/000000000000/spillway-bench-high";
 /// The work queue's ARN, as SQS events carry it.
 pub const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:spillway-bench";

@@ -18,7 +18,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use spillway_core::api::{self, ApiError, ApiResponse};
 use spillway_core::app::StackSecret;
 use spillway_core::config::{Config, Resources, Settings};
-use spillway_core::domain::Owner;
+use spillway_core::domain::{Lanes, Owner, Priority};
 use spillway_core::esm::EventSourceMapping;
 use spillway_core::kinds;
 use spillway_core::queue::{JobQueue, MemoryQueue, SqsQueue};
@@ -26,7 +26,7 @@ use spillway_core::store::MemoryStore;
 use spillway_core::webhook::{Allowlist, SigningKeys, Webhook, WebhookSettings};
 use spillway_core::{App, provision};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::aws::AwsArgs;
 
@@ -90,12 +90,18 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     function_timeout: u64,
 
-    /// Consumer invocations running at once (the event source mapping's concurrency).
+    /// Consumer invocations running at once on the normal lane (its event source mapping's
+    /// concurrency).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
 
-    /// How often to log the work queue's depth (a `queue depth` line: visible, in flight,
-    /// delayed), when it has changed since the last line; `0s` never. It shows a queue building
+    /// Consumer invocations running at once on the high lane, apart from the normal lane's: a
+    /// flood of normal jobs never takes them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    high_concurrency: u16,
+
+    /// How often to log each lane's queue depth (a `queue depth` line: priority, visible, in
+    /// flight, delayed), when it has changed since the last line; `0s` never. It shows a queue building
     /// and draining under `spillway load --spike-rate`; `visible` is what `spillway simulate`
     /// reports as visible messages.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -122,7 +128,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
     let settings = settings(&args)?;
     let keys = webhook_keys(&args).await?;
     let webhook = Webhook::new(settings.webhook.clone(), Some(keys.clone()));
-    let (app, esm, backend) = match &args.aws.endpoint_url {
+    let (app, mappings, backend) = match &args.aws.endpoint_url {
         None => embedded(&args, settings),
         Some(url) => on_endpoint(&args, url, settings).await?,
     };
@@ -149,15 +155,24 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
     );
 
     let (stop, stopped) = watch::channel(false);
-    let pollers: Vec<_> = (0..args.concurrency)
-        .map(|_| tokio::spawn(poll(esm.clone(), app.clone(), stopped.clone())))
-        .collect();
-    if !args.queue_log_interval.is_zero() {
-        tokio::spawn(log_queue_depth(
-            app.queue.clone(),
-            args.queue_log_interval,
-            stopped.clone(),
-        ));
+    let concurrency = Lanes {
+        high: args.high_concurrency,
+        normal: args.concurrency,
+    };
+    let mut pollers = Vec::new();
+    for (priority, esm) in mappings.iter() {
+        pollers.extend((0..*concurrency.get(priority)).map(|_| {
+            let poller = poll(esm.clone(), app.clone(), stopped.clone());
+            tokio::spawn(poller.instrument(info_span!("lane", %priority)))
+        }));
+        if !args.queue_log_interval.is_zero() {
+            tokio::spawn(log_queue_depth(
+                priority,
+                app.queues.get(priority).clone(),
+                args.queue_log_interval,
+                stopped.clone(),
+            ));
+        }
     }
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -284,21 +299,34 @@ fn mapping(args: &DevArgs, queue: Arc<dyn JobQueue>, queue_arn: String) -> Event
     }
 }
 
-/// Everything in memory: nothing to install, nothing kept after exit.
-fn embedded(args: &DevArgs, settings: Settings) -> (App, EventSourceMapping, String) {
+/// The name of a lane's queue: the work queue's for the normal lane, with `-high` for the other.
+fn lane_queue_name(args: &DevArgs, priority: Priority) -> String {
+    match priority {
+        Priority::Normal => args.aws.queue_name(),
+        Priority::High => format!("{}-high", args.aws.queue_name()),
+    }
+}
+
+/// Everything in memory: nothing to install, nothing kept after exit. Each lane has its own
+/// queue and dead-letter queue.
+fn embedded(args: &DevArgs, settings: Settings) -> (App, Lanes<EventSourceMapping>, String) {
     let visibility = Duration::from_secs(args.visibility_timeout);
-    let dlq = Arc::new(MemoryQueue::new(visibility));
-    let queue: Arc<dyn JobQueue> = Arc::new(
-        MemoryQueue::new(visibility).with_dead_letter_queue(dlq, settings.max_receive_count),
-    );
-    let queue_arn = format!(
-        "arn:aws:sqs:{}:000000000000:{}",
-        args.aws.region,
-        args.aws.queue_name()
-    );
-    let esm = mapping(args, queue.clone(), queue_arn);
-    let app = App::new(Arc::new(MemoryStore::new()), queue, settings);
-    (app, esm, "in-memory".to_owned())
+    let queues = Lanes::from_fn(|_| -> Arc<dyn JobQueue> {
+        let dlq = Arc::new(MemoryQueue::new(visibility));
+        Arc::new(
+            MemoryQueue::new(visibility).with_dead_letter_queue(dlq, settings.max_receive_count),
+        )
+    });
+    let mappings = queues.clone().map(|priority, queue| {
+        let queue_arn = format!(
+            "arn:aws:sqs:{}:000000000000:{}",
+            args.aws.region,
+            lane_queue_name(args, priority)
+        );
+        mapping(args, queue, queue_arn)
+    });
+    let app = App::new(Arc::new(MemoryStore::new()), queues, settings);
+    (app, mappings, "in-memory".to_owned())
 }
 
 /// DynamoDB and SQS at an endpoint, created first with --create-resources.
@@ -306,7 +334,7 @@ async fn on_endpoint(
     args: &DevArgs,
     endpoint_url: &str,
     mut settings: Settings,
-) -> Result<(App, EventSourceMapping, String), Box<dyn Error>> {
+) -> Result<(App, Lanes<EventSourceMapping>, String), Box<dyn Error>> {
     let sdk = args.aws.sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -315,16 +343,23 @@ async fn on_endpoint(
         move |e: Box<dyn Error + Send + Sync>| format!("{what} at {endpoint_url}: {e}")
     };
 
-    let queue_url = if args.create_resources {
+    let (queue_url, high_queue_url) = if args.create_resources {
         provision::ensure_table(&dynamodb, table)
             .await
             .map_err(unreachable(format!("creating table {table}")))?;
         let visibility = Duration::from_secs(args.visibility_timeout);
-        let name = args.aws.queue_name();
-        let queues = provision::ensure_queues(&sqs, &name, settings.max_receive_count, visibility)
-            .await
-            .map_err(unreachable(format!("creating queue {name}")))?;
-        args.aws.queue_url.clone().unwrap_or(queues.queue_url)
+        let mut urls = Vec::new();
+        for priority in [Priority::Normal, Priority::High] {
+            let name = lane_queue_name(args, priority);
+            let queues =
+                provision::ensure_queues(&sqs, &name, settings.max_receive_count, visibility)
+                    .await
+                    .map_err(unreachable(format!("creating queue {name}")))?;
+            urls.push(queues.queue_url);
+        }
+        let high = urls.pop().unwrap_or_default();
+        let normal = urls.pop().unwrap_or_default();
+        (args.aws.queue_url.clone().unwrap_or(normal), high)
     } else {
         dynamodb
             .describe_table()
@@ -336,10 +371,23 @@ async fn on_endpoint(
                     "table {table} at {endpoint_url}: {e} (pass --create-resources to create it)"
                 )
             })?;
-        args.aws
+        let normal = args
+            .aws
             .work_queue_url(&sqs)
             .await
-            .map_err(|e| format!("{e} (pass --queue-url, or --create-resources)"))?
+            .map_err(|e| format!("{e} (pass --queue-url, or --create-resources)"))?;
+        let name = lane_queue_name(args, Priority::High);
+        let high = sqs
+            .get_queue_url()
+            .queue_name(&name)
+            .send()
+            .await
+            .ok()
+            .and_then(|output| output.queue_url)
+            .ok_or_else(|| {
+                format!("the high lane's queue {name} at {endpoint_url} (pass --create-resources)")
+            })?;
+        (normal, high)
     };
     let queue_arn = provision::queue_arn(&sqs, &queue_url)
         .await
@@ -363,19 +411,32 @@ async fn on_endpoint(
         }
     }
 
+    let high_queue_arn = provision::queue_arn(&sqs, &high_queue_url)
+        .await
+        .map_err(unreachable(format!("queue {high_queue_url}")))?;
     let config = Config {
         resources: Resources {
             table: table.clone(),
-            queue_url: Some(queue_url.clone()),
+            queue_urls: Lanes {
+                high: Some(high_queue_url.clone()),
+                normal: Some(queue_url.clone()),
+            },
         },
         settings,
     };
     let app = App::on_aws(&sdk, &config);
-    let esm = mapping(args, Arc::new(SqsQueue::new(sqs, &queue_url)), queue_arn);
+    let mappings = Lanes {
+        high: mapping(
+            args,
+            Arc::new(SqsQueue::new(sqs.clone(), &high_queue_url)),
+            high_queue_arn,
+        ),
+        normal: mapping(args, Arc::new(SqsQueue::new(sqs, &queue_url)), queue_arn),
+    };
     Ok((
         app,
-        esm,
-        format!("{endpoint_url} (table {table}, queue {queue_url})"),
+        mappings,
+        format!("{endpoint_url} (table {table}, queues {queue_url} and {high_queue_url})"),
     ))
 }
 
@@ -409,9 +470,10 @@ async fn poll(esm: EventSourceMapping, app: App, mut stopped: watch::Receiver<bo
     }
 }
 
-/// Logs the queue's depth every `every` when it has changed, until told to stop. A failing read
-/// is logged when it starts failing, not at every tick.
+/// Logs a lane's queue depth every `every` when it has changed, until told to stop. A failing
+/// read is logged when it starts failing, not at every tick.
 async fn log_queue_depth(
+    priority: Priority,
     queue: Arc<dyn JobQueue>,
     every: Duration,
     mut stopped: watch::Receiver<bool>,
@@ -430,6 +492,7 @@ async fn log_queue_depth(
                 failing = false;
                 if last != Some(depth) {
                     info!(
+                        %priority,
                         visible = depth.visible,
                         in_flight = depth.in_flight,
                         delayed = depth.delayed,
@@ -440,7 +503,7 @@ async fn log_queue_depth(
             }
             Err(error) if !failing => {
                 failing = true;
-                warn!(error = %error, "reading the queue's depth failed");
+                warn!(%priority, error = %error, "reading the queue's depth failed");
             }
             Err(_) => {}
         }

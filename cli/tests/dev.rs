@@ -89,9 +89,21 @@ async fn the_queues_depth_is_logged_as_it_changes() {
     for id in &ids {
         assert_eq!(dev.wait_for(id, 10).await["status"], "succeeded");
     }
+    // Each lane logs its own queue; the high lane's stays empty.
+    let high: Vec<Value> = dev
+        .logged("queue depth")
+        .into_iter()
+        .filter(|line| line["priority"] == "high")
+        .collect();
+    assert_eq!(high.len(), 1, "{high:?}");
+    assert_eq!(
+        (&high[0]["visible"], &high[0]["in_flight"]),
+        (&json!(0), &json!(0))
+    );
     let depths = || -> Vec<(u64, u64)> {
         dev.logged("queue depth")
             .iter()
+            .filter(|line| line["priority"] == "normal")
             .map(|line| {
                 assert_eq!(line["delayed"], 0, "{line}");
                 (
@@ -467,6 +479,7 @@ async fn the_readme_walkthrough_works_as_written() {
         r#""status":"pending""#,
         r#""status":"succeeded""#,
         r#""result":{"hello":"world"}"#,
+        r#""priority":"high""#,
         r#""status":"dead_lettered""#,
         r#""attempts":3"#,
         "urn:spillway:problem:invalid-request",

@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use spillway_core::App;
 use spillway_core::api::submit_job;
-use spillway_core::domain::Owner;
-use spillway_core::queue::MemoryQueue;
+use spillway_core::domain::{Lanes, Owner};
+use spillway_core::queue::{JobQueue, MemoryQueue};
 use spillway_core::store::MemoryStore;
 use spillway_core::testing::fast_settings;
 
@@ -28,7 +28,9 @@ fuzz_target!(|input: (&[u8], &[u8])| {
         let store = Arc::new(MemoryStore::new());
         let app = App::new(
             store.clone(),
-            Arc::new(MemoryQueue::new(Duration::from_secs(30))),
+            Lanes::from_fn(|_| -> Arc<dyn JobQueue> {
+                Arc::new(MemoryQueue::new(Duration::from_secs(30)))
+            }),
             fast_settings(),
         );
         let response = submit_job(&app, Owner::anonymous(), &headers, body).await;

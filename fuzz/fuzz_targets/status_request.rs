@@ -8,8 +8,8 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use spillway_core::App;
 use spillway_core::api::{cancel_job, get_job};
-use spillway_core::domain::Owner;
-use spillway_core::queue::MemoryQueue;
+use spillway_core::domain::{Lanes, Owner};
+use spillway_core::queue::{JobQueue, MemoryQueue};
 use spillway_core::store::MemoryStore;
 use spillway_core::testing::fast_settings;
 
@@ -24,7 +24,9 @@ fuzz_target!(|input: (bool, &str, Option<&str>)| {
     runtime.block_on(async {
         let app = App::new(
             Arc::new(MemoryStore::new()),
-            Arc::new(MemoryQueue::new(Duration::from_secs(30))),
+            Lanes::from_fn(|_| -> Arc<dyn JobQueue> {
+                Arc::new(MemoryQueue::new(Duration::from_secs(30)))
+            }),
             fast_settings(),
         );
         let response = if cancel {

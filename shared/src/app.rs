@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Function, Settings};
-use crate::domain::{Change, Transition};
+use crate::domain::{Change, Lanes, Transition};
 use crate::kinds;
 use crate::metrics::{Metrics, Stdout};
 use crate::processor::Processors;
@@ -17,8 +17,8 @@ use crate::webhook::{SigningKeys, Webhook};
 pub struct App {
     /// Job state.
     pub store: Arc<dyn JobStore>,
-    /// The work queue.
-    pub queue: Arc<dyn JobQueue>,
+    /// Each lane's work queue (a lane the function is not given refuses every call).
+    pub queues: Lanes<Arc<dyn JobQueue>>,
     /// The processors, by kind.
     pub processors: Arc<Processors>,
     /// Behaviour.
@@ -29,20 +29,24 @@ pub struct App {
     pub metrics: Metrics,
     /// The stack's webhook signing secret, from which each owner's is derived.
     pub signing: StackSecret,
-    pub(crate) backlog: Arc<Backlog>,
+    pub(crate) backlog: Arc<Lanes<Backlog>>,
 }
 
 impl App {
     /// An app on the given ports, with the built-in processors and the system clock.
-    pub fn new(store: Arc<dyn JobStore>, queue: Arc<dyn JobQueue>, settings: Settings) -> Self {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        queues: Lanes<Arc<dyn JobQueue>>,
+        settings: Settings,
+    ) -> Self {
         Self {
             store,
-            queue,
+            queues,
             processors: Arc::new(kinds::builtin_with(Webhook::new(
                 settings.webhook.clone(),
                 None,
             ))),
-            backlog: Arc::new(Backlog::new(settings.backlog_limit)),
+            backlog: Arc::new(settings.backlog_limit.map(|_, limit| Backlog::new(limit))),
             settings: Arc::new(settings),
             clock: Arc::new(SystemClock),
             metrics: Metrics::off(),
@@ -114,15 +118,22 @@ impl App {
             .with_metrics(metrics_from_env()))
     }
 
-    /// The app on DynamoDB and SQS, with clients made from `sdk`. A function given no queue URL
-    /// gets a queue that refuses every call (see [`NoQueue`]).
+    /// The app on DynamoDB and SQS, with clients made from `sdk`. A lane whose queue the
+    /// function is not given gets a queue that refuses every call (see [`NoQueue`]).
     pub fn on_aws(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
         let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.resources.table);
-        let queue: Arc<dyn JobQueue> = match &config.resources.queue_url {
-            Some(url) => Arc::new(SqsQueue::from_sdk(sdk, url)),
-            None => Arc::new(NoQueue),
-        };
-        Self::new(Arc::new(store), queue, config.settings.clone())
+        let queues =
+            config
+                .resources
+                .queue_urls
+                .clone()
+                .map(|priority, url| -> Arc<dyn JobQueue> {
+                    match url {
+                        Some(url) => Arc::new(SqsQueue::from_sdk(sdk, &url)),
+                        None => Arc::new(NoQueue(priority)),
+                    }
+                });
+        Self::new(Arc::new(store), queues, config.settings.clone())
     }
 }
 

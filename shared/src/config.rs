@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::domain::{Lanes, Priority};
 use crate::webhook::{Allowlist, WebhookSettings};
 
 /// One of Spillway's Lambda functions.
@@ -32,19 +33,22 @@ impl Function {
         }
     }
 
-    /// Every `SPILLWAY_*` variable the function reads; it reads no other. A required one
-    /// ([`Function::needs_queue`] for the queue URL, the table for all) stops its cold start when
+    /// Every `SPILLWAY_*` variable the function reads; it reads no other. A required one (the
+    /// table for all, the queue URLs for intake and the consumer) stops its cold start when
     /// missing; the others have defaults.
     pub fn variables(self) -> &'static [&'static str] {
         match self {
             Self::Intake => &[
                 "SPILLWAY_TABLE",
                 "SPILLWAY_QUEUE_URL",
+                "SPILLWAY_HIGH_QUEUE_URL",
                 "SPILLWAY_DEFAULT_TTL_SECONDS",
+                "SPILLWAY_HIGH_DEFAULT_TTL_SECONDS",
                 "SPILLWAY_MAX_TTL_SECONDS",
                 "SPILLWAY_MAX_PAYLOAD_BYTES",
                 "SPILLWAY_RETENTION_SECONDS",
                 "SPILLWAY_BACKLOG_LIMIT",
+                "SPILLWAY_HIGH_BACKLOG_LIMIT",
                 "SPILLWAY_DEMO_KINDS",
                 "SPILLWAY_API_AUTH",
                 // Webhook URLs and `callback_url` are checked against the SSRF guard at intake.
@@ -53,9 +57,13 @@ impl Function {
             ],
             Self::Consumer => &[
                 "SPILLWAY_TABLE",
+                // The queue it consumes, and which lane that queue is: the template deploys one
+                // consumer per lane.
                 "SPILLWAY_QUEUE_URL",
-                // The deadline of the callback jobs the consumer creates.
+                "SPILLWAY_PRIORITY",
+                // The deadline of the callback jobs the consumer creates, by lane.
                 "SPILLWAY_DEFAULT_TTL_SECONDS",
+                "SPILLWAY_HIGH_DEFAULT_TTL_SECONDS",
                 "SPILLWAY_RETENTION_SECONDS",
                 "SPILLWAY_MAX_ATTEMPTS",
                 "SPILLWAY_MAX_RECEIVE_COUNT",
@@ -82,11 +90,6 @@ impl Function {
                 "SPILLWAY_METRICS_NAMESPACE",
             ],
         }
-    }
-
-    /// Whether the function sends to or changes the work queue.
-    pub fn needs_queue(self) -> bool {
-        self.variables().contains(&"SPILLWAY_QUEUE_URL")
     }
 }
 
@@ -118,16 +121,18 @@ impl ApiAuth {
 pub struct Resources {
     /// DynamoDB table name (`SPILLWAY_TABLE`).
     pub table: String,
-    /// Work queue URL (`SPILLWAY_QUEUE_URL`); `None` for a function that never touches the
-    /// queue (status).
-    pub queue_url: Option<String>,
+    /// Each lane's queue URL, where the function is given it: intake sends to both
+    /// (`SPILLWAY_QUEUE_URL`, `SPILLWAY_HIGH_QUEUE_URL`); a consumer is given the one it consumes
+    /// (`SPILLWAY_QUEUE_URL`, in the lane `SPILLWAY_PRIORITY` names); status none.
+    pub queue_urls: Lanes<Option<String>>,
 }
 
 /// How the handlers behave. Every field has the default the README's configuration table gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Deadline of a job that asks for none (`SPILLWAY_DEFAULT_TTL_SECONDS`).
-    pub default_ttl: Duration,
+    /// Deadline of a job that asks for none, by lane (`SPILLWAY_DEFAULT_TTL_SECONDS`,
+    /// `SPILLWAY_HIGH_DEFAULT_TTL_SECONDS`).
+    pub default_ttl: Lanes<Duration>,
     /// The longest deadline a client may ask for (`SPILLWAY_MAX_TTL_SECONDS`).
     pub max_ttl: Duration,
     /// Largest accepted request body (`SPILLWAY_MAX_PAYLOAD_BYTES`).
@@ -148,9 +153,9 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// How long terminal jobs stay readable (`SPILLWAY_RETENTION_SECONDS`).
     pub retention: Duration,
-    /// Queue depth above which intake answers 503; 0 turns the check off
-    /// (`SPILLWAY_BACKLOG_LIMIT`).
-    pub backlog_limit: u64,
+    /// Each lane's queue depth above which intake answers 503 to that lane's jobs; 0 turns the
+    /// check off (`SPILLWAY_BACKLOG_LIMIT`, `SPILLWAY_HIGH_BACKLOG_LIMIT`).
+    pub backlog_limit: Lanes<u64>,
     /// How many records of one batch run at once (`SPILLWAY_CONSUMER_CONCURRENCY`).
     pub consumer_concurrency: usize,
     /// Whether the demonstration kinds `echo` and `sleep` are accepted and run
@@ -166,7 +171,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            default_ttl: Duration::from_secs(3600),
+            // High-priority work is the kind whose answer is wanted soon, or not at all.
+            default_ttl: Lanes {
+                high: Duration::from_secs(300),
+                normal: Duration::from_secs(3600),
+            },
             max_ttl: Duration::from_secs(86_400),
             max_payload_bytes: 262_144,
             max_attempts: 5,
@@ -175,7 +184,7 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(900),
             retention: Duration::from_secs(1_209_600),
-            backlog_limit: 0,
+            backlog_limit: Lanes::both(0),
             consumer_concurrency: 10,
             demo_kinds: false,
             api_auth: ApiAuth::AwsIam,
@@ -229,15 +238,20 @@ impl Config {
             }
         };
         let env = Env::new(&lookup, Some(variables));
-        let queue_url = if function.needs_queue() {
-            Some(env.required("SPILLWAY_QUEUE_URL")?)
-        } else {
-            None
+        let table = env.required("SPILLWAY_TABLE")?;
+        let queue_urls = match function {
+            Function::Intake => Lanes {
+                high: Some(env.required("SPILLWAY_HIGH_QUEUE_URL")?),
+                normal: Some(env.required("SPILLWAY_QUEUE_URL")?),
+            },
+            Function::Consumer => {
+                let url = env.required("SPILLWAY_QUEUE_URL")?;
+                let lane = env.priority("SPILLWAY_PRIORITY")?;
+                Lanes::from_fn(|priority| (priority == lane).then(|| url.clone()))
+            }
+            Function::Status => Lanes::default(),
         };
-        let resources = Resources {
-            table: env.required("SPILLWAY_TABLE")?,
-            queue_url,
-        };
+        let resources = Resources { table, queue_urls };
         Ok(Self {
             resources,
             settings: Settings::default().with_env(&env)?,
@@ -258,11 +272,18 @@ impl Settings {
                 .map(Duration::from_secs)
         };
         let settings = Self {
-            default_ttl: secs(
-                "SPILLWAY_DEFAULT_TTL_SECONDS",
-                self.default_ttl,
-                1..=u64::MAX,
-            )?,
+            default_ttl: Lanes {
+                high: secs(
+                    "SPILLWAY_HIGH_DEFAULT_TTL_SECONDS",
+                    self.default_ttl.high,
+                    1..=u64::MAX,
+                )?,
+                normal: secs(
+                    "SPILLWAY_DEFAULT_TTL_SECONDS",
+                    self.default_ttl.normal,
+                    1..=u64::MAX,
+                )?,
+            },
             max_ttl: secs("SPILLWAY_MAX_TTL_SECONDS", self.max_ttl, 1..=31_536_000)?,
             max_payload_bytes: env.number(
                 "SPILLWAY_MAX_PAYLOAD_BYTES",
@@ -287,11 +308,18 @@ impl Settings {
                 0..=crate::queue::MAX_VISIBILITY.as_secs(),
             )?,
             retention: secs("SPILLWAY_RETENTION_SECONDS", self.retention, 1..=u64::MAX)?,
-            backlog_limit: env.number(
-                "SPILLWAY_BACKLOG_LIMIT",
-                self.backlog_limit,
-                0..=u64::MAX,
-            )?,
+            backlog_limit: Lanes {
+                high: env.number(
+                    "SPILLWAY_HIGH_BACKLOG_LIMIT",
+                    self.backlog_limit.high,
+                    0..=u64::MAX,
+                )?,
+                normal: env.number(
+                    "SPILLWAY_BACKLOG_LIMIT",
+                    self.backlog_limit.normal,
+                    0..=u64::MAX,
+                )?,
+            },
             consumer_concurrency: env.number(
                 "SPILLWAY_CONSUMER_CONCURRENCY",
                 self.consumer_concurrency,
@@ -303,15 +331,21 @@ impl Settings {
         };
         // The consumer reads the default TTL for its callbacks but never the maximum, which only
         // bounds what clients ask intake for.
-        if env.reads("SPILLWAY_MAX_TTL_SECONDS") && settings.default_ttl > settings.max_ttl {
-            return Err(ConfigError {
-                variable: "SPILLWAY_DEFAULT_TTL_SECONDS",
-                problem: format!(
-                    "{} is longer than SPILLWAY_MAX_TTL_SECONDS ({})",
-                    settings.default_ttl.as_secs(),
-                    settings.max_ttl.as_secs()
-                ),
-            });
+        for priority in [Priority::Normal, Priority::High] {
+            let default_ttl = settings.default_ttl.get(priority);
+            if env.reads("SPILLWAY_MAX_TTL_SECONDS") && *default_ttl > settings.max_ttl {
+                return Err(ConfigError {
+                    variable: match priority {
+                        Priority::High => "SPILLWAY_HIGH_DEFAULT_TTL_SECONDS",
+                        Priority::Normal => "SPILLWAY_DEFAULT_TTL_SECONDS",
+                    },
+                    problem: format!(
+                        "{} is longer than SPILLWAY_MAX_TTL_SECONDS ({})",
+                        default_ttl.as_secs(),
+                        settings.max_ttl.as_secs()
+                    ),
+                });
+            }
         }
         if env.reads("SPILLWAY_MAX_RECEIVE_COUNT")
             && settings.max_receive_count <= settings.max_attempts
@@ -416,6 +450,17 @@ impl<'a> Env<'a> {
             })
     }
 
+    /// `high` or `normal`; unset is `normal`.
+    fn priority(&self, name: &'static str) -> Result<Priority, ConfigError> {
+        self.optional(name).map_or(Ok(Priority::Normal), |raw| {
+            raw.parse()
+                .map_err(|error: crate::domain::UnknownPriority| ConfigError {
+                    variable: name,
+                    problem: error.to_string(),
+                })
+        })
+    }
+
     /// `true` or `false` (any case); unset keeps `default`.
     fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.optional(name) {
@@ -489,9 +534,10 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    const RESOURCES: [(&str, &str); 2] = [
+    const RESOURCES: [(&str, &str); 3] = [
         ("SPILLWAY_TABLE", "jobs"),
         ("SPILLWAY_QUEUE_URL", "http://localhost/q"),
+        ("SPILLWAY_HIGH_QUEUE_URL", "http://localhost/q-high"),
     ];
 
     fn intake(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -504,9 +550,39 @@ mod tests {
         assert_eq!(config.settings, Settings::default());
         assert_eq!(config.resources.table, "jobs");
         assert_eq!(
-            config.resources.queue_url.as_deref(),
-            Some("http://localhost/q")
+            config.resources.queue_urls,
+            Lanes {
+                high: Some("http://localhost/q-high".to_owned()),
+                normal: Some("http://localhost/q".to_owned()),
+            }
         );
+    }
+
+    #[test]
+    fn a_consumer_is_given_the_queue_of_the_lane_it_consumes() {
+        let consumer = |priority: Option<&str>| {
+            let mut pairs = RESOURCES.to_vec();
+            pairs.extend(priority.map(|p| ("SPILLWAY_PRIORITY", p)));
+            Config::for_function(Function::Consumer, lookup(&pairs))
+        };
+        let url = Some("http://localhost/q".to_owned());
+        assert_eq!(
+            consumer(None).unwrap().resources.queue_urls,
+            Lanes {
+                high: None,
+                normal: url.clone()
+            }
+        );
+        assert_eq!(
+            consumer(Some("high")).unwrap().resources.queue_urls,
+            Lanes {
+                high: url,
+                normal: None
+            }
+        );
+        let err = consumer(Some("urgent")).unwrap_err();
+        assert_eq!(err.variable, "SPILLWAY_PRIORITY");
+        assert!(err.to_string().contains("`high` or `normal`"), "{err}");
     }
 
     #[test]
@@ -519,10 +595,17 @@ mod tests {
     fn the_status_function_starts_without_a_queue_and_the_others_need_one() {
         let table = [("SPILLWAY_TABLE", "jobs")];
         let status = Config::for_function(Function::Status, lookup(&table)).unwrap();
-        assert_eq!(status.resources.queue_url, None);
-        for function in [Function::Intake, Function::Consumer] {
-            let err = Config::for_function(function, lookup(&table)).unwrap_err();
-            assert_eq!(err.to_string(), "SPILLWAY_QUEUE_URL: is not set");
+        assert_eq!(status.resources.queue_urls, Lanes::default());
+        let err = Config::for_function(Function::Consumer, lookup(&table)).unwrap_err();
+        assert_eq!(err.to_string(), "SPILLWAY_QUEUE_URL: is not set");
+        // Intake sends to both lanes: either queue missing stops its cold start.
+        for missing in ["SPILLWAY_QUEUE_URL", "SPILLWAY_HIGH_QUEUE_URL"] {
+            let given: Vec<_> = RESOURCES
+                .into_iter()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = intake(&given).unwrap_err();
+            assert_eq!(err.to_string(), format!("{missing}: is not set"));
         }
     }
 
@@ -543,9 +626,18 @@ mod tests {
     fn the_consumer_reads_the_default_ttl_for_its_callbacks() {
         let mut pairs = RESOURCES.to_vec();
         // Longer than the default maximum, which only intake reads and enforces.
-        pairs.push(("SPILLWAY_DEFAULT_TTL_SECONDS", "200000"));
+        pairs.extend([
+            ("SPILLWAY_DEFAULT_TTL_SECONDS", "200000"),
+            ("SPILLWAY_HIGH_DEFAULT_TTL_SECONDS", "60"),
+        ]);
         let consumer = Config::for_function(Function::Consumer, lookup(&pairs)).unwrap();
-        assert_eq!(consumer.settings.default_ttl, Duration::from_secs(200_000));
+        assert_eq!(
+            consumer.settings.default_ttl,
+            Lanes {
+                high: Duration::from_secs(60),
+                normal: Duration::from_secs(200_000)
+            }
+        );
         let err = intake(&pairs).unwrap_err();
         assert_eq!(err.variable, "SPILLWAY_DEFAULT_TTL_SECONDS");
     }
@@ -583,6 +675,31 @@ mod tests {
         ]);
         let err = intake(&pairs).unwrap_err();
         assert_eq!(err.variable, "SPILLWAY_DEFAULT_TTL_SECONDS");
+        let mut pairs = RESOURCES.to_vec();
+        pairs.extend([
+            ("SPILLWAY_HIGH_DEFAULT_TTL_SECONDS", "100"),
+            ("SPILLWAY_MAX_TTL_SECONDS", "50"),
+            ("SPILLWAY_DEFAULT_TTL_SECONDS", "50"),
+        ]);
+        let err = intake(&pairs).unwrap_err();
+        assert_eq!(err.variable, "SPILLWAY_HIGH_DEFAULT_TTL_SECONDS");
+    }
+
+    #[test]
+    fn each_lane_has_its_own_backlog_limit() {
+        let mut pairs = RESOURCES.to_vec();
+        pairs.extend([
+            ("SPILLWAY_BACKLOG_LIMIT", "5000"),
+            ("SPILLWAY_HIGH_BACKLOG_LIMIT", "200"),
+        ]);
+        let limits = intake(&pairs).unwrap().settings.backlog_limit;
+        assert_eq!(
+            limits,
+            Lanes {
+                high: 200,
+                normal: 5000
+            }
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::domain::{Change, Job, JobMessage, JobStatus, Timestamp, Transition};
+use crate::domain::{Change, Job, JobMessage, JobStatus, Priority, Timestamp, Transition};
 use crate::metrics::{Metric, millis};
 use crate::processor::{ProcessError, Processor, Work};
 use crate::queue::MAX_VISIBILITY;
@@ -97,26 +97,30 @@ async fn handle_record(app: &App, record: SqsMessage, invocation_deadline: Times
         error!("a record without a message id; failing the batch");
         return Outcome::Failed;
     }
-    Record {
+    let mut record = Record {
         app,
         record: &record,
         invocation_deadline,
-    }
-    .handle()
-    .await
+        priority: Priority::Normal,
+    };
+    let Some(message) = record.read_message() else {
+        return Outcome::Failed;
+    };
+    // The lane the job was accepted into is the queue its message is on.
+    record.priority = message.priority();
+    record.handle(message).await
 }
 
 struct Record<'a> {
     app: &'a App,
     record: &'a SqsMessage,
     invocation_deadline: Timestamp,
+    /// The lane of the message's queue: where its visibility is changed.
+    priority: Priority,
 }
 
 impl Record<'_> {
-    async fn handle(&self) -> Outcome {
-        let Some(message) = self.read_message() else {
-            return Outcome::Failed;
-        };
+    async fn handle(&self, message: JobMessage) -> Outcome {
         let receive_count = self.receive_count();
         let now = self.app.clock.now();
         if now > message.deadline
@@ -165,9 +169,10 @@ impl Record<'_> {
             && let Some(sent_at) = self.sent_at()
         {
             let now = self.app.clock.now();
-            self.app.metrics.for_kind(
+            self.app.metrics.for_job(
                 now,
                 &message.kind,
+                message.priority(),
                 &[(Metric::QueueWaitTime, millis(now.saturating_since(sent_at)))],
             );
         }
@@ -274,9 +279,12 @@ impl Record<'_> {
             .filter(|(job, _)| now < job.created_at.saturating_add(self.app.settings.retention));
         let Some((job, record)) = accepted else {
             warn!("message for a job the table no longer holds; acknowledged, nothing run");
-            self.app
-                .metrics
-                .for_kind(now, &message.kind, &[(Metric::JobsForgotten, 1.0)]);
+            self.app.metrics.for_job(
+                now,
+                &message.kind,
+                message.priority(),
+                &[(Metric::JobsForgotten, 1.0)],
+            );
             return Err(Outcome::Done);
         };
         match self.app.store.create(&job, record.as_ref()).await {
@@ -344,7 +352,8 @@ impl Record<'_> {
         if let Some(receipt_handle) = self.record.receipt_handle.as_deref()
             && let Err(error) = self
                 .app
-                .queue
+                .queues
+                .get(self.priority)
                 .change_visibility(receipt_handle, delay)
                 .await
         {

@@ -257,7 +257,7 @@ mod tests {
         let app = &pipeline.app;
         let report = redrive(
             app.store.as_ref(),
-            app.queue.as_ref(),
+            app.queues.normal.as_ref(),
             pipeline.dlq.as_ref(),
             reset(app, None),
             Some(ids[1]),
@@ -323,7 +323,7 @@ mod tests {
         let dlq: Arc<dyn JobQueue> = pipeline.dlq.clone();
         let report = redrive(
             app.store.as_ref(),
-            app.queue.as_ref(),
+            app.queues.normal.as_ref(),
             dlq.as_ref(),
             reset(app, None),
             None,
@@ -338,7 +338,7 @@ mod tests {
                 left: 0
             }
         );
-        assert_eq!(app.queue.depth().await.unwrap().visible, 2);
+        assert_eq!(app.queues.normal.depth().await.unwrap().visible, 2);
         assert_eq!(dlq.depth().await.unwrap().total(), 0);
     }
 
@@ -360,7 +360,7 @@ mod tests {
 
         let report = redrive(
             app.store.as_ref(),
-            app.queue.as_ref(),
+            app.queues.normal.as_ref(),
             &dlq,
             reset(app, Some(Duration::from_secs(3600))),
             None,

@@ -1,8 +1,9 @@
 //! Metrics as CloudWatch Embedded Metric Format (EMF): one JSON line per event on stdout, which
 //! CloudWatch Logs turns into metrics, so the hot path makes no `PutMetricData` call.
 //!
-//! Every document publishes its metrics twice: per job kind (dimension `Kind`, or `Reason` for
-//! rejections) and in total (no dimension), which is what the template's alarms watch.
+//! Every document publishes its metrics per dimension and in total (no dimension, which is what
+//! the template's alarms watch): a job's metrics per job kind (`Kind`) and per lane (`Priority`),
+//! a rejection's per problem type (`Reason`).
 
 use std::fmt;
 use std::io::Write as _;
@@ -131,8 +132,8 @@ impl Metrics {
         self.target.is_some()
     }
 
-    /// Publishes `values` at `at`, per `dimension` (name, value) and in total.
-    pub fn emit(&self, at: Timestamp, dimension: (&str, &str), values: &[(Metric, f64)]) {
+    /// Publishes `values` at `at`, per each of `dimensions` (name, value) and in total.
+    pub fn emit(&self, at: Timestamp, dimensions: &[(&str, &str)], values: &[(Metric, f64)]) {
         let Some((namespace, sink)) = &self.target else {
             return;
         };
@@ -143,6 +144,11 @@ impl Metrics {
             .iter()
             .map(|(metric, _)| json!({"Name": metric.name(), "Unit": metric.unit()}))
             .collect();
+        let sets: Vec<Value> = dimensions
+            .iter()
+            .map(|(name, _)| json!([name]))
+            .chain([json!([])])
+            .collect();
         let mut document = Map::new();
         document.insert(
             "_aws".to_owned(),
@@ -150,21 +156,33 @@ impl Metrics {
                 "Timestamp": at.as_millis(),
                 "CloudWatchMetrics": [{
                     "Namespace": &**namespace,
-                    "Dimensions": [[dimension.0], []],
+                    "Dimensions": sets,
                     "Metrics": definitions,
                 }],
             }),
         );
-        document.insert(dimension.0.to_owned(), Value::from(dimension.1));
+        for (name, value) in dimensions {
+            document.insert((*name).to_owned(), Value::from(*value));
+        }
         for (metric, value) in values {
             document.insert(metric.name().to_owned(), json!(value));
         }
         sink.write_line(&Value::Object(document).to_string());
     }
 
-    /// Publishes `values` for a job of `kind`.
-    pub fn for_kind(&self, at: Timestamp, kind: &crate::domain::Kind, values: &[(Metric, f64)]) {
-        self.emit(at, ("Kind", kind.as_str()), values);
+    /// Publishes `values` for a job of `kind` in the lane `priority`.
+    pub fn for_job(
+        &self,
+        at: Timestamp,
+        kind: &crate::domain::Kind,
+        priority: crate::domain::Priority,
+        values: &[(Metric, f64)],
+    ) {
+        self.emit(
+            at,
+            &[("Kind", kind.as_str()), ("Priority", priority.as_str())],
+            values,
+        );
     }
 
     /// Publishes that `job` just reached its state at `at`: the state's count, and for a terminal
@@ -181,7 +199,7 @@ impl Metrics {
                 millis(at.saturating_since(job.created_at)),
             ));
         }
-        self.for_kind(at, &job.kind, &values);
+        self.for_job(at, &job.kind, job.priority, &values);
     }
 }
 
@@ -227,7 +245,7 @@ mod tests {
         let at = Timestamp::from_millis(1_795_000_000_123);
         metrics.emit(
             at,
-            ("Kind", "echo"),
+            &[("Kind", "echo"), ("Priority", "high")],
             &[(Metric::JobsSucceeded, 1.0), (Metric::ProcessingTime, 12.5)],
         );
         let documents = captured.documents();
@@ -239,7 +257,7 @@ mod tests {
                     "Timestamp": 1_795_000_000_123_u64,
                     "CloudWatchMetrics": [{
                         "Namespace": "Spillway/test",
-                        "Dimensions": [["Kind"], []],
+                        "Dimensions": [["Kind"], ["Priority"], []],
                         "Metrics": [
                             {"Name": "JobsSucceeded", "Unit": "Count"},
                             {"Name": "ProcessingTime", "Unit": "Milliseconds"}
@@ -247,6 +265,7 @@ mod tests {
                     }]
                 },
                 "Kind": "echo",
+                "Priority": "high",
                 "JobsSucceeded": 1.0,
                 "ProcessingTime": 12.5
             })

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::domain::JobId;
+use crate::domain::{JobId, Lanes, Priority};
 use crate::esm::EventSourceMapping;
 use crate::kinds;
 use crate::processor::{ProcessError, Processor, Processors, Work};
@@ -117,8 +117,8 @@ impl RecordingQueue {
 
 #[async_trait]
 impl JobQueue for RecordingQueue {
-    async fn send(&self, body: &str) -> Result<String, QueueError> {
-        self.inner.send(body).await
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
+        self.inner.send_in_group(body, group).await
     }
 
     async fn change_visibility(
@@ -218,15 +218,18 @@ pub fn fast_settings() -> Settings {
     }
 }
 
-/// A whole pipeline in memory: the app, its work queue's DLQ, and an event source mapping.
+/// A whole pipeline in memory: the app, its normal lane's DLQ, and an event source mapping for
+/// each lane.
 #[derive(Debug, Clone)]
 pub struct MemoryPipeline {
-    /// The app, on a memory store and queue.
+    /// The app, on a memory store and a memory queue per lane.
     pub app: App,
-    /// The work queue's dead-letter queue.
+    /// The normal lane's dead-letter queue.
     pub dlq: Arc<MemoryQueue>,
-    /// Polls the work queue into the consumer.
+    /// Polls the normal lane's queue into the consumer.
     pub esm: EventSourceMapping,
+    /// Polls the high lane's queue into the consumer.
+    pub high_esm: EventSourceMapping,
 }
 
 impl MemoryPipeline {
@@ -234,20 +237,33 @@ impl MemoryPipeline {
     /// receives.
     pub fn new(settings: Settings, processors: Processors) -> Self {
         let dlq = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
-        let queue: Arc<dyn JobQueue> = Arc::new(
-            MemoryQueue::new(Duration::from_secs(30))
-                .with_dead_letter_queue(dlq.clone(), settings.max_receive_count),
-        );
-        let app = App::new(Arc::new(MemoryStore::new()), queue.clone(), settings)
+        let queues = Lanes::from_fn(|priority| -> Arc<dyn JobQueue> {
+            let queue = MemoryQueue::new(Duration::from_secs(30));
+            Arc::new(match priority {
+                Priority::Normal => {
+                    queue.with_dead_letter_queue(dlq.clone(), settings.max_receive_count)
+                }
+                Priority::High => queue.with_dead_letter_queue(
+                    Arc::new(MemoryQueue::new(Duration::from_secs(30))),
+                    settings.max_receive_count,
+                ),
+            })
+        });
+        let app = App::new(Arc::new(MemoryStore::new()), queues.clone(), settings)
             .with_processors(processors);
-        let esm = EventSourceMapping {
-            queue,
-            queue_arn: "arn:aws:sqs:us-east-1:123456789012:spillway-jobs".to_owned(),
+        let esm = |priority: Priority, name: &str| EventSourceMapping {
+            queue: queues.get(priority).clone(),
+            queue_arn: format!("arn:aws:sqs:us-east-1:123456789012:{name}"),
             region: "us-east-1".to_owned(),
             batch_size: 10,
             batching_window: Duration::ZERO,
             function_timeout: Duration::from_secs(30),
         };
-        Self { app, dlq, esm }
+        Self {
+            esm: esm(Priority::Normal, "spillway-jobs"),
+            high_esm: esm(Priority::High, "spillway-jobs-high"),
+            app,
+            dlq,
+        }
     }
 }

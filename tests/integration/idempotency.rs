@@ -82,7 +82,7 @@ async fn twenty_concurrent_requests_with_one_key_create_exactly_one_job() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let table = LocalTable::create().await;
     let store = Arc::new(DynamoStore::new(table.client.clone(), &table.name));
-    let app = App::new(store, stack.queue(), stack.settings());
+    let app = App::new(store, stack.queues(), stack.settings());
     let owner = Owner::anonymous();
     let body = json!({"kind": "echo", "payload": "once"});
 

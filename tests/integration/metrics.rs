@@ -190,11 +190,22 @@ async fn a_known_run_publishes_valid_emf_documents_with_the_right_values() {
             document["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "Spillway/Test"
         );
+        let sets = document["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+            .as_array()
+            .unwrap();
         assert_eq!(
-            document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1],
-            json!([]),
+            sets.last(),
+            Some(&json!([])),
             "every metric is also published without dimensions, for the alarms"
         );
+        if document.get("Kind").is_some() {
+            assert_eq!(
+                sets[..2],
+                [json!(["Kind"]), json!(["Priority"])],
+                "{document}"
+            );
+            assert_eq!(document["Priority"], "normal", "{document}");
+        }
     }
     let totals = totals(&documents);
     let count = |name: &str, value: &str| {

@@ -150,7 +150,7 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
             &post(&app, &json_headers(), body).await,
         );
     }
-    let corrupt = App::new(Arc::new(CorruptStore), stack.queue(), settings.clone());
+    let corrupt = App::new(Arc::new(CorruptStore), stack.queues(), settings.clone());
     spec.expect(
         JOBS,
         "post",
@@ -163,10 +163,10 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         .await,
     );
     let mut no_queue = stack.config(settings.clone());
-    no_queue.resources.queue_url = Some(format!(
+    no_queue.resources.queue_urls = spillway_core::domain::Lanes::both(Some(format!(
         "{}/123456789012/missing",
         spillway_tests::endpoint()
-    ));
+    )));
     let unreachable = App::on_aws(&stack.sdk, &no_queue);
     spec.expect(
         JOBS,

@@ -375,8 +375,12 @@ struct AnswersLost(std::sync::Arc<dyn spillway_core::queue::JobQueue>);
 
 #[async_trait::async_trait]
 impl spillway_core::queue::JobQueue for AnswersLost {
-    async fn send(&self, body: &str) -> Result<String, spillway_core::queue::QueueError> {
-        self.0.send(body).await?;
+    async fn send_in_group(
+        &self,
+        body: &str,
+        group: Option<&str>,
+    ) -> Result<String, spillway_core::queue::QueueError> {
+        self.0.send_in_group(body, group).await?;
         Err(spillway_core::queue::QueueError::Unavailable(
             "the answer was lost".into(),
         ))
@@ -412,7 +416,7 @@ async fn a_job_whose_send_always_fails_runs_without_its_client_retrying() {
     let stack = Stack::create(3, Duration::from_secs(30)).await;
     let counting = Counting::new(Behaviour::Succeed);
     let mut app = stack.app(stack.settings(), processors_with(&counting));
-    app.queue = std::sync::Arc::new(AnswersLost(app.queue.clone()));
+    app.queues.normal = std::sync::Arc::new(AnswersLost(app.queues.normal.clone()));
     let body =
         json!({"kind": "counting", "payload": {"n": 1}, "callback_url": "https://example.com/cb"});
     let response = api::submit_job(

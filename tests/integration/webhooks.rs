@@ -165,8 +165,8 @@ async fn retries_until_the_receiver_accepts(backend: Backend) {
         .await;
     // The delays the consumer gave its retries, seen where they take effect: the queue.
     let mut pipeline = pipeline;
-    let queue = Arc::new(RecordingQueue::new(pipeline.app.queue.clone()));
-    pipeline.app.queue = queue.clone();
+    let queue = Arc::new(RecordingQueue::new(pipeline.app.queues.normal.clone()));
+    pipeline.app.queues.normal = queue.clone();
 
     let id = submit(&pipeline.app, webhook_job(receiver.url("/flaky"))).await;
     let job = pipeline.run_until_terminal(id).await;
@@ -349,7 +349,7 @@ async fn ssrf_targets_are_refused_without_a_connection() {
             );
         }
     }
-    assert_eq!(pipeline.app.queue.depth().await.unwrap().visible, 0);
+    assert_eq!(pipeline.app.queues.normal.depth().await.unwrap().visible, 0);
 
     // At delivery: a name that resolves to a refused address (here the receiver's own).
     let id = submit(

@@ -9,6 +9,7 @@ use aws_config::{Region, SdkConfig};
 use aws_lambda_events::sqs::SqsEvent;
 use spillway_core::App;
 use spillway_core::config::{Config, Resources, Settings};
+use spillway_core::domain::Lanes;
 use spillway_core::esm::{self, BatchReport, EventSourceMapping};
 use spillway_core::processor::Processors;
 use spillway_core::provision::{self, Queues};
@@ -192,6 +193,8 @@ pub struct Stack {
     pub queue_url: String,
     pub queue_arn: String,
     pub dlq_url: String,
+    /// The high lane's queue (its DLQ is deleted with the rest).
+    pub high_queue_url: String,
     pub max_receive_count: u32,
     cleanup: Arc<Cleanup>,
 }
@@ -215,10 +218,23 @@ impl Stack {
         } = provision::ensure_queues(&sqs, &name, max_receive_count, visibility_timeout)
             .await
             .expect("create the queues");
+        let high = provision::ensure_queues(
+            &sqs,
+            &format!("{name}-high"),
+            max_receive_count,
+            visibility_timeout,
+        )
+        .await
+        .expect("create the high lane's queues");
         let cleanup = Cleanup {
             endpoint: endpoint(),
             tables: vec![name.clone()],
-            queue_urls: vec![queue_url.clone(), dlq_url.clone()],
+            queue_urls: vec![
+                queue_url.clone(),
+                dlq_url.clone(),
+                high.queue_url.clone(),
+                high.dlq_url,
+            ],
         };
         Self {
             sdk,
@@ -228,6 +244,7 @@ impl Stack {
             queue_url,
             queue_arn,
             dlq_url,
+            high_queue_url: high.queue_url,
             max_receive_count,
             cleanup: Arc::new(cleanup),
         }
@@ -261,7 +278,10 @@ impl Stack {
         Config {
             resources: Resources {
                 table: self.table.clone(),
-                queue_url: Some(self.queue_url.clone()),
+                queue_urls: Lanes {
+                    high: Some(self.high_queue_url.clone()),
+                    normal: Some(self.queue_url.clone()),
+                },
             },
             settings,
         }
@@ -272,9 +292,17 @@ impl Stack {
         App::on_aws(&self.sdk, &self.config(settings)).with_processors(processors)
     }
 
-    /// The work queue through the real SQS adapter.
+    /// The work queue (the normal lane's) through the real SQS adapter.
     pub fn queue(&self) -> Arc<dyn JobQueue> {
         Arc::new(SqsQueue::new(self.sqs.clone(), &self.queue_url))
+    }
+
+    /// Both lanes' queues through the real SQS adapter.
+    pub fn queues(&self) -> Lanes<Arc<dyn JobQueue>> {
+        Lanes {
+            high: Arc::new(SqsQueue::new(self.sqs.clone(), &self.high_queue_url)),
+            normal: self.queue(),
+        }
     }
 
     /// The DLQ through the real SQS adapter.
@@ -297,7 +325,8 @@ impl Stack {
     /// An app on the table whose queue cannot be reached, as when SQS is down.
     pub fn app_with_an_unreachable_queue(&self) -> App {
         let mut config = self.config(self.settings());
-        config.resources.queue_url = Some(format!("{}/123456789012/unreachable", endpoint()));
+        config.resources.queue_urls =
+            Lanes::both(Some(format!("{}/123456789012/unreachable", endpoint())));
         App::on_aws(&self.sdk, &config)
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{Value, json};
-use spillway_bench::{FakeAws, QUEUE_URL, RuntimeApi, TABLE, events};
+use spillway_bench::{FakeAws, HIGH_QUEUE_URL, QUEUE_URL, RuntimeApi, TABLE, events};
 use spillway_core::domain::JobMessage;
 use spillway_core::store::{DynamoStore, JobStore};
 use tokio::process::{Child, Command};
@@ -431,6 +431,7 @@ impl Bench {
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("SPILLWAY_TABLE", TABLE)
             .env("SPILLWAY_QUEUE_URL", QUEUE_URL)
+            .env("SPILLWAY_HIGH_QUEUE_URL", HIGH_QUEUE_URL)
             // As a stack deployed with `DemoKinds=true` gives intake and the consumer: the
             // benchmark's jobs are `echo` and `sleep`.
             .envs(

@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use report::{FollowReport, Percentiles, Report, SleepDistReport, SpikeReport};
+use report::{FollowReport, LaneReport, Percentiles, Report, SleepDistReport, SpikeReport};
 use schedule::{Profile, Spike};
 use sigv4::{AuthMode, Signer};
 use sleep::{SleepDist, SleepDraws};
@@ -108,6 +108,11 @@ pub struct LoadArgs {
     /// The payload as JSON, instead of the generated one.
     #[arg(long, value_parser = parse_json)]
     payload: Option<Value>,
+    /// The share of jobs submitted with `"priority": "high"`, from 0 to 1, spread evenly over
+    /// the schedule (0.05: every twentieth job); the others are `normal`. With --follow the
+    /// report gives each lane's queue wait and end-to-end latency.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", value_parser = parse_share)]
+    high_share: f64,
     /// After the run, poll every accepted job until it is terminal, and report end-to-end latency,
     /// final states and lost jobs. Exits non-zero when a job is lost.
     #[arg(long)]
@@ -128,6 +133,43 @@ pub struct LoadArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("expected a fraction from 0 to 1, got {text:?}")),
+    }
+}
+
+/// The lane of the `n`-th submission (from 0) when `share` of them are high: evenly spread, so
+/// that any stretch of the schedule carries its share.
+fn lane_of(n: u64, share: f64) -> Lane {
+    #[allow(clippy::cast_precision_loss)]
+    let before = (n as f64 * share).floor();
+    #[allow(clippy::cast_precision_loss)]
+    let after = ((n + 1) as f64 * share).floor();
+    if after > before {
+        Lane::High
+    } else {
+        Lane::Normal
+    }
+}
+
+/// A job's priority, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Lane {
+    High,
+    Normal,
+}
+
+impl Lane {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+        }
+    }
 }
 
 fn parse_json(text: &str) -> Result<Value, String> {
@@ -178,22 +220,38 @@ pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
         Some(_) if args.kind != "sleep" => {
             return Err(format!("--sleep-dist is for --kind sleep, not {:?}", args.kind).into());
         }
-        Some(dist) => Bodies::Sleep(dist.draws(args.seed)),
-        None => Bodies::Same(Body::new(request_body(&args).to_string())),
+        Some(dist) => Bodies::Sleep {
+            draws: dist.draws(args.seed),
+            high_share: args.high_share,
+            n: 0,
+        },
+        None => Bodies::Same {
+            normal: Body::new(request_body(&args, Lane::Normal).to_string()),
+            high: Body::new(request_body(&args, Lane::High).to_string()),
+            high_share: args.high_share,
+            n: 0,
+        },
     };
 
     let submissions = submit_all(&api, bodies, &profile, args.max_in_flight).await;
     let mut report = summarize(&args, &base, &profile, &submissions);
     if args.follow {
-        let accepted: Vec<String> = submissions
+        let accepted: Vec<(String, Lane)> = submissions
             .records
             .iter()
             .filter_map(|r| match &r.outcome {
-                Outcome::Accepted(id) => Some(id.clone()),
+                Outcome::Accepted(id) => Some((id.clone(), r.lane)),
                 _ => None,
             })
             .collect();
-        report.follow = Some(follow(&api, accepted, &args).await);
+        let (followed, lanes) = follow(&api, accepted, &args).await;
+        report.follow = Some(followed);
+        for (lane, (queue_wait, end_to_end)) in lanes {
+            if let Some(figures) = report.lanes.get_mut(lane.as_str()) {
+                figures.queue_wait = queue_wait;
+                figures.end_to_end_latency = end_to_end;
+            }
+        }
     }
 
     #[allow(clippy::print_stdout)]
@@ -213,9 +271,9 @@ pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
     }
 }
 
-/// `{"kind": …, "payload": …}`: the same body for every request (each makes its own job, as no
-/// idempotency key is sent).
-fn request_body(args: &LoadArgs) -> Value {
+/// `{"kind": …, "payload": …, "priority": …}`: the same body for every request of a lane (each
+/// makes its own job, as no idempotency key is sent). `normal` is left out, as the API's default.
+fn request_body(args: &LoadArgs, lane: Lane) -> Value {
     let payload = match (&args.payload, args.kind.as_str()) {
         (Some(payload), _) => payload.clone(),
         (None, "sleep") => json!({ "ms": args.sleep_ms }),
@@ -224,25 +282,59 @@ fn request_body(args: &LoadArgs) -> Value {
             json!({ "data": "x".repeat(args.payload_bytes.saturating_sub(envelope)) })
         }
     };
-    json!({ "kind": args.kind, "payload": payload })
+    with_lane(json!({ "kind": args.kind, "payload": payload }), lane)
+}
+
+fn with_lane(mut body: Value, lane: Lane) -> Value {
+    if lane == Lane::High {
+        body["priority"] = json!(lane.as_str());
+    }
+    body
 }
 
 /// The body of each submission in turn.
 #[derive(Debug)]
 enum Bodies {
-    /// The same body for every request (each makes its own job, as no idempotency key is sent).
-    Same(Body),
+    /// The same body for every request of a lane (each makes its own job, as no idempotency key
+    /// is sent).
+    Same {
+        normal: Body,
+        high: Body,
+        high_share: f64,
+        n: u64,
+    },
     /// A `sleep` job whose `ms` is drawn for each request (`--sleep-dist`).
-    Sleep(SleepDraws),
+    Sleep {
+        draws: SleepDraws,
+        high_share: f64,
+        n: u64,
+    },
 }
 
 impl Bodies {
-    fn next(&mut self) -> Body {
+    fn next(&mut self) -> (Body, Lane) {
         match self {
-            Self::Same(body) => body.clone(),
-            Self::Sleep(draws) => Body::new(
-                json!({ "kind": "sleep", "payload": { "ms": draws.next_ms() } }).to_string(),
-            ),
+            Self::Same {
+                normal,
+                high,
+                high_share,
+                n,
+            } => {
+                let lane = lane_of(*n, *high_share);
+                *n += 1;
+                let body = if lane == Lane::High { high } else { normal };
+                (body.clone(), lane)
+            }
+            Self::Sleep {
+                draws,
+                high_share,
+                n,
+            } => {
+                let lane = lane_of(*n, *high_share);
+                *n += 1;
+                let body = json!({ "kind": "sleep", "payload": { "ms": draws.next_ms() } });
+                (Body::new(with_lane(body, lane).to_string()), lane)
+            }
         }
     }
 }
@@ -264,6 +356,8 @@ struct Record {
     lag: Duration,
     /// When its answer (or error) arrived.
     done: Duration,
+    /// The priority it was submitted with.
+    lane: Lane,
     outcome: Outcome,
 }
 
@@ -302,7 +396,7 @@ async fn submit_all(
     for due in profile.schedule() {
         scheduled += 1;
         // Drawn before a request may be dropped, so that request k always gets the k-th body.
-        let body = bodies.next();
+        let (body, lane) = bodies.next();
         let at = start + due;
         if at > Instant::now() {
             tokio::time::sleep_until(at).await;
@@ -333,6 +427,7 @@ async fn submit_all(
                 due,
                 lag,
                 done,
+                lane,
                 outcome,
             });
         });
@@ -564,6 +659,19 @@ fn summarize(args: &LoadArgs, base: &str, profile: &Profile, runs: &Submissions)
             Outcome::Failed(reason) => *errors.entry(reason.to_owned()).or_insert(0) += 1,
         }
     }
+    // Per lane only when there is more than one: a run of one lane says it all above.
+    let mut lanes = BTreeMap::new();
+    if args.high_share > 0.0 {
+        for record in records {
+            let lane: &mut LaneReport = lanes.entry(record.lane.as_str().to_owned()).or_default();
+            lane.sent += 1;
+            match record.outcome {
+                Outcome::Accepted(_) => lane.accepted += 1,
+                Outcome::Rejected(status) => *lane.rejected.entry(status).or_insert(0) += 1,
+                Outcome::Failed(_) => {}
+            }
+        }
+    }
     let last_answer = records.iter().map(|r| r.done).max().unwrap_or_default();
     let span = profile.duration.max(last_answer).as_secs_f64();
     let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
@@ -629,6 +737,8 @@ fn summarize(args: &LoadArgs, base: &str, profile: &Profile, runs: &Submissions)
                 .collect(),
         ),
         lag: Percentiles::of(records.iter().map(|r| r.lag).collect()),
+        high_share: args.high_share,
+        lanes,
         follow: None,
     }
 }
@@ -639,6 +749,7 @@ enum Fate {
     Terminal {
         status: String,
         end_to_end: Option<Duration>,
+        queue_wait: Option<Duration>,
     },
     NotTerminal(String),
     NotFound,
@@ -650,22 +761,32 @@ struct StatusDocument {
     status: String,
     created_at: String,
     updated_at: String,
+    /// When a consumer first claimed the job; absent from one that never ran.
+    #[serde(default)]
+    started_at: Option<String>,
 }
+
+/// A lane's queue wait and end-to-end latency, as `--follow` measured them.
+type LaneLatencies = BTreeMap<Lane, (Option<Percentiles>, Option<Percentiles>)>;
 
 /// Long-polls every accepted job, `--pollers` at a time, until it is terminal or the follow
 /// timeout runs out. Polling starts after the run so that it does not load the intake being
 /// measured; end-to-end latency comes from each job's own timestamps, so it is not inflated by
 /// the wait.
-async fn follow(api: &Api, ids: Vec<String>, args: &LoadArgs) -> FollowReport {
+async fn follow(
+    api: &Api,
+    ids: Vec<(String, Lane)>,
+    args: &LoadArgs,
+) -> (FollowReport, LaneLatencies) {
     let started = Instant::now();
     let deadline = started + args.follow_timeout;
     let poll_errors = Arc::new(AtomicU64::new(0));
-    let fates: Vec<(String, Fate)> = futures::stream::iter(ids)
-        .map(|id| {
+    let fates: Vec<(String, Lane, Fate)> = futures::stream::iter(ids)
+        .map(|(id, lane)| {
             let poll_errors = poll_errors.clone();
             async move {
                 let fate = follow_one(api, &id, deadline, &poll_errors).await;
-                (id, fate)
+                (id, lane, fate)
             }
         })
         .buffer_unordered(args.pollers as usize)
@@ -674,12 +795,19 @@ async fn follow(api: &Api, ids: Vec<String>, args: &LoadArgs) -> FollowReport {
 
     let mut report = FollowReport::default();
     let mut end_to_end = Vec::new();
-    for (id, fate) in fates {
+    let mut queue_waits = Vec::new();
+    let mut by_lane: BTreeMap<Lane, (Vec<Duration>, Vec<Duration>)> = BTreeMap::new();
+    for (id, lane, fate) in fates {
         let lost = match fate {
             Fate::Terminal {
                 status,
                 end_to_end: latency,
+                queue_wait,
             } => {
+                let samples = by_lane.entry(lane).or_default();
+                samples.0.extend(queue_wait);
+                samples.1.extend(latency);
+                queue_waits.extend(queue_wait);
                 end_to_end.extend(latency);
                 *report.final_states.entry(status).or_insert(0) += 1;
                 false
@@ -700,9 +828,16 @@ async fn follow(api: &Api, ids: Vec<String>, args: &LoadArgs) -> FollowReport {
     }
     report.lost = report.not_found + report.not_terminal;
     report.end_to_end_latency = Percentiles::of(end_to_end);
+    report.queue_wait = Percentiles::of(queue_waits);
     report.poll_errors = poll_errors.load(Ordering::Relaxed);
     report.elapsed_s = started.elapsed().as_secs_f64();
-    report
+    let lanes = by_lane
+        .into_iter()
+        .map(|(lane, (waits, latencies))| {
+            (lane, (Percentiles::of(waits), Percentiles::of(latencies)))
+        })
+        .collect();
+    (report, lanes)
 }
 
 async fn follow_one(api: &Api, id: &str, deadline: Instant, poll_errors: &AtomicU64) -> Fate {
@@ -742,6 +877,10 @@ async fn follow_one(api: &Api, id: &str, deadline: Instant, poll_errors: &Atomic
         if TERMINAL.contains(&document.status.as_str()) {
             return Fate::Terminal {
                 end_to_end: elapsed_between(&document.created_at, &document.updated_at),
+                queue_wait: document
+                    .started_at
+                    .as_deref()
+                    .and_then(|started| elapsed_between(&document.created_at, started)),
                 status: document.status,
             };
         }
@@ -783,14 +922,17 @@ mod tests {
 
     #[test]
     fn the_generated_payload_has_the_requested_size() {
-        let body = request_body(&args(&["--payload-bytes", "200"]));
+        let body = request_body(&args(&["--payload-bytes", "200"]), Lane::Normal);
         assert_eq!(body["kind"], "echo");
         assert_eq!(body["payload"].to_string().len(), 200);
     }
 
     #[test]
     fn sleep_jobs_get_a_sleep_payload() {
-        let body = request_body(&args(&["--kind", "sleep", "--sleep-ms", "50"]));
+        let body = request_body(
+            &args(&["--kind", "sleep", "--sleep-ms", "50"]),
+            Lane::Normal,
+        );
         assert_eq!(body, json!({"kind": "sleep", "payload": {"ms": 50}}));
     }
 
@@ -806,9 +948,13 @@ mod tests {
         ]);
         let dist = parsed.sleep_dist.clone().unwrap();
         let bodies = |seed| {
-            let mut bodies = Bodies::Sleep(dist.draws(seed));
+            let mut bodies = Bodies::Sleep {
+                draws: dist.draws(seed),
+                high_share: 0.0,
+                n: 0,
+            };
             (0..20)
-                .map(|_| String::from_utf8(bodies.next().bytes.to_vec()).unwrap())
+                .map(|_| String::from_utf8(bodies.next().0.bytes.to_vec()).unwrap())
                 .collect::<Vec<_>>()
         };
         let first = bodies(parsed.seed);
@@ -844,10 +990,54 @@ mod tests {
 
     #[test]
     fn an_explicit_payload_wins() {
-        let body = request_body(&args(&["--payload", r#"{"a": [1]}"#]));
+        let body = request_body(&args(&["--payload", r#"{"a": [1]}"#]), Lane::Normal);
         assert_eq!(body["payload"], json!({"a": [1]}));
         let error = Cli::try_parse_from(["load", "--payload", "{nope"]).unwrap_err();
         assert!(error.to_string().contains("not JSON"), "{error}");
+    }
+
+    #[test]
+    fn the_high_share_is_spread_evenly_over_the_schedule() {
+        let lanes = |share| (0..100).map(|n| lane_of(n, share)).collect::<Vec<_>>();
+        let high = |lanes: &[Lane]| lanes.iter().filter(|l| **l == Lane::High).count();
+        assert_eq!(high(&lanes(0.05)), 5);
+        assert_eq!(high(&lanes(0.0)), 0);
+        assert_eq!(high(&lanes(1.0)), 100);
+        // Every twentieth, not five in a row.
+        let positions: Vec<usize> = lanes(0.05)
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == Lane::High)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(positions, [19, 39, 59, 79, 99]);
+        let parsed = args(&["--high-share", "0.05", "--kind", "sleep", "--sleep-ms", "5"]);
+        let mut bodies = Bodies::Same {
+            normal: Body::new(request_body(&parsed, Lane::Normal).to_string()),
+            high: Body::new(request_body(&parsed, Lane::High).to_string()),
+            high_share: parsed.high_share,
+            n: 0,
+        };
+        let sent: Vec<(String, Lane)> = (0..20)
+            .map(|_| {
+                let (body, lane) = bodies.next();
+                (String::from_utf8(body.bytes.to_vec()).unwrap(), lane)
+            })
+            .collect();
+        assert_eq!(
+            sent[19],
+            (
+                r#"{"kind":"sleep","payload":{"ms":5},"priority":"high"}"#.to_owned(),
+                Lane::High
+            )
+        );
+        assert_eq!(sent[0].0, r#"{"kind":"sleep","payload":{"ms":5}}"#);
+        for bad in ["-0.1", "1.5", "half"] {
+            assert!(
+                Cli::try_parse_from(["load", "--high-share", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -95,8 +95,28 @@ pub struct Report {
     /// How far behind its schedule the generator sent requests (at least the timer's 1 ms
     /// resolution, at most how starved its CPU was).
     pub lag: Option<Percentiles>,
+    /// The share of jobs submitted as `high` (`--high-share`).
+    pub high_share: f64,
+    /// Each lane's figures, by priority, when the run submitted to more than one.
+    pub lanes: BTreeMap<String, LaneReport>,
     /// What `--follow` found.
     pub follow: Option<FollowReport>,
+}
+
+/// One lane's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LaneReport {
+    /// Requests sent with this priority.
+    pub sent: u64,
+    /// `202 Accepted` answers.
+    pub accepted: u64,
+    /// Answers other than 202, by status code.
+    pub rejected: BTreeMap<u16, u64>,
+    /// From acceptance to a consumer's first claim (`created_at` to `started_at`), of the jobs
+    /// that ran; filled by `--follow`.
+    pub queue_wait: Option<Percentiles>,
+    /// Accepted to terminal; filled by `--follow`.
+    pub end_to_end_latency: Option<Percentiles>,
 }
 
 /// The distribution `--sleep-dist` drew each job's sleep from.
@@ -126,6 +146,9 @@ pub struct FollowReport {
     pub final_states: BTreeMap<String, u64>,
     /// Accepted to terminal, from each job's own `created_at` and `updated_at`.
     pub end_to_end_latency: Option<Percentiles>,
+    /// Accepted to a consumer's first claim, from each job's `created_at` and `started_at`, of
+    /// the jobs that ran.
+    pub queue_wait: Option<Percentiles>,
     /// Accepted jobs that `GET /jobs/{id}` does not know.
     pub not_found: u64,
     /// Accepted jobs still not terminal when `--follow-timeout` ran out.
@@ -203,6 +226,21 @@ impl Report {
                 None => writeln!(out)?,
             }
         }
+        for (lane, figures) in &self.lanes {
+            writeln!(
+                out,
+                "  lane {lane}: sent {}, accepted {}, rejected {}",
+                figures.sent,
+                figures.accepted,
+                counts(&figures.rejected)
+            )?;
+            if let Some(wait) = &figures.queue_wait {
+                writeln!(out, "    queue wait: {wait}")?;
+            }
+            if let Some(latency) = &figures.end_to_end_latency {
+                writeln!(out, "    end-to-end latency: {latency}")?;
+            }
+        }
         if let Some(follow) = &self.follow {
             writeln!(
                 out,
@@ -210,6 +248,9 @@ impl Report {
                 follow.elapsed_s,
                 counts(&follow.final_states)
             )?;
+            if let Some(wait) = &follow.queue_wait {
+                writeln!(out, "  queue wait: {wait}")?;
+            }
             if let Some(latency) = &follow.end_to_end_latency {
                 writeln!(out, "  end-to-end latency: {latency}")?;
             }

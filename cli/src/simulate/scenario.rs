@@ -592,14 +592,18 @@ fn validate(
     let intake = Intake {
         backlog_limit: within(
             "intake.backlog_limit",
-            intake.backlog_limit.unwrap_or(defaults.backlog_limit),
+            intake
+                .backlog_limit
+                .unwrap_or(defaults.backlog_limit.normal),
             0,
             100_000_000,
         )?,
         throttle,
         ttl: seconds(
             "intake.ttl_s",
-            intake.ttl_s.unwrap_or(defaults.default_ttl.as_secs_f64()),
+            intake
+                .ttl_s
+                .unwrap_or(defaults.default_ttl.normal.as_secs_f64()),
             0.001,
             345_600.0,
         )?,

@@ -465,12 +465,12 @@ impl<'t> Template<'t> {
         taken.push(given.taken(
             "intake.backlog_limit",
             "SPILLWAY_BACKLOG_LIMIT",
-            settings.backlog_limit as f64,
+            settings.backlog_limit.normal as f64,
         ));
         taken.push(given.taken(
             "intake.ttl_s",
             "SPILLWAY_DEFAULT_TTL_SECONDS",
-            settings.default_ttl.as_secs_f64(),
+            settings.default_ttl.normal.as_secs_f64(),
         ));
         Ok(taken)
     }

@@ -2,7 +2,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 use super::ApiResponse;
-use crate::domain::{InvalidJobId, JobId, JobStatus, Kind};
+use crate::domain::{InvalidJobId, JobId, JobStatus, Kind, Priority};
 use crate::error::Chain;
 use crate::queue::QueueError;
 use crate::store::StoreError;
@@ -71,13 +71,20 @@ pub enum ApiError {
         /// Its state.
         status: JobStatus,
     },
-    /// The queue is deeper than the configured limit.
-    #[error("the queue holds {depth} messages, over the limit of {limit}; try again later")]
+    /// The job's lane holds more messages than its limit.
+    #[error(
+        "the {priority} lane's queue holds {depth} messages, over its limit of {limit}; \
+         try again in {} s", retry_after.as_secs()
+    )]
     BacklogFull {
+        /// The lane.
+        priority: Priority,
         /// Messages waiting.
         depth: u64,
         /// The limit.
         limit: u64,
+        /// When the lane should be under its limit again, from its measured drain rate.
+        retry_after: std::time::Duration,
     },
     /// The request reached Spillway with no caller identity although the API authorizes every
     /// route (a route added without authorization, or a direct invocation).
@@ -220,10 +227,11 @@ impl ApiError {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(RETRY_UNAVAILABLE_SECONDS),
-            );
+            let seconds = match &self {
+                Self::BacklogFull { retry_after, .. } => retry_after.as_secs().max(1),
+                _ => RETRY_UNAVAILABLE_SECONDS,
+            };
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use super::problem::MAX_DETAIL_CHARS;
 use crate::App;
-use crate::domain::Owner;
+use crate::domain::{Lanes, Owner};
 use crate::kinds;
-use crate::queue::MemoryQueue;
+use crate::queue::{JobQueue, MemoryQueue};
 use crate::store::MemoryStore;
 use crate::testing::{MemoryPipeline, fast_settings};
 
@@ -141,11 +141,16 @@ proptest! {
         let runtime = runtime();
         runtime.block_on(async {
             let store = Arc::new(MemoryStore::new());
-            let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
-            let app = App::new(store.clone(), queue, fast_settings());
+            let queues = Lanes::from_fn(|_| -> Arc<dyn JobQueue> {
+                Arc::new(MemoryQueue::new(Duration::from_secs(30)))
+            });
+            let app = App::new(store.clone(), queues, fast_settings());
             let response = super::submit_job(&app, Owner::anonymous(), &headers, &body).await;
             assert_client_answer(response.status(), response.body());
-            let queued = app.queue.depth().await.unwrap().total();
+            let mut queued = 0;
+            for (_, queue) in app.queues.iter() {
+                queued += queue.depth().await.unwrap().total();
+            }
             if response.status() == StatusCode::ACCEPTED {
                 assert_eq!(queued, 1);
                 assert!(!store.is_empty());

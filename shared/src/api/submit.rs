@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{
     CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, NewJob, Owner,
-    PayloadDigest, Timestamp, Ttl, WholeNumber,
+    PayloadDigest, Priority, Timestamp, Ttl, WholeNumber,
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
@@ -30,6 +30,8 @@ struct SubmitBody<'a> {
     #[serde(borrow)]
     payload: &'a RawValue,
     #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
     ttl_seconds: Option<WholeNumber>,
     #[serde(default)]
     callback_url: Option<String>,
@@ -40,6 +42,7 @@ struct SubmitBody<'a> {
 struct Accepted<'a> {
     id: String,
     status: &'static str,
+    priority: Priority,
     status_url: &'a str,
     deadline: Timestamp,
 }
@@ -69,7 +72,7 @@ pub async fn submit_job(app: &App, owner: Owner, headers: &HeaderMap, body: &[u8
             }
             app.metrics.emit(
                 app.clock.now(),
-                ("Reason", error.slug()),
+                &[("Reason", error.slug())],
                 &[(Metric::JobsRejected, 1.0)],
             );
             error.into_response()
@@ -90,9 +93,23 @@ async fn submit(
 ) -> Result<ApiResponse, ApiError> {
     let (key, request) = parse(&app.settings, headers, body)?;
     let (kind, ttl) = admit(app, &request)?;
-    if let Some((depth, limit)) = app.backlog.over_limit(app.queue.as_ref()).await? {
-        warn!(depth, limit, "backlog over the limit; refusing new jobs");
-        return Err(ApiError::BacklogFull { depth, limit });
+    let priority = request.priority;
+    let queue = app.queues.get(priority).as_ref();
+    if let Some(full) = app.backlog.get(priority).over_limit(queue).await? {
+        warn!(
+            %priority,
+            depth = full.depth,
+            limit = full.limit,
+            drain_per_second = full.drain_per_second,
+            retry_after_s = full.retry_after.as_secs(),
+            "lane over its backlog limit; refusing its new jobs"
+        );
+        return Err(ApiError::BacklogFull {
+            priority,
+            depth: full.depth,
+            limit: full.limit,
+            retry_after: full.retry_after,
+        });
     }
 
     let now = app.clock.now();
@@ -101,6 +118,7 @@ async fn submit(
         id: JobId::generate(),
         kind,
         owner,
+        priority,
         created_at: now,
         deadline,
         payload: PayloadDigest::of(request.payload.get()),
@@ -134,7 +152,7 @@ async fn submit(
     };
     info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
     app.metrics
-        .for_kind(now, &job.kind, &[(Metric::JobsAccepted, 1.0)]);
+        .for_job(now, &job.kind, job.priority, &[(Metric::JobsAccepted, 1.0)]);
     Ok(accepted(&job, false))
 }
 
@@ -194,7 +212,7 @@ fn admit(app: &App, request: &SubmitBody<'_>) -> Result<(Kind, Duration), ApiErr
         Some(WholeNumber(seconds)) => Ttl::from_seconds(seconds, app.settings.max_ttl.as_secs())
             .map_err(|e| ApiError::Invalid(e.to_string()))?
             .duration(),
-        None => app.settings.default_ttl,
+        None => *app.settings.default_ttl.get(request.priority),
     };
     if let Some(url) = &request.callback_url {
         check_callback_url(app, url)?;
@@ -224,7 +242,11 @@ async fn send_and_write(
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<Written, ApiError> {
     let message = JobMessage::of(job, payload.to_owned(), idempotency);
-    let message_id = app.queue.send(&message.encode()).await?;
+    let message_id = app
+        .queues
+        .get(job.priority)
+        .send_in_group(&message.encode(), Some(&job.owner.fairness_key()))
+        .await?;
     match app.store.create(job, idempotency).await {
         Ok(()) | Err(StoreError::AlreadyExists) => Ok(Written::New { message_id }),
         // A consumer wrote this very job from its message first.
@@ -336,6 +358,7 @@ fn accepted(job: &Job, replayed: bool) -> ApiResponse {
     let body = Accepted {
         id: job.id.to_string(),
         status: "pending",
+        priority: job.priority,
         status_url: &location,
         deadline: job.deadline,
     };
@@ -376,6 +399,7 @@ mod tests {
 
     use super::*;
     use crate::api::problem::MAX_DETAIL_CHARS;
+    use crate::domain::Priority;
     use crate::kinds::Echo;
     use crate::processor::Processors;
     use crate::testing::{MemoryPipeline, fast_settings, json_headers};
@@ -393,8 +417,12 @@ mod tests {
             body.as_bytes(),
         )
         .await;
+        let mut queued = 0;
+        for (_, queue) in pipeline.app.queues.iter() {
+            queued += queue.depth().await.unwrap().total();
+        }
         assert_eq!(
-            pipeline.app.queue.depth().await.unwrap().total(),
+            queued,
             u64::from(response.status() == StatusCode::ACCEPTED),
             "a refused request enqueued something"
         );
@@ -500,16 +528,114 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_job_goes_to_its_lanes_queue_with_its_lanes_default_ttl() {
+        let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
+        let submit = |body: Value| {
+            let app = pipeline.app.clone();
+            async move {
+                let body = body.to_string();
+                submit_job(&app, Owner::anonymous(), &json_headers(), body.as_bytes()).await
+            }
+        };
+        let high = submit(json!({"kind": "echo", "payload": 1, "priority": "high"})).await;
+        assert_eq!(high.status(), StatusCode::ACCEPTED, "{}", high.body());
+        let accepted: Value = serde_json::from_str(high.body()).unwrap();
+        assert_eq!(accepted["priority"], "high");
+        let normal = submit(json!({"kind": "echo", "payload": 1})).await;
+        assert_eq!(
+            serde_json::from_str::<Value>(normal.body()).unwrap()["priority"],
+            "normal"
+        );
+        let depth = |lane: Priority| {
+            let queue = pipeline.app.queues.get(lane).clone();
+            async move { queue.depth().await.unwrap().visible }
+        };
+        assert_eq!(depth(Priority::High).await, 1);
+        assert_eq!(depth(Priority::Normal).await, 1);
+
+        let messages = pipeline
+            .app
+            .queues
+            .high
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap();
+        let message = JobMessage::decode(&messages[0].body).unwrap();
+        assert_eq!(message.priority(), Priority::High);
+        let job = pipeline
+            .app
+            .store
+            .get(message.job_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.priority, Priority::High);
+        let settings = &pipeline.app.settings;
+        assert_eq!(
+            job.deadline.saturating_since(job.created_at),
+            settings.default_ttl.high
+        );
+        assert_ne!(settings.default_ttl.high, settings.default_ttl.normal);
+
+        for bad in [json!("urgent"), json!("HIGH"), json!(1), json!(null)] {
+            let refused = submit(json!({"kind": "echo", "payload": 1, "priority": bad})).await;
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_lane_refuses_only_its_own_jobs_and_says_when_to_come_back() {
+        let settings = crate::config::Settings {
+            backlog_limit: crate::domain::Lanes {
+                high: 0,
+                normal: 10,
+            },
+            ..crate::testing::fast_settings()
+        };
+        let pipeline = MemoryPipeline::new(settings, crate::kinds::builtin());
+        let normal = pipeline.app.queues.normal.clone();
+        for n in 0..50 {
+            normal.send(&n.to_string()).await.unwrap();
+        }
+        let post = |priority: &str| {
+            let app = pipeline.app.clone();
+            let body = json!({"kind": "echo", "payload": 1, "priority": priority}).to_string();
+            async move { submit_job(&app, Owner::anonymous(), &json_headers(), body.as_bytes()).await }
+        };
+        let refused = post("normal").await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Nothing measured yet: come back when the depth is next read.
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "5");
+        assert!(refused.body().contains("normal lane"), "{}", refused.body());
+        assert_eq!(post("high").await.status(), StatusCode::ACCEPTED);
+
+        // The consumers take 10 messages in 5 s (2/s): 40 waiting, 30 over the limit, 15 s.
+        for message in normal.receive(10, Duration::ZERO).await.unwrap() {
+            normal.delete(&message.receipt_handle).await.unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let refused = post("normal").await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "15");
+    }
+
+    #[tokio::test]
     async fn intake_refuses_new_jobs_with_503_while_the_backlog_is_over_the_limit() {
         let settings = crate::config::Settings {
-            backlog_limit: 1,
+            backlog_limit: crate::domain::Lanes::both(1),
             ..crate::testing::fast_settings()
         };
         let pipeline = MemoryPipeline::new(settings, crate::kinds::builtin());
         for n in 0..2 {
-            pipeline.app.queue.send(&n.to_string()).await.unwrap();
+            pipeline
+                .app
+                .queues
+                .normal
+                .send(&n.to_string())
+                .await
+                .unwrap();
         }
-        assert_eq!(pipeline.app.queue.depth().await.unwrap().visible, 2);
+        assert_eq!(pipeline.app.queues.normal.depth().await.unwrap().visible, 2);
         let body = json!({"kind": "echo", "payload": 1}).to_string();
         let response = submit_job(
             &pipeline.app,

@@ -50,11 +50,13 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         "body": crate::domain::job_document(job),
     }))?;
     let now = app.clock.now();
-    let deadline = now.saturating_add(app.settings.default_ttl);
+    let deadline = now.saturating_add(*app.settings.default_ttl.get(job.priority));
     let callback = Job::pending(NewJob {
         id,
         kind: webhook_kind(),
         owner: job.owner.clone(),
+        // A callback runs in its job's lane: the one whose queue the consumer is given.
+        priority: job.priority,
         created_at: now,
         deadline,
         payload: PayloadDigest::of(payload.get()),
@@ -76,7 +78,11 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         Err(error) => return Err(error.into()),
     };
     let message = JobMessage::of(&callback, payload, None);
-    let message_id = app.queue.send(&message.encode()).await?;
+    let message_id = app
+        .queues
+        .get(job.priority)
+        .send_in_group(&message.encode(), Some(&job.owner.fairness_key()))
+        .await?;
     info!(callback_job_id = %id, message_id = %message_id, status = %job.status, "callback enqueued");
     Ok(())
 }

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 
 use super::*;
 use crate::clock::Clock as _;
-use crate::domain::{JobId, Kind};
+use crate::domain::{JobId, Kind, Priority};
 use crate::esm::{BatchReport, sqs_event};
 use crate::queue::JobQueue as _;
 use crate::testing::{Behaviour, Counting, MemoryPipeline, fast_settings, processors_with, submit};
@@ -48,7 +48,8 @@ async fn a_received_counting_job(
     let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
     let messages = pipeline
         .app
-        .queue
+        .queues
+        .normal
         .receive(10, Duration::ZERO)
         .await
         .unwrap();
@@ -171,7 +172,7 @@ async fn a_job_past_its_deadline_is_expired_and_not_run() {
     )
     .await;
     clock.advance(Duration::from_secs(6));
-    let messages = app.queue.receive(10, Duration::ZERO).await.unwrap();
+    let messages = app.queues.normal.receive(10, Duration::ZERO).await.unwrap();
     let response = handle_batch(&app, sqs_event(&messages, "arn", "r"), far_deadline()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(counting.runs(id), 0);
@@ -182,8 +183,14 @@ async fn a_job_past_its_deadline_is_expired_and_not_run() {
 async fn a_poison_message_fails_only_itself() {
     let (pipeline, _) = pipeline(Behaviour::Succeed);
     let good = submit(&pipeline.app, json!({"kind": "echo", "payload": 1})).await;
-    let poison_id = pipeline.app.queue.send("{not json").await.unwrap();
-    let future_version = pipeline.app.queue.send(r#"{"v": 99}"#).await.unwrap();
+    let poison_id = pipeline.app.queues.normal.send("{not json").await.unwrap();
+    let future_version = pipeline
+        .app
+        .queues
+        .normal
+        .send(r#"{"v": 99}"#)
+        .await
+        .unwrap();
     let report = deliver(&pipeline).await;
     let mut failed = report.failed.clone();
     failed.sort();
@@ -336,7 +343,8 @@ async fn visible_messages(pipeline: &MemoryPipeline) -> Vec<JobMessage> {
     for message in &received {
         pipeline
             .app
-            .queue
+            .queues
+            .normal
             .change_visibility(&message.receipt_handle, Duration::ZERO)
             .await
             .unwrap();
@@ -455,10 +463,10 @@ async fn a_duplicate_delivery_creates_no_second_callback_job() {
         max_attempts: 5,
     });
     app.store.apply(callback_id, &claim).await.unwrap();
-    let depth_before = app.queue.depth().await.unwrap();
+    let depth_before = app.queues.normal.depth().await.unwrap();
     let report = pipeline.esm.invoke(app, &delivery).await;
     assert!(report.failed.is_empty(), "{report:?}");
-    assert_eq!(app.queue.depth().await.unwrap(), depth_before);
+    assert_eq!(app.queues.normal.depth().await.unwrap(), depth_before);
     assert_eq!(job(app, callback_id).await.attempts, 1);
 }
 
@@ -471,11 +479,15 @@ struct FlakySend {
 
 #[async_trait::async_trait]
 impl crate::queue::JobQueue for FlakySend {
-    async fn send(&self, body: &str) -> Result<String, crate::queue::QueueError> {
+    async fn send_in_group(
+        &self,
+        body: &str,
+        group: Option<&str>,
+    ) -> Result<String, crate::queue::QueueError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(crate::queue::QueueError::Unavailable("send refused".into()));
         }
-        self.inner.send(body).await
+        self.inner.send_in_group(body, group).await
     }
     async fn change_visibility(
         &self,
@@ -503,11 +515,11 @@ impl crate::queue::JobQueue for FlakySend {
 async fn a_callback_that_could_not_be_enqueued_is_enqueued_by_the_next_delivery() {
     let (pipeline, _) = pipeline(Behaviour::Succeed);
     let flaky = Arc::new(FlakySend {
-        inner: pipeline.app.queue.clone(),
+        inner: pipeline.app.queues.normal.clone(),
         failing: false.into(),
     });
     let mut app = pipeline.app.clone();
-    app.queue = flaky.clone();
+    app.queues.normal = flaky.clone();
     let id = submit(
         &app,
         json!({"kind": "echo", "payload": {}, "callback_url": CALLBACK_URL}),
@@ -528,7 +540,8 @@ async fn a_callback_that_could_not_be_enqueued_is_enqueued_by_the_next_delivery(
     );
 
     // The message comes back when its visibility timeout ends.
-    app.queue
+    app.queues
+        .normal
         .change_visibility(&delivery[0].receipt_handle, Duration::ZERO)
         .await
         .unwrap();
@@ -557,6 +570,7 @@ fn orphan_message(key: Option<&str>, age: Duration) -> (JobMessage, Job) {
         id: JobId::generate(),
         kind: Kind::parse("counting").unwrap(),
         owner: crate::domain::Owner::anonymous(),
+        priority: crate::domain::Priority::Normal,
         created_at,
         deadline: created_at.saturating_add(Duration::from_secs(60)),
         payload: crate::domain::PayloadDigest::of("{}"),
@@ -580,7 +594,7 @@ async fn a_job_whose_write_never_landed_is_written_from_its_message_and_runs() {
     let (pipeline, counting) = pipeline(Behaviour::Succeed);
     let app = &pipeline.app;
     let (message, written) = orphan_message(Some("order-9"), Duration::ZERO);
-    app.queue.send(&message.encode()).await.unwrap();
+    app.queues.normal.send(&message.encode()).await.unwrap();
     pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
     let ran = job(app, message.job_id).await;
     assert_eq!(ran.status, JobStatus::Succeeded);
@@ -617,9 +631,9 @@ async fn a_message_whose_key_another_request_took_runs_nothing() {
     let app = &pipeline.app;
     let (first, _) = orphan_message(Some("order-10"), Duration::ZERO);
     let (second, _) = orphan_message(Some("order-10"), Duration::ZERO);
-    app.queue.send(&first.encode()).await.unwrap();
+    app.queues.normal.send(&first.encode()).await.unwrap();
     pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
-    app.queue.send(&second.encode()).await.unwrap();
+    app.queues.normal.send(&second.encode()).await.unwrap();
     let report = deliver(&pipeline).await;
     assert_eq!(report.deleted, 1, "acknowledged, not retried into the DLQ");
     assert_eq!(counting.total_runs(), 1);
@@ -634,7 +648,7 @@ async fn a_message_for_a_job_the_table_forgot_is_acknowledged_and_runs_nothing()
     // run again.
     let age = app.settings.retention + Duration::from_secs(1);
     let (message, _) = orphan_message(None, age);
-    app.queue.send(&message.encode()).await.unwrap();
+    app.queues.normal.send(&message.encode()).await.unwrap();
     let report = deliver(&pipeline).await;
     assert_eq!((report.deleted, report.failed.len()), (1, 0));
     assert_eq!(counting.total_runs(), 0);
@@ -653,12 +667,13 @@ async fn a_duplicate_message_grants_no_attempt_beyond_the_jobs_own() {
     let id = submit(app, json!({"kind": "counting", "payload": {}})).await;
     // Five more copies of the message, as replays or duplicate deliveries would make.
     let copy = pipeline.esm.receive_batch(Duration::ZERO).await.unwrap();
-    app.queue
+    app.queues
+        .normal
         .change_visibility(&copy[0].receipt_handle, Duration::ZERO)
         .await
         .unwrap();
     for _ in 0..5 {
-        app.queue.send(&copy[0].body).await.unwrap();
+        app.queues.normal.send(&copy[0].body).await.unwrap();
     }
     for _ in 0..20 {
         if pipeline
@@ -692,12 +707,12 @@ async fn a_replay_during_backoff_sends_nothing() {
     assert_eq!(accepted.status(), http::StatusCode::ACCEPTED);
     pipeline.esm.poll_once(app, Duration::ZERO).await.unwrap();
     // Claimed once and waiting out its backoff: its message is in the queue, in flight.
-    let depth = app.queue.depth().await.unwrap().total();
+    let depth = app.queues.normal.depth().await.unwrap().total();
     let replayed = crate::api::submit_job(app, owner(), &headers, body).await;
     assert_eq!(replayed.status(), http::StatusCode::ACCEPTED);
     assert_eq!(replayed.headers()["idempotent-replayed"], "true");
     // The replay found the key before sending anything, and sent no copy of the job's message.
-    let messages = app.queue.depth().await.unwrap().total();
+    let messages = app.queues.normal.depth().await.unwrap().total();
     assert_eq!(messages, depth, "a replay sent a message");
 }
 
@@ -752,7 +767,13 @@ async fn a_table_outage_brings_a_message_back_after_a_growing_backoff_and_keeps_
     let store = pipeline.app.store.clone();
     pipeline.app.store = std::sync::Arc::new(Unreachable);
     let (message, _) = orphan_message(None, Duration::ZERO);
-    pipeline.app.queue.send(&message.encode()).await.unwrap();
+    pipeline
+        .app
+        .queues
+        .normal
+        .send(&message.encode())
+        .await
+        .unwrap();
 
     // Five receives over about 7.5 minutes of outage: 30 s, 60 s, 120 s, 240 s apart.
     let mut waited = Vec::new();
@@ -827,4 +848,59 @@ async fn a_job_abandoned_on_its_last_attempt_is_dead_lettered_not_run_again() {
         0,
         "no attempt beyond the configured ones"
     );
+}
+
+#[tokio::test]
+async fn a_high_job_retries_and_calls_back_in_its_own_lane() {
+    let (pipeline, counting) = pipeline(Behaviour::FailRetryable);
+    let app = &pipeline.app;
+    let id = submit(
+        app,
+        json!({"kind": "counting", "payload": {}, "priority": "high", "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    let normal_depth = || async { app.queues.normal.depth().await.unwrap().total() };
+    assert!(
+        pipeline
+            .esm
+            .poll_once(app, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none(),
+        "the normal lane's consumers never see a high job"
+    );
+    for _ in 0..app.settings.max_attempts {
+        let report = pipeline
+            .high_esm
+            .poll_once(app, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!(normal_depth().await, 0);
+    }
+    assert_eq!(counting.runs(id), app.settings.max_attempts);
+    let dead = job(app, id).await;
+    assert_eq!(
+        (dead.status, dead.priority),
+        (JobStatus::DeadLettered, Priority::High)
+    );
+    // The callback runs in the job's lane, with that lane's default TTL.
+    let callback_id = id.derived(&format!("callback:dead_lettered:{}", dead.attempts));
+    let callback = job(app, callback_id).await;
+    assert_eq!(callback.priority, Priority::High);
+    assert_eq!(
+        callback.deadline.saturating_since(callback.created_at),
+        app.settings.default_ttl.high
+    );
+    assert_eq!(normal_depth().await, 0);
+    let on_high: Vec<JobId> = pipeline
+        .high_esm
+        .receive_batch(Duration::ZERO)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| JobMessage::decode(&m.body).unwrap().job_id)
+        .collect();
+    assert!(on_high.contains(&callback_id), "{on_high:?}");
 }

@@ -3,17 +3,20 @@
 
 use serde::Serialize;
 
-use super::{Job, JobStatus, Timestamp};
+use super::{Job, JobStatus, Priority, Timestamp};
 
 /// The job as `GET /jobs/{id}` shows it, and as a completion callback delivers it.
 #[derive(Debug, Serialize)]
 pub struct JobDocument<'a> {
     id: String,
     kind: &'a str,
+    priority: Priority,
     status: JobStatus,
     attempts: u32,
     created_at: Timestamp,
     updated_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<Timestamp>,
     deadline: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a serde_json::Value>,
@@ -27,10 +30,12 @@ impl<'a> JobDocument<'a> {
         Self {
             id: job.id.to_string(),
             kind: job.kind.as_str(),
+            priority: job.priority,
             status: job.status,
             attempts: job.attempts,
             created_at: job.created_at,
             updated_at: job.updated_at,
+            started_at: job.started_at,
             deadline: job.deadline,
             result: job
                 .result

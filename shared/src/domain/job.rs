@@ -1,7 +1,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{CorrelationId, JobId, JobStatus, Kind, Owner, Timestamp};
+use super::{CorrelationId, JobId, JobStatus, Kind, Owner, Priority, Timestamp};
 
 /// A job's state as the table keeps it. The payload itself travels in the queue message; the
 /// table keeps only its size and hash.
@@ -13,6 +13,8 @@ pub struct Job {
     pub kind: Kind,
     /// Who submitted it.
     pub owner: Owner,
+    /// The lane it runs in.
+    pub priority: Priority,
     /// Where it is in its life.
     pub status: JobStatus,
     /// How many times a consumer has claimed it.
@@ -21,6 +23,8 @@ pub struct Job {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+    /// When a consumer first claimed it: its wait in the queue ends here.
+    pub started_at: Option<Timestamp>,
     /// After this it is `expired` instead of run.
     pub deadline: Timestamp,
     /// While `running`: until when the claiming consumer holds it.
@@ -48,6 +52,8 @@ pub struct NewJob {
     pub kind: Kind,
     /// Its owner.
     pub owner: Owner,
+    /// Its lane.
+    pub priority: Priority,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When it expires unless it ran.
@@ -69,10 +75,12 @@ impl Job {
             id: new.id,
             kind: new.kind,
             owner: new.owner,
+            priority: new.priority,
             status: JobStatus::Pending,
             attempts: 0,
             created_at: new.created_at,
             updated_at: new.created_at,
+            started_at: None,
             deadline: new.deadline,
             lease_until: None,
             result: None,

@@ -3,7 +3,7 @@ use serde_json::value::RawValue;
 
 use super::{
     CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, NewJob, Owner,
-    PayloadDigest, Timestamp,
+    PayloadDigest, Priority, Timestamp,
 };
 
 /// What the queue carries for one job: small, versioned, and self-sufficient, so the consumer
@@ -34,6 +34,9 @@ pub struct JobMessage {
 pub struct Origin {
     /// Who submitted it.
     pub owner: Owner,
+    /// Its lane (left out when `normal`, as builds before lanes wrote it).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
     /// When it was accepted.
     pub created_at: Timestamp,
     /// When the table may forget it if it is still pending then (its deadline plus the
@@ -119,6 +122,7 @@ impl JobMessage {
             correlation_id: job.correlation_id.clone(),
             origin: Some(Origin {
                 owner: job.owner.clone(),
+                priority: job.priority,
                 created_at: job.created_at,
                 expires_at: job.expires_at,
                 callback_url: job.callback_url.clone(),
@@ -138,6 +142,7 @@ impl JobMessage {
             id: self.job_id,
             kind: self.kind.clone(),
             owner: origin.owner.clone(),
+            priority: origin.priority,
             created_at: origin.created_at,
             deadline: self.deadline,
             payload: PayloadDigest::of(self.payload.get()),
@@ -156,6 +161,14 @@ impl JobMessage {
             }),
         };
         Some((job, record))
+    }
+
+    /// The lane the job runs in: the one it was accepted into (`normal` for a message written
+    /// before lanes, or by an older build that does not say).
+    pub fn priority(&self) -> Priority {
+        self.origin
+            .as_ref()
+            .map_or(Priority::Normal, |origin| origin.priority)
     }
 
     /// Reads a message body of any version this build understands.
@@ -201,6 +214,7 @@ mod tests {
             id: JobId::generate(),
             kind: Kind::parse("webhook").unwrap(),
             owner: Owner::iam("arn:aws:iam::123456789012:user/alice"),
+            priority: Priority::High,
             created_at: Timestamp::from_millis(1_795_000_000_000),
             deadline: Timestamp::from_millis(1_795_000_600_000),
             payload: PayloadDigest::of(r#"{"url":"https://example.com/"}"#),

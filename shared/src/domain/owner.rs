@@ -36,6 +36,15 @@ impl Owner {
         Self(format!("auth:{identity}"))
     }
 
+    /// The owner's key for SQS fair queues (`MessageGroupId`): the first 128 bits of the
+    /// SHA-256 of its name, in hex. Opaque, so the queue's console and its API show no tenant's
+    /// identity, and always within what SQS accepts (at most 128 characters, and only
+    /// alphanumerics and punctuation) whatever an issuer puts in a subject.
+    pub fn fairness_key(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        hex::encode(&Sha256::digest(self.0.as_bytes())[..16])
+    }
+
     /// The stored form, as produced by the constructors above.
     pub fn from_stored(raw: String) -> Self {
         Self(raw)

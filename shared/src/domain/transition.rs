@@ -209,6 +209,7 @@ impl Change {
             Transition::Claim { lease_until, .. } => {
                 job.attempts += 1;
                 job.lease_until = Some(*lease_until);
+                job.started_at.get_or_insert(self.at);
             }
             Transition::Succeed { result, .. } => {
                 job.result = Some(result.clone());
@@ -244,6 +245,7 @@ mod tests {
             id: JobId::generate(),
             kind: Kind::parse("echo").unwrap(),
             owner: Owner::anonymous(),
+            priority: crate::domain::Priority::Normal,
             created_at: T0,
             deadline: T0.saturating_add(Duration::from_secs(60)),
             payload: PayloadDigest::of("{}"),

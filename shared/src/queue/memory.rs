@@ -1,4 +1,4 @@
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -10,8 +10,10 @@ use super::{JobQueue, QueueDepth, QueueError, ReceivedMessage};
 use crate::domain::Timestamp;
 
 /// An in-process queue with the SQS behaviour Spillway relies on: a visibility timeout per
-/// receive, a receive count, receipt handles that change on every receive, long polling, and
-/// redrive to a dead-letter queue once a message has been received `max_receive_count` times.
+/// receive, a receive count, receipt handles that change on every receive, long polling, redrive
+/// to a dead-letter queue once a message has been received `max_receive_count` times, and the
+/// fairness of SQS fair queues: a receive takes first the messages of the groups with the fewest
+/// messages in flight, so one group's flood does not hold back the others' messages.
 #[derive(Debug)]
 pub struct MemoryQueue {
     visibility_timeout: Duration,
@@ -40,6 +42,8 @@ struct Message {
     visible_at: Instant,
     receive_count: u32,
     receipt_handle: Option<String>,
+    /// The fairness group (`MessageGroupId`); messages without one share a group.
+    group: Option<String>,
 }
 
 impl MemoryQueue {
@@ -80,30 +84,54 @@ impl MemoryQueue {
         id
     }
 
-    /// Takes what is visible now, moving messages past their receive limit to the DLQ.
+    /// Takes up to `max` of the messages visible now, moving those past their receive limit to
+    /// the DLQ. Each pick is the oldest message of a group with the fewest messages in flight
+    /// (counting the picks before it), as SQS fair queues favour the quieter groups.
     fn take_visible(&self, max: usize) -> Vec<ReceivedMessage> {
         let now = Instant::now();
         let mut state = self.state();
-        let mut received = Vec::new();
-        let mut index = 0;
-        while index < state.messages.len() && received.len() < max {
-            if state.messages[index].visible_at > now {
-                index += 1;
-                continue;
-            }
-            if let Some(redrive) = &self.redrive
-                && state.messages[index].receive_count >= redrive.max_receive_count
-            {
-                if let Some(message) = state.messages.remove(index) {
-                    tracing::info!(
-                        message_id = %message.id,
-                        receive_count = message.receive_count,
-                        "moved to the dead-letter queue"
-                    );
-                    redrive.dead_letter_queue.push(message);
+        if let Some(redrive) = &self.redrive {
+            let mut index = 0;
+            while index < state.messages.len() {
+                let message = &state.messages[index];
+                if message.visible_at <= now && message.receive_count >= redrive.max_receive_count {
+                    if let Some(message) = state.messages.remove(index) {
+                        tracing::info!(
+                            message_id = %message.id,
+                            receive_count = message.receive_count,
+                            "moved to the dead-letter queue"
+                        );
+                        redrive.dead_letter_queue.push(message);
+                    }
+                } else {
+                    index += 1;
                 }
-                continue;
             }
+        }
+        let group = |message: &Message| message.group.clone().unwrap_or_default();
+        let mut in_flight: HashMap<String, usize> = HashMap::new();
+        let mut visible = Vec::new();
+        for (index, message) in state.messages.iter().enumerate() {
+            if message.visible_at <= now {
+                visible.push((index, group(message)));
+            } else if message.receipt_handle.is_some() {
+                *in_flight.entry(group(message)).or_default() += 1;
+            }
+        }
+        let mut picked = Vec::new();
+        while picked.len() < max {
+            let Some(at) = (0..visible.len()).min_by_key(|at| {
+                let (index, group) = &visible[*at];
+                (in_flight.get(group).copied().unwrap_or(0), *index)
+            }) else {
+                break;
+            };
+            let (index, group) = visible.remove(at);
+            *in_flight.entry(group).or_default() += 1;
+            picked.push(index);
+        }
+        let mut received = Vec::with_capacity(picked.len());
+        for index in picked {
             let handle = format!("{}-{}", state.messages[index].id, state.next_id);
             state.next_id += 1;
             let message = &mut state.messages[index];
@@ -117,7 +145,6 @@ impl MemoryQueue {
                 receive_count: message.receive_count,
                 sent_at: message.sent_at,
             });
-            index += 1;
         }
         received
     }
@@ -138,7 +165,7 @@ impl MemoryQueue {
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
-    async fn send(&self, body: &str) -> Result<String, QueueError> {
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
         Ok(self.push(Message {
             id: uuid::Uuid::now_v7().to_string(),
             body: body.to_owned(),
@@ -146,6 +173,7 @@ impl JobQueue for MemoryQueue {
             visible_at: Instant::now(),
             receive_count: 0,
             receipt_handle: None,
+            group: group.map(str::to_owned),
         }))
     }
 
@@ -228,6 +256,38 @@ mod tests {
     crate::queue_contract_tests!(contract_setup());
 
     const VISIBILITY: Duration = Duration::from_secs(30);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flooding_group_does_not_hold_back_the_others() {
+        let queue = MemoryQueue::new(VISIBILITY);
+        for n in 0..100 {
+            queue
+                .send_in_group(&format!("noisy-{n}"), Some("noisy"))
+                .await
+                .unwrap();
+        }
+        queue.send_in_group("quiet-a", Some("a")).await.unwrap();
+        queue.send_in_group("quiet-b", Some("b")).await.unwrap();
+        let bodies = |batch: Vec<ReceivedMessage>| -> Vec<String> {
+            batch.into_iter().map(|m| m.body).collect()
+        };
+        // The first receive spreads over the groups: each quiet one before a second noisy one.
+        let first = bodies(queue.receive(3, Duration::ZERO).await.unwrap());
+        assert_eq!(first, ["noisy-0", "quiet-a", "quiet-b"]);
+        // Behind 100 noisy messages, a quiet group's new message is the next one received, as
+        // the noisy group has messages in flight and the quiet group none.
+        queue.send_in_group("quiet-a-2", Some("a")).await.unwrap();
+        queue.send_in_group("quiet-c", Some("c")).await.unwrap();
+        // a has one in flight, c none; noisy one: c first, then the oldest of a and noisy.
+        let next = bodies(queue.receive(3, Duration::ZERO).await.unwrap());
+        assert_eq!(next, ["quiet-c", "noisy-1", "quiet-a-2"]);
+        // Alone, a group is received in order, ten at a time.
+        let rest = bodies(queue.receive(10, Duration::ZERO).await.unwrap());
+        assert_eq!(
+            rest,
+            (2..12).map(|n| format!("noisy-{n}")).collect::<Vec<_>>()
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_received_message_is_hidden_until_its_visibility_timeout_passes() {

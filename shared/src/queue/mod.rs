@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use backlog::Backlog;
+pub use backlog::{Backlog, Full, MAX_RETRY_AFTER};
 pub use memory::MemoryQueue;
 pub use sqs::{SqsQueue, move_messages};
 
-use crate::domain::Timestamp;
+use crate::domain::{Priority, Timestamp};
 use crate::error::BoxError;
 
 /// The longest visibility timeout SQS accepts (12 hours): the cap of every backoff.
@@ -23,8 +23,16 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 /// One queue of job messages, with SQS's at-least-once semantics.
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
-    /// Enqueues a message body (an encoded `JobMessage`) and returns its message id.
-    async fn send(&self, body: &str) -> Result<String, QueueError>;
+    /// Enqueues a message body (an encoded `JobMessage`) in the fairness group `group` (an
+    /// owner's [`crate::domain::Owner::fairness_key`]; SQS fair queues' `MessageGroupId`), and
+    /// returns its message id. A group whose messages crowd the queue gets no more than its share
+    /// of the consumers: the others' messages are delivered first.
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError>;
+
+    /// Enqueues a message body in no group (tools and tests).
+    async fn send(&self, body: &str) -> Result<String, QueueError> {
+        self.send_in_group(body, None).await
+    }
 
     /// Hides a received message for `timeout` from now, as `ChangeMessageVisibility` does.
     async fn change_visibility(
@@ -43,38 +51,45 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     async fn depth(&self) -> Result<QueueDepth, QueueError>;
 }
 
-/// The queue of a function deployed without one (the status function, which never sends or
-/// changes a message): every call fails, naming the variable it was not given, so a code path
-/// that starts to need the queue shows at once instead of reaching for a queue by other means.
+/// A lane's queue in a function deployed without it (the status function, which never sends or
+/// changes a message; a consumer, for the other lane's queue): every call fails, naming the lane,
+/// so a code path that starts to need the queue shows at once instead of reaching for a queue by
+/// other means.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoQueue;
+pub struct NoQueue(pub Priority);
 
 impl NoQueue {
-    fn refuse() -> QueueError {
-        QueueError::Unavailable("this function is not given a queue (SPILLWAY_QUEUE_URL)".into())
+    fn refuse(self) -> QueueError {
+        QueueError::Unavailable(
+            format!(
+                "this function is not given the {} lane's queue (see Function::variables)",
+                self.0
+            )
+            .into(),
+        )
     }
 }
 
 #[async_trait]
 impl JobQueue for NoQueue {
-    async fn send(&self, _: &str) -> Result<String, QueueError> {
-        Err(Self::refuse())
+    async fn send_in_group(&self, _: &str, _: Option<&str>) -> Result<String, QueueError> {
+        Err(self.refuse())
     }
 
     async fn change_visibility(&self, _: &str, _: Duration) -> Result<(), QueueError> {
-        Err(Self::refuse())
+        Err(self.refuse())
     }
 
     async fn receive(&self, _: u32, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
-        Err(Self::refuse())
+        Err(self.refuse())
     }
 
     async fn delete(&self, _: &str) -> Result<(), QueueError> {
-        Err(Self::refuse())
+        Err(self.refuse())
     }
 
     async fn depth(&self) -> Result<QueueDepth, QueueError> {
-        Err(Self::refuse())
+        Err(self.refuse())
     }
 }
 

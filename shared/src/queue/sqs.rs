@@ -71,12 +71,13 @@ fn seconds(duration: Duration) -> i32 {
 #[async_trait]
 impl JobQueue for SqsQueue {
     #[instrument(skip_all)]
-    async fn send(&self, body: &str) -> Result<String, QueueError> {
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
         let output = self
             .client()
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .set_message_group_id(group.map(str::to_owned))
             .send()
             .await
             .map_err(unavailable)?;

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
     Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, NewJob, Owner,
-    PayloadDigest, Timestamp, Transition,
+    PayloadDigest, Priority, Timestamp, Transition,
 };
 
 const RETENTION: Duration = Duration::from_secs(600);
@@ -70,6 +70,7 @@ fn new_job() -> Job {
         id: JobId::generate(),
         kind: Kind::parse("echo").unwrap(),
         owner: Owner::authenticated("arn:aws:iam::123456789012:user/contract"),
+        priority: Priority::High,
         created_at,
         deadline: created_at.saturating_add(Duration::from_secs(300)),
         payload: PayloadDigest::of(r#"{"hello":"world"}"#),
@@ -184,6 +185,12 @@ pub async fn a_claim_holds_the_job_until_its_lease_lapses(store: &dyn JobStore) 
         reclaimed.attempts, 2,
         "a lapsed lease is claimed again as a new attempt"
     );
+    assert_eq!(
+        (claimed.started_at, reclaimed.started_at),
+        (Some(t0), Some(t0)),
+        "the first claim is when the job started; later ones keep it"
+    );
+    assert_eq!(store.get(job.id).await.unwrap(), Some(reclaimed.clone()));
 
     // Abandoned on its last attempt (two of two): a lapsed lease is not claimed again.
     let much_later = after.saturating_add(Duration::from_secs(31));

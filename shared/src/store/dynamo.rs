@@ -390,6 +390,10 @@ impl Parts {
                     self.name("lease_until"),
                     self.value("lease", n(lease_until.as_millis()))
                 ));
+                // The first claim's moment, kept by every later one.
+                let started_at = self.name("started_at");
+                let now = self.value("now", n(change.at.as_millis()));
+                set.push(format!("{started_at} = if_not_exists({started_at}, {now})"));
             }
             Transition::Succeed { result, .. } => {
                 set.push(format!(
@@ -446,6 +450,7 @@ fn to_item(job: &Job) -> Item {
         ("id".to_owned(), s(job.id.to_string())),
         ("kind".to_owned(), s(job.kind.as_str())),
         ("owner".to_owned(), s(job.owner.as_str())),
+        ("priority".to_owned(), s(job.priority.as_str())),
         ("status".to_owned(), s(job.status.as_str())),
         ("attempts".to_owned(), n(u64::from(job.attempts))),
         ("created_at".to_owned(), n(job.created_at.as_millis())),
@@ -458,6 +463,9 @@ fn to_item(job: &Job) -> Item {
             n(job.expires_at.as_epoch_seconds_ceil()),
         ),
     ]);
+    if let Some(started_at) = job.started_at {
+        item.insert("started_at".to_owned(), n(started_at.as_millis()));
+    }
     if let Some(lease_until) = job.lease_until {
         item.insert("lease_until".to_owned(), n(lease_until.as_millis()));
     }
@@ -516,6 +524,12 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         id: JobId::parse(string("id")?).map_err(|e| corrupt(e.to_string()))?,
         kind: Kind::parse(string("kind")?).map_err(|e| corrupt(e.to_string()))?,
         owner: Owner::from_stored(string("owner")?.to_owned()),
+        // Jobs written before lanes ran in the one queue there was: the normal lane's.
+        priority: optional_string("priority")?
+            .map(|raw| raw.parse())
+            .transpose()
+            .map_err(|e: crate::domain::UnknownPriority| corrupt(e.to_string()))?
+            .unwrap_or_default(),
         status: string("status")?
             .parse()
             .map_err(|e: crate::domain::UnknownStatus| corrupt(e.to_string()))?,
@@ -523,6 +537,7 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
             .map_err(|_| corrupt("`attempts` is out of range".to_owned()))?,
         created_at: Timestamp::from_millis(required("created_at")?),
         updated_at: Timestamp::from_millis(required("updated_at")?),
+        started_at: number("started_at")?.map(Timestamp::from_millis),
         deadline: Timestamp::from_millis(required("deadline")?),
         lease_until: number("lease_until")?.map(Timestamp::from_millis),
         result,
@@ -574,6 +589,7 @@ mod tests {
             id: JobId::generate(),
             kind: Kind::parse("echo").unwrap(),
             owner: Owner::anonymous(),
+            priority: crate::domain::Priority::High,
             created_at,
             deadline: created_at.saturating_add(Duration::from_secs(60)),
             payload: PayloadDigest::of("[1,2,3]"),

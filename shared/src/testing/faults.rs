@@ -23,11 +23,12 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::clock::Clock;
 use crate::domain::{
-    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Owner, Timestamp,
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Lanes, Owner, Priority,
+    Timestamp,
 };
 use crate::esm::EventSourceMapping;
 use crate::processor::{ProcessError, Processor, Processors, Work};
-use crate::queue::{JobQueue, QueueDepth, QueueError, ReceivedMessage};
+use crate::queue::{JobQueue, NoQueue, QueueDepth, QueueError, ReceivedMessage};
 use crate::store::{ApplyError, JobStore, StoreError};
 
 /// The seeded source of every fault and every processor outcome.
@@ -284,9 +285,9 @@ impl FaultyQueue {
 
 #[async_trait]
 impl JobQueue for FaultyQueue {
-    async fn send(&self, body: &str) -> Result<String, QueueError> {
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
         let call = async {
-            let sent = self.inner.send(body).await;
+            let sent = self.inner.send_in_group(body, group).await;
             if sent.is_ok() {
                 self.sent
                     .lock()
@@ -848,7 +849,12 @@ impl Simulation {
         }
         let queue = Arc::new(FaultyQueue::new(ports.queue.clone(), chaos.clone()));
         let processors = Processors::new().with("audited", SharedProcessor(audited.clone()));
-        let app = App::new(Arc::new(store), queue.clone(), ports.settings.clone())
+        // The suite's jobs are all in the normal lane: the high lane's queue refuses every call.
+        let queues = Lanes {
+            high: Arc::new(NoQueue(Priority::High)) as Arc<dyn JobQueue>,
+            normal: queue.clone(),
+        };
+        let app = App::new(Arc::new(store), queues, ports.settings.clone())
             .with_processors(processors)
             .with_clock(ports.clock.clone());
         let esm = EventSourceMapping {
