@@ -2,17 +2,7 @@
 //! table and queues, a work queue and a dead-letter queue per priority lane.
 
 use aws_config::{Region, SdkConfig};
-
-/// A priority lane: which work queue and dead-letter queue a command works on. Each lane has its
-/// own pair, and a redrive sends a lane's dead letters back to the same lane.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Lane {
-    /// The lane of jobs that ask for no priority, or for `normal`.
-    #[default]
-    Normal,
-    /// The lane of jobs that ask for `high`.
-    High,
-}
+use spillway_core::domain::Priority;
 
 /// Where the AWS APIs are, and which table and queues to use.
 #[derive(Debug, Clone, clap::Args)]
@@ -173,7 +163,7 @@ impl AwsArgs {
 
     /// The work queue's URL: `--queue-url`, or the queue named after the table.
     pub async fn work_queue_url(&self, sqs: &aws_sdk_sqs::Client) -> Result<String, String> {
-        self.lane_queue_url(sqs, Lane::Normal).await
+        self.lane_queue_url(sqs, Priority::Normal).await
     }
 
     /// `lane`'s work queue URL: `--queue-url` or `--high-queue-url` (with `--stack`, the stack's
@@ -181,11 +171,11 @@ impl AwsArgs {
     pub async fn lane_queue_url(
         &self,
         sqs: &aws_sdk_sqs::Client,
-        lane: Lane,
+        lane: Priority,
     ) -> Result<String, String> {
         let given = match lane {
-            Lane::Normal => self.queue_url.as_ref(),
-            Lane::High => self.stack_gave(self.high_queue_url.as_ref(), "HighQueueUrl")?,
+            Priority::Normal => self.queue_url.as_ref(),
+            Priority::High => self.stack_gave(self.high_queue_url.as_ref(), "HighQueueUrl")?,
         };
         self.queue_url(sqs, given, &self.lane_queue_name(lane))
             .await
@@ -196,11 +186,13 @@ impl AwsArgs {
     pub async fn lane_dead_letter_queue_url(
         &self,
         sqs: &aws_sdk_sqs::Client,
-        lane: Lane,
+        lane: Priority,
     ) -> Result<String, String> {
         let given = match lane {
-            Lane::Normal => self.dlq_url.as_ref(),
-            Lane::High => self.stack_gave(self.high_dlq_url.as_ref(), "HighDeadLetterQueueUrl")?,
+            Priority::Normal => self.dlq_url.as_ref(),
+            Priority::High => {
+                self.stack_gave(self.high_dlq_url.as_ref(), "HighDeadLetterQueueUrl")?
+            }
         };
         let name = format!("{}-dlq", self.lane_queue_name(lane));
         self.queue_url(sqs, given, &name).await
@@ -223,16 +215,12 @@ impl AwsArgs {
         }
     }
 
-    /// The work queue's name when the table names the resources.
-    pub fn queue_name(&self) -> String {
-        self.lane_queue_name(Lane::Normal)
-    }
-
-    /// `lane`'s work queue name when the table names the resources.
-    pub fn lane_queue_name(&self, lane: Lane) -> String {
+    /// `lane`'s work queue name when the table names the resources: TABLE-jobs, TABLE-jobs-high,
+    /// as the template names a stack's.
+    pub fn lane_queue_name(&self, lane: Priority) -> String {
         match lane {
-            Lane::Normal => format!("{}-jobs", self.table),
-            Lane::High => format!("{}-jobs-high", self.table),
+            Priority::Normal => format!("{}-jobs", self.table),
+            Priority::High => format!("{}-jobs-high", self.table),
         }
     }
 }

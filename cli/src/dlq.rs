@@ -9,11 +9,11 @@ use std::time::Duration;
 use spillway_core::clock::{Clock, SystemClock};
 use spillway_core::config::Settings;
 use spillway_core::dlq::{self, DeadLetter, Reset};
-use spillway_core::domain::JobId;
+use spillway_core::domain::{JobId, Priority};
 use spillway_core::queue::{SqsQueue, move_messages};
 use spillway_core::store::DynamoStore;
 
-use crate::aws::{AwsArgs, Lane};
+use crate::aws::AwsArgs;
 
 /// `spillway dlq` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -24,8 +24,8 @@ pub enum DlqCommand {
         #[command(flatten)]
         aws: AwsArgs,
         /// The priority lane whose dead-letter queue to list.
-        #[arg(long, value_enum, default_value_t)]
-        priority: Lane,
+        #[arg(long, value_name = "normal|high", default_value_t)]
+        priority: Priority,
         /// Show at most this many messages.
         #[arg(long, default_value_t = 1_000)]
         limit: usize,
@@ -37,8 +37,8 @@ pub enum DlqCommand {
         #[command(flatten)]
         aws: AwsArgs,
         /// The priority lane whose dead-letter queue to redrive, into its own work queue.
-        #[arg(long, value_enum, default_value_t)]
-        priority: Lane,
+        #[arg(long, value_name = "normal|high", default_value_t)]
+        priority: Priority,
         /// Redrive only this job's message.
         #[arg(long, value_name = "ID")]
         job: Option<JobId>,

@@ -9,12 +9,12 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use serde::Serialize;
 use serde_json::{Value, json};
-use spillway_core::domain::{Job, JobId};
+use spillway_core::domain::{Job, JobId, Priority};
 use spillway_core::error::Chain;
 use spillway_core::queue::{JobQueue as _, SqsQueue};
 use spillway_core::store::{DynamoStore, JobStore};
 
-use crate::aws::{AwsArgs, Lane};
+use crate::aws::AwsArgs;
 
 /// `spillway queue` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -27,8 +27,8 @@ pub enum QueueCommand {
         #[command(flatten)]
         aws: AwsArgs,
         /// The priority lane whose queues to count.
-        #[arg(long, value_enum, default_value_t)]
-        priority: Lane,
+        #[arg(long, value_name = "normal|high", default_value_t)]
+        priority: Priority,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
