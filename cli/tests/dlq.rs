@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use spillway_core::api;
-use spillway_core::domain::{JobId, Owner};
+use spillway_core::domain::{JobId, Owner, Priority};
 use spillway_core::kinds;
-use spillway_core::provision;
-use spillway_core::queue::{JobQueue as _, SqsQueue};
 use spillway_core::testing::{Behaviour, Counting, processors_with, submit};
 use spillway_tests::Stack;
 use tokio::process::Command;
@@ -23,6 +21,8 @@ async fn spillway(stack: &Stack, args: &[&str]) -> String {
             &stack.table,
         ])
         .args(["--queue-url", &stack.queue_url, "--dlq-url", &stack.dlq_url])
+        .args(["--high-queue-url", &stack.high_queue_url])
+        .args(["--high-dlq-url", &stack.high_dlq_url])
         .output()
         .await
         .unwrap();
@@ -47,22 +47,29 @@ async fn status(stack: &Stack, id: JobId) -> String {
 /// Submits `count` jobs whose processor always fails and runs them until SQS has moved their
 /// messages to the DLQ.
 async fn dead_letter(stack: &Stack, count: usize) -> Vec<JobId> {
+    dead_letter_in(stack, Priority::Normal, count).await
+}
+
+/// [`dead_letter`] in `lane`: the jobs ask for its priority, and its queue's mapping runs them
+/// until SQS has moved their messages to its DLQ.
+async fn dead_letter_in(stack: &Stack, lane: Priority, count: usize) -> Vec<JobId> {
     let failing = stack.app(
         stack.settings(),
         processors_with(&Counting::new(Behaviour::FailRetryable)),
     );
     let mut ids = Vec::new();
     for n in 0..count {
-        ids.push(submit(&failing, json!({"kind": "counting", "payload": n})).await);
+        let body = json!({"kind": "counting", "payload": n, "priority": lane.as_str()});
+        ids.push(submit(&failing, body).await);
     }
-    let esm = stack.esm();
+    let esm = stack.lane_esm(lane);
     for _ in 0..20 {
         if esm
             .poll_once(&failing, Duration::from_secs(1))
             .await
             .unwrap()
             .is_none()
-            && stack.queued_messages().await == 0
+            && esm.queue.depth().await.unwrap().total() == 0
         {
             break;
         }
@@ -117,29 +124,8 @@ async fn dlq_list_shows_the_dead_lettered_jobs_and_redrive_runs_one_again() {
 #[tokio::test]
 async fn each_lane_has_its_own_dead_letters_and_a_redrive_sends_them_back_to_that_lane() {
     let stack = Stack::create(2, Duration::from_secs(30)).await;
-    // The high lane's queues, found by the names the table gives them (TABLE-jobs-high and
-    // TABLE-jobs-high-dlq), as a stack's are by its outputs.
-    let high = provision::ensure_queues(
-        &stack.sqs,
-        &format!("{}-jobs-high", stack.table),
-        2,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let (high_queue, high_dlq) = (
-        SqsQueue::new(stack.sqs.clone(), &high.queue_url),
-        SqsQueue::new(stack.sqs.clone(), &high.dlq_url),
-    );
-    // A dead-lettered job whose message is in the high lane's DLQ.
-    let id = dead_letter(&stack, 1).await[0];
-    let dead = stack
-        .dlq()
-        .receive(1, Duration::from_secs(1))
-        .await
-        .unwrap();
-    high_dlq.send(&dead[0].body).await.unwrap();
-    stack.dlq().delete(&dead[0].receipt_handle).await.unwrap();
+    let id = dead_letter_in(&stack, Priority::High, 1).await[0];
+    assert_eq!(stack.dlq().depth().await.unwrap().total(), 0);
 
     let high_listing = spillway(&stack, &["dlq", "list", "--priority", "high"]).await;
     assert!(high_listing.contains(&id.to_string()), "{high_listing}");
@@ -149,35 +135,29 @@ async fn each_lane_has_its_own_dead_letters_and_a_redrive_sends_them_back_to_tha
 
     let redrive = spillway(&stack, &["dlq", "redrive", "--priority", "high"]).await;
     assert!(redrive.contains("moved 1 message(s)"), "{redrive}");
-    assert!(redrive.contains(&high.queue_url), "{redrive}");
+    assert!(redrive.contains(&stack.high_queue_url), "{redrive}");
     assert_eq!(status(&stack, id).await, "pending");
-    assert_eq!(
-        high_queue.depth().await.unwrap().visible,
-        1,
-        "back in its lane"
-    );
-    assert_eq!(high_dlq.depth().await.unwrap().total(), 0);
     assert_eq!(
         stack.queued_messages().await,
         0,
         "nothing went to the normal lane"
     );
-
     let stats: Value = serde_json::from_str(
         &spillway(&stack, &["queue", "stats", "--json", "--priority", "high"]).await,
     )
     .unwrap();
-    assert_eq!(stats[0]["url"], high.queue_url.as_str());
-    assert_eq!(stats[0]["visible"], 1);
-    assert_eq!(stats[1]["url"], high.dlq_url.as_str());
+    assert_eq!(stats[0]["url"], stack.high_queue_url.as_str());
+    assert_eq!(stats[0]["visible"], 1, "back in its own lane: {stats}");
+    assert_eq!(stats[1]["url"], stack.high_dlq_url.as_str());
+    assert_eq!(stats[1]["visible"], 0, "{stats}");
 
-    for url in [&high.queue_url, &high.dlq_url] {
-        stack
-            .sqs
-            .delete_queue()
-            .queue_url(url)
-            .send()
-            .await
-            .unwrap();
-    }
+    let counting = Counting::new(Behaviour::Succeed);
+    let healed = stack.app(stack.settings(), processors_with(&counting));
+    stack
+        .lane_esm(Priority::High)
+        .poll_once(&healed, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the redriven message, in the high lane");
+    assert_eq!(status(&stack, id).await, "succeeded");
 }
