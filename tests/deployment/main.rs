@@ -244,7 +244,8 @@ async fn the_stack_runs_as_the_template_deploys_it() {
 
     // A high job runs in its own lane: its message goes on the high queue, whose mapping hands it
     // to the high lane's consumer, which retries it there; its callback follows in the same lane,
-    // with the high lane's default deadline.
+    // with the high lane's default deadline, and a duplicate delivery runs nothing twice there
+    // either.
     let high = stack.mapping_of_queue("HighQueueUrl");
     assert_eq!(high.function, "HighConsumerFunction");
     stack
@@ -268,11 +269,13 @@ async fn the_stack_runs_as_the_template_deploys_it() {
         "{job}"
     );
     stack.drain().await;
+    stack.deliver_again(&urgent).await;
+    stack.drain().await;
     let callbacks = stack
         .receiver
         .wait_for_deliveries("/urgent-callbacks", 1, Duration::from_secs(5))
         .await;
-    assert_eq!(callbacks.len(), 1, "{callbacks:?}");
+    assert_eq!(callbacks.len(), 1, "one callback: {callbacks:?}");
     let urgent_callback = callbacks[0].headers["webhook-id"].clone();
     let callback_job = stack.get(&urgent_callback).await;
     assert_eq!(callback_job["priority"], "high", "{callback_job}");
@@ -281,7 +284,8 @@ async fn the_stack_runs_as_the_template_deploys_it() {
         HIGH_DEFAULT_TTL,
         "{callback_job}"
     );
-    for (job, deliveries) in [(&urgent, 2), (&urgent_callback, 1)] {
+    // The job's two attempts and the replayed message; the callback's one delivery.
+    for (job, deliveries) in [(&urgent, 3), (&urgent_callback, 1)] {
         assert_eq!(
             stack.delivered_to(job),
             vec![high.function.clone(); deliveries],
