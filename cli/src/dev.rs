@@ -107,6 +107,13 @@ pub struct DevArgs {
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     queue_log_interval: Duration,
 
+    /// Name each caller by its `X-Spillway-Caller` header (callers without one are the anonymous
+    /// owner), as if API Gateway had authenticated it: to try what several tenants do to each
+    /// other on one machine (fairness, isolation; `spillway load --owners`). Anyone can claim any
+    /// name: never let others reach such a server.
+    #[arg(long)]
+    callers_from_header: bool,
+
     /// Log format: readable text, or JSON lines as the Lambdas write them.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -181,7 +188,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
     });
 
     let mut until_stopped = stopped.clone();
-    axum::serve(listener, router(app))
+    axum::serve(listener, router(app, args.callers_from_header))
         .with_graceful_shutdown(async move {
             let _ = until_stopped.wait_for(|stop| *stop).await;
         })
@@ -527,7 +534,32 @@ async fn shutdown_signal() {
     }
 }
 
-fn router(app: App) -> Router {
+/// What the handlers share: the app, and how callers are named.
+#[derive(Clone)]
+struct Dev {
+    app: App,
+    callers_from_header: bool,
+}
+
+/// The header `--callers-from-header` names callers by.
+const CALLER_HEADER: &str = "x-spillway-caller";
+
+impl Dev {
+    /// The caller's owner: the anonymous one, or with `--callers-from-header` the one its
+    /// `X-Spillway-Caller` names.
+    fn owner(&self, headers: &HeaderMap) -> Owner {
+        let named = headers
+            .get(CALLER_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|name| self.callers_from_header && !name.is_empty());
+        named.map_or_else(Owner::anonymous, |name| {
+            Owner::authenticated(&format!("spillway-dev:{name}"))
+        })
+    }
+}
+
+fn router(app: App, callers_from_header: bool) -> Router {
     // One byte over the limit reaches the handler, which answers 413 as problem+json; larger
     // bodies are cut off by the layer and answered the same way below.
     let limit = app.settings.max_payload_bytes + 1;
@@ -537,7 +569,10 @@ fn router(app: App) -> Router {
         .route("/webhook-secret", get(webhook_secret))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(app)
+        .with_state(Dev {
+            app,
+            callers_from_header,
+        })
 }
 
 fn into_axum(response: ApiResponse) -> Response {
@@ -545,12 +580,13 @@ fn into_axum(response: ApiResponse) -> Response {
 }
 
 async fn submit(
-    State(app): State<App>,
+    State(dev): State<Dev>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let app = &dev.app;
     match body {
-        Ok(body) => into_axum(api::submit_job(&app, Owner::anonymous(), &headers, &body).await),
+        Ok(body) => into_axum(api::submit_job(app, dev.owner(&headers), &headers, &body).await),
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => into_axum(
             ApiError::PayloadTooLarge {
                 limit: app.settings.max_payload_bytes,
@@ -562,20 +598,21 @@ async fn submit(
 }
 
 async fn status(
-    State(app): State<App>,
+    State(dev): State<Dev>,
+    headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let wait = query.as_deref().and_then(|q| query_value(q, "wait"));
-    into_axum(api::get_job(&app, &Owner::anonymous(), &id, wait).await)
+    into_axum(api::get_job(&dev.app, &dev.owner(&headers), &id, wait).await)
 }
 
-async fn webhook_secret(State(app): State<App>) -> Response {
-    into_axum(api::webhook_secret(&app, &Owner::anonymous()).await)
+async fn webhook_secret(State(dev): State<Dev>, headers: HeaderMap) -> Response {
+    into_axum(api::webhook_secret(&dev.app, &dev.owner(&headers)).await)
 }
 
-async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Response {
-    into_axum(api::cancel_job(&app, &Owner::anonymous(), &id).await)
+async fn cancel(State(dev): State<Dev>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    into_axum(api::cancel_job(&dev.app, &dev.owner(&headers), &id).await)
 }
 
 async fn no_route(method: Method, uri: Uri) -> Response {

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use spillway_core::config::MAX_PAYLOAD_LIMIT;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
@@ -161,7 +162,7 @@ async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
 async fn bad_requests_get_problem_documents_over_http() {
     let dev = DevServer::start(&[]).await;
     let client = reqwest::Client::new();
-    let huge = json!({"kind": "echo", "payload": "x".repeat(300_000)}).to_string();
+    let huge = json!({"kind": "echo", "payload": "x".repeat(MAX_PAYLOAD_LIMIT)}).to_string();
     let cases = [
         (
             client
@@ -200,6 +201,22 @@ async fn bad_requests_get_problem_documents_over_http() {
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["status"], expected);
     }
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+/// The server takes the largest body the default limit allows, the in-memory queue carries its
+/// message, and the job ends: `echo`'s result would be the whole payload, over what a job's
+/// record keeps, so it fails with the reason instead of succeeding.
+#[tokio::test]
+async fn a_body_at_the_limit_is_accepted_and_its_job_ends() {
+    let dev = DevServer::start(&[]).await;
+    let empty = json!({"kind": "echo", "payload": ""}).to_string();
+    let body = json!({"kind": "echo", "payload": "x".repeat(MAX_PAYLOAD_LIMIT - empty.len())});
+    assert_eq!(body.to_string().len(), MAX_PAYLOAD_LIMIT);
+    let id = dev.submit(body).await;
+    let job = dev.wait_for(&id, 10).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"], "the result is larger than 300000 bytes");
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
 
@@ -528,5 +545,37 @@ async fn webhooks_and_callbacks_reach_a_local_receiver_signed_with_the_logged_se
     for delivery in hooks.iter().chain(&callbacks) {
         assert!(delivery.verified, "{:?}", delivery.verify_error);
     }
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+#[tokio::test]
+async fn callers_are_named_by_their_header_only_when_asked() {
+    let client = reqwest::Client::new();
+    let submit_as = |dev: &DevServer, caller: &str| {
+        let request = client
+            .post(dev.url("/jobs"))
+            .header("x-spillway-caller", caller)
+            .json(&json!({"kind": "echo", "payload": 1}));
+        async move {
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            answer["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let status_as = |dev: &DevServer, caller: &str, id: &str| {
+        let request = client
+            .get(dev.url(&format!("/jobs/{id}")))
+            .header("x-spillway-caller", caller);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // By default every caller is the anonymous owner: the header names nobody.
+    let dev = DevServer::start(&[]).await;
+    let id = submit_as(&dev, "alice").await;
+    assert_eq!(status_as(&dev, "mallory", &id).await, 200);
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+    // With --callers-from-header each name is an owner, who sees only its own jobs.
+    let dev = DevServer::start(&["--callers-from-header"]).await;
+    let id = submit_as(&dev, "alice").await;
+    assert_eq!(status_as(&dev, "alice", &id).await, 200);
+    assert_eq!(status_as(&dev, "mallory", &id).await, 404);
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }

@@ -197,6 +197,61 @@ async fn a_flood_of_normal_jobs_does_not_delay_high_ones() {
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
 
+/// Issue 17's acceptance for fairness: four owners at 4 jobs/s each, alone and then beside a
+/// fifth submitting 20 times their rate (96 jobs/s in all, about twice what one poller of ten
+/// 200 ms jobs takes). The queue serves the quietest owners first, as SQS fair queues do, so their
+/// p99 wait stays within twice their solo run's (measured about 1.0x: 200 ms both times) while the
+/// noisy owner's own jobs queue for seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_owner_does_not_raise_the_others_queue_wait() {
+    let run = |args: &'static [&'static str]| async move {
+        let dev = DevServer::start(&[
+            "--concurrency",
+            "1",
+            "--callers-from-header",
+            "--queue-log-interval",
+            "0s",
+        ])
+        .await;
+        let common = [
+            "--duration",
+            "10s",
+            "--kind",
+            "sleep",
+            "--sleep-ms",
+            "200",
+            "--follow",
+        ];
+        let run = load(&dev.base_url, &[&common[..], args].concat()).await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(dev.stop_with("-TERM").await, Some(0));
+        run.report
+    };
+    let solo = run(&["--rate", "16", "--owners", "4"]).await;
+    let noisy = run(&[
+        "--rate",
+        "96",
+        "--owners",
+        "5",
+        "--noisy-owner-factor",
+        "20",
+    ])
+    .await;
+    let p = |figures: &Value, p: &str| figures["queue_wait"][p].as_f64().unwrap();
+    let alone = p(&solo["follow"], "p99_ms");
+    let beside = p(&noisy["quiet_owners"], "p99_ms");
+    assert_eq!(noisy["quiet_owners"]["accepted"], 160, "{noisy}");
+    assert!(
+        p(&noisy["owners"]["owner-0"], "p50_ms") > 2000.0,
+        "the noisy owner's jobs did not queue, so the run shows nothing: {}",
+        noisy["owners"]
+    );
+    assert!(
+        beside <= 2.0 * alone,
+        "the others' p99 queue wait went from {alone} ms alone to {beside} ms beside the noisy owner"
+    );
+}
+
 #[tokio::test]
 async fn rejections_are_counted_by_status() {
     let dev = DevServer::start(&[]).await;

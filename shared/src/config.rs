@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::domain::{Lanes, Priority};
+use crate::domain::{JobMessage, Lanes, Priority};
 use crate::webhook::{Allowlist, WebhookSettings};
 
 /// One of Spillway's Lambda functions.
@@ -177,7 +177,7 @@ impl Default for Settings {
                 normal: Duration::from_secs(3600),
             },
             max_ttl: Duration::from_secs(86_400),
-            max_payload_bytes: 262_144,
+            max_payload_bytes: MAX_PAYLOAD_LIMIT,
             max_attempts: 5,
             max_receive_count: 20,
             outage_backoff: Duration::from_secs(30),
@@ -213,8 +213,14 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-/// The largest SQS message is 1 MiB; leave room for the message envelope.
-const MAX_PAYLOAD_LIMIT: usize = 1_048_576 - 4_096;
+/// The largest `SPILLWAY_MAX_PAYLOAD_BYTES`, and its default: 1,040,384 bytes (1016 KiB). A
+/// request body travels in its job's SQS message, which SQS limits to
+/// [`MAX_MESSAGE_BYTES`](crate::queue::MAX_MESSAGE_BYTES) (1 MiB) and which adds at most
+/// [`JobMessage::MAX_ENVELOPE_BYTES`] (7,282) to the body, so a body of this size always fits,
+/// with the longest headers and an owner within [`JobMessage::OWNER_BUDGET`]; rounded down to a
+/// whole KiB, which leaves 910 bytes spare.
+pub const MAX_PAYLOAD_LIMIT: usize =
+    (crate::queue::MAX_MESSAGE_BYTES - JobMessage::MAX_ENVELOPE_BYTES) / 1024 * 1024;
 
 impl Config {
     /// Reads `function`'s variables from the process environment.
@@ -285,11 +291,7 @@ impl Settings {
                 )?,
             },
             max_ttl: secs("SPILLWAY_MAX_TTL_SECONDS", self.max_ttl, 1..=31_536_000)?,
-            max_payload_bytes: env.number(
-                "SPILLWAY_MAX_PAYLOAD_BYTES",
-                self.max_payload_bytes,
-                1..=MAX_PAYLOAD_LIMIT,
-            )?,
+            max_payload_bytes: max_payload_bytes(env, self.max_payload_bytes)?,
             max_attempts: env.number("SPILLWAY_MAX_ATTEMPTS", self.max_attempts, 1..=1000)?,
             max_receive_count: env.number(
                 "SPILLWAY_MAX_RECEIVE_COUNT",
@@ -376,6 +378,32 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::default().with_lookup(lookup)
     }
+}
+
+/// `SPILLWAY_MAX_PAYLOAD_BYTES`: a body larger than [`MAX_PAYLOAD_LIMIT`] might not fit in its
+/// job's message, and intake would refuse it after all, so such a limit stops the cold start with
+/// the reason rather than promising what SQS will not carry.
+fn max_payload_bytes(env: &Env<'_>, default: usize) -> Result<usize, ConfigError> {
+    const NAME: &str = "SPILLWAY_MAX_PAYLOAD_BYTES";
+    env.number(NAME, default, 1..=MAX_PAYLOAD_LIMIT)
+        .map_err(|error| {
+            let Some(bytes) = env.optional(NAME).and_then(|raw| raw.parse::<u128>().ok()) else {
+                return error;
+            };
+            if usize::try_from(bytes).is_ok_and(|bytes| bytes <= MAX_PAYLOAD_LIMIT) {
+                return error;
+            }
+            ConfigError {
+                variable: NAME,
+                problem: format!(
+                    "{bytes} does not fit in an SQS message: the body travels in its job's \
+                     message, which adds up to {} bytes to it and may hold {}; at most \
+                     {MAX_PAYLOAD_LIMIT}",
+                    JobMessage::MAX_ENVELOPE_BYTES,
+                    crate::queue::MAX_MESSAGE_BYTES,
+                ),
+            }
+        })
 }
 
 /// `defaults` with the `SPILLWAY_WEBHOOK_*` variables `env` sets.
@@ -661,9 +689,66 @@ mod tests {
         let err = intake(&pairs).unwrap_err();
         assert_eq!(err.variable, "SPILLWAY_MAX_PAYLOAD_BYTES");
         assert!(
-            err.to_string().contains("from 1 to 1044480, got `lots`"),
+            err.to_string().contains("from 1 to 1040384, got `lots`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_payload_limit_is_what_fits_and_a_larger_one_is_refused_with_the_reason() {
+        assert_eq!(MAX_PAYLOAD_LIMIT, 1_040_384);
+        assert_eq!(
+            Settings::default().max_payload_bytes,
+            MAX_PAYLOAD_LIMIT,
+            "the default is the most that fits"
+        );
+        let with = |value: &str| {
+            let mut pairs = RESOURCES.to_vec();
+            pairs.push(("SPILLWAY_MAX_PAYLOAD_BYTES", value));
+            intake(&pairs)
+        };
+        let at_limit = with(&MAX_PAYLOAD_LIMIT.to_string()).unwrap();
+        assert_eq!(at_limit.settings.max_payload_bytes, MAX_PAYLOAD_LIMIT);
+        for over in [
+            (MAX_PAYLOAD_LIMIT + 1).to_string(),
+            "1048576".to_owned(),
+            "99999999999999999999999".to_owned(),
+        ] {
+            let err = with(&over).unwrap_err();
+            assert_eq!(err.variable, "SPILLWAY_MAX_PAYLOAD_BYTES");
+            assert!(
+                err.problem.contains("does not fit in an SQS message")
+                    && err.problem.contains("at most 1040384"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            with("0").unwrap_err().variable,
+            "SPILLWAY_MAX_PAYLOAD_BYTES"
+        );
+    }
+
+    /// SQS counts message attributes toward the size of a message, and
+    /// [`JobMessage::MAX_ENVELOPE_BYTES`] leaves no room for any: the adapter must send the body
+    /// alone.
+    #[tokio::test]
+    async fn the_sqs_adapter_sends_a_jobs_message_without_attributes() {
+        use aws_sdk_sqs::operation::send_message::SendMessageOutput;
+        use aws_smithy_mocks::{mock, mock_client};
+
+        use crate::queue::{JobQueue, SqsQueue};
+
+        let send = mock!(aws_sdk_sqs::Client::send_message)
+            .match_requests(|r| {
+                r.message_attributes().is_none()
+                    && r.message_system_attributes().is_none()
+                    && r.message_body() == Some("{}")
+            })
+            .then_output(|| SendMessageOutput::builder().message_id("m-1").build());
+        let client = mock_client!(aws_sdk_sqs, [&send]);
+        let queue = SqsQueue::new(client, "https://sqs.us-east-1.amazonaws.com/1/q");
+        assert_eq!(queue.send("{}").await.unwrap(), "m-1");
+        assert_eq!(send.num_calls(), 1);
     }
 
     #[test]

@@ -168,6 +168,11 @@ pub async fn max_receive_count(
     Ok(count.and_then(|c| u32::try_from(c).ok()))
 }
 
+/// Creates the queue `name` unless it exists, and lets it take SQS's largest message, as the
+/// template's queues do. Set after the create, not in it: `CreateQueue` refuses a queue that
+/// exists with other attributes (one an older build made), and the endpoint's default is not
+/// everywhere 1 MiB (SQS's was 256 KiB before its limit was raised, and emulators follow at
+/// their own pace).
 async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<String, BoxError> {
     let output = client
         .create_queue()
@@ -175,7 +180,18 @@ async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<String
         .send()
         .await
         .map_err(boxed)?;
-    output
+    let url = output
         .queue_url
-        .ok_or_else(|| format!("creating queue {name} returned no URL").into())
+        .ok_or_else(|| format!("creating queue {name} returned no URL"))?;
+    client
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(
+            QueueAttributeName::MaximumMessageSize,
+            crate::queue::MAX_MESSAGE_BYTES.to_string(),
+        )
+        .send()
+        .await
+        .map_err(boxed)?;
+    Ok(url)
 }

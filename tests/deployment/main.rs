@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use spillway_core::config::Function;
+use spillway_core::config::{Function, MAX_PAYLOAD_LIMIT, Settings};
 use spillway_core::domain::Timestamp;
 use spillway_core::esm;
+use spillway_core::queue::MAX_MESSAGE_BYTES;
 use spillway_tests::deployed::*;
 use spillway_tests::deployment::Deployment;
 use spillway_tests::gateway::ApiCaller;
@@ -150,6 +151,27 @@ async fn each_priority_lane_is_a_pipeline_of_its_own() {
     assert_eq!(normal.code_dir.is_some(), high.code_dir.is_some());
     assert_ne!(normal.role_logical_id, high.role_logical_id);
     assert_ne!(normal.logging.log_group, high.logging.log_group);
+}
+
+/// The template's payload limit is the code's, and its queues take SQS's largest message: a
+/// deploy can neither set a limit intake would refuse at its cold start nor promise a body whose
+/// message a queue would refuse, on the way in or to the DLQ and back.
+#[test]
+fn the_template_bounds_payloads_and_messages_as_the_code_does() {
+    let path = spillway_tests::workspace_root().join("infra/template.yaml");
+    let template: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let number = |value: &serde_norway::Value| value.as_u64().and_then(|n| usize::try_from(n).ok());
+    let parameter = &template["Parameters"]["MaxPayloadBytes"];
+    assert_eq!(
+        number(&parameter["Default"]),
+        Some(Settings::default().max_payload_bytes)
+    );
+    assert_eq!(number(&parameter["MaxValue"]), Some(MAX_PAYLOAD_LIMIT));
+    for queue in ["WorkQueue", "DeadLetterQueue"] {
+        let size = &template["Resources"][queue]["Properties"]["MaximumMessageSize"];
+        assert_eq!(number(size), Some(MAX_MESSAGE_BYTES), "{queue}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,6 +338,20 @@ async fn the_stack_runs_as_the_template_deploys_it() {
         .call("GET", &format!("/jobs/{cancelled}?wait=1"))
         .await;
     assert_eq!(waited.status, 200, "{waited}");
+
+    // A request body at the template's payload limit: through the API, the work queue as the
+    // template sizes it and the consumer, to the receiver whole.
+    let url = stack.receiver.url("/large");
+    let job = |body: &str| json!({"kind": "webhook", "payload": {"url": url, "body": body}});
+    let body = "x".repeat(MAX_PAYLOAD_LIMIT - job("").to_string().len());
+    let large = stack.accept(&job(&body)).await;
+    stack.run_until(&large, "succeeded").await;
+    let delivered = stack
+        .receiver
+        .wait_for_deliveries("/large", 1, Duration::from_secs(5))
+        .await;
+    assert!(delivered[0].verified, "{:?}", delivered[0].verify_error);
+    assert!(delivered[0].body == body, "the body arrived changed");
 
     // Retried into the DLQ, then redriven by the operator's command, then delivered.
     stack

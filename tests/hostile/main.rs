@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
+use spillway_core::config::MAX_PAYLOAD_LIMIT;
 use spillway_tests::deployed::{Stack, iam_user, no_call_was_denied};
 use spillway_tests::gateway::ApiResponse;
 use spillway_tests::openapi::OpenApi;
@@ -118,7 +119,7 @@ fn cases(existing: &str) -> Vec<Case> {
         post("a ttl_seconds over the maximum", r#"{"kind":"webhook","payload":{"url":"https://example.com/"},"ttl_seconds":86401}"#, 400),
         post("U+FFFF unescaped", webhook(ok_url, json!({"body": "a\u{FFFF}b"})), 400),
         post("U+FFFE unescaped", webhook(ok_url, json!({"body": "a\u{FFFE}b"})), 400),
-        post("a body over the limit", format!(r#"{{"kind":"webhook","payload":"{}"}}"#, "x".repeat(262_144)), 413),
+        post("a body over the limit", format!(r#"{{"kind":"webhook","payload":"{}"}}"#, "x".repeat(MAX_PAYLOAD_LIMIT)), 413),
         // Headers.
         post_with("text/plain", &[("content-type", "text/plain")], good.clone(), 415),
         post_with("no content type", &[], good.clone(), 415),

@@ -242,6 +242,22 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         &api::get_job(&tableless, &owner, &id, None).await,
     );
 
+    // Asked to wait, a job that finishes in time is answered with its document.
+    let consumer = {
+        let (esm, app) = (stack.esm(), app.clone());
+        tokio::spawn(async move {
+            loop {
+                esm.poll_once(&app, Duration::from_secs(1)).await.unwrap();
+            }
+        })
+    };
+    let mut prefer = json_headers();
+    prefer.insert("prefer", http::HeaderValue::from_static("wait=10"));
+    let waited = post(&app, &prefer, r#"{"kind": "echo", "payload": 7}"#).await;
+    consumer.abort();
+    spec.expect(JOBS, "post", 200, &waited);
+    assert_eq!(waited.headers()["preference-applied"], "wait=10");
+
     // DELETE /jobs/{id}
     let fresh = id_of(&post(&app, &json_headers(), r#"{"kind": "echo", "payload": 2}"#).await);
     spec.expect(

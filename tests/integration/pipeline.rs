@@ -7,9 +7,12 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use spillway_core::App;
 use spillway_core::api;
+use spillway_core::config::MAX_PAYLOAD_LIMIT;
 use spillway_core::consumer::handle_batch;
+use spillway_core::dlq::{self, Reset};
 use spillway_core::domain::{JobId, JobMessage, Owner, Timestamp};
 use spillway_core::kinds;
+use spillway_core::queue::MAX_MESSAGE_BYTES;
 use spillway_core::testing::{
     Behaviour, Counting, json_headers, processors_with, submit, submit_as,
 };
@@ -506,4 +509,83 @@ async fn a_job_whose_consumer_died_is_claimed_again_once_its_lease_lapses() {
         (Some("succeeded"), Some(2))
     );
     assert_eq!(counting.runs(id), 1);
+}
+
+/// A request body of exactly `bytes` bytes for `kind`, its payload a string.
+fn body_of(kind: &str, bytes: usize) -> Value {
+    let job = |payload: &str| json!({"kind": kind, "payload": payload});
+    let payload = "x".repeat(bytes - job("").to_string().len());
+    let body = job(&payload);
+    assert_eq!(body.to_string().len(), bytes);
+    body
+}
+
+/// `echo`'s result is its payload, which at the payload limit is far over what a job's record
+/// can keep (a DynamoDB item holds 400 KB): the job fails at once with the reason, its message
+/// is deleted, and nothing is left running or coming back.
+#[tokio::test]
+async fn an_echo_at_the_payload_limit_fails_for_its_result_size_and_leaves_nothing_behind() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let app = stack.app(stack.settings(), kinds::builtin());
+    let id = submit(&app, body_of("echo", MAX_PAYLOAD_LIMIT)).await;
+
+    let report = stack.deliver(&app).await;
+    assert_eq!((report.received, report.deleted), (1, 1));
+    let job = status(&app, id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["error"], "the result is larger than 300000 bytes");
+    assert_eq!(job["result"], Value::Null);
+    assert_eq!(stack.queued_messages().await, 0);
+}
+
+/// A message of the largest size moves to the DLQ whole when its job's attempts run out, and a
+/// redrive sends it back whole to run again: the DLQ takes what the work queue takes.
+#[tokio::test]
+async fn a_message_at_the_payload_limit_goes_to_the_dlq_and_back_whole() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let failing = Counting::new(Behaviour::FailRetryable);
+    let app = stack.app(stack.settings(), processors_with(&failing));
+    let id = submit(&app, body_of("counting", MAX_PAYLOAD_LIMIT)).await;
+    for _ in 0..3 {
+        stack.deliver(&app).await;
+    }
+    assert_eq!(status(&app, id).await["status"], "dead_lettered");
+    // SQS moves the message on the receive after maxReceiveCount.
+    let moved = stack.esm().poll_once(&app, Duration::from_secs(1)).await;
+    assert!(moved.unwrap().is_none());
+    let dlq = stack.dlq();
+    let dead = dlq.receive(1, Duration::from_secs(5)).await.unwrap();
+    let sent = dead[0].body.clone();
+    assert!(sent.len() > MAX_PAYLOAD_LIMIT && sent.len() <= MAX_MESSAGE_BYTES);
+    assert_eq!(JobMessage::decode(&sent).unwrap().job_id, id);
+    dlq.change_visibility(&dead[0].receipt_handle, Duration::ZERO)
+        .await
+        .unwrap();
+
+    let reset = Reset {
+        clock: app.clock.as_ref(),
+        retention: app.settings.retention,
+        extend: None,
+    };
+    let queue = stack.queue();
+    let report = dlq::redrive(
+        app.store.as_ref(),
+        queue.as_ref(),
+        dlq.as_ref(),
+        reset,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.moved, report.jobs_reset), (1, 1));
+    let redriven = stack.receive().await;
+    assert!(redriven[0].body == sent, "the redriven message changed");
+
+    let succeeding = Counting::new(Behaviour::Succeed);
+    let app = stack.app(stack.settings(), processors_with(&succeeding));
+    let response = handle_batch(&app, stack.sqs_event(&redriven), deadline_in(30)).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(succeeding.runs(id), 1);
+    assert_eq!(status(&app, id).await["status"], "succeeded");
 }

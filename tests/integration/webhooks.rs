@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use spillway_core::App;
 use spillway_core::api;
 use spillway_core::app::webhook_keys;
-use spillway_core::config::Settings;
+use spillway_core::config::{MAX_PAYLOAD_LIMIT, Settings};
 use spillway_core::domain::{JobId, JobStatus, Owner};
 use spillway_core::esm::EventSourceMapping;
 use spillway_core::kinds;
@@ -215,6 +215,52 @@ async fn a_webhook_is_retried_with_backoff_until_the_receiver_accepts_in_memory(
 #[tokio::test]
 async fn a_webhook_is_retried_with_backoff_until_the_receiver_accepts_on_the_emulator() {
     retries_until_the_receiver_accepts(Backend::Emulator).await;
+}
+
+/// A request body of exactly the default limit, the largest a deployment accepts, carried as a
+/// webhook's body: the kind whose payload is the work and whose result stays small, so the job
+/// can succeed. Intake, the queue, the consumer and the receiver's signature check all take it
+/// whole.
+async fn a_body_at_the_limit_is_delivered_whole(backend: Backend) {
+    let limit = Settings::default().max_payload_bytes;
+    assert_eq!(limit, MAX_PAYLOAD_LIMIT);
+    let settings = Settings {
+        webhook: WebhookSettings {
+            timeout: Duration::from_secs(10),
+            ..settings("127.0.0.1").webhook
+        },
+        ..settings("127.0.0.1")
+    };
+    let (receiver, pipeline) = receiver_and_pipeline(backend, settings).await;
+    let url = receiver.url("/large");
+    let job = |body: &str| json!({"kind": "webhook", "payload": {"url": url, "body": body}});
+    let body = "x".repeat(limit - job("").to_string().len());
+    let request = job(&body);
+    assert_eq!(request.to_string().len(), limit);
+
+    let id = submit(&pipeline.app, request).await;
+    let done = pipeline.run_until_terminal(id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["result"]["status_code"], 200);
+    let deliveries = receiver.deliveries("/large").await;
+    assert_eq!(deliveries.len(), 1);
+    assert_verified(&deliveries);
+    assert!(deliveries[0].body == body, "the body arrived changed");
+    pipeline.drain().await;
+}
+
+#[tokio::test]
+async fn a_webhook_body_at_the_payload_limit_is_delivered_whole_in_memory() {
+    a_body_at_the_limit_is_delivered_whole(Backend::Memory).await;
+}
+
+/// moto takes SQS's 1 MiB (its default `MaximumMessageSize`, and `provision` sets it anyway), but
+/// it measures a body in characters and ignores message attributes: this body is ASCII, so its
+/// count is SQS's, and the byte arithmetic is checked by `domain::message`'s unit test instead.
+#[tokio::test]
+async fn a_webhook_body_at_the_payload_limit_is_delivered_whole_on_the_emulator() {
+    a_body_at_the_limit_is_delivered_whole(Backend::Emulator).await;
 }
 
 #[tokio::test]

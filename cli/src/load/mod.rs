@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use report::{FollowReport, LaneReport, Percentiles, Report, SleepDistReport, SpikeReport};
+use report::{FollowReport, GroupReport, Percentiles, Report, SleepDistReport, SpikeReport};
 use schedule::{Profile, Spike};
 use sigv4::{AuthMode, Signer};
 use sleep::{SleepDist, SleepDraws};
@@ -113,6 +113,17 @@ pub struct LoadArgs {
     /// report gives each lane's queue wait and end-to-end latency.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION", value_parser = parse_share)]
     high_share: f64,
+    /// Submit as this many callers, `owner-0` to `owner-N-1`, named in each request's
+    /// `X-Spillway-Caller` header: what `spillway dev --callers-from-header` makes owners of (a
+    /// deployed stage names callers by their credentials, and ignores it). The report then gives
+    /// each owner's figures.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    owners: Option<u32>,
+    /// With --owners: `owner-0` submits this many times each other owner's rate (the noisy
+    /// neighbour); the report then also gives the other owners' figures together.
+    #[arg(long, default_value_t = 1, value_name = "F", requires = "owners",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    noisy_owner_factor: u32,
     /// After the run, poll every accepted job until it is terminal, and report end-to-end latency,
     /// final states and lost jobs. Exits non-zero when a job is lost.
     #[arg(long)]
@@ -154,6 +165,31 @@ fn lane_of(n: u64, share: f64) -> Lane {
     } else {
         Lane::Normal
     }
+}
+
+/// The owner of the `n`-th submission (from 0) among `owners`, of whom `owner-0` submits
+/// `noisy_factor` times each other's share: a cycle of `noisy_factor` of its jobs, then one of
+/// each other owner's.
+fn owner_of(n: u64, owners: u32, noisy_factor: u32) -> u32 {
+    let noisy = u64::from(noisy_factor);
+    let at = n % (noisy + u64::from(owners.saturating_sub(1)));
+    if at < noisy {
+        0
+    } else {
+        u32::try_from(at - noisy + 1).unwrap_or(0)
+    }
+}
+
+/// How an owner is named in requests and in the report.
+fn owner_name(owner: u32) -> String {
+    format!("owner-{owner}")
+}
+
+/// What a submission is grouped by in the report.
+#[derive(Debug, Clone, Copy)]
+struct Tags {
+    lane: Lane,
+    owner: Option<u32>,
 }
 
 /// A job's priority, as the API names it.
@@ -233,24 +269,30 @@ pub async fn run(args: LoadArgs) -> Result<(), Box<dyn Error>> {
         },
     };
 
-    let submissions = submit_all(&api, bodies, &profile, args.max_in_flight).await;
+    let owners = args.owners.map(|owners| (owners, args.noisy_owner_factor));
+    let submissions = submit_all(&api, bodies, owners, &profile, args.max_in_flight).await;
     let mut report = summarize(&args, &base, &profile, &submissions);
     if args.follow {
-        let accepted: Vec<(String, Lane)> = submissions
+        let accepted: Vec<(String, Tags)> = submissions
             .records
             .iter()
             .filter_map(|r| match &r.outcome {
-                Outcome::Accepted(id) => Some((id.clone(), r.lane)),
+                Outcome::Accepted(id) => Some((id.clone(), r.tags)),
                 _ => None,
             })
             .collect();
-        let (followed, lanes) = follow(&api, accepted, &args).await;
+        let (followed, samples) = follow(&api, accepted, &args).await;
         report.follow = Some(followed);
-        for (lane, (queue_wait, end_to_end)) in lanes {
-            if let Some(figures) = report.lanes.get_mut(lane.as_str()) {
-                figures.queue_wait = queue_wait;
-                figures.end_to_end_latency = end_to_end;
-            }
+        for (lane, figures) in &mut report.lanes {
+            figures.latencies(&samples, |tags| tags.lane.as_str() == lane);
+        }
+        for (owner, figures) in &mut report.owners {
+            figures.latencies(&samples, |tags| {
+                tags.owner.map(owner_name).as_ref() == Some(owner)
+            });
+        }
+        if let Some(quiet) = &mut report.quiet_owners {
+            quiet.latencies(&samples, |tags| tags.owner.is_some_and(|owner| owner != 0));
         }
     }
 
@@ -356,8 +398,8 @@ struct Record {
     lag: Duration,
     /// When its answer (or error) arrived.
     done: Duration,
-    /// The priority it was submitted with.
-    lane: Lane,
+    /// Its priority and owner.
+    tags: Tags,
     outcome: Outcome,
 }
 
@@ -383,6 +425,7 @@ struct Progress {
 async fn submit_all(
     api: &Arc<Api>,
     mut bodies: Bodies,
+    owners: Option<(u32, u32)>,
     profile: &Profile,
     max_in_flight: u32,
 ) -> Submissions {
@@ -397,6 +440,8 @@ async fn submit_all(
         scheduled += 1;
         // Drawn before a request may be dropped, so that request k always gets the k-th body.
         let (body, lane) = bodies.next();
+        let owner = owners.map(|(owners, factor)| owner_of(scheduled - 1, owners, factor));
+        let tags = Tags { lane, owner };
         let at = start + due;
         if at > Instant::now() {
             tokio::time::sleep_until(at).await;
@@ -414,7 +459,8 @@ async fn submit_all(
         let api = api.clone();
         let (records_tx, progress) = (records_tx.clone(), progress.clone());
         tokio::spawn(async move {
-            let outcome = submit(&api, &body).await;
+            let caller = tags.owner.map(owner_name);
+            let outcome = submit(&api, &body, caller.as_deref()).await;
             let counter = match outcome {
                 Outcome::Accepted(_) => &progress.accepted,
                 Outcome::Rejected(_) => &progress.rejected,
@@ -427,7 +473,7 @@ async fn submit_all(
                 due,
                 lag,
                 done,
-                lane,
+                tags,
                 outcome,
             });
         });
@@ -504,8 +550,12 @@ impl SendError {
 }
 
 impl Api {
-    /// `POST /jobs` with `body`.
-    async fn submit(&self, body: &Body) -> Result<reqwest::Response, SendError> {
+    /// `POST /jobs` with `body`, as `caller` when one is named.
+    async fn submit(
+        &self,
+        body: &Body,
+        caller: Option<&str>,
+    ) -> Result<reqwest::Response, SendError> {
         let content_type = ("content-type", "application/json");
         let request = self
             .client
@@ -513,7 +563,7 @@ impl Api {
             .header(content_type.0, content_type.1)
             .body(body.bytes.clone());
         self.signed(
-            request,
+            as_caller(request, caller),
             "POST",
             &self.jobs_url,
             &[content_type],
@@ -529,12 +579,13 @@ impl Api {
     async fn poll(
         &self,
         id: &str,
+        caller: Option<&str>,
         wait: u64,
         timeout: Duration,
     ) -> Result<reqwest::Response, SendError> {
         let url = reqwest::Url::parse(&format!("{}/jobs/{id}?wait={wait}", self.base))
             .map_err(|_| SendError::Url)?;
-        let request = self.client.get(url.clone()).timeout(timeout);
+        let request = as_caller(self.client.get(url.clone()).timeout(timeout), caller);
         self.signed(request, "GET", &url, &[], EMPTY_SHA256)
             .await?
             .send()
@@ -573,12 +624,21 @@ impl Api {
     }
 }
 
-async fn submit(api: &Api, body: &Body) -> Outcome {
+/// `request` naming `caller` in the header `spillway dev --callers-from-header` reads. It is not
+/// signed: a deployed stage names callers by their credentials and ignores it.
+fn as_caller(request: reqwest::RequestBuilder, caller: Option<&str>) -> reqwest::RequestBuilder {
+    match caller {
+        Some(caller) => request.header("x-spillway-caller", caller),
+        None => request,
+    }
+}
+
+async fn submit(api: &Api, body: &Body, caller: Option<&str>) -> Outcome {
     #[derive(Deserialize)]
     struct Accepted {
         id: String,
     }
-    let response = match api.submit(body).await {
+    let response = match api.submit(body, caller).await {
         Ok(response) => response,
         Err(error) => return Outcome::Failed(error.reason()),
     };
@@ -661,14 +721,20 @@ fn summarize(args: &LoadArgs, base: &str, profile: &Profile, runs: &Submissions)
     }
     // Per lane only when there is more than one: a run of one lane says it all above.
     let mut lanes = BTreeMap::new();
-    if args.high_share > 0.0 {
-        for record in records {
-            let lane: &mut LaneReport = lanes.entry(record.lane.as_str().to_owned()).or_default();
-            lane.sent += 1;
-            match record.outcome {
-                Outcome::Accepted(_) => lane.accepted += 1,
-                Outcome::Rejected(status) => *lane.rejected.entry(status).or_insert(0) += 1,
-                Outcome::Failed(_) => {}
+    let mut owners = BTreeMap::new();
+    let mut quiet_owners = (args.noisy_owner_factor > 1).then(GroupReport::default);
+    for record in records {
+        if args.high_share > 0.0 {
+            let lane: &mut GroupReport = lanes
+                .entry(record.tags.lane.as_str().to_owned())
+                .or_default();
+            lane.count(&record.outcome);
+        }
+        if let Some(owner) = record.tags.owner {
+            let figures: &mut GroupReport = owners.entry(owner_name(owner)).or_default();
+            figures.count(&record.outcome);
+            if let Some(quiet) = quiet_owners.as_mut().filter(|_| owner != 0) {
+                quiet.count(&record.outcome);
             }
         }
     }
@@ -739,6 +805,8 @@ fn summarize(args: &LoadArgs, base: &str, profile: &Profile, runs: &Submissions)
         lag: Percentiles::of(records.iter().map(|r| r.lag).collect()),
         high_share: args.high_share,
         lanes,
+        owners,
+        quiet_owners,
         follow: None,
     }
 }
@@ -766,8 +834,31 @@ struct StatusDocument {
     started_at: Option<String>,
 }
 
-/// A lane's queue wait and end-to-end latency, as `--follow` measured them.
-type LaneLatencies = BTreeMap<Lane, (Option<Percentiles>, Option<Percentiles>)>;
+/// One followed job's waits, with what it is grouped by.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    tags: Tags,
+    queue_wait: Option<Duration>,
+    end_to_end: Option<Duration>,
+}
+
+impl GroupReport {
+    fn count(&mut self, outcome: &Outcome) {
+        self.sent += 1;
+        match outcome {
+            Outcome::Accepted(_) => self.accepted += 1,
+            Outcome::Rejected(status) => *self.rejected.entry(*status).or_insert(0) += 1,
+            Outcome::Failed(_) => {}
+        }
+    }
+
+    /// The queue wait and end-to-end latency of the samples `member` picks.
+    fn latencies(&mut self, samples: &[Sample], member: impl Fn(&Tags) -> bool) {
+        let mine = || samples.iter().filter(|s| member(&s.tags));
+        self.queue_wait = Percentiles::of(mine().filter_map(|s| s.queue_wait).collect());
+        self.end_to_end_latency = Percentiles::of(mine().filter_map(|s| s.end_to_end).collect());
+    }
+}
 
 /// Long-polls every accepted job, `--pollers` at a time, until it is terminal or the follow
 /// timeout runs out. Polling starts after the run so that it does not load the intake being
@@ -775,18 +866,19 @@ type LaneLatencies = BTreeMap<Lane, (Option<Percentiles>, Option<Percentiles>)>;
 /// the wait.
 async fn follow(
     api: &Api,
-    ids: Vec<(String, Lane)>,
+    ids: Vec<(String, Tags)>,
     args: &LoadArgs,
-) -> (FollowReport, LaneLatencies) {
+) -> (FollowReport, Vec<Sample>) {
     let started = Instant::now();
     let deadline = started + args.follow_timeout;
     let poll_errors = Arc::new(AtomicU64::new(0));
-    let fates: Vec<(String, Lane, Fate)> = futures::stream::iter(ids)
-        .map(|(id, lane)| {
+    let fates: Vec<(String, Tags, Fate)> = futures::stream::iter(ids)
+        .map(|(id, tags)| {
             let poll_errors = poll_errors.clone();
             async move {
-                let fate = follow_one(api, &id, deadline, &poll_errors).await;
-                (id, lane, fate)
+                let caller = tags.owner.map(owner_name);
+                let fate = follow_one(api, &id, caller.as_deref(), deadline, &poll_errors).await;
+                (id, tags, fate)
             }
         })
         .buffer_unordered(args.pollers as usize)
@@ -796,17 +888,19 @@ async fn follow(
     let mut report = FollowReport::default();
     let mut end_to_end = Vec::new();
     let mut queue_waits = Vec::new();
-    let mut by_lane: BTreeMap<Lane, (Vec<Duration>, Vec<Duration>)> = BTreeMap::new();
-    for (id, lane, fate) in fates {
+    let mut samples = Vec::new();
+    for (id, tags, fate) in fates {
         let lost = match fate {
             Fate::Terminal {
                 status,
                 end_to_end: latency,
                 queue_wait,
             } => {
-                let samples = by_lane.entry(lane).or_default();
-                samples.0.extend(queue_wait);
-                samples.1.extend(latency);
+                samples.push(Sample {
+                    tags,
+                    queue_wait,
+                    end_to_end: latency,
+                });
                 queue_waits.extend(queue_wait);
                 end_to_end.extend(latency);
                 *report.final_states.entry(status).or_insert(0) += 1;
@@ -831,16 +925,16 @@ async fn follow(
     report.queue_wait = Percentiles::of(queue_waits);
     report.poll_errors = poll_errors.load(Ordering::Relaxed);
     report.elapsed_s = started.elapsed().as_secs_f64();
-    let lanes = by_lane
-        .into_iter()
-        .map(|(lane, (waits, latencies))| {
-            (lane, (Percentiles::of(waits), Percentiles::of(latencies)))
-        })
-        .collect();
-    (report, lanes)
+    (report, samples)
 }
 
-async fn follow_one(api: &Api, id: &str, deadline: Instant, poll_errors: &AtomicU64) -> Fate {
+async fn follow_one(
+    api: &Api,
+    id: &str,
+    caller: Option<&str>,
+    deadline: Instant,
+    poll_errors: &AtomicU64,
+) -> Fate {
     let mut last_status = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -855,6 +949,7 @@ async fn follow_one(api: &Api, id: &str, deadline: Instant, poll_errors: &Atomic
         let answer = api
             .poll(
                 id,
+                caller,
                 wait,
                 Duration::from_secs(wait) + Duration::from_secs(10),
             )
@@ -1038,6 +1133,23 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_noisy_owner_submits_its_factor_of_each_others_share() {
+        let owners: Vec<u32> = (0..48).map(|n| owner_of(n, 5, 20)).collect();
+        let count = |owner| owners.iter().filter(|o| **o == owner).count();
+        assert_eq!(count(0), 40);
+        for quiet in 1..5 {
+            assert_eq!(count(quiet), 2, "{owners:?}");
+        }
+        assert_eq!(&owners[19..25], [0, 1, 2, 3, 4, 0]);
+        assert!((0..10).all(|n| owner_of(n, 3, 1) == (n % 3) as u32));
+        assert!((0..10).all(|n| owner_of(n, 1, 1) == 0));
+        assert!(
+            Cli::try_parse_from(["load", "--noisy-owner-factor", "20"]).is_err(),
+            "a factor of no owners"
+        );
     }
 
     #[test]

@@ -98,15 +98,19 @@ pub struct Report {
     /// The share of jobs submitted as `high` (`--high-share`).
     pub high_share: f64,
     /// Each lane's figures, by priority, when the run submitted to more than one.
-    pub lanes: BTreeMap<String, LaneReport>,
+    pub lanes: BTreeMap<String, GroupReport>,
+    /// Each owner's figures, with `--owners`.
+    pub owners: BTreeMap<String, GroupReport>,
+    /// Every owner's but the noisy `owner-0`'s, together, with `--noisy-owner-factor`.
+    pub quiet_owners: Option<GroupReport>,
     /// What `--follow` found.
     pub follow: Option<FollowReport>,
 }
 
-/// One lane's figures.
+/// One lane's or owner's figures.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct LaneReport {
-    /// Requests sent with this priority.
+pub struct GroupReport {
+    /// Requests sent with this priority, or by this owner.
     pub sent: u64,
     /// `202 Accepted` answers.
     pub accepted: u64,
@@ -226,10 +230,24 @@ impl Report {
                 None => writeln!(out)?,
             }
         }
-        for (lane, figures) in &self.lanes {
+        let groups = self
+            .lanes
+            .iter()
+            .map(|(lane, figures)| (format!("lane {lane}"), figures))
+            .chain(
+                self.owners
+                    .iter()
+                    .map(|(owner, figures)| (owner.clone(), figures)),
+            )
+            .chain(
+                self.quiet_owners
+                    .iter()
+                    .map(|figures| ("owners but owner-0".to_owned(), figures)),
+            );
+        for (name, figures) in groups {
             writeln!(
                 out,
-                "  lane {lane}: sent {}, accepted {}, rejected {}",
+                "  {name}: sent {}, accepted {}, rejected {}",
                 figures.sent,
                 figures.accepted,
                 counts(&figures.rejected)

@@ -26,6 +26,18 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The body is within the limit, but its job's message would be larger than SQS carries: only
+    /// when the caller's identity is longer than `JobMessage::OWNER_BUDGET` and the body near the
+    /// limit.
+    #[error(
+        "this job's message would be {size} bytes with the caller's identity, over the {} an SQS \
+         message holds; send a smaller body",
+        crate::queue::MAX_MESSAGE_BYTES
+    )]
+    MessageTooLarge {
+        /// The message's size.
+        size: usize,
+    },
     /// A well-formed request the deployment refuses to carry out (a webhook to a private address).
     #[error("{0}")]
     Forbidden(String),
@@ -126,7 +138,9 @@ impl ApiError {
             }
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::MessageTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::Forbidden(_) | Self::UnknownKind { .. } | Self::KeyReused { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -147,7 +161,7 @@ impl ApiError {
             Self::Invalid(_) => "invalid-request",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
-            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::PayloadTooLarge { .. } | Self::MessageTooLarge { .. } => "payload-too-large",
             Self::Forbidden(_) => "forbidden-destination",
             Self::UnknownKind { .. } => "unknown-kind",
             Self::KeyReused { .. } => "idempotency-key-reused",
@@ -167,7 +181,7 @@ impl ApiError {
             Self::Invalid(_) => "Invalid request",
             Self::Unauthenticated(_) => "Unauthenticated",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
-            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::PayloadTooLarge { .. } | Self::MessageTooLarge { .. } => "Payload too large",
             Self::Forbidden(_) => "Destination not allowed",
             Self::UnknownKind { .. } => "Unknown job kind",
             Self::KeyReused { .. } => "Idempotency key reused",

@@ -17,21 +17,33 @@ pub async fn get_job(app: &App, owner: &Owner, raw_id: &str, wait: Option<&str>)
     let result = async {
         let id = JobId::parse(raw_id)?;
         let wait = parse_wait(wait)?;
-        let until = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            let job = read(app, owner, id).await?;
-            let now = tokio::time::Instant::now();
-            if job.status.is_terminal() || now >= until {
-                info!(status = %job.status, attempts = job.attempts, "read");
-                return Ok(job_response(&job));
-            }
-            tokio::time::sleep(pause.min(until - now)).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
+        let job = wait_for_end(app, owner, id, wait).await?;
+        info!(status = %job.status, attempts = job.attempts, "read");
+        Ok(job_response(&job))
     }
     .await;
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// The job, read until it is terminal or `wait` has passed: again after 100 ms, then after twice
+/// as long each time up to a second, so a long poll costs a few reads, not one per millisecond.
+pub(super) async fn wait_for_end(
+    app: &App,
+    owner: &Owner,
+    id: JobId,
+    wait: Duration,
+) -> Result<Job, ApiError> {
+    let until = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let job = read(app, owner, id).await?;
+        let now = tokio::time::Instant::now();
+        if job.status.is_terminal() || now >= until {
+            return Ok(job);
+        }
+        tokio::time::sleep(pause.min(until - now)).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// `DELETE /jobs/{id}`: cancels a pending job. Cancelling a cancelled job answers as the first

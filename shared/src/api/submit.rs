@@ -18,6 +18,7 @@ use crate::domain::{
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
+use crate::queue::MAX_MESSAGE_BYTES;
 use crate::store::StoreError;
 use crate::webhook;
 
@@ -92,25 +93,9 @@ async fn submit(
     correlation_id: &CorrelationId,
 ) -> Result<ApiResponse, ApiError> {
     let (key, request) = parse(&app.settings, headers, body)?;
+    let wait = preferred_wait(headers);
     let (kind, ttl) = admit(app, &request)?;
     let priority = request.priority;
-    let queue = app.queues.get(priority).as_ref();
-    if let Some(full) = app.backlog.get(priority).over_limit(queue).await? {
-        warn!(
-            %priority,
-            depth = full.depth,
-            limit = full.limit,
-            drain_per_second = full.drain_per_second,
-            retry_after_s = full.retry_after.as_secs(),
-            "lane over its backlog limit; refusing its new jobs"
-        );
-        return Err(ApiError::BacklogFull {
-            priority,
-            depth: full.depth,
-            limit: full.limit,
-            retry_after: full.retry_after,
-        });
-    }
 
     let now = app.clock.now();
     let deadline = now.saturating_add(ttl);
@@ -134,26 +119,114 @@ async fn submit(
         job_id: job.id,
         expires_at: job.expires_at,
     });
+    let message = JobMessage::of(&job, request.payload.to_owned(), idempotency.as_ref()).encode();
+    // The body's limit leaves room for the largest envelope, save an owner's identity longer
+    // than its budget (docs/architecture.md, "Payload size"): a message SQS would refuse is
+    // refused here as too large, before anything is sent, not answered 503 on every retry.
+    if message.len() > MAX_MESSAGE_BYTES {
+        return Err(ApiError::MessageTooLarge {
+            size: message.len(),
+        });
+    }
+    let queue = app.queues.get(priority).as_ref();
+    if let Some(full) = app.backlog.get(priority).over_limit(queue).await? {
+        warn!(
+            %priority,
+            depth = full.depth,
+            limit = full.limit,
+            drain_per_second = full.drain_per_second,
+            retry_after_s = full.retry_after.as_secs(),
+            "lane over its backlog limit; refusing its new jobs"
+        );
+        return Err(ApiError::BacklogFull {
+            priority,
+            depth: full.depth,
+            limit: full.limit,
+            retry_after: full.retry_after,
+        });
+    }
     // A repeat of a keyed request finds the key before anything is sent: the replay costs one
     // read, not a message that would run nothing. (Two requests racing with one key both find it
     // free; the create below settles which job it names.)
     if let Some(record) = &idempotency
         && let Some(first) = app.store.key(&record.owner, &record.key).await?
     {
-        return replay(app, &first, &job.owner, &record.fingerprint).await;
+        let replayed = replay(app, &first, &job.owner, &record.fingerprint).await?;
+        return answer(app, replayed, true, wait).await;
     }
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    let message_id = match send_and_write(app, &job, request.payload, idempotency.as_ref()).await? {
+    let message_id = match send_and_write(app, &job, &message, idempotency.as_ref()).await? {
         Written::New { message_id } => message_id,
         Written::KeyTaken(first) => {
             let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
-            return replay(app, &first, &job.owner, fingerprint).await;
+            let replayed = replay(app, &first, &job.owner, fingerprint).await?;
+            return answer(app, replayed, true, wait).await;
         }
     };
     info!(kind = %job.kind, message_id = %message_id, deadline = %deadline, "accepted");
     app.metrics
         .for_job(now, &job.kind, job.priority, &[(Metric::JobsAccepted, 1.0)]);
-    Ok(accepted(&job, false))
+    answer(app, job, false, wait).await
+}
+
+/// The answer to an accepted (or replayed) job: `202`, or with `Prefer: wait=N` the job's
+/// document (`200`) should it finish within `N` seconds, and the `202` if it does not. Either way
+/// the job stands: a read that fails while waiting still answers `202`, as the job was accepted.
+async fn answer(
+    app: &App,
+    job: Job,
+    replayed: bool,
+    wait: Option<Duration>,
+) -> Result<ApiResponse, ApiError> {
+    let Some(wait) = wait else {
+        return Ok(accepted(&job, replayed));
+    };
+    let waited = match super::status::wait_for_end(app, &job.owner, job.id, wait).await {
+        Ok(latest) => latest,
+        Err(error) => {
+            warn!(error = %crate::error::Chain(&error), "could not read the job while waiting; answering 202");
+            job
+        }
+    };
+    let mut response = if waited.status.is_terminal() {
+        info!(status = %waited.status, "finished while the client waited");
+        let mut response = super::job_response(&waited);
+        if let Ok(location) = HeaderValue::from_str(&status_path(&waited)) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LOCATION, location);
+        }
+        response
+    } else {
+        accepted(&waited, replayed)
+    };
+    if let Ok(applied) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+        response.headers_mut().insert("preference-applied", applied);
+    }
+    Ok(response)
+}
+
+/// The `wait` preference of RFC 7240's `Prefer` header, in whole seconds, at most the long-poll
+/// limit: a client that asks for more waits that long. A `Prefer` header without a well-formed
+/// `wait` asks for nothing (RFC 7240 has a server ignore a preference it cannot honour), and
+/// `wait=0` is no wait.
+fn preferred_wait(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            // A preference is `token [= value] *( ; parameter )`.
+            let head = preference.split(';').next().unwrap_or_default();
+            let (name, value) = head.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("wait")
+                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .next()?;
+    (seconds > 0).then(|| Duration::from_secs(seconds.min(super::MAX_WAIT_SECONDS)))
 }
 
 /// The request's form: its media type, `Idempotency-Key`, size, nesting, JSON and characters SQS
@@ -238,14 +311,13 @@ enum Written {
 async fn send_and_write(
     app: &App,
     job: &Job,
-    payload: &RawValue,
+    message: &str,
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<Written, ApiError> {
-    let message = JobMessage::of(job, payload.to_owned(), idempotency);
     let message_id = app
         .queues
         .get(job.priority)
-        .send_in_group(&message.encode(), Some(&job.owner.fairness_key()))
+        .send_in_group(message, Some(&job.owner.fairness_key()))
         .await?;
     match app.store.create(job, idempotency).await {
         Ok(()) | Err(StoreError::AlreadyExists) => Ok(Written::New { message_id }),
@@ -304,7 +376,7 @@ async fn replay(
     first: &IdempotencyRecord,
     owner: &Owner,
     fingerprint: &str,
-) -> Result<ApiResponse, ApiError> {
+) -> Result<Job, ApiError> {
     let span = tracing::Span::current();
     span.record("job_id", tracing::field::display(first.job_id));
     if first.fingerprint != fingerprint || &first.owner != owner {
@@ -324,7 +396,7 @@ async fn replay(
     // message (or a consumer's copy of its state) carries it to the end. Sending another would
     // skip a backoff it is waiting out, or run it twice at once.
     info!(status = %job.status, attempts = job.attempts, "replayed");
-    Ok(accepted(&job, true))
+    Ok(job)
 }
 
 /// A callback is a `webhook` job, so its URL passes the same guard as a webhook's, with the
@@ -480,6 +552,99 @@ mod tests {
         assert_eq!(post(&nested(100_000)).await.0, StatusCode::BAD_REQUEST);
     }
 
+    /// An `echo` request body of exactly `bytes` bytes.
+    fn body_of(bytes: usize) -> String {
+        let empty = r#"{"kind":"echo","payload":""}"#;
+        format!(
+            r#"{{"kind":"echo","payload":"{}"}}"#,
+            "x".repeat(bytes - empty.len())
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_limit_is_accepted_and_one_byte_over_is_413() {
+        let limit = fast_settings().max_payload_bytes;
+        assert_eq!(limit, crate::config::MAX_PAYLOAD_LIMIT, "the default");
+        let (status, accepted) = post(&body_of(limit)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let (status, problem) = post(&body_of(limit + 1)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(problem["type"], "urn:spillway:problem:payload-too-large");
+        assert_eq!(
+            problem["detail"],
+            "the body is over the limit of 1040384 bytes"
+        );
+    }
+
+    /// Submits `body` as `owner` with the `extra` headers (and JSON's content type); returns the
+    /// status, the answer, and the message queued if any.
+    async fn post_as(
+        owner: Owner,
+        extra: &[(&'static str, String)],
+        body: &str,
+    ) -> (StatusCode, Value, Option<String>) {
+        let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
+        let mut headers = json_headers();
+        for (name, value) in extra {
+            headers.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        let response = submit_job(&pipeline.app, owner, &headers, body.as_bytes()).await;
+        let queued = pipeline
+            .app
+            .queues
+            .normal
+            .receive(1, Duration::ZERO)
+            .await
+            .unwrap();
+        (
+            response.status(),
+            serde_json::from_str(response.body()).unwrap(),
+            queued.into_iter().next().map(|m| m.body),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_limit_fits_in_its_message_with_the_longest_headers_and_owner() {
+        // The longest IAM ARN, 2,048 characters, its path all characters JSON escapes.
+        let prefix = "arn:aws:iam::123456789012:user/";
+        let arn = format!("{prefix}{}/ci", "\"".repeat(2_048 - prefix.len() - 3));
+        assert_eq!(arn.len(), 2_048);
+        let headers = [
+            ("idempotency-key", "\"".repeat(IdempotencyKey::MAX_LEN)),
+            ("x-correlation-id", "\\".repeat(CorrelationId::MAX_LEN)),
+        ];
+        let limit = fast_settings().max_payload_bytes;
+        let (status, answer, message) = post_as(Owner::iam(&arn), &headers, &body_of(limit)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let message = message.expect("the job's message was queued");
+        assert!(
+            message.len() <= MAX_MESSAGE_BYTES,
+            "{} bytes, over SQS's limit",
+            message.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_over_sqs_limit_is_refused_before_anything_is_sent() {
+        // An identity far beyond the owner's budget: a JWT issuer of 10,000 characters.
+        let owner = Owner::jwt(&format!("https://{}", "i".repeat(10_000)), "user-1");
+        let limit = fast_settings().max_payload_bytes;
+        let (status, problem, message) = post_as(owner.clone(), &[], &body_of(limit)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
+        assert_eq!(problem["type"], "urn:spillway:problem:payload-too-large");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("over the 1048576 an SQS message holds"),
+            "{problem}"
+        );
+        assert_eq!(message, None, "nothing was sent");
+        // The same caller with a body that leaves its identity the room.
+        let (status, answer, _) = post_as(owner, &[], &body_of(limit - 10_000)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+
     #[tokio::test]
     async fn a_ttl_is_a_whole_number_however_it_is_written() {
         let with_ttl = |ttl: &str| format!(r#"{{"kind":"echo","payload":1,"ttl_seconds":{ttl}}}"#);
@@ -617,6 +782,79 @@ mod tests {
         let refused = post("normal").await;
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[header::RETRY_AFTER], "15");
+    }
+
+    #[test]
+    fn prefer_wait_is_read_as_rfc_7240_writes_it() {
+        let wait = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("prefer", HeaderValue::from_str(value).unwrap());
+            }
+            preferred_wait(&headers).map(|wait| wait.as_secs())
+        };
+        assert_eq!(wait(&["wait=3"]), Some(3));
+        assert_eq!(wait(&["respond-async, Wait = 4; foo=bar"]), Some(4));
+        assert_eq!(wait(&["handling=lenient", "wait=\"5\""]), Some(5));
+        // More than the long-poll limit waits that long; nothing to honour is ignored.
+        assert_eq!(wait(&["wait=100"]), Some(super::super::MAX_WAIT_SECONDS));
+        for ignored in [
+            "wait=0",
+            "wait=soon",
+            "wait=-1",
+            "wait",
+            "return=minimal",
+            "",
+        ] {
+            assert_eq!(wait(&[ignored]), None, "{ignored}");
+        }
+        assert_eq!(wait(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn prefer_wait_answers_a_finished_job_at_once_and_a_slow_one_with_202() {
+        let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
+        let consumer = {
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = pipeline
+                        .esm
+                        .poll_once(&pipeline.app, Duration::from_millis(50))
+                        .await;
+                }
+            })
+        };
+        let submit = |body: Value, prefer: &'static str| {
+            let app = pipeline.app.clone();
+            async move {
+                let mut headers = json_headers();
+                headers.insert("prefer", HeaderValue::from_static(prefer));
+                let body = body.to_string();
+                submit_job(&app, Owner::anonymous(), &headers, body.as_bytes()).await
+            }
+        };
+        let fast = submit(json!({"kind": "echo", "payload": {"n": 1}}), "wait=5").await;
+        assert_eq!(fast.status(), StatusCode::OK, "{}", fast.body());
+        let document: Value = serde_json::from_str(fast.body()).unwrap();
+        assert_eq!(document["status"], "succeeded");
+        assert_eq!(document["result"], json!({"n": 1}));
+        assert_eq!(fast.headers()["preference-applied"], "wait=5");
+        assert_eq!(
+            fast.headers()[header::CONTENT_LOCATION],
+            format!("/jobs/{}", document["id"].as_str().unwrap()).as_str()
+        );
+
+        let slow = submit(json!({"kind": "sleep", "payload": {"ms": 3000}}), "wait=1").await;
+        assert_eq!(slow.status(), StatusCode::ACCEPTED, "{}", slow.body());
+        assert_eq!(slow.headers()["preference-applied"], "wait=1");
+        assert!(slow.headers().contains_key(header::LOCATION));
+
+        // Without the preference, the answer is the 202 at once.
+        let plain = submit(json!({"kind": "echo", "payload": 2}), "respond-async").await;
+        assert_eq!(plain.status(), StatusCode::ACCEPTED);
+        assert!(!plain.headers().contains_key("preference-applied"));
+        consumer.abort();
     }
 
     #[tokio::test]

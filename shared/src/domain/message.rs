@@ -91,9 +91,59 @@ struct Version {
     v: u64,
 }
 
+/// What [`JobMessage::encode`] writes besides its fields' values, with every optional field
+/// present: the keys, quotes around keys, colons, commas and braces.
+const SKELETON: &str = concat!(
+    r#"{"v":,"job_id":,"kind":,"payload":,"deadline":,"correlation_id":,"#,
+    r#""origin":{"owner":,"priority":,"created_at":,"expires_at":,"callback_url":,"#,
+    r#""idempotency":{"key":,"fingerprint":}}}"#,
+);
+
+/// The JSON text of a string of `n` bytes that need no escape: `n` and its two quotes.
+const fn quoted(n: usize) -> usize {
+    n + 2
+}
+
 impl JobMessage {
     /// The version this build writes.
     pub const VERSION: u64 = 1;
+
+    /// The most bytes of JSON an owner takes in a message that [`JobMessage::MAX_ENVELOPE_BYTES`]
+    /// makes room for, quotes and escapes included. An IAM principal's ARN is at most 2,048
+    /// characters, so an IAM owner (`auth:` and the ARN) takes at most 4,103 bytes even were
+    /// every character escaped; a JWT owner is its issuer's URL and its subject, which OpenID
+    /// Connect limits to 255 ASCII characters. An identity beyond this still fits with a smaller
+    /// body: intake measures each message and refuses one over SQS's limit (`413`).
+    pub const OWNER_BUDGET: usize = 6_144;
+
+    /// The most a job's message adds to the request body it was accepted from, for an owner
+    /// within [`JobMessage::OWNER_BUDGET`]: 7,282 bytes.
+    ///
+    /// The body is measured whole, the message is not the body, so the two are related here. Of the
+    /// body, the message carries the payload byte for byte (it travels as the client's raw JSON),
+    /// and the kind and the callback URL serialized again, which is never longer than the client
+    /// could have written them: serde_json escapes only `"`, `\` and control characters, which JSON
+    /// obliges a client to escape too, never in more bytes than the client's escape, and writes the
+    /// rest as it is. These are separate parts of the body, so together they are at most its
+    /// length; the body's own keys and punctuation (`{"kind":…,"payload":…}`) are not subtracted, a
+    /// margin of at least 20 bytes. Everything else in the message comes from elsewhere and is
+    /// bounded by what accepts it: the version, the job id (a hyphenated UUID, 36), three times
+    /// (RFC 3339 in milliseconds, 24), the correlation id and the Idempotency-Key (128 and 255
+    /// ASCII characters, each of which may be `"` or `\`, escaped in two bytes), the request's
+    /// fingerprint (64 hex digits), the owner and the lane (written only when `high`); and the
+    /// keys and punctuation of the message
+    /// itself ([`SKELETON`]). The SQS adapter sends no message attributes, which SQS would count
+    /// too; the X-Ray trace header SQS attaches under tracing is a system attribute, which it does
+    /// not count.
+    pub const MAX_ENVELOPE_BYTES: usize = SKELETON.len()
+        + 1 // `v`: one digit while VERSION is 1
+        + quoted(36) // job_id
+        + 3 * quoted(24) // deadline, created_at, expires_at
+        + quoted(2 * CorrelationId::MAX_LEN)
+        + Self::OWNER_BUDGET
+        + quoted(2 * IdempotencyKey::MAX_LEN)
+        + quoted(64) // fingerprint: hex SHA-256
+        + quoted(Priority::High.as_str().len()); // the lane: `normal` is never written
 
     /// The message body.
     pub fn encode(&self) -> String {
@@ -239,6 +289,79 @@ mod tests {
         let mut old = decoded;
         old.origin = None;
         assert!(old.accepted_job().is_none());
+    }
+
+    /// The worst message the API can produce: every field the body does not carry at its bound,
+    /// each character of the headers' values one that needs an escape, and a body at the
+    /// largest limit configuration accepts, carrying the longest kind and callback URL.
+    #[test]
+    fn the_largest_envelope_is_the_bound_and_fits_in_an_sqs_message_with_the_largest_body() {
+        use crate::config::MAX_PAYLOAD_LIMIT;
+        use crate::queue::MAX_MESSAGE_BYTES;
+
+        assert_eq!(
+            JobMessage::MAX_ENVELOPE_BYTES,
+            7_282,
+            "update the docs' arithmetic"
+        );
+        let kind = format!("k{}", "-".repeat(Kind::MAX_LEN - 1));
+        let callback = format!("https://hooks.example.com/{}", "c".repeat(2_022));
+        assert_eq!(callback.len(), 2_048, "the longest URL intake accepts");
+        let quotes = (JobMessage::OWNER_BUDGET - 2) / 2;
+        let owner = Owner::from_stored("\"".repeat(quotes));
+        assert_eq!(
+            serde_json::to_string(&owner).unwrap().len(),
+            JobMessage::OWNER_BUDGET
+        );
+        let body_without_payload = serde_json::json!({
+            "kind": kind, "payload": "", "callback_url": callback,
+        })
+        .to_string();
+        let pad = MAX_PAYLOAD_LIMIT - body_without_payload.len();
+        let payload = serde_json::to_string(&"x".repeat(pad)).unwrap();
+        let body =
+            body_without_payload.replace(r#""payload":"""#, &format!(r#""payload":{payload}"#));
+        assert_eq!(body.len(), MAX_PAYLOAD_LIMIT);
+
+        let job = Job::pending(NewJob {
+            id: JobId::generate(),
+            kind: Kind::parse(&kind).unwrap(),
+            owner: owner.clone(),
+            priority: Priority::High,
+            created_at: Timestamp::from_millis(1_795_000_000_000),
+            deadline: Timestamp::from_millis(1_795_086_400_000),
+            payload: PayloadDigest::of(&payload),
+            // The last year RFC 3339 can write: a time is 24 bytes however late it is.
+            expires_at: Timestamp::from_millis(253_402_300_799_000),
+            callback_url: Some(callback.clone()),
+            correlation_id: Some(
+                CorrelationId::parse("\"".repeat(CorrelationId::MAX_LEN).as_bytes()).unwrap(),
+            ),
+        });
+        let record = IdempotencyRecord {
+            owner,
+            key: IdempotencyKey::parse("\\".repeat(IdempotencyKey::MAX_LEN).as_bytes()).unwrap(),
+            fingerprint: IdempotencyRecord::fingerprint(body.as_bytes()),
+            job_id: job.id,
+            expires_at: job.expires_at,
+        };
+        let message = JobMessage::of(
+            &job,
+            RawValue::from_string(payload.clone()).unwrap(),
+            Some(&record),
+        );
+        let encoded = message.encode();
+
+        // Exactly the bound: a field added to the message, or a bound that changed, shows here.
+        let from_body = quoted(kind.len()) + payload.len() + quoted(callback.len());
+        assert_eq!(encoded.len(), JobMessage::MAX_ENVELOPE_BYTES + from_body);
+        assert!(from_body <= body.len());
+        assert!(
+            encoded.len() <= MAX_MESSAGE_BYTES,
+            "{} bytes, over SQS's {MAX_MESSAGE_BYTES}",
+            encoded.len()
+        );
+        assert_eq!(JobMessage::decode(&encoded).unwrap().payload.get(), payload);
     }
 
     #[test]

@@ -20,6 +20,11 @@ use crate::error::BoxError;
 /// The longest visibility timeout SQS accepts (12 hours): the cap of every backoff.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 
+/// The largest message SQS accepts (1 MiB), its body and message attributes counted together:
+/// what bounds a job's message, and so the request body it carries
+/// (`config::MAX_PAYLOAD_LIMIT`).
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
+
 /// One queue of job messages, with SQS's at-least-once semantics.
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
