@@ -168,9 +168,17 @@ fn the_template_bounds_payloads_and_messages_as_the_code_does() {
         Some(Settings::default().max_payload_bytes)
     );
     assert_eq!(number(&parameter["MaxValue"]), Some(MAX_PAYLOAD_LIMIT));
-    for queue in ["WorkQueue", "DeadLetterQueue"] {
-        let size = &template["Resources"][queue]["Properties"]["MaximumMessageSize"];
-        assert_eq!(number(size), Some(MAX_MESSAGE_BYTES), "{queue}");
+    let serde_norway::Value::Mapping(resources) = &template["Resources"] else {
+        panic!("the template has no Resources");
+    };
+    let queues: Vec<_> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::SQS::Queue"))
+        .collect();
+    assert_eq!(queues.len(), 4, "each lane's work queue and DLQ");
+    for (queue, declared) in queues {
+        let size = &declared["Properties"]["MaximumMessageSize"];
+        assert_eq!(number(size), Some(MAX_MESSAGE_BYTES), "{queue:?}");
     }
 }
 
