@@ -186,7 +186,12 @@ async fn snapshot(stack: &Stack) -> String {
     items.sort();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let mut queues = Vec::new();
-    for output in ["QueueUrl", "DeadLetterQueueUrl"] {
+    for output in [
+        "QueueUrl",
+        "DeadLetterQueueUrl",
+        "HighQueueUrl",
+        "HighDeadLetterQueueUrl",
+    ] {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(stack.manifest().output(output))
