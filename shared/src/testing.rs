@@ -233,6 +233,17 @@ pub struct MemoryPipeline {
 }
 
 impl MemoryPipeline {
+    /// Polls the normal lane's queue into the consumer until the task is aborted, each receive
+    /// waiting up to `wait` for a message: the consumer running beside a test.
+    pub fn run_consumer(&self, wait: Duration) -> tokio::task::JoinHandle<()> {
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = pipeline.esm.poll_once(&pipeline.app, wait).await;
+            }
+        })
+    }
+
     /// A pipeline with `settings`, whose queue redrives after `settings.max_receive_count`
     /// receives.
     pub fn new(settings: Settings, processors: Processors) -> Self {

@@ -924,17 +924,7 @@ mod tests {
     #[tokio::test]
     async fn prefer_wait_answers_a_finished_job_at_once_and_a_slow_one_with_202() {
         let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
-        let consumer = {
-            let pipeline = pipeline.clone();
-            tokio::spawn(async move {
-                loop {
-                    let _ = pipeline
-                        .esm
-                        .poll_once(&pipeline.app, Duration::from_millis(50))
-                        .await;
-                }
-            })
-        };
+        let consumer = pipeline.run_consumer(Duration::from_millis(50));
         let submit = |body: Value, prefer: &'static str| {
             let app = pipeline.app.clone();
             async move {

@@ -927,17 +927,7 @@ async fn a_scheduled_job_runs_at_its_time_not_before_and_a_cancel_prevents_the_r
     let body = json!({"kind": "counting", "payload": {}, "delay_seconds": 1200});
     let id = submit(&app, body.clone()).await;
     let cancelled = submit(&app, body).await;
-    let consumer = {
-        let pipeline = pipeline.clone();
-        tokio::spawn(async move {
-            loop {
-                let _ = pipeline
-                    .esm
-                    .poll_once(&pipeline.app, Duration::from_secs(20))
-                    .await;
-            }
-        })
-    };
+    let consumer = pipeline.run_consumer(Duration::from_secs(20));
     let status = |id: JobId| {
         let (app, owner) = (app.clone(), owner.clone());
         async move {
