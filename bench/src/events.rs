@@ -124,6 +124,7 @@ pub async fn pending_jobs(
             priority: spillway_core::domain::Priority::Normal,
             created_at: now,
             deadline,
+            run_at: None,
             payload: PayloadDigest::of(payload.get()),
             expires_at: deadline.saturating_add(Duration::from_secs(86_400)),
             callback_url: None,

@@ -1,7 +1,8 @@
 //! Reaching DynamoDB and SQS from the command line: an endpoint, a region, and the deployment's
-//! table and queues.
+//! table and queues, a work queue and a dead-letter queue per priority lane.
 
 use aws_config::{Region, SdkConfig};
+use spillway_core::domain::Priority;
 
 /// Where the AWS APIs are, and which table and queues to use.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,7 +17,7 @@ pub struct AwsArgs {
     pub region: String,
 
     /// DynamoDB table. With --create-resources it also names the queues: TABLE-jobs and
-    /// TABLE-jobs-dlq.
+    /// TABLE-jobs-dlq (and the high lane's TABLE-jobs-high and TABLE-jobs-high-dlq).
     #[arg(long, env = "SPILLWAY_TABLE", default_value = "spillway-dev")]
     pub table: String,
 
@@ -29,8 +30,19 @@ pub struct AwsArgs {
     #[arg(long, env = "SPILLWAY_DLQ_URL", value_name = "URL")]
     pub dlq_url: Option<String>,
 
+    /// The high priority lane's work queue URL; found from the table's name (TABLE-jobs-high)
+    /// when not given.
+    #[arg(long, env = "SPILLWAY_HIGH_QUEUE_URL", value_name = "URL")]
+    pub high_queue_url: Option<String>,
+
+    /// The high priority lane's dead-letter queue URL; found from the table's name
+    /// (TABLE-jobs-high-dlq) when not given.
+    #[arg(long, env = "SPILLWAY_HIGH_DLQ_URL", value_name = "URL")]
+    pub high_dlq_url: Option<String>,
+
     /// A deployed Spillway stack: the table and queues are read from its outputs (TableName,
-    /// QueueUrl, DeadLetterQueueUrl) and win over --table, --queue-url and --dlq-url.
+    /// QueueUrl, DeadLetterQueueUrl, HighQueueUrl, HighDeadLetterQueueUrl) and win over --table,
+    /// --queue-url, --dlq-url, --high-queue-url and --high-dlq-url.
     #[arg(long, env = "SPILLWAY_STACK", value_name = "NAME")]
     pub stack: Option<String>,
 
@@ -109,6 +121,10 @@ impl AwsArgs {
         self.table = output("TableName")?;
         self.queue_url = Some(output("QueueUrl")?);
         self.dlq_url = Some(output("DeadLetterQueueUrl")?);
+        // A stack deployed before the priority lanes has no high lane: the commands that work on
+        // the normal lane still serve it, and asking for the high one says what is missing.
+        self.high_queue_url = output("HighQueueUrl").ok();
+        self.high_dlq_url = output("HighDeadLetterQueueUrl").ok();
         self.webhook_secret_arn = output("WebhookSecretArn").ok();
         Ok(())
     }
@@ -147,22 +163,64 @@ impl AwsArgs {
 
     /// The work queue's URL: `--queue-url`, or the queue named after the table.
     pub async fn work_queue_url(&self, sqs: &aws_sdk_sqs::Client) -> Result<String, String> {
-        self.queue_url(sqs, self.queue_url.as_ref(), &self.queue_name())
+        self.lane_queue_url(sqs, Priority::Normal).await
+    }
+
+    /// `lane`'s work queue URL: `--queue-url` or `--high-queue-url` (with `--stack`, the stack's
+    /// output), or the queue named after the table.
+    pub async fn lane_queue_url(
+        &self,
+        sqs: &aws_sdk_sqs::Client,
+        lane: Priority,
+    ) -> Result<String, String> {
+        let given = match lane {
+            Priority::Normal => self.queue_url.as_ref(),
+            Priority::High => self.stack_gave(self.high_queue_url.as_ref(), "HighQueueUrl")?,
+        };
+        self.queue_url(sqs, given, &self.lane_queue_name(lane))
             .await
     }
 
-    /// The dead-letter queue's URL: `--dlq-url`, or the queue named after the table.
-    pub async fn dead_letter_queue_url(&self, sqs: &aws_sdk_sqs::Client) -> Result<String, String> {
-        self.queue_url(
-            sqs,
-            self.dlq_url.as_ref(),
-            &format!("{}-dlq", self.queue_name()),
-        )
-        .await
+    /// `lane`'s dead-letter queue URL: `--dlq-url` or `--high-dlq-url` (with `--stack`, the
+    /// stack's output), or the queue named after the table.
+    pub async fn lane_dead_letter_queue_url(
+        &self,
+        sqs: &aws_sdk_sqs::Client,
+        lane: Priority,
+    ) -> Result<String, String> {
+        let given = match lane {
+            Priority::Normal => self.dlq_url.as_ref(),
+            Priority::High => {
+                self.stack_gave(self.high_dlq_url.as_ref(), "HighDeadLetterQueueUrl")?
+            }
+        };
+        let name = format!("{}-dlq", self.lane_queue_name(lane));
+        self.queue_url(sqs, given, &name).await
     }
 
-    /// The work queue's name when the table names the resources.
-    pub fn queue_name(&self) -> String {
-        format!("{}-jobs", self.table)
+    /// `given`, a high lane queue's URL; with `--stack` it comes from the stack's `output` or not
+    /// at all, since a name derived from the stack's table would name no queue of the stack.
+    fn stack_gave<'a>(
+        &self,
+        given: Option<&'a String>,
+        output: &str,
+    ) -> Result<Option<&'a String>, String> {
+        match (&self.stack, given) {
+            (Some(stack), None) => Err(format!(
+                "stack {stack} at {} has no output {output} (a stack deployed before the \
+                 priority lanes has no high lane)",
+                self.target()
+            )),
+            _ => Ok(given),
+        }
+    }
+
+    /// `lane`'s work queue name when the table names the resources: TABLE-jobs, TABLE-jobs-high,
+    /// as the template names a stack's.
+    pub fn lane_queue_name(&self, lane: Priority) -> String {
+        match lane {
+            Priority::Normal => format!("{}-jobs", self.table),
+            Priority::High => format!("{}-jobs-high", self.table),
+        }
     }
 }

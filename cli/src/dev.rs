@@ -308,10 +308,7 @@ fn mapping(args: &DevArgs, queue: Arc<dyn JobQueue>, queue_arn: String) -> Event
 
 /// The name of a lane's queue: the work queue's for the normal lane, with `-high` for the other.
 fn lane_queue_name(args: &DevArgs, priority: Priority) -> String {
-    match priority {
-        Priority::Normal => args.aws.queue_name(),
-        Priority::High => format!("{}-high", args.aws.queue_name()),
-    }
+    args.aws.lane_queue_name(priority)
 }
 
 /// Everything in memory: nothing to install, nothing kept after exit. Each lane has its own
@@ -366,7 +363,10 @@ async fn on_endpoint(
         }
         let high = urls.pop().unwrap_or_default();
         let normal = urls.pop().unwrap_or_default();
-        (args.aws.queue_url.clone().unwrap_or(normal), high)
+        (
+            args.aws.queue_url.clone().unwrap_or(normal),
+            args.aws.high_queue_url.clone().unwrap_or(high),
+        )
     } else {
         dynamodb
             .describe_table()
@@ -383,17 +383,11 @@ async fn on_endpoint(
             .work_queue_url(&sqs)
             .await
             .map_err(|e| format!("{e} (pass --queue-url, or --create-resources)"))?;
-        let name = lane_queue_name(args, Priority::High);
-        let high = sqs
-            .get_queue_url()
-            .queue_name(&name)
-            .send()
+        let high = args
+            .aws
+            .lane_queue_url(&sqs, Priority::High)
             .await
-            .ok()
-            .and_then(|output| output.queue_url)
-            .ok_or_else(|| {
-                format!("the high lane's queue {name} at {endpoint_url} (pass --create-resources)")
-            })?;
+            .map_err(|e| format!("{e} (pass --high-queue-url, or --create-resources)"))?;
         (normal, high)
     };
     let queue_arn = provision::queue_arn(&sqs, &queue_url)

@@ -1,4 +1,5 @@
-//! `spillway dlq`: see what is in the dead-letter queue and send it back to work.
+//! `spillway dlq`: see what is in a priority lane's dead-letter queue and send it back to work in
+//! the same lane.
 // A command-line tool answers on standard output.
 #![allow(clippy::print_stdout)]
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use spillway_core::clock::{Clock, SystemClock};
 use spillway_core::config::Settings;
 use spillway_core::dlq::{self, DeadLetter, Reset};
-use spillway_core::domain::JobId;
+use spillway_core::domain::{JobId, Priority};
 use spillway_core::queue::{SqsQueue, move_messages};
 use spillway_core::store::DynamoStore;
 
@@ -17,21 +18,27 @@ use crate::aws::AwsArgs;
 /// `spillway dlq` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DlqCommand {
-    /// List the messages in the dead-letter queue: message id, job id, receive count, age. The
-    /// messages stay where they are.
+    /// List the messages in a lane's dead-letter queue: message id, job id, receive count, age.
+    /// The messages stay where they are.
     List {
         #[command(flatten)]
         aws: AwsArgs,
+        /// The priority lane whose dead-letter queue to list.
+        #[arg(long, value_name = "normal|high", default_value_t)]
+        priority: Priority,
         /// Show at most this many messages.
         #[arg(long, default_value_t = 1_000)]
         limit: usize,
     },
-    /// Set dead-lettered jobs back to pending and move their messages back to the work queue:
-    /// all of them (with an SQS message move task where the endpoint has them, one by one
-    /// otherwise), or one job's. Safe to interrupt and run again.
+    /// Set a lane's dead-lettered jobs back to pending and move their messages back to the same
+    /// lane's work queue: all of them (with an SQS message move task where the endpoint has them,
+    /// one by one otherwise), or one job's. Safe to interrupt and run again.
     Redrive {
         #[command(flatten)]
         aws: AwsArgs,
+        /// The priority lane whose dead-letter queue to redrive, into its own work queue.
+        #[arg(long, value_name = "normal|high", default_value_t)]
+        priority: Priority,
         /// Redrive only this job's message.
         #[arg(long, value_name = "ID")]
         job: Option<JobId>,
@@ -60,22 +67,27 @@ fn parse_extend(value: &str) -> Result<Duration, String> {
 /// Runs a `spillway dlq` subcommand.
 pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
     match command {
-        DlqCommand::List { mut aws, limit } => {
+        DlqCommand::List {
+            mut aws,
+            priority,
+            limit,
+        } => {
             let sqs = aws_sdk_sqs::Client::new(&aws.deployment().await?);
-            let dlq_url = aws.dead_letter_queue_url(&sqs).await?;
+            let dlq_url = aws.lane_dead_letter_queue_url(&sqs, priority).await?;
             let letters = dlq::list(&SqsQueue::new(sqs, &dlq_url), limit).await?;
             print!("{}", table(&letters, SystemClock.now()));
             Ok(())
         }
         DlqCommand::Redrive {
             mut aws,
+            priority,
             job,
             extend,
         } => {
             let sdk = aws.deployment().await?;
             let sqs = aws_sdk_sqs::Client::new(&sdk);
-            let queue_url = aws.work_queue_url(&sqs).await?;
-            let dlq_url = aws.dead_letter_queue_url(&sqs).await?;
+            let queue_url = aws.lane_queue_url(&sqs, priority).await?;
+            let dlq_url = aws.lane_dead_letter_queue_url(&sqs, priority).await?;
             let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &aws.table);
             let settings = Settings::default().with_lookup(|name| std::env::var(name).ok())?;
             let (queue, dlq) = (
@@ -97,7 +109,7 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
                 match move_messages(&sqs, &dlq_arn, &queue_arn, Duration::from_secs(2)).await {
                     Ok(moved) => {
                         println!(
-                            "moved {moved} message(s) to the work queue with an SQS message move task; {reset_first} job(s) set back to pending"
+                            "moved {moved} message(s) to the work queue ({queue_url}) with an SQS message move task; {reset_first} job(s) set back to pending"
                         );
                         return Ok(());
                     }
@@ -109,7 +121,7 @@ pub async fn run(command: DlqCommand) -> Result<(), Box<dyn Error>> {
             }
             let report = dlq::redrive(&store, &queue, &dlq, reset, job).await?;
             println!(
-                "moved {} message(s) to the work queue; {} job(s) set back to pending; {} left in the dead-letter queue",
+                "moved {} message(s) to the work queue ({queue_url}); {} job(s) set back to pending; {} left in the dead-letter queue",
                 report.moved,
                 reset_first + report.jobs_reset,
                 report.left

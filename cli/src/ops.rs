@@ -9,7 +9,7 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use serde::Serialize;
 use serde_json::{Value, json};
-use spillway_core::domain::{Job, JobId};
+use spillway_core::domain::{Job, JobId, Priority};
 use spillway_core::error::Chain;
 use spillway_core::queue::{JobQueue as _, SqsQueue};
 use spillway_core::store::{DynamoStore, JobStore};
@@ -19,12 +19,16 @@ use crate::aws::AwsArgs;
 /// `spillway queue` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum QueueCommand {
-    /// Messages visible, in flight and delayed in the work queue and the dead-letter queue, and
-    /// the age of the oldest message where the endpoint reports it (CloudWatch, on AWS): `n/a`
-    /// when CloudWatch has no data, `error` (and why, on standard error) when it cannot be read.
+    /// Messages visible, in flight and delayed in a priority lane's work queue and dead-letter
+    /// queue, and the age of the oldest message where the endpoint reports it (CloudWatch, on
+    /// AWS): `n/a` when CloudWatch has no data, `error` (and why, on standard error) when it
+    /// cannot be read.
     Stats {
         #[command(flatten)]
         aws: AwsArgs,
+        /// The priority lane whose queues to count.
+        #[arg(long, value_name = "normal|high", default_value_t)]
+        priority: Priority,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -65,15 +69,22 @@ struct QueueStats {
 
 /// Runs a `spillway queue` subcommand.
 pub async fn queue(command: QueueCommand) -> Result<(), Box<dyn Error>> {
-    let QueueCommand::Stats { mut aws, json } = command;
+    let QueueCommand::Stats {
+        mut aws,
+        priority,
+        json,
+    } = command;
     let sdk = aws.deployment().await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
     let target = aws.target();
     let mut stats = Vec::new();
     for (queue, url) in [
-        ("work", aws.work_queue_url(&sqs).await?),
-        ("dead-letter", aws.dead_letter_queue_url(&sqs).await?),
+        ("work", aws.lane_queue_url(&sqs, priority).await?),
+        (
+            "dead-letter",
+            aws.lane_dead_letter_queue_url(&sqs, priority).await?,
+        ),
     ] {
         let depth = SqsQueue::new(sqs.clone(), &url)
             .depth()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use spillway_core::api;
-use spillway_core::domain::{JobId, Owner};
+use spillway_core::domain::{JobId, Owner, Priority};
 use spillway_core::kinds;
 use spillway_core::testing::{Behaviour, Counting, processors_with, submit};
 use spillway_tests::Stack;
@@ -21,6 +21,8 @@ async fn spillway(stack: &Stack, args: &[&str]) -> String {
             &stack.table,
         ])
         .args(["--queue-url", &stack.queue_url, "--dlq-url", &stack.dlq_url])
+        .args(["--high-queue-url", &stack.high_queue_url])
+        .args(["--high-dlq-url", &stack.high_dlq_url])
         .output()
         .await
         .unwrap();
@@ -45,22 +47,29 @@ async fn status(stack: &Stack, id: JobId) -> String {
 /// Submits `count` jobs whose processor always fails and runs them until SQS has moved their
 /// messages to the DLQ.
 async fn dead_letter(stack: &Stack, count: usize) -> Vec<JobId> {
+    dead_letter_in(stack, Priority::Normal, count).await
+}
+
+/// [`dead_letter`] in `lane`: the jobs ask for its priority, and its queue's mapping runs them
+/// until SQS has moved their messages to its DLQ.
+async fn dead_letter_in(stack: &Stack, lane: Priority, count: usize) -> Vec<JobId> {
     let failing = stack.app(
         stack.settings(),
         processors_with(&Counting::new(Behaviour::FailRetryable)),
     );
     let mut ids = Vec::new();
     for n in 0..count {
-        ids.push(submit(&failing, json!({"kind": "counting", "payload": n})).await);
+        let body = json!({"kind": "counting", "payload": n, "priority": lane.as_str()});
+        ids.push(submit(&failing, body).await);
     }
-    let esm = stack.esm();
+    let esm = stack.lane_esm(lane);
     for _ in 0..20 {
         if esm
             .poll_once(&failing, Duration::from_secs(1))
             .await
             .unwrap()
             .is_none()
-            && stack.queued_messages().await == 0
+            && esm.queue.depth().await.unwrap().total() == 0
         {
             break;
         }
@@ -110,4 +119,45 @@ async fn dlq_list_shows_the_dead_lettered_jobs_and_redrive_runs_one_again() {
     assert_eq!(lines.len(), 2, "a header and the count only: {empty}");
     assert!(lines[0].starts_with("MESSAGE ID"), "{empty}");
     assert_eq!(lines[1], "0 message(s)", "{empty}");
+}
+
+#[tokio::test]
+async fn each_lane_has_its_own_dead_letters_and_a_redrive_sends_them_back_to_that_lane() {
+    let stack = Stack::create(2, Duration::from_secs(30)).await;
+    let id = dead_letter_in(&stack, Priority::High, 1).await[0];
+    assert_eq!(stack.dlq().depth().await.unwrap().total(), 0);
+
+    let high_listing = spillway(&stack, &["dlq", "list", "--priority", "high"]).await;
+    assert!(high_listing.contains(&id.to_string()), "{high_listing}");
+    assert_eq!(high_listing.lines().last(), Some("1 message(s)"));
+    let normal_listing = spillway(&stack, &["dlq", "list"]).await;
+    assert_eq!(normal_listing.lines().last(), Some("0 message(s)"));
+
+    let redrive = spillway(&stack, &["dlq", "redrive", "--priority", "high"]).await;
+    assert!(redrive.contains("moved 1 message(s)"), "{redrive}");
+    assert!(redrive.contains(&stack.high_queue_url), "{redrive}");
+    assert_eq!(status(&stack, id).await, "pending");
+    assert_eq!(
+        stack.queued_messages().await,
+        0,
+        "nothing went to the normal lane"
+    );
+    let stats: Value = serde_json::from_str(
+        &spillway(&stack, &["queue", "stats", "--json", "--priority", "high"]).await,
+    )
+    .unwrap();
+    assert_eq!(stats[0]["url"], stack.high_queue_url.as_str());
+    assert_eq!(stats[0]["visible"], 1, "back in its own lane: {stats}");
+    assert_eq!(stats[1]["url"], stack.high_dlq_url.as_str());
+    assert_eq!(stats[1]["visible"], 0, "{stats}");
+
+    let counting = Counting::new(Behaviour::Succeed);
+    let healed = stack.app(stack.settings(), processors_with(&counting));
+    stack
+        .lane_esm(Priority::High)
+        .poll_once(&healed, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the redriven message, in the high lane");
+    assert_eq!(status(&stack, id).await, "succeeded");
 }

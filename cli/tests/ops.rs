@@ -423,6 +423,12 @@ async fn stack_outputs_name_the_table_and_queues() {
     assert_eq!(stats[0]["url"], stack.queue_url.as_str());
     assert_eq!(stats[0]["visible"], 1);
 
+    // A stack deployed before the priority lanes has no high lane, and says so.
+    let output = run(&["queue", "stats", "--stack", &name, "--priority", "high"]).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has no output HighQueueUrl"), "{stderr}");
+
     let output = run(&["queue", "stats", "--stack", "no-such-stack"]).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("stack no-such-stack"));

@@ -216,9 +216,9 @@ pub struct ConfigError {
 /// The largest `SPILLWAY_MAX_PAYLOAD_BYTES`, and its default: 1,040,384 bytes (1016 KiB). A
 /// request body travels in its job's SQS message, which SQS limits to
 /// [`MAX_MESSAGE_BYTES`](crate::queue::MAX_MESSAGE_BYTES) (1 MiB) and which adds at most
-/// [`JobMessage::MAX_ENVELOPE_BYTES`] (7,282) to the body, so a body of this size always fits,
+/// [`JobMessage::MAX_ENVELOPE_BYTES`] (7,318) to the body, so a body of this size always fits,
 /// with the longest headers and an owner within [`JobMessage::OWNER_BUDGET`]; rounded down to a
-/// whole KiB, which leaves 910 bytes spare.
+/// whole KiB, which leaves 874 bytes spare.
 pub const MAX_PAYLOAD_LIMIT: usize =
     (crate::queue::MAX_MESSAGE_BYTES - JobMessage::MAX_ENVELOPE_BYTES) / 1024 * 1024;
 

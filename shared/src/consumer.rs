@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::domain::{Change, Job, JobMessage, JobStatus, Priority, Timestamp, Transition};
 use crate::metrics::{Metric, millis};
 use crate::processor::{ProcessError, Processor, Work};
-use crate::queue::MAX_VISIBILITY;
+use crate::queue::{MAX_VISIBILITY, SendOptions};
 use crate::store::{ApplyError, StoreError};
 
 /// The time kept back from a processor at the end of an invocation, to record its outcome and
@@ -123,6 +123,11 @@ impl Record<'_> {
     async fn handle(&self, message: JobMessage) -> Outcome {
         let receive_count = self.receive_count();
         let now = self.app.clock.now();
+        if let Some(due) = message.run_at
+            && due > now
+        {
+            return self.send_on(&message, due, now).await;
+        }
         if now > message.deadline
             && let Some(outcome) = self.expire(&message).await
         {
@@ -165,18 +170,59 @@ impl Record<'_> {
         if let Some(correlation_id) = &message.correlation_id {
             span.record("correlation_id", correlation_id.as_str());
         }
+        // A scheduled job waits from when it is due; before then its message is only passing
+        // through.
         if self.app.metrics.is_on()
             && let Some(sent_at) = self.sent_at()
         {
             let now = self.app.clock.now();
-            self.app.metrics.for_job(
-                now,
-                &message.kind,
-                message.priority(),
-                &[(Metric::QueueWaitTime, millis(now.saturating_since(sent_at)))],
-            );
+            let waiting_since = message.run_at.map_or(sent_at, |due| due.max(sent_at));
+            if now >= waiting_since {
+                self.app.metrics.for_job(
+                    now,
+                    &message.kind,
+                    message.priority(),
+                    &[(
+                        Metric::QueueWaitTime,
+                        millis(now.saturating_since(waiting_since)),
+                    )],
+                );
+            }
         }
         Some(message)
+    }
+
+    /// The message of a job not yet due, received after as long as SQS could delay it: sent on
+    /// again, delayed until the job is due or as near as SQS allows, then acknowledged. Nothing
+    /// is read or written: a cancelled job's message hops on until it is due and then finds the
+    /// job cancelled. Should the send fail, the message stays and comes back after the same
+    /// delay; should the acknowledgement be lost, two copies arrive when the job is due and only
+    /// one claim succeeds.
+    async fn send_on(&self, message: &JobMessage, due: Timestamp, now: Timestamp) -> Outcome {
+        let delay = crate::queue::delay_until(due, now);
+        let group = message.origin.as_ref().map(|o| o.owner.fairness_key());
+        let options = SendOptions {
+            group: group.as_deref(),
+            delay,
+        };
+        let body = self.record.body.as_deref().unwrap_or_default();
+        match self
+            .app
+            .queues
+            .get(self.priority)
+            .send_with(body, options)
+            .await
+        {
+            Ok(message_id) => {
+                info!(%due, delay_s = delay.as_secs(), message_id = %message_id, "not due yet; sent on");
+                Outcome::Done
+            }
+            Err(error) => {
+                warn!(error = %crate::error::Chain(&error), "could not send the message on; it stays");
+                self.reschedule(delay).await;
+                Outcome::Failed
+            }
+        }
     }
 
     /// Runs the claimed `job`'s processor within `budget` and records what came of it.

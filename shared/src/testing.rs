@@ -17,7 +17,7 @@ use crate::domain::{JobId, Lanes, Priority};
 use crate::esm::EventSourceMapping;
 use crate::kinds;
 use crate::processor::{ProcessError, Processor, Processors, Work};
-use crate::queue::{JobQueue, MemoryQueue, QueueDepth, QueueError, ReceivedMessage};
+use crate::queue::{JobQueue, MemoryQueue, QueueDepth, QueueError, ReceivedMessage, SendOptions};
 use crate::store::MemoryStore;
 
 /// What a [`Counting`] processor does when it runs.
@@ -117,8 +117,8 @@ impl RecordingQueue {
 
 #[async_trait]
 impl JobQueue for RecordingQueue {
-    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
-        self.inner.send_in_group(body, group).await
+    async fn send_with(&self, body: &str, options: SendOptions<'_>) -> Result<String, QueueError> {
+        self.inner.send_with(body, options).await
     }
 
     async fn send_batch(
@@ -240,6 +240,17 @@ pub struct MemoryPipeline {
 }
 
 impl MemoryPipeline {
+    /// Polls the normal lane's queue into the consumer until the task is aborted, each receive
+    /// waiting up to `wait` for a message: the consumer running beside a test.
+    pub fn run_consumer(&self, wait: Duration) -> tokio::task::JoinHandle<()> {
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = pipeline.esm.poll_once(&pipeline.app, wait).await;
+            }
+        })
+    }
+
     /// A pipeline with `settings`, whose queue redrives after `settings.max_receive_count`
     /// receives.
     pub fn new(settings: Settings, processors: Processors) -> Self {

@@ -1,14 +1,14 @@
 //! The stack as `infra/template.yaml` deploys it. `sam build` (run by the test command) builds the
-//! three functions; `tests/deploy/stack.py` transforms the template with the SAM translator,
-//! resolves every intrinsic and creates the table, queues, secret, roles and log groups on the
-//! AWS emulator. Each function's `bootstrap` then runs with exactly the environment its template
-//! entry gives it, its own role's credentials, and a proxy that checks each of its AWS calls
-//! against that role's policy; API Gateway and the SQS event source mapping are emulated from the
-//! template's routes and mapping (`spillway_tests::deployed`). Nothing here hands a function
-//! anything the template does not.
+//! functions: intake, status, and the consumer once per priority lane; `tests/deploy/stack.py`
+//! transforms the template with the SAM translator, resolves every intrinsic and creates the
+//! table, queues, secret, roles and log groups on the AWS emulator. Each function's `bootstrap`
+//! then runs with exactly the environment its template entry gives it, its own role's credentials,
+//! and a proxy that checks each of its AWS calls against that role's policy; API Gateway and the
+//! SQS event source mappings are emulated from the template's routes and mappings
+//! (`spillway_tests::deployed`). Nothing here hands a function anything the template does not.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -25,8 +25,16 @@ use spillway_tests::lambda::LambdaFunction;
 fn each_function_is_given_exactly_the_variables_it_reads() {
     let deployment = Deployment::create(&built_template(), &spillway_tests::endpoint(), PARAMETERS);
     let manifest = &deployment.manifest;
-    for function in Function::ALL {
-        let (logical_id, declared) = manifest.function_by_binary(function.binary());
+    for (logical_id, declared) in &manifest.functions {
+        let function = Function::ALL
+            .into_iter()
+            .find(|f| declared.binary.as_deref() == Some(f.binary()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{logical_id} builds {:?}, none of the binaries the code has",
+                    declared.binary
+                )
+            });
         let given: BTreeSet<&str> = declared.environment.keys().map(String::as_str).collect();
         let read: BTreeSet<&str> = function.variables().iter().copied().collect();
         assert_eq!(
@@ -34,6 +42,115 @@ fn each_function_is_given_exactly_the_variables_it_reads() {
             "{logical_id}: the template gives it {given:?}; the code reads {read:?}"
         );
     }
+    for function in Function::ALL {
+        assert!(
+            !manifest.functions_by_binary(function.binary()).is_empty(),
+            "no function of the template runs {function:?}"
+        );
+    }
+}
+
+/// Each priority lane is a pipeline of its own: its queue dead-letters into its own DLQ and is
+/// polled by one mapping, invoking a consumer of its own that reserves the mapping's concurrency,
+/// whose role reaches no other queue, and which differs from the other lane's only in the queue
+/// and the lane it is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_priority_lane_is_a_pipeline_of_its_own() {
+    let deployment = Deployment::create(&built_template(), &spillway_tests::endpoint(), PARAMETERS);
+    let manifest = &deployment.manifest;
+    let sqs = aws_sdk_sqs::Client::new(&spillway_tests::sdk_config().await);
+    let lanes = [
+        ("normal", "QueueUrl", "DeadLetterQueueUrl"),
+        ("high", "HighQueueUrl", "HighDeadLetterQueueUrl"),
+    ];
+    let consumers = manifest.functions_by_binary(Function::Consumer.binary());
+    assert_eq!(consumers.len(), lanes.len(), "one consumer per lane");
+    let arn_of = |url: &str| -> String {
+        let queue = manifest
+            .resources
+            .values()
+            .find(|r| r.kind == "AWS::SQS::Queue" && r.r#ref.as_deref() == Some(url))
+            .unwrap_or_else(|| panic!("no queue of the stack has the URL {url}"));
+        queue.attributes["Arn"].as_str().unwrap().to_owned()
+    };
+    let (_, intake) = manifest.function_by_binary(Function::Intake.binary());
+    assert_eq!(
+        intake.environment["SPILLWAY_QUEUE_URL"],
+        manifest.output("QueueUrl")
+    );
+    assert_eq!(
+        intake.environment["SPILLWAY_HIGH_QUEUE_URL"],
+        manifest.output("HighQueueUrl")
+    );
+
+    let mut environments = BTreeMap::new();
+    for (lane, queue_output, dlq_output) in lanes {
+        let (queue_url, dlq_url) = (manifest.output(queue_output), manifest.output(dlq_output));
+        let (queue_arn, dlq_arn) = (arn_of(queue_url), arn_of(dlq_url));
+        let redrive = sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default()
+            .remove(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+            .unwrap_or_else(|| panic!("the {lane} lane's queue has no redrive policy"));
+        let redrive: Value = serde_json::from_str(&redrive).unwrap();
+        assert_eq!(redrive["deadLetterTargetArn"], dlq_arn.as_str(), "{lane}");
+
+        let (logical_id, consumer) = *consumers
+            .iter()
+            .find(|(_, f)| f.environment["SPILLWAY_QUEUE_URL"] == queue_url)
+            .unwrap_or_else(|| panic!("no consumer is given the {lane} lane's queue"));
+        assert_eq!(
+            consumer.environment["SPILLWAY_PRIORITY"], lane,
+            "{logical_id}"
+        );
+        let mappings: Vec<_> = manifest
+            .event_source_mappings
+            .iter()
+            .filter(|m| m.function == logical_id)
+            .collect();
+        assert_eq!(mappings.len(), 1, "{logical_id} has one mapping");
+        assert_eq!(mappings[0].event_source_arn, queue_arn, "{logical_id}");
+        assert_eq!(
+            consumer.reserved_concurrency, mappings[0].maximum_concurrency,
+            "{logical_id} reserves exactly what its mapping may run"
+        );
+        // Its role may touch its own lane's queue, and no other.
+        for statement in role_policy(manifest, &consumer.role_logical_id).statements {
+            if statement.actions.iter().any(|a| a.starts_with("sqs:")) {
+                assert_eq!(statement.resources, [queue_arn.as_str()], "{logical_id}");
+            }
+        }
+        let mut environment = consumer.environment.clone();
+        environment.remove("SPILLWAY_QUEUE_URL");
+        environment.remove("SPILLWAY_PRIORITY");
+        environments.insert(logical_id, (environment, consumer));
+    }
+    let [
+        (normal_id, (normal_env, normal)),
+        (high_id, (high_env, high)),
+    ] = <[_; 2]>::try_from(environments.into_iter().collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        normal_env, high_env,
+        "{normal_id} and {high_id} differ in more than their lane"
+    );
+    assert_eq!(
+        (
+            normal.timeout,
+            normal.memory_size,
+            &normal.runtime,
+            &normal.handler
+        ),
+        (high.timeout, high.memory_size, &high.runtime, &high.handler)
+    );
+    assert_eq!(normal.code_dir.is_some(), high.code_dir.is_some());
+    assert_ne!(normal.role_logical_id, high.role_logical_id);
+    assert_ne!(normal.logging.log_group, high.logging.log_group);
 }
 
 /// The template's payload limit is the code's, and its queues take SQS's largest message: a
@@ -51,9 +168,17 @@ fn the_template_bounds_payloads_and_messages_as_the_code_does() {
         Some(Settings::default().max_payload_bytes)
     );
     assert_eq!(number(&parameter["MaxValue"]), Some(MAX_PAYLOAD_LIMIT));
-    for queue in ["WorkQueue", "DeadLetterQueue"] {
-        let size = &template["Resources"][queue]["Properties"]["MaximumMessageSize"];
-        assert_eq!(number(size), Some(MAX_MESSAGE_BYTES), "{queue}");
+    let serde_norway::Value::Mapping(resources) = &template["Resources"] else {
+        panic!("the template has no Resources");
+    };
+    let queues: Vec<_> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::SQS::Queue"))
+        .collect();
+    assert_eq!(queues.len(), 4, "each lane's work queue and DLQ");
+    for (queue, declared) in queues {
+        let size = &declared["Properties"]["MaximumMessageSize"];
+        assert_eq!(number(size), Some(MAX_MESSAGE_BYTES), "{queue:?}");
     }
 }
 
@@ -62,17 +187,22 @@ async fn the_stack_runs_as_the_template_deploys_it() {
     let stack = Stack::deploy(&[], iam_user).await;
     let manifest = stack.manifest();
 
-    // The stack protects itself: Lambda never throttles the mapping's batches (a throttled batch
+    // The stack protects itself: Lambda never throttles a mapping's batches (a throttled batch
     // burns receive counts), long polls cannot take the account's concurrency, and polling has a
     // throttle of its own.
-    let mapping = &manifest.event_source_mappings[0];
-    let consumer = &manifest.functions[&mapping.function];
-    assert!(
-        consumer.reserved_concurrency >= mapping.maximum_concurrency,
-        "the consumer reserves {:?}, its mapping may run {:?}",
-        consumer.reserved_concurrency,
-        mapping.maximum_concurrency
-    );
+    assert_eq!(stack.mappings.len(), 2, "one mapping per priority lane");
+    for mapping in &manifest.event_source_mappings {
+        let consumer = &manifest.functions[&mapping.function];
+        assert!(
+            mapping.maximum_concurrency.is_some()
+                && consumer.reserved_concurrency >= mapping.maximum_concurrency,
+            "{} reserves {:?}, its mapping {} may run {:?}",
+            mapping.function,
+            consumer.reserved_concurrency,
+            mapping.logical_id,
+            mapping.maximum_concurrency
+        );
+    }
     let (_, status) = manifest.function_by_binary(Function::Status.binary());
     assert!(
         status.reserved_concurrency.is_some(),
@@ -104,6 +234,7 @@ async fn the_stack_runs_as_the_template_deploys_it() {
     let id = first.json()["id"].as_str().unwrap().to_owned();
     let job = stack.run_until(&id, "succeeded").await;
     assert_eq!(job["result"]["status_code"], 200, "{job}");
+    assert_eq!(job["priority"], "normal", "the default lane: {job}");
     stack.drain().await;
     // A duplicate delivery finds the job finished and its callback made: nothing runs twice.
     stack.deliver_again(&id).await;
@@ -132,6 +263,72 @@ async fn the_stack_runs_as_the_template_deploys_it() {
         DEFAULT_TTL,
         "{callback_job}"
     );
+    let normal = stack.mapping_of_queue("QueueUrl");
+    for job in [&id, &callback_id] {
+        let ran_by = stack.delivered_to(job);
+        assert!(
+            !ran_by.is_empty() && ran_by.iter().all(|f| *f == normal.function),
+            "job {job} ran in the normal lane only: {ran_by:?}"
+        );
+    }
+
+    // A high job runs in its own lane: its message goes on the high queue, whose mapping hands it
+    // to the high lane's consumer, which retries it there; its callback follows in the same lane,
+    // with the high lane's default deadline, and a duplicate delivery runs nothing twice there
+    // either.
+    let high = stack.mapping_of_queue("HighQueueUrl");
+    assert_eq!(high.function, "HighConsumerFunction");
+    stack
+        .receiver
+        .script("/urgent", json!([{"status": 500}, {"status": 200}]))
+        .await;
+    let urgent = stack
+        .accept(&json!({
+            "kind": "webhook",
+            "priority": "high",
+            "payload": {"url": stack.receiver.url("/urgent")},
+            "callback_url": stack.receiver.url("/urgent-callbacks")
+        }))
+        .await;
+    let job = stack.run_until(&urgent, "succeeded").await;
+    assert_eq!(job["priority"], "high", "{job}");
+    assert_eq!(job["attempts"], 2, "one retry, in the high lane: {job}");
+    assert_eq!(
+        between(&job["created_at"], &job["deadline"]),
+        HIGH_DEFAULT_TTL,
+        "{job}"
+    );
+    stack.drain().await;
+    stack.deliver_again(&urgent).await;
+    stack.drain().await;
+    let callbacks = stack
+        .receiver
+        .wait_for_deliveries("/urgent-callbacks", 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(callbacks.len(), 1, "one callback: {callbacks:?}");
+    let urgent_callback = callbacks[0].headers["webhook-id"].clone();
+    let callback_job = stack.get(&urgent_callback).await;
+    assert_eq!(callback_job["priority"], "high", "{callback_job}");
+    assert_eq!(
+        between(&callback_job["created_at"], &callback_job["deadline"]),
+        HIGH_DEFAULT_TTL,
+        "{callback_job}"
+    );
+    // The job's two attempts and the replayed message; the callback's one delivery.
+    for (job, deliveries) in [(&urgent, 3), (&urgent_callback, 1)] {
+        assert_eq!(
+            stack.delivered_to(job),
+            vec![high.function.clone(); deliveries],
+            "job {job} ran in the high lane only"
+        );
+    }
+    let said_high = stack
+        .function(&high.function)
+        .output()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .any(|line| line["job_id"] == urgent.as_str() && line["message"] == "recorded");
+    assert!(said_high, "{} recorded the high job", high.function);
 
     // A cancelled job never runs.
     let cancelled = stack
@@ -236,33 +433,37 @@ async fn the_deployed_functions_answer_malformed_input_with_clear_errors_and_cha
         "the template asks for IAM authorization"
     );
 
-    // A record whose body is no job message is reported failed, to reach the DLQ.
-    let message_id = "4f1a1c2e-0d3b-4c6a-9e8f-7a6b5c4d3e2f";
-    let mut event = serde_json::to_value(esm::sqs_event(
-        &[spillway_core::queue::ReceivedMessage {
-            message_id: message_id.to_owned(),
-            receipt_handle: "a-receipt-handle-of-a-message-never-sent".to_owned(),
-            body: "\u{1f}garbage, not a job message".to_owned(),
-            receive_count: 1,
-            sent_at: Timestamp::from_system_time(std::time::SystemTime::now()),
-        }],
-        &stack.esm.queue_arn,
-        &stack.esm.region,
-    ))
-    .unwrap();
-    let batch = stack.consumer.invoke_ok(&event).await;
-    assert_eq!(
-        batch,
-        json!({"batchItemFailures": [{"itemIdentifier": message_id}]})
-    );
+    for mapping in &stack.mappings {
+        let consumer = stack.function(&mapping.function);
+        // A record whose body is no job message is reported failed, to reach the DLQ.
+        let message_id = "4f1a1c2e-0d3b-4c6a-9e8f-7a6b5c4d3e2f";
+        let event = serde_json::to_value(esm::sqs_event(
+            &[spillway_core::queue::ReceivedMessage {
+                message_id: message_id.to_owned(),
+                receipt_handle: "a-receipt-handle-of-a-message-never-sent".to_owned(),
+                body: "\u{1f}garbage, not a job message".to_owned(),
+                receive_count: 1,
+                sent_at: Timestamp::from_system_time(std::time::SystemTime::now()),
+            }],
+            &mapping.esm.queue_arn,
+            &mapping.esm.region,
+        ))
+        .unwrap();
+        let batch = consumer.invoke_ok(&event).await;
+        assert_eq!(
+            batch,
+            json!({"batchItemFailures": [{"itemIdentifier": message_id}]}),
+            "{}",
+            mapping.function
+        );
 
-    // An event that is no SQS event fails the invocation, and the runtime says why.
-    event = json!({"hello": 1});
-    let error = stack.consumer.invoke(&event).await.unwrap_err();
-    assert!(
-        error.contains("deserialize") && error.contains("Records"),
-        "the runtime names what it could not read: {error}"
-    );
+        // An event that is no SQS event fails the invocation, and the runtime says why.
+        let error = consumer.invoke(&json!({"hello": 1})).await.unwrap_err();
+        assert!(
+            error.contains("deserialize") && error.contains("Records"),
+            "the runtime names what it could not read: {error}"
+        );
+    }
 
     let sdk = spillway_tests::sdk_config().await;
     let items = aws_sdk_dynamodb::Client::new(&sdk)
@@ -272,16 +473,19 @@ async fn the_deployed_functions_answer_malformed_input_with_clear_errors_and_cha
         .await
         .unwrap();
     assert_eq!(items.count, 0, "no job was written");
-    assert_eq!(
-        stack.esm.queue.depth().await.unwrap().total(),
-        0,
-        "nothing was enqueued"
-    );
+    for mapping in &stack.mappings {
+        assert_eq!(
+            mapping.esm.queue.depth().await.unwrap().total(),
+            0,
+            "nothing was enqueued on {}",
+            mapping.queue_url
+        );
+    }
     no_call_was_denied(&stack.proxy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_log_line_about_a_job_carries_its_correlation_id_in_all_three_functions() {
+async fn every_log_line_about_a_job_carries_its_correlation_id_in_every_function() {
     let stack = Stack::deploy(&[], iam_user).await;
     let correlation_id = "checkout-7f3a/42";
     let body = json!({"kind": "webhook", "payload": {"url": stack.receiver.url("/logged")}});
@@ -301,9 +505,11 @@ async fn every_log_line_about_a_job_carries_its_correlation_id_in_all_three_func
     assert!(!generated.is_empty() && generated != correlation_id);
 
     // The template asks for JSON logs: every line is one flat object.
-    let log = [&stack.intake, &stack.consumer, &stack.status]
+    let log: String = stack
+        .functions
+        .values()
         .map(LambdaFunction::output)
-        .join("");
+        .collect();
     let lines: Vec<Value> = log
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())

@@ -149,6 +149,15 @@ fn cases(existing: &str) -> Vec<Case> {
         post("a private callback_url", json!({"kind": "webhook", "payload": {"url": ok_url}, "callback_url": "http://10.0.0.1/cb"}).to_string(), 422),
         post("a gopher callback_url", json!({"kind": "webhook", "payload": {"url": ok_url}, "callback_url": "gopher://example.com/"}).to_string(), 422),
         post("a numeric callback_url", json!({"kind": "webhook", "payload": {"url": ok_url}, "callback_url": "http://2130706433/cb"}).to_string(), 422),
+        // Lanes and schedules.
+        post("an unknown priority", json!({"kind": "webhook", "payload": {"url": ok_url}, "priority": "urgent"}).to_string(), 400),
+        post("a priority that is no string", json!({"kind": "webhook", "payload": {"url": ok_url}, "priority": 1}).to_string(), 400),
+        post("both run_at and delay_seconds", json!({"kind": "webhook", "payload": {"url": ok_url}, "run_at": "2099-01-01T00:00:00Z", "delay_seconds": 5}).to_string(), 400),
+        post("a run_at beyond a day", json!({"kind": "webhook", "payload": {"url": ok_url}, "run_at": "2099-01-01T00:00:00Z"}).to_string(), 400),
+        post("a run_at that is no date-time", json!({"kind": "webhook", "payload": {"url": ok_url}, "run_at": "next tuesday"}).to_string(), 400),
+        post("a negative delay_seconds", json!({"kind": "webhook", "payload": {"url": ok_url}, "delay_seconds": -5}).to_string(), 400),
+        post("a fractional delay_seconds", json!({"kind": "webhook", "payload": {"url": ok_url}, "delay_seconds": 0.5}).to_string(), 400),
+        post("a delay_seconds beyond a day", json!({"kind": "webhook", "payload": {"url": ok_url}, "delay_seconds": 86401}).to_string(), 400),
         // Ids and query values.
         call("an id that is no UUID", "GET", "/jobs/not-an-id", 400),
         call("a UUID that is not v7", "GET", format!("/jobs/{v4}"), 400),
@@ -186,7 +195,12 @@ async fn snapshot(stack: &Stack) -> String {
     items.sort();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let mut queues = Vec::new();
-    for output in ["QueueUrl", "DeadLetterQueueUrl"] {
+    for output in [
+        "QueueUrl",
+        "DeadLetterQueueUrl",
+        "HighQueueUrl",
+        "HighDeadLetterQueueUrl",
+    ] {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(stack.manifest().output(output))

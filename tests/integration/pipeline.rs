@@ -378,12 +378,12 @@ struct AnswersLost(std::sync::Arc<dyn spillway_core::queue::JobQueue>);
 
 #[async_trait::async_trait]
 impl spillway_core::queue::JobQueue for AnswersLost {
-    async fn send_in_group(
+    async fn send_with(
         &self,
         body: &str,
-        group: Option<&str>,
+        options: spillway_core::queue::SendOptions<'_>,
     ) -> Result<String, spillway_core::queue::QueueError> {
-        self.0.send_in_group(body, group).await?;
+        self.0.send_with(body, options).await?;
         Err(spillway_core::queue::QueueError::Unavailable(
             "the answer was lost".into(),
         ))

@@ -1,7 +1,8 @@
-//! A stack deployed from `infra/template.yaml` and running: the functions `sam build` made, each
-//! started with exactly what the template gives it behind a proxy that checks every AWS call
-//! against its role's policy, API Gateway and the SQS event source mapping emulated from the
-//! template, and a webhook receiver. The deployment test and the hostile-input table share it.
+//! A stack deployed from `infra/template.yaml` and running: every function of the template (one
+//! per priority lane for the consumer binary) started from what `sam build` made, each with exactly
+//! what the template gives it behind a proxy that checks every AWS call against its role's policy;
+//! API Gateway and every SQS event source mapping emulated from the template; and a webhook
+//! receiver. The deployment test and the hostile-input table share it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -12,20 +13,21 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::sqs::SqsBatchResponse;
 use serde_json::{Value, json};
 use spillway_core::config::Function;
-use spillway_core::domain::Timestamp;
+use spillway_core::domain::{JobMessage, Timestamp};
 use spillway_core::esm::{self, EventSourceMapping};
 use spillway_core::queue::SqsQueue;
 
 use crate::aws_proxy::{AwsProxy, Call, Caller};
-use crate::deployment::{Deployment, Manifest};
+use crate::deployment::{self, Deployment, Manifest};
 use crate::gateway::{ApiCaller, ApiResponse, Gateway};
 use crate::iam::{self, Decision, Policy};
 use crate::lambda::{Credentials, LambdaFunction};
 use crate::receiver::Receiver;
 
 /// The parameters the test deploys with: each one turns on a path whose permissions the run must
-/// exercise (the backlog check, webhooks to the loopback receiver, a retry into the DLQ within
-/// seconds), or makes a value the functions must be given visible (the default TTL).
+/// exercise (each lane's backlog check, webhooks to the loopback receiver, a retry into the DLQ
+/// within seconds), or makes a value the functions must be given visible (each lane's default
+/// TTL, both unlike the template's defaults and each other).
 pub const PARAMETERS: &[(&str, &str)] = &[
     ("Architecture", "x86_64"),
     ("MaxAttempts", "2"),
@@ -33,12 +35,15 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("BackoffBaseSeconds", "1"),
     ("BackoffMaxSeconds", "1"),
     ("BacklogLimit", "1000"),
+    ("HighBacklogLimit", "100"),
     ("DefaultTtlSeconds", "600"),
+    ("HighDefaultTtlSeconds", "120"),
     ("ConsumerTimeoutSeconds", "10"),
     ("WebhookAllow", "127.0.0.1"),
     ("WebhookTimeoutMs", "3000"),
 ];
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+pub const HIGH_DEFAULT_TTL: Duration = Duration::from_secs(120);
 /// The issuer of the JWT stack's tokens.
 pub const JWT_ISSUER: &str = "https://idp.example.com/spillway";
 
@@ -59,14 +64,37 @@ pub fn built_template() -> PathBuf {
 pub struct Stack {
     pub deployment: Deployment,
     pub proxy: AwsProxy,
-    pub intake: LambdaFunction,
-    pub status: LambdaFunction,
-    pub consumer: LambdaFunction,
-    pub esm: EventSourceMapping,
+    /// Every function of the template, running, by logical id.
+    pub functions: BTreeMap<String, LambdaFunction>,
+    /// Every event source mapping of the template, emulated.
+    pub mappings: Vec<Mapping>,
     pub caller: ApiCaller,
     pub receiver: Receiver,
-    /// The body of every message the mapping delivered, for replaying one as SQS may.
-    pub delivered: std::sync::Mutex<Vec<String>>,
+    /// Every message a mapping delivered, for replaying one as SQS may and for telling which
+    /// lane ran a job.
+    pub delivered: std::sync::Mutex<Vec<Delivery>>,
+}
+
+/// One of the template's SQS event source mappings, as Lambda runs it.
+pub struct Mapping {
+    pub logical_id: String,
+    /// The logical id of the function it invokes.
+    pub function: String,
+    /// The URL of the queue it polls.
+    pub queue_url: String,
+    pub esm: EventSourceMapping,
+}
+
+/// A message a mapping handed to its function.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The logical id of the function that was invoked with it.
+    pub function: String,
+    /// The queue it was received from.
+    pub queue_url: String,
+    /// The job it runs; `None` for a body that is no job message.
+    pub job_id: Option<String>,
+    pub body: String,
 }
 
 impl Stack {
@@ -87,8 +115,8 @@ impl Stack {
         let deployment = Deployment::create(&built_template(), &endpoint, &parameters);
         let manifest = &deployment.manifest;
         let proxy = AwsProxy::start(&endpoint, &manifest.account_id).await;
-        let start = |function: Function| {
-            let (logical_id, declared) = manifest.function_by_binary(function.binary());
+        let mut functions = BTreeMap::new();
+        for (logical_id, declared) in &manifest.functions {
             let credentials = Credentials::assume(&endpoint, &declared.role_arn, logical_id);
             register(
                 &proxy,
@@ -97,18 +125,19 @@ impl Stack {
                 &declared.role_logical_id,
                 &credentials,
             );
-            let url = proxy.url();
-            async move { LambdaFunction::start(manifest, logical_id, &credentials, &url).await }
-        };
-        let intake = start(Function::Intake).await;
-        let status = start(Function::Status).await;
-        let consumer = start(Function::Consumer).await;
-        let esm = event_source_mapping(manifest, &proxy, &endpoint).await;
+            let function =
+                LambdaFunction::start(manifest, logical_id, &credentials, &proxy.url()).await;
+            functions.insert(logical_id.clone(), function);
+        }
+        let mut mappings = Vec::new();
+        for mapping in &manifest.event_source_mappings {
+            mappings.push(event_source_mapping(manifest, mapping, &proxy, &endpoint).await);
+        }
         let caller = caller(manifest, "alice");
         let gateway = Gateway::new(
             &manifest.http_apis[0],
             &manifest.account_id,
-            &[&intake, &status],
+            &functions.values().collect::<Vec<_>>(),
         );
         let secrets = owner_secrets(&gateway, &caller).await;
         let receiver =
@@ -117,10 +146,8 @@ impl Stack {
         Self {
             deployment,
             proxy,
-            intake,
-            status,
-            consumer,
-            esm,
+            functions,
+            mappings,
             caller,
             receiver,
             delivered: std::sync::Mutex::default(),
@@ -131,11 +158,51 @@ impl Stack {
         &self.deployment.manifest
     }
 
+    /// The running function `logical_id`.
+    pub fn function(&self, logical_id: &str) -> &LambdaFunction {
+        self.functions
+            .get(logical_id)
+            .unwrap_or_else(|| panic!("the template has no function {logical_id}"))
+    }
+
+    /// The one running function that builds `binary`; the consumer's are per lane
+    /// ([`Self::mapping_of_queue`] finds a lane's).
+    pub fn function_of(&self, binary: Function) -> &LambdaFunction {
+        let (logical_id, _) = self.manifest().function_by_binary(binary.binary());
+        self.function(logical_id)
+    }
+
+    /// The mapping that polls the queue the stack's output `queue_output` names (`QueueUrl`,
+    /// `HighQueueUrl`).
+    pub fn mapping_of_queue(&self, queue_output: &str) -> &Mapping {
+        let url = self.manifest().output(queue_output);
+        let mut polling = self.mappings.iter().filter(|m| m.queue_url == url);
+        let mapping = polling
+            .next()
+            .unwrap_or_else(|| panic!("no event source mapping polls {queue_output} ({url})"));
+        assert!(
+            polling.next().is_none(),
+            "more than one event source mapping polls {queue_output}"
+        );
+        mapping
+    }
+
+    /// The logical ids of the functions a message of job `id` was delivered to, in order.
+    pub fn delivered_to(&self, id: &str) -> Vec<String> {
+        self.delivered
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.job_id.as_deref() == Some(id))
+            .map(|d| d.function.clone())
+            .collect()
+    }
+
     pub fn gateway(&self) -> Gateway<'_> {
         Gateway::new(
             &self.manifest().http_apis[0],
             &self.manifest().account_id,
-            &[&self.intake, &self.status],
+            &self.functions.values().collect::<Vec<_>>(),
         )
     }
 
@@ -232,10 +299,20 @@ impl Stack {
         response.json()
     }
 
-    /// One poll of the event source mapping: a batch to the consumer function, the messages it
-    /// did not report as failed deleted. `false` when the queue had nothing.
+    /// One poll of every event source mapping at once, as Lambda polls each independently.
+    /// `false` when every queue had nothing.
     pub async fn poll(&self) -> bool {
-        let messages = self
+        let polls = self.mappings.iter().map(|mapping| self.poll_one(mapping));
+        futures::future::join_all(polls)
+            .await
+            .into_iter()
+            .any(|polled| polled)
+    }
+
+    /// One poll of `mapping`: a batch to its function, the messages it did not report as failed
+    /// deleted. `false` when its queue had nothing.
+    pub async fn poll_one(&self, mapping: &Mapping) -> bool {
+        let messages = mapping
             .esm
             .receive_batch(Duration::from_secs(1))
             .await
@@ -246,14 +323,23 @@ impl Stack {
         self.delivered
             .lock()
             .unwrap()
-            .extend(messages.iter().map(|m| m.body.clone()));
-        let event = esm::sqs_event(&messages, &self.esm.queue_arn, &self.esm.region);
+            .extend(messages.iter().map(|m| {
+                Delivery {
+                    function: mapping.function.clone(),
+                    queue_url: mapping.queue_url.clone(),
+                    job_id: JobMessage::decode(&m.body)
+                        .ok()
+                        .map(|message| message.job_id.to_string()),
+                    body: m.body.clone(),
+                }
+            }));
+        let event = esm::sqs_event(&messages, &mapping.esm.queue_arn, &mapping.esm.region);
         let answer = self
-            .consumer
+            .function(&mapping.function)
             .invoke_ok(&serde_json::to_value(event).unwrap())
             .await;
         let response: SqsBatchResponse = serde_json::from_value(answer).unwrap();
-        self.esm.settle(&messages, response).await;
+        mapping.esm.settle(&messages, response).await;
         true
     }
 
@@ -267,33 +353,44 @@ impl Stack {
             }
             self.poll().await;
         }
+        let consumers: String = self
+            .mappings
+            .iter()
+            .map(|m| {
+                format!(
+                    "--- {} ---\n{}",
+                    m.function,
+                    self.function(&m.function).output()
+                )
+            })
+            .collect();
         panic!(
-            "job {id} did not become {status}: {}\n--- consumer ---\n{}",
+            "job {id} did not become {status}: {}\n{consumers}",
             self.get(id).await,
-            self.consumer.output()
         );
     }
 
-    /// Polls until the queue has stayed empty for one poll.
+    /// Polls until every queue has stayed empty for one poll.
     pub async fn drain(&self) {
         while self.poll().await {}
     }
 
-    /// Delivers job `id`'s message once more, as SQS's at-least-once delivery may.
+    /// Delivers job `id`'s message once more, to the queue it came from, as SQS's at-least-once
+    /// delivery may.
     pub async fn deliver_again(&self, id: &str) {
-        let body = self
+        let delivery = self
             .delivered
             .lock()
             .unwrap()
             .iter()
-            .find(|body| body.contains(id))
+            .find(|d| d.job_id.as_deref() == Some(id))
             .cloned()
             .unwrap_or_else(|| panic!("no message of job {id} was delivered"));
         let sdk = crate::sdk_config().await;
         aws_sdk_sqs::Client::new(&sdk)
             .send_message()
-            .queue_url(self.manifest().output("QueueUrl"))
-            .message_body(body)
+            .queue_url(delivery.queue_url)
+            .message_body(delivery.body)
             .send()
             .await
             .unwrap();
@@ -308,6 +405,8 @@ impl Stack {
             .args(["--table", manifest.output("TableName")])
             .args(["--queue-url", manifest.output("QueueUrl")])
             .args(["--dlq-url", manifest.output("DeadLetterQueueUrl")])
+            .args(["--high-queue-url", manifest.output("HighQueueUrl")])
+            .args(["--high-dlq-url", manifest.output("HighDeadLetterQueueUrl")])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -368,19 +467,18 @@ pub fn role_policy(manifest: &Manifest, role: &str) -> Policy {
     policy
 }
 
-/// The template's SQS event source mapping, run as Lambda runs it: with the function's role,
-/// checking the queue when it is created.
+/// One of the template's SQS event source mappings, run as Lambda runs it: with its function's
+/// role, checking the queue when it is created.
 pub async fn event_source_mapping(
     manifest: &Manifest,
+    mapping: &deployment::EventSourceMapping,
     proxy: &AwsProxy,
     endpoint: &str,
-) -> EventSourceMapping {
-    assert_eq!(manifest.event_source_mappings.len(), 1);
-    let mapping = &manifest.event_source_mappings[0];
-    assert!(mapping.enabled);
+) -> Mapping {
+    assert!(mapping.enabled, "{} is disabled", mapping.logical_id);
     assert_eq!(mapping.function_response_types, ["ReportBatchItemFailures"]);
     let function = &manifest.functions[&mapping.function];
-    let credentials = Credentials::assume(endpoint, &function.role_arn, "event-source-mapping");
+    let credentials = Credentials::assume(endpoint, &function.role_arn, &mapping.logical_id);
     register(
         proxy,
         manifest,
@@ -395,7 +493,12 @@ pub async fn event_source_mapping(
             r.attributes.get("Arn").and_then(Value::as_str) == Some(&mapping.event_source_arn)
         })
         .and_then(|r| r.r#ref.clone())
-        .unwrap();
+        .unwrap_or_else(|| {
+            panic!(
+                "{} polls {}, no queue of the stack",
+                mapping.logical_id, mapping.event_source_arn
+            )
+        });
     let sdk = spillway_core::sdk::loader(spillway_core::sdk::Roots::System)
         .region(aws_config::Region::new(manifest.region.clone()))
         .endpoint_url(proxy.url())
@@ -419,7 +522,12 @@ pub async fn event_source_mapping(
     };
     // Lambda reads the queue's attributes with the function's role when the mapping is created.
     esm.queue.depth().await.unwrap();
-    esm
+    Mapping {
+        logical_id: mapping.logical_id.clone(),
+        function: mapping.function.clone(),
+        queue_url,
+        esm,
+    }
 }
 
 /// What `caller`'s receivers verify its deliveries with: `GET /webhook-secret` as that caller.

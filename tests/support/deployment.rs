@@ -131,13 +131,26 @@ pub struct Route {
 }
 
 impl Manifest {
-    /// The function whose binary is `binary`.
+    /// The one function whose binary is `binary` (the consumer's are several: one per lane).
     pub fn function_by_binary(&self, binary: &str) -> (&str, &Function) {
+        match self.functions_by_binary(binary).as_slice() {
+            [one] => *one,
+            [] => panic!("no function of the template builds the binary `{binary}`"),
+            several => panic!(
+                "{} functions build the binary `{binary}`: {:?}",
+                several.len(),
+                several.iter().map(|(id, _)| id).collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    /// Every function whose binary is `binary`, by logical id.
+    pub fn functions_by_binary(&self, binary: &str) -> Vec<(&str, &Function)> {
         self.functions
             .iter()
-            .find(|(_, f)| f.binary.as_deref() == Some(binary))
+            .filter(|(_, f)| f.binary.as_deref() == Some(binary))
             .map(|(id, f)| (id.as_str(), f))
-            .unwrap_or_else(|| panic!("no function of the template builds the binary `{binary}`"))
+            .collect()
     }
 
     /// The resource `logical_id`.

@@ -9,7 +9,7 @@ use aws_config::{Region, SdkConfig};
 use aws_lambda_events::sqs::SqsEvent;
 use spillway_core::App;
 use spillway_core::config::{Config, Resources, Settings};
-use spillway_core::domain::Lanes;
+use spillway_core::domain::{Lanes, Priority};
 use spillway_core::esm::{self, BatchReport, EventSourceMapping};
 use spillway_core::processor::Processors;
 use spillway_core::provision::{self, Queues};
@@ -193,8 +193,10 @@ pub struct Stack {
     pub queue_url: String,
     pub queue_arn: String,
     pub dlq_url: String,
-    /// The high lane's queue (its DLQ is deleted with the rest).
+    /// The high lane's queue and its DLQ.
     pub high_queue_url: String,
+    pub high_queue_arn: String,
+    pub high_dlq_url: String,
     pub max_receive_count: u32,
     cleanup: Arc<Cleanup>,
 }
@@ -233,7 +235,7 @@ impl Stack {
                 queue_url.clone(),
                 dlq_url.clone(),
                 high.queue_url.clone(),
-                high.dlq_url,
+                high.dlq_url.clone(),
             ],
         };
         Self {
@@ -245,6 +247,8 @@ impl Stack {
             queue_arn,
             dlq_url,
             high_queue_url: high.queue_url,
+            high_queue_arn: high.queue_arn,
+            high_dlq_url: high.dlq_url,
             max_receive_count,
             cleanup: Arc::new(cleanup),
         }
@@ -312,9 +316,18 @@ impl Stack {
 
     /// An event source mapping on the work queue, as the template configures it.
     pub fn esm(&self) -> EventSourceMapping {
+        self.lane_esm(Priority::Normal)
+    }
+
+    /// An event source mapping on `lane`'s queue, as the template configures it.
+    pub fn lane_esm(&self, lane: Priority) -> EventSourceMapping {
+        let (queue, queue_arn) = match lane {
+            Priority::Normal => (self.queue(), &self.queue_arn),
+            Priority::High => (self.queues().high, &self.high_queue_arn),
+        };
         EventSourceMapping {
-            queue: self.queue(),
-            queue_arn: self.queue_arn.clone(),
+            queue,
+            queue_arn: queue_arn.clone(),
             region: "us-east-1".to_owned(),
             batch_size: 10,
             batching_window: Duration::ZERO,

@@ -15,6 +15,10 @@
 //! one the consumer's SQS event source reads, the throttles on the HTTP API routes of
 //! `POST /jobs` and `GET /jobs/{id}`, and the functions' `SPILLWAY_*` variables read as the
 //! functions themselves read them ([`Settings::from_lookup`]).
+//!
+//! The simulation models one priority lane: the normal one, which a job takes unless it asks for
+//! `high`. Its consumer is the function building the `consumer` binary whose `SPILLWAY_PRIORITY`
+//! is `normal` (or unset, the consumer's default); a template deploys one consumer per lane.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -475,7 +479,7 @@ impl<'t> Template<'t> {
     /// event source, and the consumer function.
     fn queue_and_consumer(&self) -> Result<Vec<Taken>, TemplateError> {
         let mut taken = Vec::new();
-        let consumer = self.function(Function::Consumer)?;
+        let consumer = self.normal_consumer()?;
         let source = self.event_source(consumer)?;
         let queue = self.queue(&source)?;
         let properties = &queue.body["Properties"];
@@ -661,22 +665,57 @@ impl<'t> Template<'t> {
 
     /// The function that builds `binary`: exactly one must.
     fn function(&self, binary: Function) -> Result<Resource<'t>, TemplateError> {
+        Self::one(&self.functions(binary)?, binary, "")
+    }
+
+    /// Every function the deploy creates that builds `binary`.
+    fn functions(&self, binary: Function) -> Result<Vec<Resource<'t>>, TemplateError> {
         let name = binary.binary();
-        let found = self.resources_of(&[SERVERLESS_FUNCTION, LAMBDA_FUNCTION], |_, body| {
+        self.resources_of(&[SERVERLESS_FUNCTION, LAMBDA_FUNCTION], |_, body| {
             body["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(name)
-        })?;
-        match found.as_slice() {
+        })
+    }
+
+    /// The normal lane's consumer: of the functions building the `consumer` binary, the one
+    /// whose `SPILLWAY_PRIORITY` is `normal` or unset. Exactly one must be.
+    fn normal_consumer(&self) -> Result<Resource<'t>, TemplateError> {
+        let mut normal = Vec::new();
+        for consumer in self.functions(Function::Consumer)? {
+            let priority = self
+                .function_setting(consumer, &["Environment", "Variables", "SPILLWAY_PRIORITY"])?;
+            if priority.is_none_or(|priority| priority.text == "normal") {
+                normal.push(consumer);
+            }
+        }
+        Self::one(
+            &normal,
+            Function::Consumer,
+            " for the normal lane (SPILLWAY_PRIORITY normal or unset)",
+        )
+    }
+
+    /// The one function of `found`, the functions building `binary` (`lane` says which of them
+    /// were wanted).
+    fn one(
+        found: &[Resource<'t>],
+        binary: Function,
+        lane: &str,
+    ) -> Result<Resource<'t>, TemplateError> {
+        let name = binary.binary();
+        match found {
             [one] => Ok(*one),
             [] => Err(unresolved(
                 "Resources",
-                format!("no function builds the `{name}` binary (Metadata.BuildProperties.Binary)"),
+                format!(
+                    "no function builds the `{name}` binary{lane} (Metadata.BuildProperties.Binary)"
+                ),
             )),
             several => {
                 let ids: Vec<&str> = several.iter().map(|function| function.id).collect();
                 Err(unresolved(
                     "Resources",
                     format!(
-                        "{} all build the `{name}` binary: the simulator models one",
+                        "{} all build the `{name}` binary{lane}: the simulator models one",
                         ids.join(", ")
                     ),
                 ))

@@ -12,13 +12,13 @@ use tracing::{Instrument, info, info_span, instrument};
 use super::problem::Problem;
 use super::submit::{
     Accepted, MAX_NESTING, Prepared, Written, check_content_type, check_nesting, correlation,
-    finish, from_json, log_full_lane, prepare, read_job, rejected, replay, settle,
+    finish, from_json, log_full_lane, prepare, read_job, rejected, replay, send_delay, settle,
 };
 use super::{ApiError, ApiResponse, json_response};
 use crate::app::App;
 use crate::domain::{CorrelationId, IdempotencyKey, Job, Owner, Priority};
 use crate::metrics::Metric;
-use crate::queue::{Outgoing, QueueError};
+use crate::queue::{Outgoing, QueueError, SendOptions};
 
 /// The most jobs one batch holds: ten `SendMessageBatch` calls and four transactions at most.
 pub const MAX_BATCH_JOBS: usize = 100;
@@ -283,11 +283,13 @@ async fn replay_known_keys(app: &App, owner: &Owner, outcomes: &mut [Outcome]) {
     }
 }
 
-/// Sends the ready jobs' messages, each to its lane's queue in its owner's fairness group, with
+/// Sends the ready jobs' messages, each to its lane's queue in its owner's fairness group (a
+/// scheduled job's delayed as `POST /jobs` delays it), with
 /// `SendMessageBatch` (the queue cuts the calls); the two lanes are sent together. A message
 /// that fails refuses its job, and nothing is written for it.
 async fn send(app: &App, owner: &Owner, outcomes: &mut [Outcome]) {
     let group = owner.fairness_key();
+    let now = app.clock.now();
     let lanes = [Priority::High, Priority::Normal].map(|priority| {
         let indices: Vec<usize> = outcomes
             .iter()
@@ -305,7 +307,10 @@ async fn send(app: &App, owner: &Owner, outcomes: &mut [Outcome]) {
             .filter_map(|&index| match &outcomes[index] {
                 Outcome::Ready(prepared) => Some(Outgoing {
                     body: &prepared.message,
-                    group: Some(&group),
+                    options: SendOptions {
+                        group: Some(&group),
+                        delay: send_delay(&prepared.job, now),
+                    },
                 }),
                 _ => None,
             })
@@ -475,7 +480,7 @@ fn result(app: &App, now: crate::domain::Timestamp, index: usize, outcome: Outco
             ItemResult {
                 index,
                 status: StatusCode::ACCEPTED.as_u16(),
-                body: Some(Accepted::of(&job)),
+                body: Some(Accepted::of(&job, now)),
                 problem: None,
                 replayed,
                 retry_after: None,
@@ -628,6 +633,30 @@ mod tests {
             let job = store.get(message.job_id).await.unwrap().unwrap();
             assert_eq!(message.priority(), job.priority, "each message in its lane");
         }
+    }
+
+    #[tokio::test]
+    async fn each_job_has_its_own_schedule_and_its_message_waits_for_it() {
+        let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
+        let app = &pipeline.app;
+        let jobs = [
+            json!({"kind": "echo", "payload": 1, "delay_seconds": 600}),
+            json!({"kind": "echo", "payload": 2}),
+            json!({"kind": "echo", "payload": 3, "delay_seconds": 60, "run_at": "2030-01-01T00:00:00Z"}),
+        ];
+        let (status, answer) = post(app, &json_headers(), &batch_of(&jobs)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let results = &answer["results"];
+        assert_eq!(results[0]["body"]["status"], "scheduled", "{answer}");
+        assert!(results[0]["body"]["run_at"].is_string(), "{answer}");
+        assert_eq!(results[1]["body"]["status"], "pending");
+        assert!(results[1]["body"].get("run_at").is_none());
+        assert_eq!(
+            results[2]["status"], 400,
+            "run_at or delay_seconds, not both"
+        );
+        let depth = app.queues.normal.depth().await.unwrap();
+        assert_eq!((depth.visible, depth.delayed), (1, 1), "{depth:?}");
     }
 
     #[tokio::test]
@@ -847,12 +876,12 @@ mod tests {
 
     #[async_trait]
     impl JobQueue for FailsEntry {
-        async fn send_in_group(
+        async fn send_with(
             &self,
             body: &str,
-            group: Option<&str>,
+            options: SendOptions<'_>,
         ) -> Result<String, QueueError> {
-            self.inner.send_in_group(body, group).await
+            self.inner.send_with(body, options).await
         }
         async fn send_batch(&self, messages: &[Outgoing<'_>]) -> Vec<Result<String, QueueError>> {
             let mut results = Vec::new();

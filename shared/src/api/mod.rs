@@ -49,8 +49,8 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> ApiResponse {
 
 /// `200` with the job's document, uncacheable, with a polling hint while it is not finished, and
 /// the correlation id of the request that submitted it.
-fn job_response(job: &Job) -> ApiResponse {
-    let mut response = json_response(StatusCode::OK, &JobDocument::of(job));
+fn job_response(job: &Job, now: crate::domain::Timestamp) -> ApiResponse {
+    let mut response = json_response(StatusCode::OK, &JobDocument::of(job, now));
     let headers = response.headers_mut();
     if let Some(id) = &job.correlation_id {
         set_correlation_id(headers, id);

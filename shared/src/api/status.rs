@@ -19,7 +19,7 @@ pub async fn get_job(app: &App, owner: &Owner, raw_id: &str, wait: Option<&str>)
         let wait = parse_wait(wait)?;
         let job = wait_for_end(app, owner, id, wait).await?;
         info!(status = %job.status, attempts = job.attempts, "read");
-        Ok(job_response(&job))
+        Ok(job_response(&job, app.clock.now()))
     }
     .await;
     result.unwrap_or_else(ApiError::into_response)
@@ -57,10 +57,10 @@ pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
             Ok(job) => {
                 info!("cancelled");
                 app.metrics.reached(job.updated_at, &job, &[]);
-                Ok(job_response(&job))
+                Ok(job_response(&job, app.clock.now()))
             }
             Err(ApplyError::Rejected(job)) if job.status == crate::domain::JobStatus::Cancelled => {
-                Ok(job_response(&job))
+                Ok(job_response(&job, app.clock.now()))
             }
             Err(ApplyError::Rejected(job)) => Err(ApiError::Conflict {
                 id,

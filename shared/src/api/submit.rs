@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
-use crate::queue::MAX_MESSAGE_BYTES;
+use crate::queue::{MAX_MESSAGE_BYTES, SendOptions, delay_until};
 use crate::store::StoreError;
 use crate::webhook;
 
@@ -34,6 +34,10 @@ pub(super) struct SubmitBody<'a> {
     priority: Priority,
     #[serde(default)]
     ttl_seconds: Option<WholeNumber>,
+    #[serde(default, borrow)]
+    run_at: Option<Cow<'a, str>>,
+    #[serde(default)]
+    delay_seconds: Option<WholeNumber>,
     #[serde(default)]
     callback_url: Option<String>,
     /// A batch's job carries its key here; `POST /jobs` takes it as the `Idempotency-Key` header.
@@ -48,16 +52,24 @@ pub(super) struct Accepted {
     status: &'static str,
     priority: Priority,
     status_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_at: Option<Timestamp>,
     deadline: Timestamp,
 }
 
 impl Accepted {
-    pub(super) fn of(job: &Job) -> Self {
+    /// The `202` document of `job`, at `now` (a job not yet due is `scheduled`).
+    pub(super) fn of(job: &Job, now: Timestamp) -> Self {
         Self {
             id: job.id.to_string(),
-            status: "pending",
+            status: if job.is_scheduled_at(now) {
+                "scheduled"
+            } else {
+                "pending"
+            },
             priority: job.priority,
             status_url: status_path(job),
+            run_at: job.run_at,
             deadline: job.deadline,
         }
     }
@@ -70,6 +82,10 @@ pub(super) struct Prepared {
     pub(super) idempotency: Option<IdempotencyRecord>,
     pub(super) message: String,
 }
+
+/// The furthest ahead a job may be scheduled. Each 15 minutes of it costs a hop (a consumer
+/// receives the message and sends it on, delayed): docs/architecture.md, "Scheduled jobs".
+pub const MAX_SCHEDULE: Duration = Duration::from_secs(86_400);
 
 /// `POST /jobs`: validates the request, writes the job as `pending`, enqueues its message and
 /// answers `202`. A request refused with a 4xx writes nothing and enqueues nothing. Every answer
@@ -190,9 +206,11 @@ pub(super) fn prepare(
     request_bytes: &[u8],
     correlation_id: &CorrelationId,
 ) -> Result<Prepared, ApiError> {
-    let (kind, ttl) = admit(app, &request)?;
     let now = app.clock.now();
-    let deadline = now.saturating_add(ttl);
+    let Admitted { kind, ttl, delay } = admit(app, &request, now)?;
+    // A scheduled job's deadline counts from when it is due.
+    let run_at = (!delay.is_zero()).then(|| now.saturating_add(delay));
+    let deadline = run_at.unwrap_or(now).saturating_add(ttl);
     let job = Job::pending(NewJob {
         id: JobId::generate(),
         kind,
@@ -200,6 +218,7 @@ pub(super) fn prepare(
         priority: request.priority,
         created_at: now,
         deadline,
+        run_at,
         payload: PayloadDigest::of(request.payload.get()),
         // A job whose message never arrives is forgotten once it could no longer run anyway.
         expires_at: deadline.saturating_add(app.settings.retention),
@@ -262,7 +281,7 @@ async fn answer(
     wait: Option<Duration>,
 ) -> Result<ApiResponse, ApiError> {
     let Some(wait) = wait else {
-        return Ok(accepted(&job, replayed));
+        return Ok(accepted(&job, replayed, app.clock.now()));
     };
     let waited = match super::status::wait_for_end(app, &job.owner, job.id, wait).await {
         Ok(latest) => latest,
@@ -273,7 +292,7 @@ async fn answer(
     };
     let mut response = if waited.status.is_terminal() {
         info!(status = %waited.status, "finished while the client waited");
-        let mut response = super::job_response(&waited);
+        let mut response = super::job_response(&waited, app.clock.now());
         if let Ok(location) = HeaderValue::from_str(&status_path(&waited)) {
             response
                 .headers_mut()
@@ -281,7 +300,7 @@ async fn answer(
         }
         response
     } else {
-        accepted(&waited, replayed)
+        accepted(&waited, replayed, app.clock.now())
     };
     if let Ok(applied) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
         response.headers_mut().insert("preference-applied", applied);
@@ -373,9 +392,18 @@ pub(super) fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Api
     })
 }
 
-/// What this deployment makes of the request: a kind it runs, a TTL within its limit, a callback
-/// URL its guard allows, and a payload the kind's processor admits.
-fn admit(app: &App, request: &SubmitBody<'_>) -> Result<(Kind, Duration), ApiError> {
+/// What a request asks for, once admitted.
+struct Admitted {
+    kind: Kind,
+    ttl: Duration,
+    /// How long from now until the job is due; zero when it is not scheduled.
+    delay: Duration,
+}
+
+/// What this deployment makes of the request: a kind it runs, a TTL within its limit, a schedule
+/// within [`MAX_SCHEDULE`], a callback URL its guard allows, and a payload the kind's processor
+/// admits.
+fn admit(app: &App, request: &SubmitBody<'_>, now: Timestamp) -> Result<Admitted, ApiError> {
     let kind = Kind::parse(&request.kind).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let Some(processor) = app.processors.get(&kind) else {
         let known = app
@@ -393,13 +421,38 @@ fn admit(app: &App, request: &SubmitBody<'_>) -> Result<(Kind, Duration), ApiErr
             .duration(),
         None => *app.settings.default_ttl.get(request.priority),
     };
+    let delay = schedule(request, now)?;
     if let Some(url) = &request.callback_url {
         check_callback_url(app, url)?;
     }
     processor
         .admit(request.payload)
         .map_err(|rejection| refused(&format!("payload for kind `{kind}`"), rejection))?;
-    Ok((kind, ttl))
+    Ok(Admitted { kind, ttl, delay })
+}
+
+/// How long until the job is due: `run_at` (RFC 3339; a time already past is now) or
+/// `delay_seconds`, not both, at most [`MAX_SCHEDULE`] ahead.
+fn schedule(request: &SubmitBody<'_>, now: Timestamp) -> Result<Duration, ApiError> {
+    let delay = match (&request.run_at, request.delay_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Invalid(
+                "give run_at or delay_seconds, not both".to_owned(),
+            ));
+        }
+        (Some(run_at), None) => Timestamp::parse_rfc3339(run_at)
+            .map_err(|e| ApiError::Invalid(format!("run_at: {e}")))?
+            .saturating_since(now),
+        (None, Some(WholeNumber(seconds))) => Duration::from_secs(seconds),
+        (None, None) => Duration::ZERO,
+    };
+    if delay > MAX_SCHEDULE {
+        return Err(ApiError::Invalid(format!(
+            "a job may be scheduled at most {} seconds ahead",
+            MAX_SCHEDULE.as_secs()
+        )));
+    }
+    Ok(delay)
 }
 
 /// How a new job's send and write ended.
@@ -420,12 +473,24 @@ async fn send_and_write(
     message: &str,
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<Written, ApiError> {
+    let options = SendOptions {
+        group: Some(&job.owner.fairness_key()),
+        delay: send_delay(job, app.clock.now()),
+    };
     let message_id = app
         .queues
         .get(job.priority)
-        .send_in_group(message, Some(&job.owner.fairness_key()))
+        .send_with(message, options)
         .await?;
     settle(app.store.create(job, idempotency).await, job, message_id)
+}
+
+/// How long a job's message is delayed when it is sent at `now`: a scheduled job's by as much as
+/// SQS allows; a consumer that receives it before the job is due sends it on again
+/// (docs/architecture.md, "Scheduled jobs").
+pub(super) fn send_delay(job: &Job, now: Timestamp) -> Duration {
+    job.run_at
+        .map_or(Duration::ZERO, |due| delay_until(due, now))
 }
 
 /// What the write of a job whose message was sent (as `message_id`) comes to.
@@ -540,14 +605,20 @@ fn refused(what: &str, rejection: Rejection) -> ApiError {
 
 /// The `202`, also for a replay (marked `Idempotent-Replayed: true`), as the draft standard wants
 /// the first answer repeated.
-fn accepted(job: &Job, replayed: bool) -> ApiResponse {
+fn accepted(job: &Job, replayed: bool, now: Timestamp) -> ApiResponse {
     let location = status_path(job);
-    let mut response = json_response(StatusCode::ACCEPTED, &Accepted::of(job));
+    let scheduled = job.is_scheduled_at(now);
+    let mut response = json_response(StatusCode::ACCEPTED, &Accepted::of(job, now));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, value);
     }
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
+    // A scheduled job has nothing to show before it is due.
+    let poll_after = match job.run_at {
+        Some(due) if scheduled => due.saturating_since(now).as_secs().max(POLL_AFTER_SECONDS),
+        _ => POLL_AFTER_SECONDS,
+    };
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(poll_after));
     if let Some(id) = &job.correlation_id {
         set_correlation_id(headers, id);
     }
@@ -892,6 +963,54 @@ mod tests {
         assert_eq!(refused.headers()[header::RETRY_AFTER], "15");
     }
 
+    #[tokio::test]
+    async fn a_schedule_is_one_of_run_at_or_delay_seconds_within_a_day() {
+        let at = |offset: i64| {
+            let now = std::time::SystemTime::now();
+            let shift = Duration::from_secs(offset.unsigned_abs());
+            let then = if offset >= 0 {
+                now + shift
+            } else {
+                now - shift
+            };
+            humantime::format_rfc3339_seconds(then).to_string()
+        };
+        let with = |extra: Value| {
+            let mut body = json!({"kind": "echo", "payload": 1});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            body.to_string()
+        };
+        let (status, accepted) = post(&with(json!({"delay_seconds": 600}))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        assert_eq!(accepted["status"], "scheduled");
+        assert!(accepted["run_at"].is_string(), "{accepted}");
+        let (status, accepted) = post(&with(json!({"run_at": at(3600)}))).await;
+        assert_eq!(
+            (status, &accepted["status"]),
+            (StatusCode::ACCEPTED, &json!("scheduled"))
+        );
+        // A time already past is now.
+        let (status, accepted) = post(&with(json!({"run_at": at(-60)}))).await;
+        assert_eq!(
+            (status, &accepted["status"]),
+            (StatusCode::ACCEPTED, &json!("pending"))
+        );
+        assert!(accepted.get("run_at").is_none(), "{accepted}");
+        for refused in [
+            json!({"delay_seconds": 60, "run_at": at(60)}),
+            json!({"delay_seconds": 86_401}),
+            json!({"run_at": at(86_500)}),
+            json!({"run_at": "tomorrow"}),
+            json!({"delay_seconds": -1}),
+            json!({"delay_seconds": 1.5}),
+        ] {
+            let (status, problem) = post(&with(refused.clone())).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}: {problem}");
+        }
+    }
+
     #[test]
     fn prefer_wait_is_read_as_rfc_7240_writes_it() {
         let wait = |values: &[&str]| {
@@ -922,17 +1041,7 @@ mod tests {
     #[tokio::test]
     async fn prefer_wait_answers_a_finished_job_at_once_and_a_slow_one_with_202() {
         let pipeline = MemoryPipeline::new(fast_settings(), crate::kinds::builtin());
-        let consumer = {
-            let pipeline = pipeline.clone();
-            tokio::spawn(async move {
-                loop {
-                    let _ = pipeline
-                        .esm
-                        .poll_once(&pipeline.app, Duration::from_millis(50))
-                        .await;
-                }
-            })
-        };
+        let consumer = pipeline.run_consumer(Duration::from_millis(50));
         let submit = |body: Value, prefer: &'static str| {
             let app = pipeline.app.clone();
             async move {

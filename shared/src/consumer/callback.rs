@@ -59,6 +59,7 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         priority: job.priority,
         created_at: now,
         deadline,
+        run_at: None,
         payload: PayloadDigest::of(payload.get()),
         expires_at: deadline.saturating_add(app.settings.retention),
         callback_url: None,

@@ -420,6 +420,7 @@ async fn failed_and_expired_jobs_get_callbacks_and_jobs_without_a_url_do_not() {
         kind: Kind::parse("echo").unwrap(),
         payload: RawValue::from_string("{}".to_owned()).unwrap(),
         deadline: Timestamp::from_millis(0),
+        run_at: None,
         correlation_id: None,
         origin: None,
     };
@@ -479,15 +480,15 @@ struct FlakySend {
 
 #[async_trait::async_trait]
 impl crate::queue::JobQueue for FlakySend {
-    async fn send_in_group(
+    async fn send_with(
         &self,
         body: &str,
-        group: Option<&str>,
+        options: crate::queue::SendOptions<'_>,
     ) -> Result<String, crate::queue::QueueError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(crate::queue::QueueError::Unavailable("send refused".into()));
         }
-        self.inner.send_in_group(body, group).await
+        self.inner.send_with(body, options).await
     }
     async fn send_batch(
         &self,
@@ -585,6 +586,7 @@ fn orphan_message(key: Option<&str>, age: Duration) -> (JobMessage, Job) {
         priority: crate::domain::Priority::Normal,
         created_at,
         deadline: created_at.saturating_add(Duration::from_secs(60)),
+        run_at: None,
         payload: crate::domain::PayloadDigest::of("{}"),
         expires_at: now.saturating_add(Duration::from_secs(3600)),
         callback_url: None,
@@ -919,4 +921,90 @@ async fn a_high_job_retries_and_calls_back_in_its_own_lane() {
         .map(|m| JobMessage::decode(&m.body).unwrap().job_id)
         .collect();
     assert!(on_high.contains(&callback_id), "{on_high:?}");
+}
+
+/// Issue 17's acceptance for scheduled jobs, on a controlled clock: a job due in 20 minutes
+/// (beyond the 15 minutes SQS can delay a message, so its message hops once) runs within a second
+/// of its time and not before, shows `scheduled` until then, and a job cancelled before it is due
+/// never runs.
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_job_runs_at_its_time_not_before_and_a_cancel_prevents_the_run() {
+    let (mut pipeline, counting) = pipeline(Behaviour::Succeed);
+    let start = Timestamp::from_system_time(std::time::SystemTime::now());
+    pipeline.app =
+        pipeline
+            .app
+            .clone()
+            .with_clock(Arc::new(crate::testing::faults::TokioClock::starting_at(
+                start,
+            )));
+    let app = pipeline.app.clone();
+    let owner = crate::domain::Owner::anonymous();
+    let body = json!({"kind": "counting", "payload": {}, "delay_seconds": 1200});
+    let id = submit(&app, body.clone()).await;
+    let cancelled = submit(&app, body).await;
+    let consumer = pipeline.run_consumer(Duration::from_secs(20));
+    let status = |id: JobId| {
+        let (app, owner) = (app.clone(), owner.clone());
+        async move {
+            let response = crate::api::get_job(&app, &owner, &id.to_string(), None).await;
+            serde_json::from_str::<Value>(response.body()).unwrap()["status"].clone()
+        }
+    };
+
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(status(id).await, "scheduled");
+    let response = crate::api::cancel_job(&app, &owner, &cancelled.to_string()).await;
+    assert_eq!(
+        response.status(),
+        http::StatusCode::OK,
+        "{}",
+        response.body()
+    );
+    tokio::time::sleep(Duration::from_secs(599)).await;
+    assert_eq!(status(id).await, "scheduled");
+    assert_eq!(counting.total_runs(), 0, "a job ran before it was due");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ran = job(&app, id).await;
+    assert_eq!(ran.status, JobStatus::Succeeded);
+    let waited = ran.started_at.unwrap().saturating_since(ran.created_at);
+    assert!(
+        (Duration::from_secs(1200)..=Duration::from_secs(1201)).contains(&waited),
+        "started {waited:?} after it was accepted"
+    );
+    assert_eq!(
+        ran.deadline.saturating_since(ran.created_at),
+        Duration::from_secs(1200) + app.settings.default_ttl.normal,
+        "the deadline counts from when the job is due"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(counting.runs(cancelled), 0);
+    assert_eq!(job(&app, cancelled).await.status, JobStatus::Cancelled);
+    consumer.abort();
+}
+
+#[tokio::test]
+async fn a_claim_before_a_scheduled_job_is_due_is_refused() {
+    let (pipeline, counting) = pipeline(Behaviour::Succeed);
+    let app = &pipeline.app;
+    let id = submit(
+        app,
+        json!({"kind": "counting", "payload": {}, "delay_seconds": 60}),
+    )
+    .await;
+    // A copy of its message with the schedule taken out, as a forged or stale message would be.
+    let job = job(app, id).await;
+    let mut message = JobMessage::of(&job, RawValue::from_string("{}".into()).unwrap(), None);
+    message.run_at = None;
+    app.queues.normal.send(&message.encode()).await.unwrap();
+    let report = pipeline
+        .esm
+        .poll_once(app, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.received, 1);
+    assert_eq!(counting.total_runs(), 0);
+    assert_eq!(self::job(app, id).await.status, JobStatus::Pending);
 }

@@ -11,12 +11,15 @@ pub struct JobDocument<'a> {
     id: String,
     kind: &'a str,
     priority: Priority,
-    status: JobStatus,
+    /// The job's status, or `scheduled` for a pending job that is not yet due.
+    status: &'static str,
     attempts: u32,
     created_at: Timestamp,
     updated_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     started_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_at: Option<Timestamp>,
     deadline: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a serde_json::Value>,
@@ -25,17 +28,22 @@ pub struct JobDocument<'a> {
 }
 
 impl<'a> JobDocument<'a> {
-    /// The document of `job`: its result only once it has succeeded.
-    pub fn of(job: &'a Job) -> Self {
+    /// The document of `job` at `now`: its result only once it has succeeded.
+    pub fn of(job: &'a Job, now: Timestamp) -> Self {
         Self {
             id: job.id.to_string(),
             kind: job.kind.as_str(),
             priority: job.priority,
-            status: job.status,
+            status: if job.is_scheduled_at(now) {
+                "scheduled"
+            } else {
+                job.status.as_str()
+            },
             attempts: job.attempts,
             created_at: job.created_at,
             updated_at: job.updated_at,
             started_at: job.started_at,
+            run_at: job.run_at,
             deadline: job.deadline,
             result: job
                 .result
@@ -49,5 +57,6 @@ impl<'a> JobDocument<'a> {
 /// The job's document as `GET /jobs/{id}` serves it, which is also what a completion callback
 /// delivers.
 pub fn job_document(job: &Job) -> serde_json::Value {
-    serde_json::to_value(JobDocument::of(job)).unwrap_or_default()
+    // Delivered once the job is terminal, when it can no longer be `scheduled`.
+    serde_json::to_value(JobDocument::of(job, job.updated_at)).unwrap_or_default()
 }

@@ -27,6 +27,8 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     /// After this it is `expired` instead of run.
     pub deadline: Timestamp,
+    /// When it is due, if it was scheduled: no consumer claims it before.
+    pub run_at: Option<Timestamp>,
     /// While `running`: until when the claiming consumer holds it.
     pub lease_until: Option<Timestamp>,
     /// The processor's output, once `succeeded`.
@@ -58,6 +60,8 @@ pub struct NewJob {
     pub created_at: Timestamp,
     /// When it expires unless it ran.
     pub deadline: Timestamp,
+    /// When it is due, if scheduled.
+    pub run_at: Option<Timestamp>,
     /// What its payload was.
     pub payload: PayloadDigest,
     /// When the table may forget it if it never finishes (an orphan whose message was lost).
@@ -82,6 +86,7 @@ impl Job {
             updated_at: new.created_at,
             started_at: None,
             deadline: new.deadline,
+            run_at: new.run_at,
             lease_until: None,
             result: None,
             error: None,
@@ -90,6 +95,12 @@ impl Job {
             callback_url: new.callback_url,
             correlation_id: new.correlation_id,
         }
+    }
+
+    /// Whether the job is pending and not yet due at `now`: what its document calls
+    /// `scheduled`.
+    pub fn is_scheduled_at(&self, now: Timestamp) -> bool {
+        self.status == JobStatus::Pending && self.run_at.is_some_and(|due| due > now)
     }
 
     /// Whether a consumer's lease on this job is still live at `now`.

@@ -19,6 +19,9 @@ pub struct JobMessage {
     pub payload: Box<RawValue>,
     /// After this the job is expired, not run.
     pub deadline: Timestamp,
+    /// When the job is due, if it was scheduled: a consumer that receives the message before
+    /// sends it on again, delayed.
+    pub run_at: Option<Timestamp>,
     /// The submitting request's correlation id (absent from version-1 messages written by builds
     /// before it existed).
     pub correlation_id: Option<CorrelationId>,
@@ -78,6 +81,9 @@ struct V1<K, P, C, O> {
     kind: K,
     payload: P,
     deadline: Timestamp,
+    // Missing from a job that was not scheduled, and from messages written before schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run_at: Option<Timestamp>,
     // Missing in messages written before it existed: serde reads a missing `Option` as `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     correlation_id: Option<C>,
@@ -94,7 +100,7 @@ struct Version {
 /// What [`JobMessage::encode`] writes besides its fields' values, with every optional field
 /// present: the keys, quotes around keys, colons, commas and braces.
 const SKELETON: &str = concat!(
-    r#"{"v":,"job_id":,"kind":,"payload":,"deadline":,"correlation_id":,"#,
+    r#"{"v":,"job_id":,"kind":,"payload":,"deadline":,"run_at":,"correlation_id":,"#,
     r#""origin":{"owner":,"priority":,"created_at":,"expires_at":,"callback_url":,"#,
     r#""idempotency":{"key":,"fingerprint":}}}"#,
 );
@@ -117,7 +123,7 @@ impl JobMessage {
     pub const OWNER_BUDGET: usize = 6_144;
 
     /// The most a job's message adds to the request body it was accepted from, for an owner
-    /// within [`JobMessage::OWNER_BUDGET`]: 7,282 bytes.
+    /// within [`JobMessage::OWNER_BUDGET`]: 7,318 bytes.
     ///
     /// The body is measured whole, the message is not the body, so the two are related here. Of the
     /// body, the message carries the payload byte for byte (it travels as the client's raw JSON),
@@ -127,7 +133,7 @@ impl JobMessage {
     /// rest as it is. These are separate parts of the body, so together they are at most its
     /// length; the body's own keys and punctuation (`{"kind":…,"payload":…}`) are not subtracted, a
     /// margin of at least 20 bytes. Everything else in the message comes from elsewhere and is
-    /// bounded by what accepts it: the version, the job id (a hyphenated UUID, 36), three times
+    /// bounded by what accepts it: the version, the job id (a hyphenated UUID, 36), four times
     /// (RFC 3339 in milliseconds, 24), the correlation id and the Idempotency-Key (128 and 255
     /// ASCII characters, each of which may be `"` or `\`, escaped in two bytes), the request's
     /// fingerprint (64 hex digits), the owner and the lane (written only when `high`); and the
@@ -138,7 +144,7 @@ impl JobMessage {
     pub const MAX_ENVELOPE_BYTES: usize = SKELETON.len()
         + 1 // `v`: one digit while VERSION is 1
         + quoted(36) // job_id
-        + 3 * quoted(24) // deadline, created_at, expires_at
+        + 4 * quoted(24) // deadline, run_at, created_at, expires_at
         + quoted(2 * CorrelationId::MAX_LEN)
         + Self::OWNER_BUDGET
         + quoted(2 * IdempotencyKey::MAX_LEN)
@@ -153,6 +159,7 @@ impl JobMessage {
             kind: &self.kind,
             payload: &*self.payload,
             deadline: self.deadline,
+            run_at: self.run_at,
             correlation_id: self.correlation_id.as_ref(),
             origin: self.origin.as_ref(),
         };
@@ -169,6 +176,7 @@ impl JobMessage {
             kind: job.kind.clone(),
             payload,
             deadline: job.deadline,
+            run_at: job.run_at,
             correlation_id: job.correlation_id.clone(),
             origin: Some(Origin {
                 owner: job.owner.clone(),
@@ -195,6 +203,7 @@ impl JobMessage {
             priority: origin.priority,
             created_at: origin.created_at,
             deadline: self.deadline,
+            run_at: self.run_at,
             payload: PayloadDigest::of(self.payload.get()),
             expires_at: origin.expires_at,
             callback_url: origin.callback_url.clone(),
@@ -233,6 +242,7 @@ impl JobMessage {
                     kind: wire.kind,
                     payload: wire.payload,
                     deadline: wire.deadline,
+                    run_at: wire.run_at,
                     correlation_id: wire.correlation_id,
                     origin: wire.origin,
                 })
@@ -253,6 +263,7 @@ mod tests {
             payload: RawValue::from_string(r#"{"to": "a@example.com", "n": [1, 2.5]}"#.into())
                 .unwrap(),
             deadline: Timestamp::from_millis(1_795_000_000_000),
+            run_at: None,
             correlation_id: Some(CorrelationId::parse(b"req-1").unwrap()),
             origin: None,
         }
@@ -267,6 +278,7 @@ mod tests {
             priority: Priority::High,
             created_at: Timestamp::from_millis(1_795_000_000_000),
             deadline: Timestamp::from_millis(1_795_000_600_000),
+            run_at: None,
             payload: PayloadDigest::of(r#"{"url":"https://example.com/"}"#),
             expires_at: Timestamp::from_millis(1_796_000_000_000),
             callback_url: Some("https://example.com/cb".to_owned()),
@@ -301,7 +313,7 @@ mod tests {
 
         assert_eq!(
             JobMessage::MAX_ENVELOPE_BYTES,
-            7_282,
+            7_318,
             "update the docs' arithmetic"
         );
         let kind = format!("k{}", "-".repeat(Kind::MAX_LEN - 1));
@@ -330,6 +342,7 @@ mod tests {
             priority: Priority::High,
             created_at: Timestamp::from_millis(1_795_000_000_000),
             deadline: Timestamp::from_millis(1_795_086_400_000),
+            run_at: Some(Timestamp::from_millis(1_795_000_060_000)),
             payload: PayloadDigest::of(&payload),
             // The last year RFC 3339 can write: a time is 24 bytes however late it is.
             expires_at: Timestamp::from_millis(253_402_300_799_000),
@@ -450,6 +463,7 @@ mod properties {
                 kind: Kind::parse(&kind).unwrap(),
                 payload: RawValue::from_string(payload).unwrap(),
                 deadline: Timestamp::from_millis(deadline),
+                run_at: None,
                 correlation_id: correlation.map(|c| CorrelationId::parse(c.as_bytes()).unwrap()),
                 origin: None,
             };

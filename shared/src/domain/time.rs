@@ -54,6 +54,45 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// An RFC 3339 date-time: `Z` or a numeric offset (`+02:00`, `-05:30`), with or without
+    /// fractional seconds.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
+        let invalid = || {
+            format!(
+                "`{}` is not an RFC 3339 date-time (like 2026-12-03T17:00:00Z)",
+                text.chars().take(40).collect::<String>()
+            )
+        };
+        let bytes = text.as_bytes();
+        // `±HH:MM` at the end: read the rest as UTC, then take the offset back off.
+        let (utc, offset_minutes) = match bytes.len().checked_sub(6).map(|at| (at, bytes[at])) {
+            Some((at, sign @ (b'+' | b'-'))) if bytes[at + 3] == b':' => {
+                let hours: i64 = text[at + 1..at + 3].parse().map_err(|_| invalid())?;
+                let minutes: i64 = text[at + 4..].parse().map_err(|_| invalid())?;
+                if hours > 23 || minutes > 59 {
+                    return Err(invalid());
+                }
+                let offset = hours * 60 + minutes;
+                (
+                    format!("{}Z", &text[..at]),
+                    if sign == b'+' { offset } else { -offset },
+                )
+            }
+            _ => (text.to_owned(), 0),
+        };
+        let time = humantime::parse_rfc3339(&utc).map_err(|_| invalid())?;
+        let shift = Duration::from_secs(offset_minutes.unsigned_abs() * 60);
+        let time = if offset_minutes >= 0 {
+            time.checked_sub(shift)
+        } else {
+            time.checked_add(shift)
+        }
+        .ok_or_else(invalid)?;
+        Ok(Self::from_system_time(time))
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&humantime::format_rfc3339_millis(self.to_system_time()), f)
@@ -90,6 +129,28 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, "\"2026-11-18T11:06:40.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn a_date_time_with_an_offset_is_the_same_instant_in_utc() {
+        let utc = Timestamp::parse_rfc3339("2026-12-03T17:00:00Z").unwrap();
+        for same in [
+            "2026-12-03T18:00:00+01:00",
+            "2026-12-03T11:30:00-05:30",
+            "2026-12-03T17:00:00.000Z",
+            "2026-12-03T17:00:00+00:00",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(same), Ok(utc), "{same}");
+        }
+        for bad in [
+            "tomorrow",
+            "2026-12-03",
+            "2026-12-03T17:00:00+25:00",
+            "",
+            "+01:00",
+        ] {
+            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub enum Requirement {
     DeadlinePassed,
     /// Its attempt count is below this one.
     AttemptsBelow(u32),
+    /// It is not scheduled, or its time has come by the change's moment.
+    Due,
 }
 
 impl Requirement {
@@ -82,6 +84,7 @@ impl Requirement {
             Self::Attempt(attempt) => job.attempts == *attempt,
             Self::DeadlinePassed => job.deadline < at,
             Self::AttemptsBelow(limit) => job.attempts < *limit,
+            Self::Due => job.run_at.is_none_or(|due| due <= at),
         }
     }
 }
@@ -108,12 +111,13 @@ impl Transition {
     /// in full. The one home of the state machine's rules: [`Change::permits`] evaluates it in
     /// memory, and the DynamoDB store turns it into the write's condition.
     pub fn precondition(&self) -> Vec<Vec<Requirement>> {
-        use Requirement::{Attempt, AttemptsBelow, DeadlinePassed, LeaseLapsed, Status};
+        use Requirement::{Attempt, AttemptsBelow, DeadlinePassed, Due, LeaseLapsed, Status};
         let pending = Status(JobStatus::Pending);
         let abandoned = [Status(JobStatus::Running), LeaseLapsed];
         match self {
+            // A scheduled job is never claimed early, whatever message arrives for it.
             Self::Claim { max_attempts, .. } => vec![
-                vec![pending],
+                vec![pending, Due],
                 [abandoned.as_slice(), &[AttemptsBelow(*max_attempts)]].concat(),
             ],
             // A deadline extended since the message was sent (a redrive with --extend) wins over
@@ -248,6 +252,7 @@ mod tests {
             priority: crate::domain::Priority::Normal,
             created_at: T0,
             deadline: T0.saturating_add(Duration::from_secs(60)),
+            run_at: None,
             payload: PayloadDigest::of("{}"),
             expires_at: T0.saturating_add(Duration::from_secs(3600)),
             callback_url: None,

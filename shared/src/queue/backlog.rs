@@ -161,10 +161,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_the_excess_over_the_measured_drain_rate() {
-        let queue = MemoryQueue::new(Duration::from_secs(300));
-        for n in 0..100 {
-            queue.send(&n.to_string()).await.unwrap();
-        }
+        let queue = holding(100).await;
         let backlog = Backlog::new(10);
         assert!(backlog.over_limit(&queue).await.unwrap().is_some());
         // Consumers take 20 messages in 5 s: 4 per second. 80 waiting, 70 over: 18 s.
@@ -184,10 +181,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lane_that_does_not_drain_asks_for_the_longest_wait() {
-        let queue = MemoryQueue::new(Duration::from_secs(300));
-        for n in 0..20 {
-            queue.send(&n.to_string()).await.unwrap();
-        }
+        let queue = holding(20).await;
         let backlog = Backlog::new(10);
         backlog.over_limit(&queue).await.unwrap();
         tokio::time::advance(REFRESH).await;
@@ -211,6 +205,15 @@ mod tests {
         tokio::time::advance(REFRESH).await;
         let full = backlog.over_limit(&queue).await.unwrap().unwrap();
         assert_eq!(full.drain_per_second, None);
+    }
+
+    /// A queue holding `n` messages.
+    async fn holding(n: usize) -> MemoryQueue {
+        let queue = MemoryQueue::new(Duration::from_secs(300));
+        for n in 0..n {
+            queue.send(&n.to_string()).await.unwrap();
+        }
+        queue
     }
 
     async fn take(queue: &MemoryQueue, n: usize) {

@@ -32,6 +32,7 @@ macro_rules! queue_contract_tests {
         $crate::queue_contract_tests!(@test $setup, a_deleted_message_is_gone);
         $crate::queue_contract_tests!(@test $setup, a_batch_send_enqueues_each_message_once_in_order_of_its_ids);
         $crate::queue_contract_tests!(@test $setup, a_message_moves_to_the_dlq_after_max_receive_count_receives);
+        $crate::queue_contract_tests!(@test $setup, a_delayed_message_is_received_only_after_its_delay);
     };
     (@test $setup:expr, $clause:ident) => {
         #[tokio::test]
@@ -157,7 +158,10 @@ pub async fn a_batch_send_enqueues_each_message_once_in_order_of_its_ids(setup: 
         .enumerate()
         .map(|(n, body)| super::Outgoing {
             body,
-            group: Some(if n % 2 == 0 { "even" } else { "odd" }),
+            options: super::SendOptions {
+                group: Some(if n % 2 == 0 { "even" } else { "odd" }),
+                ..super::SendOptions::default()
+            },
         })
         .collect();
     let sent = setup.queue.send_batch(&messages).await;
@@ -189,4 +193,47 @@ pub async fn a_batch_send_enqueues_each_message_once_in_order_of_its_ids(setup: 
     }
     assert!(setup.queue.send_batch(&[]).await.is_empty());
     assert_eq!(setup.queue.depth().await.unwrap().total(), 0);
+
+    // Each entry keeps its own delay.
+    let later = super::Outgoing {
+        body: "batch-later",
+        options: super::SendOptions {
+            group: Some("owner"),
+            delay: Duration::from_secs(2),
+        },
+    };
+    let now = super::Outgoing {
+        body: "batch-now",
+        options: super::SendOptions::default(),
+    };
+    for sent in setup.queue.send_batch(&[later, now]).await {
+        sent.unwrap();
+    }
+    let first = receive_one(&*setup.queue).await;
+    assert_eq!(first.body, "batch-now");
+    setup.queue.delete(&first.receipt_handle).await.unwrap();
+    assert!(nothing_received(&*setup.queue, Duration::from_millis(500)).await);
+    outlast(Duration::from_secs(2)).await;
+    let second = receive_one(&*setup.queue).await;
+    assert_eq!(second.body, "batch-later");
+    setup.queue.delete(&second.receipt_handle).await.unwrap();
+}
+
+/// A clause of the queue contract.
+pub async fn a_delayed_message_is_received_only_after_its_delay(setup: &Setup) {
+    let options = super::SendOptions {
+        group: Some("owner"),
+        delay: Duration::from_secs(2),
+    };
+    setup.queue.send_with("later", options).await.unwrap();
+    setup.queue.send("now").await.unwrap();
+    let first = receive_one(&*setup.queue).await;
+    assert_eq!(first.body, "now");
+    setup.queue.delete(&first.receipt_handle).await.unwrap();
+    assert_eq!(setup.queue.depth().await.unwrap().visible, 0);
+    assert!(nothing_received(&*setup.queue, Duration::from_millis(500)).await);
+    outlast(Duration::from_secs(2)).await;
+    let later = receive_one(&*setup.queue).await;
+    assert_eq!(later.body, "later");
+    setup.queue.delete(&later.receipt_handle).await.unwrap();
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{JobQueue, Outgoing, QueueDepth, QueueError, ReceivedMessage};
+use super::{JobQueue, Outgoing, QueueDepth, QueueError, ReceivedMessage, SendOptions};
 use crate::domain::Timestamp;
 
 /// An in-process queue with the SQS behaviour Spillway relies on: a visibility timeout per
@@ -75,9 +75,10 @@ impl MemoryQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, mut message: Message) -> String {
+    /// Adds `message`, visible after `delay`.
+    fn push(&self, mut message: Message, delay: Duration) -> String {
         let id = message.id.clone();
-        message.visible_at = Instant::now();
+        message.visible_at = Instant::now() + delay;
         message.receipt_handle = None;
         self.state().messages.push_back(message);
         self.arrived.notify_waiters();
@@ -101,7 +102,7 @@ impl MemoryQueue {
                             receive_count = message.receive_count,
                             "moved to the dead-letter queue"
                         );
-                        redrive.dead_letter_queue.push(message);
+                        redrive.dead_letter_queue.push(message, Duration::ZERO);
                     }
                 } else {
                     index += 1;
@@ -165,22 +166,24 @@ impl MemoryQueue {
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
-    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
-        Ok(self.push(Message {
+    async fn send_with(&self, body: &str, options: SendOptions<'_>) -> Result<String, QueueError> {
+        let delay = options.delay.min(super::MAX_DELAY);
+        let message = Message {
             id: uuid::Uuid::now_v7().to_string(),
             body: body.to_owned(),
             sent_at: Timestamp::from_system_time(SystemTime::now()),
             visible_at: Instant::now(),
             receive_count: 0,
             receipt_handle: None,
-            group: group.map(str::to_owned),
-        }))
+            group: options.group.map(str::to_owned),
+        };
+        Ok(self.push(message, delay))
     }
 
     async fn send_batch(&self, messages: &[Outgoing<'_>]) -> Vec<Result<String, QueueError>> {
         let mut sent = Vec::with_capacity(messages.len());
         for message in messages {
-            sent.push(self.send_in_group(message.body, message.group).await);
+            sent.push(self.send_with(message.body, message.options).await);
         }
         sent
     }
@@ -236,10 +239,16 @@ impl JobQueue for MemoryQueue {
             .iter()
             .filter(|m| m.visible_at <= now)
             .count() as u64;
+        // Sent with a delay and never received yet.
+        let delayed = state
+            .messages
+            .iter()
+            .filter(|m| m.visible_at > now && m.receipt_handle.is_none())
+            .count() as u64;
         Ok(QueueDepth {
             visible,
-            in_flight: state.messages.len() as u64 - visible,
-            delayed: 0,
+            in_flight: state.messages.len() as u64 - visible - delayed,
+            delayed,
         })
     }
 }

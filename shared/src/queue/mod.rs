@@ -32,20 +32,20 @@ pub const MAX_BATCH_ENTRIES: usize = 10;
 /// message, so ten messages near the limit go in ten calls.
 pub const MAX_BATCH_BYTES: usize = MAX_MESSAGE_BYTES;
 
-/// One message of a [`JobQueue::send_batch`]: its body and its fairness group.
+/// One message of a [`JobQueue::send_batch`]: its body and how it is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outgoing<'a> {
     /// The message body (an encoded `JobMessage`).
     pub body: &'a str,
-    /// The fairness group, as for [`JobQueue::send_in_group`].
-    pub group: Option<&'a str>,
+    /// Its fairness group and delay, as for [`JobQueue::send_with`].
+    pub options: SendOptions<'a>,
 }
 
 impl Outgoing<'_> {
     /// What the message counts towards a `SendMessageBatch`'s total: its body, and its group id
     /// (SQS does not say whether it counts the group, so it is counted).
     pub fn size(&self) -> usize {
-        self.body.len() + self.group.map_or(0, str::len)
+        self.body.len() + self.options.group.map_or(0, str::len)
     }
 }
 
@@ -73,20 +73,30 @@ pub fn batch_ranges(messages: &[Outgoing<'_>]) -> Vec<std::ops::Range<usize>> {
 /// One queue of job messages, with SQS's at-least-once semantics.
 #[async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {
-    /// Enqueues a message body (an encoded `JobMessage`) in the fairness group `group` (an
-    /// owner's [`crate::domain::Owner::fairness_key`]; SQS fair queues' `MessageGroupId`), and
-    /// returns its message id. A group whose messages crowd the queue gets no more than its share
-    /// of the consumers: the others' messages are delivered first.
-    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError>;
+    /// Enqueues a message body (an encoded `JobMessage`) as `options` say, and returns its
+    /// message id.
+    async fn send_with(&self, body: &str, options: SendOptions<'_>) -> Result<String, QueueError>;
 
-    /// Enqueues several messages, each as [`JobQueue::send_in_group`] would, in as few calls as
-    /// the queue allows; returns each message's id or failure, in order, one per message. Some
-    /// may be sent while others fail: a failure means that message was not sent.
+    /// Enqueues a message body in the fairness group `group`, at once.
+    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
+        self.send_with(
+            body,
+            SendOptions {
+                group,
+                ..SendOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Enqueues several messages, each as [`JobQueue::send_with`] would, in as few calls as the
+    /// queue allows; returns each message's id or failure, in order, one per message. Some may be
+    /// sent while others fail: a failure means that message was not sent.
     async fn send_batch(&self, messages: &[Outgoing<'_>]) -> Vec<Result<String, QueueError>>;
 
-    /// Enqueues a message body in no group (tools and tests).
+    /// Enqueues a message body in no group, at once (tools and tests).
     async fn send(&self, body: &str) -> Result<String, QueueError> {
-        self.send_in_group(body, None).await
+        self.send_with(body, SendOptions::default()).await
     }
 
     /// Hides a received message for `timeout` from now, as `ChangeMessageVisibility` does.
@@ -127,7 +137,7 @@ impl NoQueue {
 
 #[async_trait]
 impl JobQueue for NoQueue {
-    async fn send_in_group(&self, _: &str, _: Option<&str>) -> Result<String, QueueError> {
+    async fn send_with(&self, _: &str, _: SendOptions<'_>) -> Result<String, QueueError> {
         Err(self.refuse())
     }
 
@@ -193,6 +203,29 @@ impl QueueDepth {
     }
 }
 
+/// How a message is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions<'a> {
+    /// Its fairness group (an owner's [`crate::domain::Owner::fairness_key`]; SQS fair queues'
+    /// `MessageGroupId`): a group whose messages crowd the queue gets no more than its share of
+    /// the consumers, the others' messages being delivered first.
+    pub group: Option<&'a str>,
+    /// How long it stays invisible after it is sent (SQS's `DelaySeconds`, whole seconds, at
+    /// most [`MAX_DELAY`]).
+    pub delay: Duration,
+}
+
+/// The longest delay SQS gives a message when it is sent (`DelaySeconds`, 15 minutes).
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// The delay to send a message with at `now` so that it is received when `due` comes, or as
+/// near to it as SQS allows: whole seconds rounded up (never early), at most [`MAX_DELAY`].
+pub fn delay_until(due: Timestamp, now: Timestamp) -> Duration {
+    let left = due.saturating_since(now);
+    let whole = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+    whole.min(MAX_DELAY)
+}
+
 /// A queue failure.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -211,30 +244,30 @@ mod tests {
 
     #[test]
     fn a_batch_is_cut_at_ten_entries_and_at_sqs_total_size() {
-        let small = Outgoing {
-            body: "x",
-            group: Some("g"),
+        let grouped = |body| Outgoing {
+            body,
+            options: SendOptions {
+                group: Some("g"),
+                ..SendOptions::default()
+            },
         };
+        let small = grouped("x");
         assert_eq!(batch_ranges(&[small; 25]), vec![0..10, 10..20, 20..25]);
         assert_eq!(batch_ranges(&[]), Vec::<std::ops::Range<usize>>::new());
         // Four messages of 300 KB: three fit in 1 MiB, the fourth starts the next call.
         let body = "x".repeat(300_000);
         let large = Outgoing {
             body: &body,
-            group: None,
+            options: SendOptions::default(),
         };
         assert_eq!(batch_ranges(&[large; 4]), vec![0..3, 3..4]);
         // Exactly 1 MiB together is one call; a byte more is two.
         let half = "x".repeat(MAX_BATCH_BYTES / 2);
         let halves = [Outgoing {
             body: &half,
-            group: None,
+            options: SendOptions::default(),
         }; 2];
         assert_eq!(batch_ranges(&halves), vec![0..2]);
-        let grouped = [Outgoing {
-            body: &half,
-            group: Some("g"),
-        }; 2];
-        assert_eq!(batch_ranges(&grouped), vec![0..1, 1..2]);
+        assert_eq!(batch_ranges(&[grouped(&half); 2]), vec![0..1, 1..2]);
     }
 }

@@ -12,7 +12,9 @@ use aws_sdk_sqs::types::{
 };
 use tracing::instrument;
 
-use super::{JobQueue, Outgoing, QueueDepth, QueueError, ReceivedMessage, batch_ranges};
+use super::{
+    JobQueue, Outgoing, QueueDepth, QueueError, ReceivedMessage, SendOptions, batch_ranges,
+};
 use crate::domain::Timestamp;
 
 /// A `JobQueue` on one SQS standard queue.
@@ -65,6 +67,12 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(err: E) -> QueueErr
     QueueError::Unavailable(Box::new(err))
 }
 
+/// A message's `DelaySeconds`: none for no delay, at most [`super::MAX_DELAY`].
+fn delay_seconds(delay: Duration) -> Option<i32> {
+    let delay = delay.min(super::MAX_DELAY);
+    (!delay.is_zero()).then(|| seconds(delay))
+}
+
 /// Seconds for SQS's integer duration fields, saturating.
 fn seconds(duration: Duration) -> i32 {
     i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
@@ -73,13 +81,15 @@ fn seconds(duration: Duration) -> i32 {
 #[async_trait]
 impl JobQueue for SqsQueue {
     #[instrument(skip_all)]
-    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
+    async fn send_with(&self, body: &str, options: SendOptions<'_>) -> Result<String, QueueError> {
+        let delay = options.delay.min(super::MAX_DELAY);
         let output = self
             .client()
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
-            .set_message_group_id(group.map(str::to_owned))
+            .set_message_group_id(options.group.map(str::to_owned))
+            .set_delay_seconds(delay_seconds(delay))
             .send()
             .await
             .map_err(unavailable)?;
@@ -101,7 +111,8 @@ impl JobQueue for SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(index.to_string())
                         .message_body(message.body)
-                        .set_message_group_id(message.group.map(str::to_owned))
+                        .set_message_group_id(message.options.group.map(str::to_owned))
+                        .set_delay_seconds(delay_seconds(message.options.delay))
                         .build()
                         .map_err(unavailable)
                 })

@@ -74,6 +74,7 @@ fn new_job() -> Job {
         priority: Priority::High,
         created_at,
         deadline: created_at.saturating_add(Duration::from_secs(300)),
+        run_at: None,
         payload: PayloadDigest::of(r#"{"hello":"world"}"#),
         expires_at: created_at.saturating_add(Duration::from_secs(900)),
         callback_url: None,

@@ -476,6 +476,11 @@ impl Parts {
                 let now = self.value("now", n(at.as_millis()));
                 format!("{name} < {now}")
             }
+            Requirement::Due => {
+                let name = self.name("run_at");
+                let now = self.value("now", n(at.as_millis()));
+                format!("(attribute_not_exists({name}) OR {name} <= {now})")
+            }
             Requirement::AttemptsBelow(limit) => {
                 let name = self.name("attempts");
                 let value = self.value("attempts_below", n(u64::from(*limit)));
@@ -584,6 +589,9 @@ fn to_item(job: &Job) -> Item {
             n(job.expires_at.as_epoch_seconds_ceil()),
         ),
     ]);
+    if let Some(run_at) = job.run_at {
+        item.insert("run_at".to_owned(), n(run_at.as_millis()));
+    }
     if let Some(started_at) = job.started_at {
         item.insert("started_at".to_owned(), n(started_at.as_millis()));
     }
@@ -660,6 +668,7 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         updated_at: Timestamp::from_millis(required("updated_at")?),
         started_at: number("started_at")?.map(Timestamp::from_millis),
         deadline: Timestamp::from_millis(required("deadline")?),
+        run_at: number("run_at")?.map(Timestamp::from_millis),
         lease_until: number("lease_until")?.map(Timestamp::from_millis),
         result,
         error: optional_string("error")?,
@@ -713,6 +722,7 @@ mod tests {
             priority: crate::domain::Priority::High,
             created_at,
             deadline: created_at.saturating_add(Duration::from_secs(60)),
+            run_at: None,
             payload: PayloadDigest::of("[1,2,3]"),
             expires_at: created_at.saturating_add(Duration::from_secs(120)),
             callback_url: Some("https://hooks.example.com/done".to_owned()),

@@ -28,7 +28,7 @@ use crate::domain::{
 };
 use crate::esm::EventSourceMapping;
 use crate::processor::{ProcessError, Processor, Processors, Work};
-use crate::queue::{JobQueue, NoQueue, QueueDepth, QueueError, ReceivedMessage};
+use crate::queue::{JobQueue, NoQueue, QueueDepth, QueueError, ReceivedMessage, SendOptions};
 use crate::store::{ApplyError, JobStore, StoreError};
 
 /// The seeded source of every fault and every processor outcome.
@@ -310,9 +310,9 @@ impl FaultyQueue {
 
 #[async_trait]
 impl JobQueue for FaultyQueue {
-    async fn send_in_group(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {
+    async fn send_with(&self, body: &str, options: SendOptions<'_>) -> Result<String, QueueError> {
         let call = async {
-            let sent = self.inner.send_in_group(body, group).await;
+            let sent = self.inner.send_with(body, options).await;
             if sent.is_ok() {
                 self.sent
                     .lock()
@@ -340,7 +340,7 @@ impl JobQueue for FaultyQueue {
     ) -> Vec<Result<String, QueueError>> {
         let mut results = Vec::with_capacity(messages.len());
         for message in messages {
-            results.push(self.send_in_group(message.body, message.group).await);
+            results.push(self.send_with(message.body, message.options).await);
         }
         results
     }

@@ -449,7 +449,31 @@ fn a_resource_counts_only_when_its_condition_holds() {
     assert_eq!(value(&template, &[], "consumer.batch_size"), 10.0);
     assert_eq!(
         error(&template, &[("Size", "big")]),
-        "Resources: Consumer, OtherConsumer all build the `consumer` binary: the simulator \
-         models one"
+        "Resources: Consumer, OtherConsumer all build the `consumer` binary for the normal lane \
+         (SPILLWAY_PRIORITY normal or unset): the simulator models one"
+    );
+}
+
+#[test]
+fn the_normal_lanes_consumer_is_the_one_modelled() {
+    let template = SMALL.to_owned()
+        + "  HighConsumer:\n    Type: AWS::Serverless::Function\n    Metadata:\n      \
+           BuildProperties:\n        Binary: consumer\n    Properties:\n      Timeout: 7\n      \
+           Environment:\n        Variables:\n          SPILLWAY_PRIORITY: high\n";
+    let taken = values(&template, &[]);
+    assert_eq!(
+        taken["consumer.timeout_s"].value, 40.0,
+        "Consumer's, not HighConsumer's"
+    );
+    let named_normal = template.replace(
+        "          SPILLWAY_MAX_ATTEMPTS: !Ref Attempts\n",
+        "          SPILLWAY_MAX_ATTEMPTS: !Ref Attempts\n          SPILLWAY_PRIORITY: normal\n",
+    );
+    assert_eq!(value(&named_normal, &[], "consumer.timeout_s"), 40.0);
+    let both_high = named_normal.replace("PRIORITY: normal", "PRIORITY: high");
+    assert_eq!(
+        error(&both_high, &[]),
+        "Resources: no function builds the `consumer` binary for the normal lane \
+         (SPILLWAY_PRIORITY normal or unset) (Metadata.BuildProperties.Binary)"
     );
 }
