@@ -10,7 +10,9 @@ data stays right:
   (SPILLWAY_WEBHOOK_SINK, host:port), never at the hosts Hypothesis makes up, some of which
   exist; which destinations the SSRF guard refuses (`422`) is a policy no JSON Schema can state,
   and the integration and hostile-input tests check it;
-- a `sleep` job sleeps at most 50 ms, so jobs end quickly and long polls return early;
+- a `sleep` job sleeps at most 50 ms, and a scheduled job is due within a second (a later
+  `run_at` or `delay_seconds` is brought forward), so jobs end quickly and long polls return
+  early;
 - a batch holds at most 10 jobs (a longer one within the document's 100 is cut to its first
   10): thousands of generated jobs would keep the consumers busy past the long polls' waits
   that other requests make, and the 100-job bound is held by the unit and integration tests;
@@ -20,6 +22,7 @@ data stays right:
 """
 
 import itertools
+from datetime import datetime, timedelta, timezone
 import os
 import re
 import uuid
@@ -55,9 +58,28 @@ def _unique_key(key):
     return key[: 255 - len(suffix)] + suffix
 
 
+def _soon(body):
+    delay = body.get("delay_seconds")
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool) and 1 < delay <= 86_400:
+        if float(delay).is_integer():
+            body["delay_seconds"] = 1
+    run_at = body.get("run_at")
+    if isinstance(run_at, str):
+        try:
+            due = datetime.fromisoformat(run_at.replace("z", "Z").replace("Z", "+00:00"))
+        except ValueError:
+            return
+        if due.tzinfo is None or due.year < 1970:
+            return
+        soon = datetime.now(timezone.utc) + timedelta(seconds=1)
+        if due > soon:
+            body["run_at"] = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _job(body):
     if not isinstance(body, dict):
         return
+    _soon(body)
     if "callback_url" in body:
         body["callback_url"] = _to_sink(body["callback_url"])
     payload = body.get("payload")
