@@ -341,10 +341,12 @@ async fn the_stack_runs_as_the_template_deploys_it() {
     assert!(stack.receiver.deliveries("/never").await.is_empty());
     assert_eq!(stack.get(&cancelled).await["status"], "cancelled");
 
-    // A batch through its own route: its messages sent with SendMessageBatch, its jobs written in
-    // one transaction, the job the stack does not run refused alone.
+    // A batch through its own route: its messages sent with SendMessageBatch to each job's lane,
+    // its jobs written in one transaction, the job the stack does not run refused alone.
     let webhook = json!({"kind": "webhook", "payload": {"url": stack.receiver.url("/batch")}});
-    let batch = json!({"jobs": [webhook, webhook, {"kind": "echo", "payload": 1}]});
+    let mut high = webhook.clone();
+    high["priority"] = json!("high");
+    let batch = json!({"jobs": [webhook, high, {"kind": "echo", "payload": 1}]});
     let answer = stack.post_to("/jobs/batch", &batch, &[]).await;
     assert_eq!(answer.status, 200, "{answer}");
     let results = answer.json()["results"].clone();
