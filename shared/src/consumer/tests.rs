@@ -938,6 +938,12 @@ async fn a_scheduled_job_runs_at_its_time_not_before_and_a_cancel_prevents_the_r
 
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(status(id).await, "scheduled");
+    let response = crate::api::get_job(&app, &owner, &id.to_string(), None).await;
+    assert_eq!(
+        response.headers()[http::header::RETRY_AFTER],
+        "600",
+        "come back when it is due"
+    );
     let response = crate::api::cancel_job(&app, &owner, &cancelled.to_string()).await;
     assert_eq!(
         response.status(),
