@@ -998,3 +998,19 @@ async fn a_claim_before_a_scheduled_job_is_due_is_refused() {
     assert_eq!(counting.total_runs(), 0);
     assert_eq!(self::job(app, id).await.status, JobStatus::Pending);
 }
+
+#[test]
+fn a_processors_error_is_kept_bounded() {
+    let settings = fast_settings();
+    for error in [
+        ProcessError::permanent("é".repeat(1_000_000)),
+        ProcessError::retryable("x".repeat(1_000_000)),
+    ] {
+        let (transition, _) = decide(&settings, 1, Err(error));
+        let kept = transition.error().unwrap();
+        assert_eq!(kept.chars().count(), MAX_ERROR_CHARS + 1, "{transition:?}");
+        assert!(kept.ends_with('…'));
+    }
+    let (transition, _) = decide(&settings, 1, Err(ProcessError::permanent("short")));
+    assert_eq!(transition.error(), Some("short"));
+}
