@@ -213,6 +213,14 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// The longest deadline any variable may give a job: a year. Every time a job carries (its
+/// deadline, and its record's expiry a retention after it) must stay a date RFC 3339 can write,
+/// or its message could not be encoded.
+const MAX_TTL_LIMIT: u64 = 31_536_000;
+
+/// The longest retention: ten years, far beyond any use and far within what a date can hold.
+const MAX_RETENTION_LIMIT: u64 = 315_360_000;
+
 /// The largest `SPILLWAY_MAX_PAYLOAD_BYTES`, and its default: 1,040,384 bytes (1016 KiB). A
 /// request body travels in its job's SQS message, which SQS limits to
 /// [`MAX_MESSAGE_BYTES`](crate::queue::MAX_MESSAGE_BYTES) (1 MiB) and which adds at most
@@ -282,15 +290,15 @@ impl Settings {
                 high: secs(
                     "SPILLWAY_HIGH_DEFAULT_TTL_SECONDS",
                     self.default_ttl.high,
-                    1..=u64::MAX,
+                    1..=MAX_TTL_LIMIT,
                 )?,
                 normal: secs(
                     "SPILLWAY_DEFAULT_TTL_SECONDS",
                     self.default_ttl.normal,
-                    1..=u64::MAX,
+                    1..=MAX_TTL_LIMIT,
                 )?,
             },
-            max_ttl: secs("SPILLWAY_MAX_TTL_SECONDS", self.max_ttl, 1..=31_536_000)?,
+            max_ttl: secs("SPILLWAY_MAX_TTL_SECONDS", self.max_ttl, 1..=MAX_TTL_LIMIT)?,
             max_payload_bytes: max_payload_bytes(env, self.max_payload_bytes)?,
             max_attempts: env.number("SPILLWAY_MAX_ATTEMPTS", self.max_attempts, 1..=1000)?,
             max_receive_count: env.number(
@@ -309,7 +317,11 @@ impl Settings {
                 self.backoff_max,
                 0..=crate::queue::MAX_VISIBILITY.as_secs(),
             )?,
-            retention: secs("SPILLWAY_RETENTION_SECONDS", self.retention, 1..=u64::MAX)?,
+            retention: secs(
+                "SPILLWAY_RETENTION_SECONDS",
+                self.retention,
+                1..=MAX_RETENTION_LIMIT,
+            )?,
             backlog_limit: Lanes {
                 high: env.number(
                     "SPILLWAY_HIGH_BACKLOG_LIMIT",
@@ -768,6 +780,21 @@ mod tests {
         ]);
         let err = intake(&pairs).unwrap_err();
         assert_eq!(err.variable, "SPILLWAY_HIGH_DEFAULT_TTL_SECONDS");
+    }
+
+    #[test]
+    fn times_no_date_could_hold_are_refused() {
+        for (variable, value) in [
+            ("SPILLWAY_RETENTION_SECONDS", "18446744073709551615"),
+            ("SPILLWAY_RETENTION_SECONDS", "315360001"),
+            ("SPILLWAY_DEFAULT_TTL_SECONDS", "31536001"),
+            ("SPILLWAY_HIGH_DEFAULT_TTL_SECONDS", "99999999999"),
+        ] {
+            let mut pairs = RESOURCES.to_vec();
+            pairs.push((variable, value));
+            let err = Config::for_function(Function::Consumer, lookup(&pairs)).unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+        }
     }
 
     #[test]

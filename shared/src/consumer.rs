@@ -564,6 +564,18 @@ fn decide(
     result: Result<Value, ProcessError>,
 ) -> (Transition, Option<Duration>) {
     let last_attempt = attempt >= settings.max_attempts;
+    let result = result.map_err(|error| match error {
+        ProcessError::Permanent { message } => ProcessError::Permanent {
+            message: bounded(message),
+        },
+        ProcessError::Retryable {
+            message,
+            retry_after,
+        } => ProcessError::Retryable {
+            message: bounded(message),
+            retry_after,
+        },
+    });
     match result {
         Ok(result) if json_len(&result) > MAX_RESULT_BYTES => {
             let error = format!("the result is larger than {MAX_RESULT_BYTES} bytes");
@@ -594,6 +606,23 @@ fn decide(
             },
             Some(backoff(settings, attempt, retry_after)),
         ),
+    }
+}
+
+/// The most characters of a processor's error the job keeps: enough for any diagnosis, and a
+/// bound that keeps the item far within DynamoDB's 400 KB whatever a processor returns.
+pub const MAX_ERROR_CHARS: usize = 4_096;
+
+/// `message`, cut to [`MAX_ERROR_CHARS`] with an ellipsis when longer.
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => {
+            let mut cut = message;
+            cut.truncate(at);
+            cut.push('…');
+            cut
+        }
+        None => message,
     }
 }
 

@@ -22,10 +22,10 @@ data stays right:
 """
 
 import itertools
-from datetime import datetime, timedelta, timezone
 import os
 import re
 import uuid
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import schemathesis

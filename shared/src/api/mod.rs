@@ -57,9 +57,20 @@ fn job_response(job: &Job, now: crate::domain::Timestamp) -> ApiResponse {
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if !job.status.is_terminal() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(poll_after(job, now)));
     }
     response
+}
+
+/// Seconds until a job that is not finished is worth polling again: a scheduled one has nothing
+/// to show before it is due.
+fn poll_after(job: &Job, now: crate::domain::Timestamp) -> u64 {
+    match job.run_at {
+        Some(due) if job.is_scheduled_at(now) => {
+            due.saturating_since(now).as_secs().max(POLL_AFTER_SECONDS)
+        }
+        _ => POLL_AFTER_SECONDS,
+    }
 }
 
 /// Where a job's status is served.

@@ -7,8 +7,7 @@ use serde_json::value::RawValue;
 use tracing::{info, instrument, warn};
 
 use super::{
-    ApiError, ApiResponse, CORRELATION_HEADER, JSON, POLL_AFTER_SECONDS, json_response,
-    set_correlation_id, status_path,
+    ApiError, ApiResponse, CORRELATION_HEADER, JSON, json_response, set_correlation_id, status_path,
 };
 use crate::app::App;
 use crate::config::Settings;
@@ -613,12 +612,10 @@ fn accepted(job: &Job, replayed: bool, now: Timestamp) -> ApiResponse {
     if let Ok(value) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, value);
     }
-    // A scheduled job has nothing to show before it is due.
-    let poll_after = match job.run_at {
-        Some(due) if scheduled => due.saturating_since(now).as_secs().max(POLL_AFTER_SECONDS),
-        _ => POLL_AFTER_SECONDS,
-    };
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(poll_after));
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(super::poll_after(job, now)),
+    );
     if let Some(id) = &job.correlation_id {
         set_correlation_id(headers, id);
     }

@@ -954,6 +954,12 @@ async fn a_scheduled_job_runs_at_its_time_not_before_and_a_cancel_prevents_the_r
 
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(status(id).await, "scheduled");
+    let response = crate::api::get_job(&app, &owner, &id.to_string(), None).await;
+    assert_eq!(
+        response.headers()[http::header::RETRY_AFTER],
+        "600",
+        "come back when it is due"
+    );
     let response = crate::api::cancel_job(&app, &owner, &cancelled.to_string()).await;
     assert_eq!(
         response.status(),
@@ -1007,4 +1013,20 @@ async fn a_claim_before_a_scheduled_job_is_due_is_refused() {
     assert_eq!(report.received, 1);
     assert_eq!(counting.total_runs(), 0);
     assert_eq!(self::job(app, id).await.status, JobStatus::Pending);
+}
+
+#[test]
+fn a_processors_error_is_kept_bounded() {
+    let settings = fast_settings();
+    for error in [
+        ProcessError::permanent("é".repeat(1_000_000)),
+        ProcessError::retryable("x".repeat(1_000_000)),
+    ] {
+        let (transition, _) = decide(&settings, 1, Err(error));
+        let kept = transition.error().unwrap();
+        assert_eq!(kept.chars().count(), MAX_ERROR_CHARS + 1, "{transition:?}");
+        assert!(kept.ends_with('…'));
+    }
+    let (transition, _) = decide(&settings, 1, Err(ProcessError::permanent("short")));
+    assert_eq!(transition.error(), Some("short"));
 }

@@ -76,9 +76,11 @@ impl Backlog {
             Some(reading) if reading.at.elapsed() < REFRESH => reading.waiting,
             _ => {
                 let depth = queue.depth().await?;
+                // Only what waits for a consumer now: delayed messages are scheduled jobs not due
+                // yet, which no consumer could take however idle it were.
                 let reading = Reading {
                     at: Instant::now(),
-                    waiting: depth.visible + depth.delayed,
+                    waiting: depth.visible,
                 };
                 self.record(reading);
                 reading.waiting
@@ -177,6 +179,20 @@ mod tests {
         let full = backlog.over_limit(&queue).await.unwrap().unwrap();
         assert_eq!(full.drain_per_second, Some(6.0));
         assert_eq!(full.retry_after, Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scheduled_jobs_are_no_backlog() {
+        let queue = MemoryQueue::new(Duration::from_secs(300));
+        let later = crate::queue::SendOptions {
+            group: None,
+            delay: Duration::from_secs(600),
+        };
+        for n in 0..50 {
+            queue.send_with(&n.to_string(), later).await.unwrap();
+        }
+        assert_eq!(queue.depth().await.unwrap().delayed, 50);
+        assert_eq!(Backlog::new(10).over_limit(&queue).await.unwrap(), None);
     }
 
     #[tokio::test(start_paused = true)]
