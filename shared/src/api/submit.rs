@@ -606,7 +606,6 @@ fn refused(what: &str, rejection: Rejection) -> ApiError {
 /// the first answer repeated.
 fn accepted(job: &Job, replayed: bool, now: Timestamp) -> ApiResponse {
     let location = status_path(job);
-    let scheduled = job.is_scheduled_at(now);
     let mut response = json_response(StatusCode::ACCEPTED, &Accepted::of(job, now));
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&location) {
