@@ -486,17 +486,7 @@ fn result(app: &App, now: crate::domain::Timestamp, index: usize, outcome: Outco
                 retry_after: None,
             }
         }
-        Outcome::Refused(error) => {
-            rejected(app, &error);
-            ItemResult {
-                index,
-                status: error.status().as_u16(),
-                problem: Some(error.problem()),
-                body: None,
-                replayed: false,
-                retry_after: error.retry_after(),
-            }
-        }
+        Outcome::Refused(error) => refused(app, index, &error),
         // Every job ends accepted or refused; a job left midway would be a bug here, and
         // is refused as one rather than reported accepted.
         Outcome::Ready(_) | Outcome::Sent(..) | Outcome::Taken => {
@@ -504,16 +494,21 @@ fn result(app: &App, now: crate::domain::Timestamp, index: usize, outcome: Outco
                 id: format!("batch job {index}"),
                 reason: "left unsettled".to_owned(),
             });
-            rejected(app, &error);
-            ItemResult {
-                index,
-                status: error.status().as_u16(),
-                problem: Some(error.problem()),
-                body: None,
-                replayed: false,
-                retry_after: None,
-            }
+            refused(app, index, &error)
         }
+    }
+}
+
+/// A refused job's result, counted in the metrics as `POST /jobs` counts a refusal.
+fn refused(app: &App, index: usize, error: &ApiError) -> ItemResult {
+    rejected(app, error);
+    ItemResult {
+        index,
+        status: error.status().as_u16(),
+        problem: Some(error.problem()),
+        body: None,
+        replayed: false,
+        retry_after: error.retry_after(),
     }
 }
 
