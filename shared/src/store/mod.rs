@@ -45,11 +45,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError>;
 
     /// How many of `owner`'s jobs are active (`pending`, scheduled ones included, or `running`),
-    /// counting no further than `at_most`: the answer is at most `at_most`, and the cost is
-    /// bounded by it, never by all the owner's jobs or the table. On DynamoDB it reads the sparse
-    /// index [`ACTIVE_BY_OWNER_INDEX`], which is eventually consistent: a job created or ended
-    /// a moment ago may not be counted yet, or still be counted (docs/architecture.md,
-    /// "Per-owner limits").
+    /// counting no further than `at_most`: the answer is at most `at_most`. On DynamoDB it reads
+    /// the sparse index [`ACTIVE_BY_OWNER_INDEX`], at a cost bounded by `at_most` entries, never
+    /// by all the owner's jobs or the table's; the index is eventually consistent, so a job
+    /// created or ended a moment ago may not be counted yet, or still be counted
+    /// (docs/architecture.md, "Per-owner limits"). The in-memory store counts its jobs.
     async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError>;
 }
 
