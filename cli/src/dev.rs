@@ -114,6 +114,12 @@ pub struct DevArgs {
     #[arg(long)]
     callers_from_header: bool,
 
+    /// The most pending, scheduled and running jobs one caller may have; a submit beyond it is
+    /// answered 429 with Retry-After (0: no limit) [default: 0, or
+    /// SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER]. With --callers-from-header, each caller has its own.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(spillway_core::config::MAX_ACTIVE_JOBS_LIMIT)))]
+    max_active_jobs_per_owner: Option<u32>,
+
     /// Log format: readable text, or JSON lines as the Lambdas write them.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -157,6 +163,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
         address = %format!("http://{address}"),
         backend = %backend,
         max_attempts = app.settings.max_attempts,
+        max_active_jobs_per_owner = app.settings.max_active_jobs_per_owner,
         max_receive_count = app.settings.max_receive_count,
         "spillway dev listening"
     );
@@ -264,6 +271,9 @@ fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
             settings.max_receive_count, settings.max_attempts
         )
         .into());
+    }
+    if let Some(limit) = args.max_active_jobs_per_owner {
+        settings.max_active_jobs_per_owner = limit;
     }
     if let Some(seconds) = args.backoff_base_seconds {
         settings.backoff_base = Duration::from_secs(seconds);

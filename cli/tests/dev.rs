@@ -630,3 +630,29 @@ async fn callers_are_named_by_their_header_only_when_asked() {
     assert_eq!(status_as(&dev, "mallory", &id).await, 404);
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
+
+#[tokio::test]
+async fn each_caller_is_held_to_its_own_limit_of_active_jobs() {
+    let dev =
+        DevServer::start(&["--callers-from-header", "--max-active-jobs-per-owner", "2"]).await;
+    let client = reqwest::Client::new();
+    let submit_as = |caller: &str, body: Value| {
+        let request = client
+            .post(dev.url("/jobs"))
+            .header("x-spillway-caller", caller)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    // Scheduled an hour ahead, so the jobs stay active while the test runs.
+    let later = |n: u32| json!({"kind": "echo", "payload": n, "delay_seconds": 3600});
+    for n in 0..2 {
+        assert_eq!(submit_as("alice", later(n)).await.status().as_u16(), 202);
+    }
+    let refused = submit_as("alice", later(2)).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:spillway:problem:too-many-active-jobs");
+    assert_eq!(submit_as("bob", later(3)).await.status().as_u16(), 202);
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}

@@ -49,6 +49,7 @@ impl Function {
                 "SPILLWAY_RETENTION_SECONDS",
                 "SPILLWAY_BACKLOG_LIMIT",
                 "SPILLWAY_HIGH_BACKLOG_LIMIT",
+                "SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER",
                 "SPILLWAY_DEMO_KINDS",
                 "SPILLWAY_API_AUTH",
                 // Webhook URLs and `callback_url` are checked against the SSRF guard at intake.
@@ -156,6 +157,10 @@ pub struct Settings {
     /// Each lane's queue depth above which intake answers 503 to that lane's jobs; 0 turns the
     /// check off (`SPILLWAY_BACKLOG_LIMIT`, `SPILLWAY_HIGH_BACKLOG_LIMIT`).
     pub backlog_limit: Lanes<u64>,
+    /// The most active (`pending`, scheduled or `running`) jobs one owner may have; a submit
+    /// beyond it is answered `429`. 0 turns the limit off
+    /// (`SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER`, at most [`MAX_ACTIVE_JOBS_LIMIT`]).
+    pub max_active_jobs_per_owner: u32,
     /// How many records of one batch run at once (`SPILLWAY_CONSUMER_CONCURRENCY`).
     pub consumer_concurrency: usize,
     /// Whether the demonstration kinds `echo` and `sleep` are accepted and run
@@ -185,6 +190,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(900),
             retention: Duration::from_secs(1_209_600),
             backlog_limit: Lanes::both(0),
+            max_active_jobs_per_owner: 0,
             consumer_concurrency: 10,
             demo_kinds: false,
             api_auth: ApiAuth::AwsIam,
@@ -217,6 +223,12 @@ pub struct ConfigError {
 /// deadline, and its record's expiry a retention after it) must stay a date RFC 3339 can write,
 /// or its message could not be encoded.
 const MAX_TTL_LIMIT: u64 = 31_536_000;
+
+/// The largest `SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER`. Each submit under the limit counts the
+/// owner's active jobs in the index up to the limit, so the limit bounds what that read costs:
+/// 10,000 entries of the keys-only index are about a megabyte, one `Query` page. A tenant that
+/// needs more than this many jobs at once is no runaway to protect against.
+pub const MAX_ACTIVE_JOBS_LIMIT: u32 = 10_000;
 
 /// The longest retention: ten years, far beyond any use and far within what a date can hold.
 const MAX_RETENTION_LIMIT: u64 = 315_360_000;
@@ -334,6 +346,11 @@ impl Settings {
                     0..=u64::MAX,
                 )?,
             },
+            max_active_jobs_per_owner: env.number(
+                "SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER",
+                self.max_active_jobs_per_owner,
+                0..=MAX_ACTIVE_JOBS_LIMIT,
+            )?,
             consumer_concurrency: env.number(
                 "SPILLWAY_CONSUMER_CONCURRENCY",
                 self.consumer_concurrency,
@@ -812,6 +829,52 @@ mod tests {
                 normal: 5000
             }
         );
+    }
+
+    #[test]
+    fn the_per_owner_limit_is_off_unless_set_and_bounded() {
+        assert_eq!(
+            intake(&RESOURCES)
+                .unwrap()
+                .settings
+                .max_active_jobs_per_owner,
+            0
+        );
+        let with = |value: &str| {
+            let mut pairs = RESOURCES.to_vec();
+            pairs.push(("SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER", value));
+            intake(&pairs)
+        };
+        for (value, limit) in [
+            ("0", 0),
+            ("1", 1),
+            (" 250 ", 250),
+            ("", 0),
+            ("10000", 10_000),
+        ] {
+            assert_eq!(
+                with(value).unwrap().settings.max_active_jobs_per_owner,
+                limit,
+                "{value:?}"
+            );
+        }
+        for bad in ["-1", "10001", "1.5", "many", "4294967296"] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER: expected a whole number from 0 to 10000, \
+                     got `{bad}`"
+                )
+            );
+        }
+        // Only intake enforces it: the other functions never look it up.
+        let mut pairs = RESOURCES.to_vec();
+        pairs.push(("SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER", "many"));
+        for function in [Function::Consumer, Function::Status] {
+            let config = Config::for_function(function, lookup(&pairs)).unwrap();
+            assert_eq!(config.settings.max_active_jobs_per_owner, 0, "{function:?}");
+        }
     }
 
     #[test]

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::error::BoxError;
+use crate::store::{ACTIVE_BY_OWNER_INDEX, ACTIVE_OWNER};
 
 /// The queues of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,40 +28,85 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(error: E) -> BoxError {
     Box::new(error)
 }
 
-/// Creates the table `name` (partition key `pk`, on-demand, TTL on `expires_at`) unless it exists,
-/// and waits until it is active.
+/// Creates the table `name` (partition key `pk`, on-demand, TTL on `expires_at`, and the sparse
+/// index of active jobs by owner that the template declares when `MaxActiveJobsPerOwner` is on)
+/// unless it exists, adds the index to a table made without it, and waits until both are active.
 pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), BoxError> {
-    let exists = match client.describe_table().table_name(name).send().await {
-        Ok(_) => true,
+    let existing = match client.describe_table().table_name(name).send().await {
+        Ok(output) => Some(output.table),
         Err(error)
             if error
                 .as_service_error()
                 .is_some_and(|e| e.is_resource_not_found_exception()) =>
         {
-            false
+            None
         }
         Err(error) => return Err(boxed(error)),
     };
-    if !exists {
-        let key = KeySchemaElement::builder()
-            .attribute_name("pk")
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(boxed)?;
-        let attribute = AttributeDefinition::builder()
-            .attribute_name("pk")
+    let exists = existing.is_some();
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
             .attribute_type(ScalarAttributeType::S)
             .build()
-            .map_err(boxed)?;
-        client
-            .create_table()
-            .table_name(name)
-            .key_schema(key)
-            .attribute_definitions(attribute)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .map_err(boxed)?;
+            .map_err(boxed)
+    };
+    let hash = |name: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(boxed)
+    };
+    let keys_only = Projection::builder()
+        .projection_type(ProjectionType::KeysOnly)
+        .build();
+    match existing {
+        None => {
+            let index = GlobalSecondaryIndex::builder()
+                .index_name(ACTIVE_BY_OWNER_INDEX)
+                .key_schema(hash(ACTIVE_OWNER)?)
+                .projection(keys_only)
+                .build()
+                .map_err(boxed)?;
+            client
+                .create_table()
+                .table_name(name)
+                .key_schema(hash("pk")?)
+                .attribute_definitions(attribute("pk")?)
+                .attribute_definitions(attribute(ACTIVE_OWNER)?)
+                .global_secondary_indexes(index)
+                .billing_mode(BillingMode::PayPerRequest)
+                .send()
+                .await
+                .map_err(boxed)?;
+        }
+        Some(table) => {
+            let has_index = table.as_ref().is_some_and(|table| {
+                table
+                    .global_secondary_indexes()
+                    .iter()
+                    .any(|index| index.index_name() == Some(ACTIVE_BY_OWNER_INDEX))
+            });
+            if !has_index {
+                let create = CreateGlobalSecondaryIndexAction::builder()
+                    .index_name(ACTIVE_BY_OWNER_INDEX)
+                    .key_schema(hash(ACTIVE_OWNER)?)
+                    .projection(keys_only)
+                    .build()
+                    .map_err(boxed)?;
+                client
+                    .update_table()
+                    .table_name(name)
+                    .attribute_definitions(attribute(ACTIVE_OWNER)?)
+                    .global_secondary_index_updates(
+                        GlobalSecondaryIndexUpdate::builder().create(create).build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(boxed)?;
+            }
+        }
     }
     for _ in 0..120 {
         let table = client
@@ -67,8 +114,18 @@ pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
             .table_name(name)
             .send()
             .await
-            .map_err(boxed)?;
-        if table.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
+            .map_err(boxed)?
+            .table;
+        let active = table.as_ref().is_some_and(|table| {
+            table.table_status == Some(TableStatus::Active)
+                && table.global_secondary_indexes().iter().all(|index| {
+                    index
+                        .index_status
+                        .as_ref()
+                        .is_none_or(|s| *s == IndexStatus::Active)
+                })
+        });
+        if active {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

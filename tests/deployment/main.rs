@@ -584,3 +584,102 @@ async fn without_authorization_every_caller_is_one_owner_and_a_job_id_is_a_beare
     assert_eq!(cancelled.status, 200, "{cancelled}");
     no_call_was_denied(&stack.proxy);
 }
+
+/// The items of the stack's table and the messages of its normal lane's queue.
+async fn footprint(stack: &Stack) -> (usize, u64) {
+    let sdk = spillway_tests::sdk_config().await;
+    let items = spillway_tests::job_statuses(
+        &aws_sdk_dynamodb::Client::new(&sdk),
+        stack.manifest().output("TableName"),
+    )
+    .await
+    .len();
+    let attributes = aws_sdk_sqs::Client::new(&sdk)
+        .get_queue_attributes()
+        .queue_url(stack.manifest().output("QueueUrl"))
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let messages = attributes
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("ApproximateNumberOfMessages"))
+        .map(|(_, value)| value.parse::<u64>().unwrap())
+        .sum();
+    (items, messages)
+}
+
+/// Callers are mutually hostile: through the deployed functions and their roles (the index and
+/// intake's `Query` on it come from the template), a caller at its limit of active jobs is
+/// answered `429` with nothing written or sent, its key's repeat still replays, another caller is
+/// held only to its own count, and the first has room again once its jobs end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_at_its_limit_of_active_jobs_is_refused_and_no_other_caller_is() {
+    let stack = Stack::deploy(&[("MaxActiveJobsPerOwner", "2")], iam_user).await;
+    let bob = iam_user(stack.manifest(), "bob");
+    let job = |path: &str| json!({"kind": "webhook", "payload": {"url": stack.receiver.url(path)}});
+    let key = [("idempotency-key", "limit-first")];
+    let first = stack.post(&job("/limit-1"), &key).await;
+    assert_eq!(first.status, 202, "{first}");
+    let first = first.json()["id"].as_str().unwrap().to_owned();
+    let second = stack.accept(&job("/limit-2")).await;
+
+    let before = footprint(&stack).await;
+    let refused = stack
+        .post(&job("/limit-3"), &[("idempotency-key", "limit-later")])
+        .await;
+    assert_eq!(refused.status, 429, "{refused}");
+    assert_eq!(refused.headers["retry-after"], "5");
+    assert_eq!(
+        refused.json()["type"],
+        "urn:spillway:problem:too-many-active-jobs"
+    );
+    let replayed = stack.post(&job("/limit-1"), &key).await;
+    assert_eq!(replayed.status, 202, "{replayed}");
+    assert_eq!(replayed.json()["id"], first.as_str());
+    let batch = stack
+        .post_to("/jobs/batch", &json!({"jobs": [job("/limit-4")]}), &[])
+        .await;
+    assert_eq!(batch.status, 200, "{batch}");
+    assert_eq!(batch.json()["results"][0]["status"], 429, "{batch}");
+    assert_eq!(
+        footprint(&stack).await,
+        before,
+        "a refused job was written or sent"
+    );
+
+    // Another caller, scheduled an hour ahead (so nothing delivers its jobs): a batch of three
+    // gets two in, the third refused.
+    let later = |path: &str| json!({"kind": "webhook", "payload": {"url": stack.receiver.url(path)}, "delay_seconds": 3600});
+    let body = json!({"jobs": [later("/bob-1"), later("/bob-2"), later("/bob-3")]}).to_string();
+    let bobs = stack
+        .gateway()
+        .request(
+            &bob,
+            "POST",
+            "/jobs/batch",
+            &[("content-type", "application/json")],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(bobs.status, 200, "{bobs}");
+    let statuses: Vec<Value> = bobs.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!(202), json!(202), json!(429)], "{bobs}");
+
+    // The first caller's jobs end, one cancelled, one delivered: it has room again.
+    let cancelled = stack.call("DELETE", &format!("/jobs/{second}")).await;
+    assert_eq!(cancelled.status, 200, "{cancelled}");
+    stack.run_until(&first, "succeeded").await;
+    let again = stack
+        .post(&job("/limit-3"), &[("idempotency-key", "limit-later")])
+        .await;
+    assert_eq!(again.status, 202, "{again}");
+    no_call_was_denied(&stack.proxy);
+}

@@ -8,6 +8,7 @@ mod batch;
 mod idempotency;
 mod metrics;
 mod openapi;
+mod owner_limits;
 mod pipeline;
 mod readme;
 mod receiver;

@@ -106,6 +106,9 @@ impl JobStore for CorruptStore {
         }
         .into())
     }
+    async fn active_jobs(&self, _: &Owner, _: u32) -> Result<u32, StoreError> {
+        Ok(0)
+    }
 }
 
 #[tokio::test]
@@ -350,6 +353,40 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
     spec.expect(JOBS, "post", 202, &replayed);
     let reused = post(&app, &keyed, r#"{"kind": "echo", "payload": "other"}"#).await;
     spec.expect(JOBS, "post", 422, &reused);
+
+    // An owner at its limit of active jobs: 429 for one job, a 429 result per job of a batch.
+    let limited = stack.app(
+        Settings {
+            max_active_jobs_per_owner: 1,
+            ..settings.clone()
+        },
+        kinds::builtin(),
+    );
+    let tenant = Owner::authenticated("openapi-limited");
+    let submit = |body: &'static str| {
+        let (app, tenant) = (limited.clone(), tenant.clone());
+        async move { api::submit_job(&app, tenant, &json_headers(), body.as_bytes()).await }
+    };
+    spec.expect(
+        JOBS,
+        "post",
+        202,
+        &submit(r#"{"kind": "echo", "payload": "first"}"#).await,
+    );
+    let over = submit(r#"{"kind": "echo", "payload": "second"}"#).await;
+    assert_eq!(over.headers()[header::RETRY_AFTER], "5");
+    spec.expect(JOBS, "post", 429, &over);
+    let over_batch = api::submit_batch(
+        &limited,
+        tenant.clone(),
+        &json_headers(),
+        br#"{"jobs": [{"kind": "echo", "payload": 1}, {"kind": "echo", "payload": 2}]}"#,
+    )
+    .await;
+    let answer: Value = serde_json::from_str(over_batch.body()).unwrap();
+    assert_eq!(answer["results"][1]["status"], 429, "{answer}");
+    assert_eq!(answer["results"][1]["retry_after"], 5, "{answer}");
+    spec.expect(BATCH, "post", 200, &over_batch);
 
     // POST /jobs/batch: a result of every kind in one answer, then the whole request's problems.
     let jobs = json!({"jobs": [

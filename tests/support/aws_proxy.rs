@@ -242,6 +242,15 @@ fn requested(
             "TransactGetItems" | "BatchWriteItem" | "BatchGetItem" => Err(format!(
                 "{operation}: add its IAM mapping to tests/support/aws_proxy.rs"
             )),
+            // A read of an index is authorized on the index's ARN, not the table's.
+            "Query" | "Scan" => {
+                let name = string(&body["TableName"], "TableName")?;
+                let resource = match body["IndexName"].as_str() {
+                    Some(index) => format!("{}/index/{index}", table(&name)),
+                    None => table(&name),
+                };
+                Ok(vec![(format!("dynamodb:{operation}"), resource)])
+            }
             _ => {
                 let name = string(&body["TableName"], "TableName")?;
                 Ok(vec![(format!("dynamodb:{operation}"), table(&name))])

@@ -36,6 +36,8 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("BackoffMaxSeconds", "1"),
     ("BacklogLimit", "1000"),
     ("HighBacklogLimit", "100"),
+    // On, so that the stack has the index and intake its Query, both checked against the roles.
+    ("MaxActiveJobsPerOwner", "1000"),
     ("DefaultTtlSeconds", "600"),
     ("HighDefaultTtlSeconds", "120"),
     ("ConsumerTimeoutSeconds", "10"),

@@ -11,8 +11,9 @@ use tracing::{Instrument, info, info_span, instrument};
 
 use super::problem::Problem;
 use super::submit::{
-    Accepted, MAX_NESTING, Prepared, Written, check_content_type, check_nesting, correlation,
-    finish, from_json, log_full_lane, prepare, read_job, rejected, replay, send_delay, settle,
+    Accepted, MAX_NESTING, Prepared, Written, check_active_jobs, check_content_type, check_nesting,
+    correlation, finish, from_json, log_full_lane, prepare, read_job, rejected, replay, send_delay,
+    settle, too_many_active_jobs,
 };
 use super::{ApiError, ApiResponse, json_response};
 use crate::app::App;
@@ -60,7 +61,7 @@ struct ItemResult {
     /// A repeat of an `idempotency_key`'s first request: the first job's `202`, nothing sent.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     replayed: bool,
-    /// For a `503`, the seconds `POST /jobs` would have said in `Retry-After`.
+    /// For a `503` or a `429`, the seconds `POST /jobs` would have said in `Retry-After`.
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
 }
@@ -121,6 +122,7 @@ async fn batch(
     let mut outcomes = validate(app, &owner, &jobs, correlation_id);
     check_backlogs(app, &mut outcomes).await;
     replay_known_keys(app, &owner, &mut outcomes).await;
+    limit_active_jobs(app, &owner, &mut outcomes).await;
     send(app, &owner, &mut outcomes).await;
     write(app, &owner, &mut outcomes).await;
     answer(app, outcomes)
@@ -280,6 +282,43 @@ async fn replay_known_keys(app: &App, owner: &Owner, outcomes: &mut [Outcome]) {
             }
             Err(error) => outcomes[index] = Outcome::Refused(error),
         }
+    }
+}
+
+/// Holds the owner to `SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER`: its active jobs are counted once,
+/// and the ready jobs are kept in the request's order while they fit under the limit; the rest
+/// are refused (`429`), nothing sent for them. Replays were settled before: they add no job and
+/// are never refused. A failed count refuses every ready job (`503`), as `POST /jobs` would.
+async fn limit_active_jobs(app: &App, owner: &Owner, outcomes: &mut [Outcome]) {
+    let ready = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Outcome::Ready(_)))
+        .count();
+    let limit = app.settings.max_active_jobs_per_owner;
+    let (room, counted) = match check_active_jobs(app, owner, ready).await {
+        Ok(room) => (room, true),
+        Err(ApiError::TooManyActiveJobs { .. }) => (0, true),
+        Err(error) => {
+            tracing::error!(error = %crate::error::Chain(&error), "could not count the owner's active jobs");
+            (0, false)
+        }
+    };
+    let mut kept = 0;
+    for outcome in outcomes.iter_mut() {
+        if !matches!(outcome, Outcome::Ready(_)) {
+            continue;
+        }
+        if kept < room {
+            kept += 1;
+            continue;
+        }
+        *outcome = Outcome::Refused(if counted {
+            too_many_active_jobs(limit)
+        } else {
+            ApiError::Store(crate::store::StoreError::Unavailable(
+                "the owner's active jobs could not be counted".into(),
+            ))
+        });
     }
 }
 
@@ -823,6 +862,63 @@ mod tests {
         assert_eq!(answer["results"][1]["status"], 202, "{answer}");
     }
 
+    #[tokio::test]
+    async fn a_batch_at_the_owners_limit_is_accepted_up_to_it_and_429_after() {
+        let settings = crate::config::Settings {
+            max_active_jobs_per_owner: 4,
+            ..fast_settings()
+        };
+        let pipeline = MemoryPipeline::new(settings, crate::kinds::builtin());
+        let app = &pipeline.app;
+        let echo = |n: u32| json!({"kind": "echo", "payload": n});
+        let keyed = json!({"kind": "echo", "payload": 0, "idempotency_key": "k"});
+        let (status, first) =
+            post(app, &json_headers(), &batch_of(&[keyed.clone(), echo(1)])).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(drain(app).await.len(), 2);
+
+        // Two active: the key's repeat replays, two new jobs fit, the rest is refused, and a
+        // job refused for another reason takes no room.
+        let jobs = [
+            echo(2),
+            json!({"kind": "nope", "payload": 1}),
+            keyed,
+            echo(3),
+            echo(4),
+            json!({"kind": "echo", "payload": 5, "priority": "high"}),
+        ];
+        let (status, answer) = post(app, &json_headers(), &batch_of(&jobs)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let results = answer["results"].as_array().unwrap();
+        let statuses: Vec<u64> = results
+            .iter()
+            .map(|r| r["status"].as_u64().unwrap())
+            .collect();
+        assert_eq!(statuses, [202, 422, 202, 202, 429, 429], "{answer}");
+        assert_eq!(results[2]["replayed"], true);
+        assert_eq!(results[2]["body"]["id"], first["results"][0]["body"]["id"]);
+        for refused in &results[4..] {
+            assert_eq!(refused["retry_after"], 5, "{refused}");
+            assert_eq!(
+                refused["problem"]["type"],
+                "urn:spillway:problem:too-many-active-jobs"
+            );
+        }
+        assert_eq!(
+            drain(app).await.len(),
+            2,
+            "only the accepted jobs were sent"
+        );
+        let owner = Owner::anonymous();
+        assert_eq!(app.store.active_jobs(&owner, 100).await.unwrap(), 4);
+
+        // At the limit, nothing new is accepted, and the request is still answered per job.
+        let (status, answer) = post(app, &json_headers(), &batch_of(&[echo(6)])).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["results"][0]["status"], 429, "{answer}");
+        assert!(drain(app).await.is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_full_lane_refuses_its_jobs_and_a_batch_that_can_do_nothing_is_503() {
         let settings = crate::config::Settings {
@@ -955,6 +1051,9 @@ mod tests {
         }
         async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
             self.inner.apply(id, change).await
+        }
+        async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError> {
+            self.inner.active_jobs(owner, at_most).await
         }
     }
 

@@ -98,6 +98,17 @@ pub enum ApiError {
         /// When the lane should be under its limit again, from its measured drain rate.
         retry_after: std::time::Duration,
     },
+    /// The caller has as many active jobs as `SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER` allows.
+    #[error(
+        "you have {limit} or more jobs pending or running, the most this deployment allows one \
+         caller; submit again once some have finished, in {} s or later", retry_after.as_secs()
+    )]
+    TooManyActiveJobs {
+        /// The limit.
+        limit: u32,
+        /// What `Retry-After` says.
+        retry_after: std::time::Duration,
+    },
     /// The request reached Spillway with no caller identity although the API authorizes every
     /// route (a route added without authorization, or a direct invocation).
     #[error("this API needs an authenticated caller ({0}); the request carried no identity")]
@@ -146,6 +157,7 @@ impl ApiError {
             }
             Self::NotFound(_) | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::TooManyActiveJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BacklogFull { .. }
             | Self::NoSigningSecret
             | Self::Store(StoreError::Unavailable(_))
@@ -168,6 +180,7 @@ impl ApiError {
             Self::InvalidJobId(_) => "invalid-job-id",
             Self::NotFound(_) | Self::NoRoute { .. } => "not-found",
             Self::Conflict { .. } => "conflict",
+            Self::TooManyActiveJobs { .. } => "too-many-active-jobs",
             Self::BacklogFull { .. } => "backlog-full",
             Self::NoSigningSecret => "no-signing-secret",
             Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "unavailable",
@@ -189,6 +202,7 @@ impl ApiError {
             Self::NotFound(_) => "Job not found",
             Self::NoRoute { .. } => "Not found",
             Self::Conflict { .. } => "Job cannot be changed",
+            Self::TooManyActiveJobs { .. } => "Too many active jobs",
             Self::BacklogFull { .. } => "Backlog full",
             Self::NoSigningSecret => "Signing secret unavailable",
             Self::Store(StoreError::Unavailable(_)) | Self::Queue(_) => "Service unavailable",
@@ -235,12 +249,15 @@ impl ApiError {
         }
     }
 
-    /// The seconds a `503`'s `Retry-After` says; `None` for any other status.
+    /// The seconds a `503`'s or a `429`'s `Retry-After` says; `None` for any other status.
     pub(super) fn retry_after(&self) -> Option<u64> {
-        (self.status() == StatusCode::SERVICE_UNAVAILABLE).then(|| match self {
-            Self::BacklogFull { retry_after, .. } => retry_after.as_secs().max(1),
-            _ => RETRY_UNAVAILABLE_SECONDS,
-        })
+        match self {
+            Self::BacklogFull { retry_after, .. } | Self::TooManyActiveJobs { retry_after, .. } => {
+                Some(retry_after.as_secs().max(1))
+            }
+            _ => (self.status() == StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(RETRY_UNAVAILABLE_SECONDS),
+        }
     }
 
     /// The problem+json response. Internal failures are logged with their whole source chain

@@ -179,6 +179,8 @@ async fn submit(
         let replayed = replay(app, &first, &job.owner, &record.fingerprint).await?;
         return answer(app, replayed, true, wait).await;
     }
+    // Only a new job counts against its owner's limit: a replay above has none to add.
+    check_active_jobs(app, &job.owner, 1).await?;
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
     let message_id = match send_and_write(app, &job, &message, idempotency.as_ref()).await? {
         Written::New { message_id } => message_id,
@@ -245,6 +247,45 @@ pub(super) fn prepare(
         idempotency,
         message,
     })
+}
+
+/// What a `429` for an owner at its limit of active jobs says in `Retry-After`. A slot frees when
+/// one of the owner's jobs ends, which depends on its jobs, not on anything intake measures; 5 s
+/// is the backlog check's refresh interval and the `503`'s wait, short enough that an owner whose
+/// jobs take a second loses little, and a refused retry costs only an index read bounded by the
+/// limit (docs/architecture.md, "Per-owner limits").
+pub const ACTIVE_LIMIT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// How many of `wanted` new jobs `owner` may still submit under
+/// `SPILLWAY_MAX_ACTIVE_JOBS_PER_OWNER` (all of them when the limit is off): its active jobs are
+/// counted in the store's index, no further than the limit. `429` when not one may.
+pub(super) async fn check_active_jobs(
+    app: &App,
+    owner: &Owner,
+    wanted: usize,
+) -> Result<usize, ApiError> {
+    let limit = app.settings.max_active_jobs_per_owner;
+    if limit == 0 || wanted == 0 {
+        return Ok(wanted);
+    }
+    let active = app.store.active_jobs(owner, limit).await?;
+    let room = usize::try_from(limit.saturating_sub(active)).unwrap_or(usize::MAX);
+    if room == 0 {
+        info!(
+            active,
+            limit, "owner at its limit of active jobs; refusing its new jobs"
+        );
+        return Err(too_many_active_jobs(limit));
+    }
+    Ok(wanted.min(room))
+}
+
+/// The `429` of an owner at its limit of active jobs.
+pub(super) fn too_many_active_jobs(limit: u32) -> ApiError {
+    ApiError::TooManyActiveJobs {
+        limit,
+        retry_after: ACTIVE_LIMIT_RETRY_AFTER,
+    }
 }
 
 /// The `503` of a lane over its backlog limit, logged.
@@ -957,6 +998,102 @@ mod tests {
         let refused = post("normal").await;
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers()[header::RETRY_AFTER], "15");
+    }
+
+    #[tokio::test]
+    async fn an_owner_at_its_limit_is_refused_429_alone_until_a_job_ends() {
+        let settings = crate::config::Settings {
+            max_active_jobs_per_owner: 2,
+            ..fast_settings()
+        };
+        let pipeline = MemoryPipeline::new(settings, crate::kinds::builtin());
+        let app = &pipeline.app;
+        let submit = |owner: Owner, key: Option<&'static str>| async move {
+            let mut headers = json_headers();
+            if let Some(key) = key {
+                headers.insert("idempotency-key", HeaderValue::from_static(key));
+            }
+            submit_job(app, owner, &headers, br#"{"kind":"echo","payload":1}"#).await
+        };
+        let queued = || async {
+            let mut queued = 0;
+            for (_, queue) in app.queues.iter() {
+                queued += queue.depth().await.unwrap().total();
+            }
+            queued
+        };
+        let (a, b) = (
+            Owner::authenticated("tenant-a"),
+            Owner::authenticated("tenant-b"),
+        );
+        let first = submit(a.clone(), Some("first")).await;
+        assert_eq!(first.status(), StatusCode::ACCEPTED);
+        // A scheduled job is active too.
+        let scheduled = submit_job(
+            app,
+            a.clone(),
+            &json_headers(),
+            br#"{"kind":"echo","payload":1,"delay_seconds":600}"#,
+        )
+        .await;
+        assert_eq!(scheduled.status(), StatusCode::ACCEPTED);
+        let refused = submit(a.clone(), None).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            refused.body()
+        );
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(
+            refused.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let problem: Value = serde_json::from_str(refused.body()).unwrap();
+        assert_eq!(problem["type"], "urn:spillway:problem:too-many-active-jobs");
+        assert_eq!(problem["status"], 429);
+        assert!(
+            !problem["detail"].as_str().unwrap().contains("tenant-a"),
+            "{problem}"
+        );
+        assert_eq!(queued().await, 2, "the refused job's message was sent");
+        assert_eq!(app.store.active_jobs(&a, 10).await.unwrap(), 2);
+        // A new key is refused too, and is not taken: it is free once the owner has room.
+        let keyed = submit(a.clone(), Some("later")).await;
+        assert_eq!(keyed.status(), StatusCode::TOO_MANY_REQUESTS);
+        // A repeat of a key's request is its first answer, not a 429.
+        let replayed = submit(a.clone(), Some("first")).await;
+        assert_eq!(
+            replayed.status(),
+            StatusCode::ACCEPTED,
+            "{}",
+            replayed.body()
+        );
+        assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+        assert_eq!(
+            serde_json::from_str::<Value>(replayed.body()).unwrap()["id"],
+            serde_json::from_str::<Value>(first.body()).unwrap()["id"]
+        );
+        // Another owner is not held to a's count.
+        assert_eq!(submit(b.clone(), None).await.status(), StatusCode::ACCEPTED);
+        assert_eq!(queued().await, 3);
+
+        // One of a's jobs ends: a may submit one more.
+        let id: JobId = serde_json::from_str::<Value>(first.body()).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let cancelled = crate::api::cancel_job(app, &a, &id.to_string()).await;
+        assert_eq!(cancelled.status(), StatusCode::OK, "{}", cancelled.body());
+        assert_eq!(
+            submit(a.clone(), Some("later")).await.status(),
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            submit(a.clone(), None).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
     }
 
     #[tokio::test]

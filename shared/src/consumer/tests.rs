@@ -767,6 +767,10 @@ impl crate::store::JobStore for Unreachable {
     async fn apply(&self, _: JobId, _: &Change) -> Result<Job, ApplyError> {
         Err(ApplyError::Store(unreachable_error()))
     }
+
+    async fn active_jobs(&self, _: &crate::domain::Owner, _: u32) -> Result<u32, StoreError> {
+        Err(unreachable_error())
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -44,6 +44,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@test $store, pending_jobs_expire_and_cancel);
         $crate::store_contract_tests!(@test $store, an_idempotency_key_is_written_with_its_job_or_not_at_all);
         $crate::store_contract_tests!(@test $store, a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending);
+        $crate::store_contract_tests!(@test $store, active_jobs_are_counted_per_owner_and_no_further_than_asked);
         $crate::store_contract_tests!(@test $store, concurrent_claims_have_exactly_one_winner $(#[$concurrent])?);
         $crate::store_contract_tests!(@test $store, concurrent_creates_with_one_key_have_exactly_one_winner $(#[$concurrent])?);
     };
@@ -558,4 +559,132 @@ pub async fn a_batch_create_writes_each_new_job_and_overwrites_none(store: &dyn 
         }
     }
     assert!(store.create_batch(&[]).await.is_empty());
+}
+
+/// Waits until `store` counts `expected` active jobs of `owner` when asked for at most
+/// `at_most`: DynamoDB's index is eventually consistent (the emulators' is not, but the clause
+/// holds either way).
+async fn counts(store: &dyn JobStore, owner: &Owner, at_most: u32, expected: u32) {
+    let mut counted = None;
+    for _ in 0..50 {
+        let now = store.active_jobs(owner, at_most).await.unwrap();
+        if now == expected {
+            return;
+        }
+        counted = Some(now);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{owner}: counted {counted:?} active jobs (at most {at_most}), expected {expected}");
+}
+
+/// A clause of the store contract: `active_jobs` counts an owner's `pending` (scheduled ones
+/// included) and `running` jobs, however they were written, drops a job that ends (cancelled,
+/// succeeded, failed, expired, dead-lettered), counts a redriven one again, keeps owners apart
+/// (two whose names differ only in an escape) and counts no further than asked.
+pub async fn active_jobs_are_counted_per_owner_and_no_further_than_asked(store: &dyn JobStore) {
+    let run = JobId::generate();
+    let a = Owner::jwt("https://idp.example", &format!("tenant#{run}"));
+    let b = Owner::jwt("https://idp.example", &format!("tenant%23{run}"));
+    let of = |owner: &Owner| {
+        let mut job = new_job();
+        job.owner = owner.clone();
+        job
+    };
+    counts(store, &a, 10, 0).await;
+
+    // Owner a: one pending, one scheduled, one running.
+    let pending = of(&a);
+    store.create(&pending, None).await.unwrap();
+    let mut scheduled = of(&a);
+    scheduled.run_at = Some(scheduled.created_at.saturating_add(Duration::from_secs(60)));
+    store.create(&scheduled, None).await.unwrap();
+    let running = of(&a);
+    store.create(&running, None).await.unwrap();
+    let t0 = now();
+    claim(store, running.id, t0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Owner b: one written in a batch, one with an idempotency key.
+    let batched = of(&b);
+    let created = store.create_batch(std::slice::from_ref(&batched)).await;
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let keyed = of(&b);
+    let key = format!("contract-{run}");
+    store
+        .create(&keyed, Some(&key_for(&keyed, &key, "body")))
+        .await
+        .unwrap();
+    counts(store, &a, 10, 3).await;
+    counts(store, &b, 10, 2).await;
+    // No further than asked.
+    counts(store, &a, 3, 3).await;
+    counts(store, &a, 2, 2).await;
+    counts(store, &a, 1, 1).await;
+    counts(store, &a, 0, 0).await;
+
+    // Each way of ending leaves the index; a retry does not.
+    store
+        .apply(pending.id, &change(Transition::Cancel, t0))
+        .await
+        .unwrap();
+    counts(store, &a, 10, 2).await;
+    let retry = Transition::Retry {
+        attempt: 1,
+        error: "again".into(),
+    };
+    store.apply(running.id, &change(retry, t0)).await.unwrap();
+    counts(store, &a, 10, 2).await;
+    claim(store, running.id, t0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let succeed = Transition::Succeed {
+        attempt: 2,
+        result: json!(1),
+    };
+    store.apply(running.id, &change(succeed, t0)).await.unwrap();
+    counts(store, &a, 10, 1).await;
+    let past = scheduled.deadline.saturating_add(Duration::from_millis(1));
+    store
+        .apply(scheduled.id, &change(Transition::Expire, past))
+        .await
+        .unwrap();
+    counts(store, &a, 10, 0).await;
+    counts(store, &b, 10, 2).await;
+
+    // b: one fails, one is dead-lettered and then redriven.
+    for job in [&batched, &keyed] {
+        claim(store, job.id, t0, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let fail = Transition::Fail {
+        attempt: 1,
+        error: "permanent".into(),
+    };
+    store.apply(keyed.id, &change(fail, t0)).await.unwrap();
+    let dead = Transition::DeadLetter {
+        attempt: 1,
+        error: "gave up".into(),
+    };
+    store.apply(batched.id, &change(dead, t0)).await.unwrap();
+    counts(store, &b, 10, 0).await;
+    store
+        .apply(
+            batched.id,
+            &change(Transition::Redrive { deadline: None }, t0),
+        )
+        .await
+        .unwrap();
+    counts(store, &b, 10, 1).await;
+    counts(store, &a, 10, 0).await;
+
+    // Many active jobs: the count stops at the bound, across pages of the index.
+    let many: Vec<Job> = (0..30).map(|_| of(&a)).collect();
+    let created = store.create_batch(&many).await;
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    counts(store, &a, 100, 30).await;
+    counts(store, &a, 30, 30).await;
+    counts(store, &a, 29, 29).await;
+    counts(store, &a, 7, 7).await;
+    counts(store, &b, 100, 1).await;
 }

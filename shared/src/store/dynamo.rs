@@ -7,11 +7,12 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, Select,
+    TransactWriteItem,
 };
 use tracing::instrument;
 
-use super::{ApplyError, JobStore, StoreError};
+use super::{ACTIVE_BY_OWNER_INDEX, ACTIVE_OWNER, ApplyError, JobStore, StoreError};
 use crate::domain::{
     Change, CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
     PayloadDigest, Requirement, Timestamp, Transition,
@@ -21,7 +22,10 @@ type Item = HashMap<String, AttributeValue>;
 
 /// A `JobStore` on a DynamoDB table whose partition key is `pk` (S). A job is the item
 /// `pk = job#{id}`; times are epoch milliseconds, except `expires_at`, which is epoch seconds for
-/// DynamoDB's TTL.
+/// DynamoDB's TTL. An active job's item also carries `active_owner`, its owner, which keys the
+/// sparse index [`ACTIVE_BY_OWNER_INDEX`]: written with the item, removed by the update that ends
+/// the job and set again by a redrive, in the conditional writes that exist anyway. A table
+/// without the index keeps the attribute as any other, at no cost.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -387,6 +391,39 @@ impl JobStore for DynamoStore {
             Err(e) => Err(unavailable(e).into()),
         }
     }
+
+    /// `Query` on [`ACTIVE_BY_OWNER_INDEX`] with `Select: COUNT` and `Limit` the count still
+    /// wanted, following `LastEvaluatedKey` until `at_most` are counted or none is left: the
+    /// read units are bounded by `at_most` index entries (of a few dozen bytes each, the index
+    /// projecting the keys only), whatever the owner or the table holds.
+    #[instrument(skip_all, fields(at_most))]
+    async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError> {
+        let mut counted: u32 = 0;
+        let mut start = None;
+        while counted < at_most {
+            let wanted = i32::try_from(at_most - counted).unwrap_or(i32::MAX);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACTIVE_BY_OWNER_INDEX)
+                .key_condition_expression("#active_owner = :owner")
+                .expression_attribute_names("#active_owner", ACTIVE_OWNER)
+                .expression_attribute_values(":owner", s(owner.as_str()))
+                .select(Select::Count)
+                .limit(wanted)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            counted = counted.saturating_add(u32::try_from(output.count).unwrap_or(0));
+            start = output.last_evaluated_key;
+            if start.as_ref().is_none_or(HashMap::is_empty) {
+                break;
+            }
+        }
+        Ok(counted.min(at_most))
+    }
 }
 
 /// The DynamoDB form of one [`Change`]: the write and the condition that guards it, which
@@ -555,6 +592,17 @@ impl Parts {
         if let Some(expires_at) = change.expires_at() {
             set.push(self.expires(expires_at));
         }
+        // The sparse index of active jobs by owner: a job that ends leaves it, and a redriven one
+        // (the one way out of a terminal state) joins it again.
+        if change.transition.target().is_terminal() {
+            remove.push(self.name(ACTIVE_OWNER));
+        } else if matches!(change.transition, Transition::Redrive { .. }) {
+            set.push(format!(
+                "{} = {}",
+                self.name(ACTIVE_OWNER),
+                self.name("owner")
+            ));
+        }
         let mut expression = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
@@ -589,6 +637,9 @@ fn to_item(job: &Job) -> Item {
             n(job.expires_at.as_epoch_seconds_ceil()),
         ),
     ]);
+    if !job.status.is_terminal() {
+        item.insert(ACTIVE_OWNER.to_owned(), s(job.owner.as_str()));
+    }
     if let Some(run_at) = job.run_at {
         item.insert("run_at".to_owned(), n(run_at.as_millis()));
     }
@@ -734,6 +785,75 @@ mod tests {
     }
 
     #[test]
+    fn only_an_active_jobs_item_carries_its_owner_for_the_index() {
+        let created_at = Timestamp::from_millis(1_795_000_000_000);
+        let mut job = Job::pending(NewJob {
+            id: JobId::generate(),
+            kind: Kind::parse("echo").unwrap(),
+            owner: Owner::jwt("https://idp", "a#b"),
+            priority: crate::domain::Priority::Normal,
+            created_at,
+            deadline: created_at.saturating_add(Duration::from_secs(60)),
+            run_at: None,
+            payload: PayloadDigest::of("1"),
+            expires_at: created_at.saturating_add(Duration::from_secs(120)),
+            callback_url: None,
+            correlation_id: None,
+        });
+        for status in JobStatus::ALL {
+            job.status = status;
+            let item = to_item(&job);
+            let expected = (!status.is_terminal()).then(|| s(job.owner.as_str()));
+            assert_eq!(item.get(ACTIVE_OWNER).cloned(), expected, "{status}");
+        }
+        let at = Timestamp::from_millis(5);
+        let update = |transition| {
+            UpdateExpression::for_change(&Change::new(transition, at, Duration::from_secs(1)))
+                .expression
+        };
+        let redrive = update(Transition::Redrive { deadline: None });
+        assert!(
+            redrive.contains("#active_owner = #owner") && !redrive.contains("REMOVE #active"),
+            "{redrive}"
+        );
+        for transition in [
+            Transition::Claim {
+                lease_until: at,
+                max_attempts: 1,
+            },
+            Transition::Retry {
+                attempt: 1,
+                error: "again".into(),
+            },
+        ] {
+            let expression = update(transition);
+            assert!(!expression.contains("active_owner"), "{expression}");
+        }
+        for transition in [
+            Transition::Succeed {
+                attempt: 1,
+                result: serde_json::Value::Null,
+            },
+            Transition::Fail {
+                attempt: 1,
+                error: "no".into(),
+            },
+            Transition::DeadLetter {
+                attempt: 1,
+                error: "no".into(),
+            },
+            Transition::Expire,
+            Transition::Cancel,
+        ] {
+            let expression = update(transition);
+            assert!(
+                expression.contains("REMOVE") && expression.ends_with("#active_owner"),
+                "{expression}"
+            );
+        }
+    }
+
+    #[test]
     fn an_item_with_a_bad_field_is_reported_as_corrupt() {
         let mut item = HashMap::from([("pk".to_owned(), s("job#x"))]);
         item.insert("id".to_owned(), n(1));
@@ -755,12 +875,19 @@ mod tests {
         assert_eq!(update.condition, "(#status = :status_pending)");
         assert_eq!(
             update.expression,
-            "SET #status = :to, #updated_at = :now, #expires_at = :expires REMOVE #lease_until"
+            "SET #status = :to, #updated_at = :now, #expires_at = :expires \
+             REMOVE #lease_until, #active_owner"
         );
         let names: BTreeSet<&str> = update.names.keys().map(String::as_str).collect();
         assert_eq!(
             names,
-            BTreeSet::from(["#status", "#updated_at", "#expires_at", "#lease_until"])
+            BTreeSet::from([
+                "#status",
+                "#updated_at",
+                "#expires_at",
+                "#lease_until",
+                "#active_owner"
+            ])
         );
         let values: BTreeSet<&str> = update.values.keys().map(String::as_str).collect();
         assert_eq!(

@@ -105,6 +105,17 @@ impl JobStore for MemoryStore {
         change.apply(job);
         Ok(job.clone())
     }
+
+    async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError> {
+        let active = self
+            .state()
+            .jobs
+            .values()
+            .filter(|job| &job.owner == owner && !job.status.is_terminal())
+            .take(usize::try_from(at_most).unwrap_or(usize::MAX))
+            .count();
+        Ok(u32::try_from(active).unwrap_or(at_most))
+    }
 }
 
 /// The store contract on the in-memory store.

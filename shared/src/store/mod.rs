@@ -43,7 +43,22 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// Applies `change` if the job's current state permits it, and returns the job afterwards.
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError>;
+
+    /// How many of `owner`'s jobs are active (`pending`, scheduled ones included, or `running`),
+    /// counting no further than `at_most`: the answer is at most `at_most`. On DynamoDB it reads
+    /// the sparse index [`ACTIVE_BY_OWNER_INDEX`], at a cost bounded by `at_most` entries, never
+    /// by all the owner's jobs or the table's; the index is eventually consistent, so a job
+    /// created or ended a moment ago may not be counted yet, or still be counted
+    /// (docs/architecture.md, "Per-owner limits"). The in-memory store counts its jobs.
+    async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError>;
 }
+
+/// The table's sparse global secondary index of active jobs by owner: every job item that is
+/// `pending` or `running` carries [`ACTIVE_OWNER`], its owner's name, and no terminal one does.
+pub const ACTIVE_BY_OWNER_INDEX: &str = "active-by-owner";
+
+/// The attribute the [`ACTIVE_BY_OWNER_INDEX`] is keyed on.
+pub const ACTIVE_OWNER: &str = "active_owner";
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]

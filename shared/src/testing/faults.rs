@@ -276,6 +276,18 @@ impl JobStore for FaultyStore {
             })
             .await
     }
+
+    async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError> {
+        if self.refused() {
+            return Err(StoreError::Unavailable(injected()));
+        }
+        let call = self.inner.active_jobs(owner, at_most);
+        self.chaos
+            .inject("store.active_jobs", call, || {
+                StoreError::Unavailable(injected())
+            })
+            .await
+    }
 }
 
 /// A `JobQueue` whose calls fail as its `Chaos` decides, and which also delivers duplicates
