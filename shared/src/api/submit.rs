@@ -1056,7 +1056,7 @@ mod tests {
             !problem["detail"].as_str().unwrap().contains("tenant-a"),
             "{problem}"
         );
-        assert_eq!(queued().await, 2, "the refused job's message was sent");
+        assert_eq!(queued().await, 2, "the refused job sent no message");
         assert_eq!(app.store.active_jobs(&a, 10).await.unwrap(), 2);
         // A new key is refused too, and is not taken: it is free once the owner has room.
         let keyed = submit(a.clone(), Some("later")).await;
