@@ -604,3 +604,58 @@ async fn a_message_at_the_payload_limit_goes_to_the_dlq_and_back_whole() {
     assert_eq!(succeeding.runs(id), 1);
     assert_eq!(status(&app, id).await["status"], "succeeded");
 }
+
+/// Scheduled jobs on SQS's own delays: a job due in a few seconds shows `scheduled`, is not
+/// started before it is due, and runs once; one cancelled while scheduled never runs. (The
+/// 20-minute case, whose message hops past SQS's 15-minute delay, is `consumer::tests` on a
+/// controlled clock: SQS's delays pass in real time.)
+#[tokio::test]
+async fn a_scheduled_job_runs_when_due_on_sqs_and_a_cancelled_one_never_runs() {
+    let stack = Stack::create(3, Duration::from_secs(30)).await;
+    let counting = Counting::new(Behaviour::Succeed);
+    let app = stack.app(stack.settings(), processors_with(&counting));
+    let body = json!({"kind": "counting", "payload": {}, "delay_seconds": 4});
+    let id = submit(&app, body.clone()).await;
+    let cancelled = submit(&app, body).await;
+    let scheduled = status(&app, id).await;
+    assert_eq!(scheduled["status"], "scheduled", "{scheduled}");
+    let due = Timestamp::parse_rfc3339(scheduled["run_at"].as_str().unwrap()).unwrap();
+    let response = api::cancel_job(&app, &Owner::anonymous(), &cancelled.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.body());
+
+    // SQS holds both messages until they are due (checked while there is time to check it).
+    let now = || Timestamp::from_system_time(std::time::SystemTime::now());
+    if due.saturating_since(now()) > Duration::from_millis(1500) {
+        let early = stack.esm().poll_once(&app, Duration::from_secs(1)).await;
+        assert!(early.unwrap().is_none(), "a message was received early");
+    }
+    let mut waited = 0;
+    while status(&app, id).await["status"] != "succeeded" {
+        assert!(waited < 30, "the job did not run within 30 s of its submit");
+        stack
+            .esm()
+            .poll_once(&app, Duration::from_secs(1))
+            .await
+            .unwrap();
+        waited += 1;
+    }
+    let job = status(&app, id).await;
+    let started = Timestamp::parse_rfc3339(job["started_at"].as_str().unwrap()).unwrap();
+    assert!(started >= due, "started {started:?}, due {due:?}");
+    assert_eq!(counting.runs(id), 1);
+    // The cancelled job's message comes due too, and runs nothing.
+    for _ in 0..3 {
+        stack
+            .esm()
+            .poll_once(&app, Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(counting.runs(cancelled), 0);
+    assert_eq!(status(&app, cancelled).await["status"], "cancelled");
+    assert_eq!(
+        stack.queued_messages().await,
+        0,
+        "both messages were deleted"
+    );
+}
