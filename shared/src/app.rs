@@ -270,3 +270,21 @@ fn metrics_from_env() -> Metrics {
 /// The CloudWatch namespace of Spillway's metrics unless `SPILLWAY_METRICS_NAMESPACE` says
 /// otherwise.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "Spillway";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before it reads anything: the refusal names the kind, whatever the environment holds.
+    #[tokio::test]
+    async fn a_function_with_a_custom_kind_named_like_a_shipped_one_does_not_start() {
+        let custom = Processors::new()
+            .with("word-count", kinds::Echo)
+            .with("echo", kinds::Echo);
+        let error = App::for_function(Function::Consumer, custom)
+            .await
+            .unwrap_err();
+        assert!(matches!(&error, StartError::Kind(TakenKind(kind)) if kind.as_str() == "echo"));
+        assert!(error.to_string().contains("`echo`"), "{error}");
+    }
+}
