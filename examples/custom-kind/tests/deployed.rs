@@ -55,11 +55,11 @@ async fn a_word_count_job_runs_through_the_deployed_stack_on_this_crates_binarie
             Some(&job.to_string()),
         )
         .await;
-    assert_eq!(response.status, 400, "{response}");
+    assert_eq!(response.status, 422, "{response}");
     assert!(
         response
             .body
-            .contains("no processor is registered for kind `word-count`"),
+            .contains("no processor is registered for kind `word-count`; known kinds: webhook"),
         "{response}"
     );
 }
