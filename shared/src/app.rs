@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Function, Settings};
 use crate::domain::{Change, Lanes, Transition};
-use crate::kinds;
+use crate::kinds::{self, TakenKind};
 use crate::metrics::{Metrics, Stdout};
 use crate::processor::Processors;
 use crate::queue::{Backlog, JobQueue, NoQueue, SqsQueue};
@@ -89,7 +89,11 @@ impl App {
     /// binary at AWS, LocalStack or moto). The consumer also reads its webhook signing secret,
     /// once, from the Secrets Manager secret `SPILLWAY_WEBHOOK_SECRET_ARN` names; without one,
     /// webhook jobs wait (retryable) for a consumer that has it.
-    pub async fn for_function(function: Function) -> Result<Self, ConfigError> {
+    ///
+    /// Its processors are the deployed ones and `custom`, the kinds of a crate of its own (see
+    /// [`kinds::deployed_with`]); a custom kind named like a shipped one stops it here.
+    pub async fn for_function(function: Function, custom: Processors) -> Result<Self, StartError> {
+        kinds::refuse_builtin_names(&custom)?;
         let config = Config::from_env(function)?;
         let sdk = crate::sdk::loader(crate::sdk::Roots::for_lambda())
             .load()
@@ -111,7 +115,7 @@ impl App {
             Function::Intake => (StackSecret::fixed(None), None),
         };
         let webhook = Webhook::new(config.settings.webhook.clone(), keys);
-        let processors = kinds::deployed(webhook, config.settings.demo_kinds);
+        let processors = kinds::deployed_with(webhook, config.settings.demo_kinds, custom)?;
         Ok(Self::on_aws(&sdk, &config)
             .with_processors(processors)
             .with_signing(signing)
@@ -135,6 +139,17 @@ impl App {
                 });
         Self::new(Arc::new(store), queues, config.settings.clone())
     }
+}
+
+/// Why a function did not start: a variable it cannot use, or a custom kind it cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// A variable is missing or holds a value Spillway cannot use.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A custom kind has the name of a kind Spillway ships.
+    #[error(transparent)]
+    Kind(#[from] TakenKind),
 }
 
 /// The process environment as `function` sees it: only the variables it reads.
@@ -255,3 +270,21 @@ fn metrics_from_env() -> Metrics {
 /// The CloudWatch namespace of Spillway's metrics unless `SPILLWAY_METRICS_NAMESPACE` says
 /// otherwise.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "Spillway";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before it reads anything: the refusal names the kind, whatever the environment holds.
+    #[tokio::test]
+    async fn a_function_with_a_custom_kind_named_like_a_shipped_one_does_not_start() {
+        let custom = Processors::new()
+            .with("word-count", kinds::Echo)
+            .with("echo", kinds::Echo);
+        let error = App::for_function(Function::Consumer, custom)
+            .await
+            .unwrap_err();
+        assert!(matches!(&error, StartError::Kind(TakenKind(kind)) if kind.as_str() == "echo"));
+        assert!(error.to_string().contains("`echo`"), "{error}");
+    }
+}

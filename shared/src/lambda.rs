@@ -1,5 +1,5 @@
 //! The glue between the Lambda runtime and the handlers: event in, handler, response out. Each
-//! function's `main` passes one of these to the runtime.
+//! function's `main` is one call to [`run`], Spillway's own and those of a crate of your own alike.
 
 use std::time::Duration;
 
@@ -10,8 +10,50 @@ use lambda_runtime::LambdaEvent;
 
 use crate::api::{self, ApiError, ApiResponse};
 use crate::app::App;
-use crate::config::ApiAuth;
+use crate::config::{ApiAuth, Function};
 use crate::domain::{Owner, Timestamp};
+use crate::processor::Processors;
+
+/// What [`run`] returns when the function cannot start or the runtime fails: a function's `main`
+/// returns it too, and Lambda reports it as the function's init error.
+pub use lambda_runtime::Error;
+
+/// Runs `function` in Lambda until the runtime stops it: installs the log subscriber, builds the
+/// [`App`] the function runs on from its environment ([`App::for_function`]) and serves the
+/// runtime's invocations with [`intake`], [`status`] or [`consumer`].
+///
+/// `kinds` are added to the kinds the stack deploys (`webhook`, and `echo` and `sleep` when
+/// `SPILLWAY_DEMO_KINDS` is on): Spillway's own functions pass [`Processors::new`], a crate of
+/// your own its processors, to both its intake (which refuses a kind it does not know) and its
+/// consumer. A custom kind named like a kind Spillway ships is refused: the function stops at
+/// start with an error that names it, before it serves anything.
+///
+/// ```no_run
+/// # use spillway_core::config::Function;
+/// # use spillway_core::{kinds, lambda, processor::Processors};
+/// # async fn start() -> Result<(), lambda::Error> {
+/// lambda::run(Function::Consumer, Processors::new().with("shout", kinds::Echo)).await
+/// # }
+/// ```
+pub async fn run(function: Function, kinds: Processors) -> Result<(), Error> {
+    crate::logging::init();
+    let app = App::for_function(function, kinds).await?;
+    let app = &app;
+    match function {
+        Function::Intake => {
+            lambda_http::run(lambda_http::service_fn(move |request| intake(app, request))).await
+        }
+        Function::Status => {
+            lambda_http::run(lambda_http::service_fn(move |request| status(app, request))).await
+        }
+        Function::Consumer => {
+            lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+                consumer(app, event)
+            }))
+            .await
+        }
+    }
+}
 
 /// The intake function: `POST /jobs` and `POST /jobs/batch`.
 pub async fn intake(app: &App, request: Request) -> Result<Response<Body>, lambda_http::Error> {

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,8 @@ pub struct Stack {
     /// Every message a mapping delivered, for replaying one as SQS may and for telling which
     /// lane ran a job.
     pub delivered: std::sync::Mutex<Vec<Delivery>>,
+    /// Each function's code directory as `sam build` left it.
+    as_built: BTreeMap<String, Option<PathBuf>>,
 }
 
 /// One of the template's SQS event source mappings, as Lambda runs it.
@@ -107,6 +109,17 @@ impl Stack {
         overrides: &[(&str, &str)],
         caller: fn(&Manifest, &str) -> ApiCaller,
     ) -> Self {
+        Self::deploy_with_binaries(overrides, caller, &[]).await
+    }
+
+    /// [`Self::deploy`], each function whose `BuildProperties` names a binary of `binaries`
+    /// running the executable given for it instead of the one `sam build` made: a crate of one's
+    /// own, deployed with the same template and environment (`examples/custom-kind`).
+    pub async fn deploy_with_binaries(
+        overrides: &[(&str, &str)],
+        caller: fn(&Manifest, &str) -> ApiCaller,
+        binaries: &[(&str, &Path)],
+    ) -> Self {
         let endpoint = crate::endpoint();
         let mut parameters: Vec<(&str, &str)> = PARAMETERS
             .iter()
@@ -114,7 +127,21 @@ impl Stack {
             .copied()
             .collect();
         parameters.extend_from_slice(overrides);
-        let deployment = Deployment::create(&built_template(), &endpoint, &parameters);
+        let mut deployment = Deployment::create(&built_template(), &endpoint, &parameters);
+        let as_built = deployment
+            .manifest
+            .functions
+            .iter()
+            .map(|(logical_id, f)| (logical_id.clone(), f.code_dir.clone()))
+            .collect();
+        for function in deployment.manifest.functions.values_mut() {
+            let given = binaries
+                .iter()
+                .find(|(name, _)| function.binary.as_deref() == Some(*name));
+            if let Some((_, executable)) = given {
+                function.code_dir = Some(code_dir_of(executable));
+            }
+        }
         let manifest = &deployment.manifest;
         let proxy = AwsProxy::start(&endpoint, &manifest.account_id).await;
         let mut functions = BTreeMap::new();
@@ -153,7 +180,36 @@ impl Stack {
             caller,
             receiver,
             delivered: std::sync::Mutex::default(),
+            as_built,
         }
+    }
+
+    /// Starts function `logical_id` once more, beside the stack's, from the code `sam build` made
+    /// for it (whatever [`Self::deploy_with_binaries`] gave the stack's), with its own role.
+    pub async fn start_as_built(&self, logical_id: &str) -> LambdaFunction {
+        let mut manifest = self.manifest().clone();
+        let function = manifest.functions.get_mut(logical_id).unwrap();
+        function.code_dir = self.as_built[logical_id].clone();
+        let (role_arn, role) = (function.role_arn.clone(), function.role_logical_id.clone());
+        let credentials = Credentials::assume(&crate::endpoint(), &role_arn, logical_id);
+        register(&self.proxy, &manifest, logical_id, &role, &credentials);
+        LambdaFunction::start(&manifest, logical_id, &credentials, &self.proxy.url()).await
+    }
+
+    /// The stack's API with `function` serving the routes of its logical id instead of the
+    /// stack's own.
+    pub fn gateway_with<'a>(&'a self, function: &'a LambdaFunction) -> Gateway<'a> {
+        let mut functions: Vec<&LambdaFunction> = self
+            .functions
+            .values()
+            .filter(|f| f.logical_id != function.logical_id)
+            .collect();
+        functions.push(function);
+        Gateway::new(
+            &self.manifest().http_apis[0],
+            &self.manifest().account_id,
+            &functions,
+        )
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -563,6 +619,24 @@ pub fn jwt_subject(_: &Manifest, subject: &str) -> ApiCaller {
 /// A caller of an API without authorization.
 pub fn anyone(_: &Manifest, _: &str) -> ApiCaller {
     ApiCaller::Anonymous
+}
+
+/// A code directory whose `bootstrap` is `executable`, as a Lambda function's: beside it, named
+/// after it, made again on every call.
+pub fn code_dir_of(executable: &Path) -> PathBuf {
+    assert!(
+        executable.is_file(),
+        "{} does not exist",
+        executable.display()
+    );
+    let mut name = executable.file_name().unwrap().to_owned();
+    name.push(".code");
+    let dir = executable.with_file_name(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bootstrap = dir.join("bootstrap");
+    std::fs::remove_file(&bootstrap).ok();
+    std::os::unix::fs::symlink(executable, &bootstrap).unwrap();
+    dir
 }
 
 /// The `spillway` binary `cargo test` built beside this test.

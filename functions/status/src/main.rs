@@ -1,14 +1,10 @@
 //! The status function: `GET /jobs/{id}` (with `?wait=N` long polling) and `DELETE /jobs/{id}`
 //! behind API Gateway — the handlers themselves live in `spillway-core`.
 
-use lambda_http::{Error, service_fn};
 use spillway_core::config::Function;
-use spillway_core::{App, lambda};
+use spillway_core::processor::Processors;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
-    spillway_core::logging::init();
-    let app = App::for_function(Function::Status).await?;
-    let app = &app;
-    lambda_http::run(service_fn(move |request| lambda::status(app, request))).await
+async fn main() -> Result<(), spillway_core::lambda::Error> {
+    spillway_core::lambda::run(Function::Status, Processors::new()).await
 }

@@ -124,6 +124,13 @@ impl Processors {
         self
     }
 
+    /// These processors and `more`'s together; where both have a kind, `more`'s processor
+    /// replaces this one's.
+    pub fn and(mut self, more: Processors) -> Self {
+        self.by_kind.extend(more.by_kind);
+        self
+    }
+
     /// The processor for `kind`.
     pub fn get(&self, kind: &Kind) -> Option<&Arc<dyn Processor>> {
         self.by_kind.get(kind)
