@@ -15,7 +15,7 @@ use tracing::instrument;
 use super::{ACTIVE_BY_OWNER_INDEX, ACTIVE_OWNER, ApplyError, JobStore, StoreError};
 use crate::domain::{
     Change, CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
-    PayloadDigest, Requirement, Timestamp, Transition,
+    PayloadDigest, Progress, Requirement, Timestamp, Transition,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -557,6 +557,25 @@ impl Parts {
                 let started_at = self.name("started_at");
                 let now = self.value("now", n(change.at.as_millis()));
                 set.push(format!("{started_at} = if_not_exists({started_at}, {now})"));
+                remove.push(self.name("progress"));
+            }
+            Transition::Heartbeat {
+                lease_until,
+                progress,
+                ..
+            } => {
+                set.push(format!(
+                    "{} = {}",
+                    self.name("lease_until"),
+                    self.value("lease", n(lease_until.as_millis()))
+                ));
+                if let Some(progress) = progress {
+                    set.push(format!(
+                        "{} = {}",
+                        self.name("progress"),
+                        self.value("progress", s(progress_json(progress)))
+                    ));
+                }
             }
             Transition::Succeed { result, .. } => {
                 set.push(format!(
@@ -649,6 +668,9 @@ fn to_item(job: &Job) -> Item {
     if let Some(lease_until) = job.lease_until {
         item.insert("lease_until".to_owned(), n(lease_until.as_millis()));
     }
+    if let Some(progress) = &job.progress {
+        item.insert("progress".to_owned(), s(progress_json(progress)));
+    }
     if let Some(result) = &job.result {
         item.insert("result".to_owned(), s(result.to_string()));
     }
@@ -662,6 +684,12 @@ fn to_item(job: &Job) -> Item {
         item.insert("correlation_id".to_owned(), s(correlation_id.as_str()));
     }
     item
+}
+
+/// A progress report as the item keeps it: one JSON string, as the status document shows it.
+fn progress_json(progress: &Progress) -> String {
+    // A `Progress` holds a finite number, a string and a time: it always serializes.
+    serde_json::to_string(progress).unwrap_or_default()
 }
 
 fn from_item(item: &Item) -> Result<Job, StoreError> {
@@ -699,6 +727,10 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         .map(|raw| serde_json::from_str(&raw))
         .transpose()
         .map_err(|e| corrupt(format!("`result` is not JSON: {e}")))?;
+    let progress = optional_string("progress")?
+        .map(|raw| serde_json::from_str(&raw))
+        .transpose()
+        .map_err(|e| corrupt(format!("`progress` is not a progress report: {e}")))?;
     let expires_at_seconds = required("expires_at")?;
     Ok(Job {
         id: JobId::parse(string("id")?).map_err(|e| corrupt(e.to_string()))?,
@@ -721,6 +753,7 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         deadline: Timestamp::from_millis(required("deadline")?),
         run_at: number("run_at")?.map(Timestamp::from_millis),
         lease_until: number("lease_until")?.map(Timestamp::from_millis),
+        progress,
         result,
         error: optional_string("error")?,
         payload: PayloadDigest {
@@ -781,6 +814,7 @@ mod tests {
         });
         job.status = JobStatus::Succeeded;
         job.result = Some(serde_json::json!({"ok": [1, "two"]}));
+        job.progress = Some(Progress::new(0.75, "almost", created_at));
         assert_eq!(from_item(&to_item(&job)).unwrap(), job);
     }
 
