@@ -528,18 +528,24 @@ impl Parts {
 
     /// The `SET` and `REMOVE` clauses that do what [`Change::apply`] does.
     fn write(&mut self, change: &Change) -> String {
-        let mut set = vec![
-            format!(
-                "{} = {}",
-                self.name("status"),
-                self.value("to", s(change.transition.target().as_str()))
-            ),
-            format!(
-                "{} = {}",
-                self.name("updated_at"),
-                self.value("now", n(change.at.as_millis()))
-            ),
-        ];
+        let mut set = vec![format!(
+            "{} = {}",
+            self.name("updated_at"),
+            self.value("now", n(change.at.as_millis()))
+        )];
+        // A heartbeat leaves the job `running`: not writing the status at all means that even a
+        // store whose condition and write are not atomic (moto) cannot move a job that ended
+        // back to `running` when a heartbeat races its outcome.
+        if !matches!(change.transition, Transition::Heartbeat { .. }) {
+            set.insert(
+                0,
+                format!(
+                    "{} = {}",
+                    self.name("status"),
+                    self.value("to", s(change.transition.target().as_str()))
+                ),
+            );
+        }
         let mut remove = vec![];
         match &change.transition {
             Transition::Claim { lease_until, .. } => {
@@ -885,6 +891,36 @@ mod tests {
                 "{expression}"
             );
         }
+    }
+
+    #[test]
+    fn a_heartbeat_writes_the_lease_and_progress_and_leaves_the_status_alone() {
+        let at = Timestamp::from_millis(5_000);
+        let heartbeat = |progress| {
+            UpdateExpression::for_change(&Change::new(
+                Transition::Heartbeat {
+                    attempt: 2,
+                    lease_until: Timestamp::from_millis(9_000),
+                    progress,
+                },
+                at,
+                Duration::from_secs(1),
+            ))
+        };
+        let quiet = heartbeat(None);
+        assert_eq!(
+            quiet.condition,
+            "(#status = :status_running AND #attempts = :attempt)"
+        );
+        assert_eq!(
+            quiet.expression,
+            "SET #updated_at = :now, #lease_until = :lease"
+        );
+        let reporting = heartbeat(Some(Progress::new(0.5, "half", at)));
+        assert_eq!(
+            reporting.expression,
+            "SET #updated_at = :now, #lease_until = :lease, #progress = :progress"
+        );
     }
 
     #[test]
