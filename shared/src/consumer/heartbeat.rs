@@ -152,12 +152,28 @@ impl Heartbeat<'_, '_> {
             lease_until,
             progress: progress.clone(),
         };
-        match app.store.apply(self.job_id, &app.change(heartbeat)).await {
+        // A write that hangs must not keep the processor running past the lease it holds.
+        let held = self.lease_until.saturating_since(now) + Duration::from_millis(1);
+        let applied = tokio::time::timeout(held, app.store.apply(self.job_id, &app.change(heartbeat)))
+            .await
+            .map_err(|_| {
+                warn!(lease_until = %self.lease_until, "heartbeat not answered before the lease lapsed; stopping the processor");
+                LeaseLost::Lapsed
+            })?;
+        match applied {
             Ok(_) => {
                 self.lease_until = lease_until;
                 if renew {
                     info!(lease_until = %lease_until, "heartbeat");
-                    self.record.extend_visibility().await;
+                    let left = lease_until.saturating_since(app.clock.now());
+                    if tokio::time::timeout(left, self.record.extend_visibility())
+                        .await
+                        .is_err()
+                    {
+                        warn!(
+                            "ChangeMessageVisibility not answered within the lease; the message may come back early"
+                        );
+                    }
                 }
                 Ok(())
             }

@@ -1194,10 +1194,13 @@ async fn a_heartbeat_against_a_job_taken_over_stops_the_processor_and_overwrites
     );
 }
 
-/// A store that refuses to write heartbeats, as a table failing for a while would, and passes
-/// every other call to the store it wraps.
+/// A store that fails to write heartbeats, as a table failing for a while would (or, with
+/// `hang`, never answers them), and passes every other call to the store it wraps.
 #[derive(Debug)]
-struct HeartbeatsFail(Arc<dyn crate::store::JobStore>);
+struct HeartbeatsFail {
+    inner: Arc<dyn crate::store::JobStore>,
+    hang: bool,
+}
 
 #[async_trait::async_trait]
 impl crate::store::JobStore for HeartbeatsFail {
@@ -1206,15 +1209,15 @@ impl crate::store::JobStore for HeartbeatsFail {
         job: &Job,
         key: Option<&crate::domain::IdempotencyRecord>,
     ) -> Result<(), StoreError> {
-        self.0.create(job, key).await
+        self.inner.create(job, key).await
     }
 
     async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
-        self.0.create_batch(jobs).await
+        self.inner.create_batch(jobs).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        self.0.get(id).await
+        self.inner.get(id).await
     }
 
     async fn key(
@@ -1222,13 +1225,14 @@ impl crate::store::JobStore for HeartbeatsFail {
         owner: &crate::domain::Owner,
         key: &crate::domain::IdempotencyKey,
     ) -> Result<Option<crate::domain::IdempotencyRecord>, StoreError> {
-        self.0.key(owner, key).await
+        self.inner.key(owner, key).await
     }
 
     async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
         match change.transition {
+            Transition::Heartbeat { .. } if self.hang => std::future::pending().await,
             Transition::Heartbeat { .. } => Err(ApplyError::Store(unreachable_error())),
-            _ => self.0.apply(id, change).await,
+            _ => self.inner.apply(id, change).await,
         }
     }
 
@@ -1237,27 +1241,32 @@ impl crate::store::JobStore for HeartbeatsFail {
         owner: &crate::domain::Owner,
         at_most: u32,
     ) -> Result<u32, StoreError> {
-        self.0.active_jobs(owner, at_most).await
+        self.inner.active_jobs(owner, at_most).await
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_processor_whose_lease_cannot_be_renewed_is_stopped_when_it_lapses() {
-    let steady = Steady::new(20, Duration::from_secs(1));
-    let mut pipeline = steady_pipeline(3, &steady);
-    pipeline.app.store = Arc::new(HeartbeatsFail(pipeline.app.store.clone()));
-    let id = submit(&pipeline.app, json!({"kind": "steady", "payload": {}})).await;
+    for hang in [false, true] {
+        let steady = Steady::new(20, Duration::from_secs(1));
+        let mut pipeline = steady_pipeline(3, &steady);
+        pipeline.app.store = Arc::new(HeartbeatsFail {
+            inner: pipeline.app.store.clone(),
+            hang,
+        });
+        let id = submit(&pipeline.app, json!({"kind": "steady", "payload": {}})).await;
 
-    let started = tokio::time::Instant::now();
-    let report = deliver(&pipeline).await;
-    let ran = started.elapsed();
-    assert!(
-        ran > Duration::from_secs(3) && ran < Duration::from_millis(3_500),
-        "the processor ran for {ran:?} under a lease of 3 s"
-    );
-    assert_eq!(report.failed.len(), 1);
-    assert_eq!((steady.started(), steady.finished()), (1, 0));
-    let job = job(&pipeline.app, id).await;
-    assert_eq!((job.status, job.attempts), (JobStatus::Pending, 1));
-    assert!(job.error.unwrap().contains("lease lapsed"));
+        let started = tokio::time::Instant::now();
+        let report = deliver(&pipeline).await;
+        let ran = started.elapsed();
+        assert!(
+            ran > Duration::from_secs(3) && ran < Duration::from_millis(3_500),
+            "the processor ran for {ran:?} under a lease of 3 s (hang: {hang})"
+        );
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!((steady.started(), steady.finished()), (1, 0));
+        let job = job(&pipeline.app, id).await;
+        assert_eq!((job.status, job.attempts), (JobStatus::Pending, 1));
+        assert!(job.error.unwrap().contains("lease lapsed"));
+    }
 }
