@@ -24,7 +24,8 @@ impl Reporter {
         Self(None)
     }
 
-    /// A reporter whose reports are timed by `clock` and kept for [`Reporter::take`].
+    /// A reporter whose reports are timed by `clock` and kept for [`Reporter::take`]: the
+    /// consumer's, and one a processor's own tests can read its reports from.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self(Some(Arc::new(Shared {
             clock,
@@ -47,7 +48,7 @@ impl Reporter {
     }
 
     /// Puts back a report taken but not written, unless a newer one came in since.
-    pub fn restore(&self, progress: Progress) {
+    pub(crate) fn restore(&self, progress: Progress) {
         if let Some(shared) = &self.0 {
             shared.latest().get_or_insert(progress);
         }
@@ -55,7 +56,7 @@ impl Reporter {
 
     /// Waits for a report made since the last wait ended (or one made before the first wait);
     /// never ends for a reporter that discards.
-    pub async fn reported(&self) {
+    pub(crate) async fn reported(&self) {
         match &self.0 {
             Some(shared) => shared.reported.notified().await,
             None => std::future::pending().await,
