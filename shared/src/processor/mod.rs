@@ -114,7 +114,9 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
     }
 
     /// Runs the job and returns its result. It may run more than once for one job (at-least-once
-    /// delivery), so its effect should be idempotent on `work.job_id`.
+    /// delivery), so its effect should be idempotent on `work.job_id`. It may run longer than the
+    /// queue's visibility timeout (the consumer's heartbeats keep the job), may report how far it
+    /// has come with [`Work::progress`], and is stopped if the job is taken from it.
     async fn process(&self, work: &Work) -> Result<Value, ProcessError>;
 }
 
