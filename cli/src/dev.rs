@@ -82,7 +82,8 @@ pub struct DevArgs {
     batching_window_ms: u64,
 
     /// How long a received message stays hidden, in seconds (the in-memory queue's; an SQS queue
-    /// keeps its own, unless --create-resources sets it).
+    /// keeps its own, unless --create-resources sets it). Heartbeats renew it, and the job's
+    /// lease, while a job runs longer.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     visibility_timeout: u64,
 
@@ -284,6 +285,9 @@ fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
             settings.backoff_base = settings.backoff_base.min(settings.backoff_max);
         }
     }
+    // The consumer renews what the queue it consumes gives: with an SQS queue of its own, that
+    // queue's (read when the queue is found).
+    settings.visibility_timeout = Duration::from_secs(args.visibility_timeout.max(1));
     if settings.backoff_base > settings.backoff_max {
         return Err("--backoff-base-seconds is longer than --backoff-max-seconds".into());
     }
@@ -420,6 +424,13 @@ async fn on_endpoint(
                 "fewer attempts, to leave one receive above them"
             );
         }
+    }
+
+    if let Some(visibility) = provision::visibility_timeout(&sqs, &queue_url)
+        .await
+        .map_err(unreachable(format!("queue {queue_url}")))?
+    {
+        settings.visibility_timeout = visibility.max(Duration::from_secs(1));
     }
 
     let high_queue_arn = provision::queue_arn(&sqs, &high_queue_url)

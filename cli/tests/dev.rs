@@ -159,6 +159,48 @@ async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
 }
 
 #[tokio::test]
+async fn a_job_longer_than_the_visibility_timeout_runs_once_and_shows_its_progress() {
+    let dev = DevServer::start(&["--visibility-timeout", "2"]).await;
+    let id = dev
+        .submit(json!({"kind": "sleep", "payload": {"ms": 5_000}}))
+        .await;
+    let mut progress = Vec::new();
+    let job = loop {
+        let job: Value = reqwest::get(dev.url(&format!("/jobs/{id}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "running" && job["progress"].is_object() {
+            progress.push(job["progress"]["fraction"].as_f64().unwrap());
+        }
+        if job["status"] == "succeeded" || progress.len() > 100 {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["result"]["slept_ms"], 5_000);
+    assert!(
+        progress.len() >= 3 && progress.windows(2).all(|w| w[0] <= w[1]),
+        "{progress:?}"
+    );
+    let mine = |message| {
+        dev.logged(message)
+            .into_iter()
+            .filter(|e| e["job_id"] == id.as_str())
+            .count()
+    };
+    assert_eq!(mine("claimed"), 1, "one delivery, one claim");
+    assert!(
+        mine("heartbeat") >= 2,
+        "the message and the lease were renewed"
+    );
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}
+
+#[tokio::test]
 async fn bad_requests_get_problem_documents_over_http() {
     let dev = DevServer::start(&[]).await;
     let client = reqwest::Client::new();

@@ -71,6 +71,8 @@ impl Function {
                 "SPILLWAY_BACKOFF_BASE_SECONDS",
                 "SPILLWAY_BACKOFF_MAX_SECONDS",
                 "SPILLWAY_CONSUMER_CONCURRENCY",
+                // Its queue's visibility timeout, which the heartbeats of long jobs renew.
+                "SPILLWAY_VISIBILITY_TIMEOUT_SECONDS",
                 "SPILLWAY_DEMO_KINDS",
                 "SPILLWAY_WEBHOOK_ALLOW",
                 "SPILLWAY_WEBHOOK_TIMEOUT_MS",
@@ -163,6 +165,10 @@ pub struct Settings {
     pub max_active_jobs_per_owner: u32,
     /// How many records of one batch run at once (`SPILLWAY_CONSUMER_CONCURRENCY`).
     pub consumer_concurrency: usize,
+    /// The visibility timeout of the queue the consumer consumes
+    /// (`SPILLWAY_VISIBILITY_TIMEOUT_SECONDS`, which the template sets from the value the queues
+    /// use): how long a claim holds its job and message before a heartbeat renews both.
+    pub visibility_timeout: Duration,
     /// Whether the demonstration kinds `echo` and `sleep` are accepted and run
     /// (`SPILLWAY_DEMO_KINDS`). Off in a deployed stack unless its `DemoKinds` parameter turns
     /// them on: `sleep` can hold a consumer for the whole invocation.
@@ -192,6 +198,8 @@ impl Default for Settings {
             backlog_limit: Lanes::both(0),
             max_active_jobs_per_owner: 0,
             consumer_concurrency: 10,
+            // The template's, for its default consumer timeout of 30 s.
+            visibility_timeout: Duration::from_secs(180),
             demo_kinds: false,
             api_auth: ApiAuth::AwsIam,
             webhook: WebhookSettings::default(),
@@ -355,6 +363,11 @@ impl Settings {
                 "SPILLWAY_CONSUMER_CONCURRENCY",
                 self.consumer_concurrency,
                 1..=1000,
+            )?,
+            visibility_timeout: secs(
+                "SPILLWAY_VISIBILITY_TIMEOUT_SECONDS",
+                self.visibility_timeout,
+                1..=crate::queue::MAX_VISIBILITY.as_secs(),
             )?,
             demo_kinds: env.flag("SPILLWAY_DEMO_KINDS", self.demo_kinds)?,
             api_auth: env.api_auth(self.api_auth)?,
@@ -892,6 +905,25 @@ mod tests {
             Settings::default().backoff_base
         );
         assert!(config.settings.demo_kinds);
+    }
+
+    #[test]
+    fn the_consumer_reads_its_queues_visibility_timeout_within_what_sqs_allows() {
+        let consumer = |value: &str| {
+            let mut pairs = RESOURCES.to_vec();
+            pairs.push(("SPILLWAY_VISIBILITY_TIMEOUT_SECONDS", value));
+            Config::for_function(Function::Consumer, lookup(&pairs))
+        };
+        assert_eq!(
+            consumer("120").unwrap().settings.visibility_timeout,
+            Duration::from_secs(120)
+        );
+        for bad in ["0", "43201", "soon"] {
+            let err = consumer(bad).unwrap_err();
+            assert_eq!(err.variable, "SPILLWAY_VISIBILITY_TIMEOUT_SECONDS", "{bad}");
+        }
+        let unset = Config::for_function(Function::Consumer, lookup(&RESOURCES)).unwrap();
+        assert_eq!(unset.settings.visibility_timeout, Duration::from_secs(180));
     }
 
     #[test]

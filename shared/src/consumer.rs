@@ -11,11 +11,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
+use self::heartbeat::{Heartbeat, LeaseLost};
 use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{Change, Job, JobMessage, JobStatus, Priority, Timestamp, Transition};
 use crate::metrics::{Metric, millis};
-use crate::processor::{ProcessError, Processor, Work};
+use crate::processor::{ProcessError, Processor, Reporter, Work};
 use crate::queue::{MAX_VISIBILITY, SendOptions};
 use crate::store::{ApplyError, StoreError};
 
@@ -242,6 +243,7 @@ impl Record<'_> {
                 .record_outcome(job, receive_count, Err(error), None)
                 .await;
         };
+        let reporter = Reporter::new(self.app.clock.clone());
         let work = Work {
             job_id: message.job_id,
             kind: message.kind,
@@ -250,9 +252,17 @@ impl Record<'_> {
             // The table's: a redrive may have extended the one the message carries.
             deadline: job.deadline,
             owner: job.owner.clone(),
+            reporter: reporter.clone(),
+        };
+        let heartbeat = Heartbeat {
+            record: self,
+            job_id: job.id,
+            attempt: job.attempts,
+            lease_until: job.lease_until.unwrap_or(self.invocation_deadline),
+            reporter,
         };
         let started = std::time::Instant::now();
-        let result = run(processor, work, budget).await;
+        let result = run(processor, work, budget, heartbeat.keep()).await;
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             ok = result.is_ok(),
@@ -285,7 +295,11 @@ impl Record<'_> {
     /// ever. `Err` holds what to do with a message that runs nothing now.
     async fn claim(&self, message: &JobMessage) -> Result<Job, Outcome> {
         let claim = self.app.change(Transition::Claim {
-            lease_until: self.invocation_deadline,
+            lease_until: heartbeat::lease_until(
+                self.app.clock.now(),
+                self.app.settings.visibility_timeout,
+                self.invocation_deadline,
+            ),
             max_attempts: self.app.settings.max_attempts,
         });
         match self.apply_to_message_job(message, &claim).await? {
@@ -404,6 +418,21 @@ impl Record<'_> {
                 .await
         {
             warn!(error = %crate::error::Chain(&error), "could not reschedule the message");
+        }
+    }
+
+    /// Hides the message for another visibility timeout, while its job runs on; when that fails
+    /// it may come back early, and its delivery then finds the job leased and backs off.
+    async fn extend_visibility(&self) {
+        if let Some(receipt_handle) = self.record.receipt_handle.as_deref()
+            && let Err(error) = self
+                .app
+                .queues
+                .get(self.priority)
+                .change_visibility(receipt_handle, self.app.settings.visibility_timeout)
+                .await
+        {
+            warn!(error = %crate::error::Chain(&error), "could not extend the message's visibility");
         }
     }
 
@@ -626,16 +655,24 @@ fn bounded(message: String) -> String {
     }
 }
 
-/// Runs a processor on its own task, so a panic fails this record only, and stops it when the
-/// budget runs out.
+/// Runs a processor on its own task, so a panic fails this record only, beside its `heartbeat`,
+/// and stops it when the budget runs out or the heartbeat says the attempt lost its job.
 async fn run(
     processor: Arc<dyn Processor>,
     work: Work,
     budget: Duration,
+    heartbeat: impl Future<Output = LeaseLost>,
 ) -> Result<Value, ProcessError> {
     let task = tokio::spawn(async move { processor.process(&work).await }.in_current_span());
     let abort = task.abort_handle();
-    match tokio::time::timeout(budget, task).await {
+    let finished = tokio::select! {
+        finished = tokio::time::timeout(budget, task) => finished,
+        lost = heartbeat => {
+            abort.abort();
+            return Err(ProcessError::retryable(lost.reason()));
+        }
+    };
+    match finished {
         Ok(Ok(result)) => result,
         Ok(Err(join_error)) => {
             let reason = match join_error.try_into_panic() {
@@ -725,5 +762,6 @@ fn json_len(value: &Value) -> usize {
 }
 
 mod callback;
+mod heartbeat;
 #[cfg(test)]
 mod tests;

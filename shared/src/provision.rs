@@ -225,6 +225,27 @@ pub async fn max_receive_count(
     Ok(count.and_then(|c| u32::try_from(c).ok()))
 }
 
+/// The queue's visibility timeout, as `GetQueueAttributes` reports it; `None` when the endpoint
+/// reports none.
+pub async fn visibility_timeout(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Result<Option<std::time::Duration>, BoxError> {
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .map_err(boxed)?
+        .attributes
+        .unwrap_or_default();
+    Ok(attributes
+        .get(&QueueAttributeName::VisibilityTimeout)
+        .and_then(|seconds| seconds.parse().ok())
+        .map(std::time::Duration::from_secs))
+}
+
 /// Creates the queue `name` unless it exists, and lets it take SQS's largest message, as the
 /// template's queues do. Set after the create, not in it: `CreateQueue` refuses a queue that
 /// exists with other attributes (one an older build made), and the endpoint's default is not

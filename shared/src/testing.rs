@@ -214,10 +214,12 @@ pub fn processors_with(counting: &Counting) -> Processors {
     kinds::builtin().with("counting", counting.clone())
 }
 
-/// Settings for fast tests: no backoff, three attempts.
+/// Settings for fast tests: no backoff, three attempts, the visibility timeout of the queues of a
+/// [`MemoryPipeline`].
 pub fn fast_settings() -> Settings {
     Settings {
         max_attempts: 3,
+        visibility_timeout: Duration::from_secs(30),
         max_receive_count: 4,
         backoff_base: Duration::ZERO,
         backoff_max: Duration::ZERO,
@@ -252,11 +254,11 @@ impl MemoryPipeline {
     }
 
     /// A pipeline with `settings`, whose queue redrives after `settings.max_receive_count`
-    /// receives.
+    /// receives and hides a received message for `settings.visibility_timeout`.
     pub fn new(settings: Settings, processors: Processors) -> Self {
         let dlq = Arc::new(MemoryQueue::new(Duration::from_secs(30)));
         let queues = Lanes::from_fn(|priority| -> Arc<dyn JobQueue> {
-            let queue = MemoryQueue::new(Duration::from_secs(30));
+            let queue = MemoryQueue::new(settings.visibility_timeout);
             Arc::new(match priority {
                 Priority::Normal => {
                     queue.with_dead_letter_queue(dlq.clone(), settings.max_receive_count)

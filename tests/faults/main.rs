@@ -39,9 +39,10 @@ fn in_memory(seed: u64) -> Report {
             max_attempts: 2,
             backoff_base: Duration::from_secs(1),
             retention: Duration::from_secs(6 * 3600),
+            visibility_timeout: Duration::from_secs(30),
             ..Settings::default()
         };
-        let visibility = Duration::from_secs(30);
+        let visibility = settings.visibility_timeout;
         let dlq = Arc::new(MemoryQueue::new(visibility));
         let queue = Arc::new(
             MemoryQueue::new(visibility)
@@ -82,12 +83,14 @@ fn in_memory(seed: u64) -> Report {
     })
 }
 
-/// The queues a run in real time uses: the work queue (its ARN and `maxReceiveCount`) and its DLQ.
+/// The queues a run in real time uses: the work queue (its ARN, `maxReceiveCount` and
+/// visibility timeout) and its DLQ.
 struct Queues {
     queue: Arc<dyn JobQueue>,
     dlq: Arc<dyn JobQueue>,
     arn: String,
     max_receive_count: u32,
+    visibility_timeout: Duration,
 }
 
 /// `jobs` jobs in real time, submitted by `clients` at once, on `store` and `queues`, with the
@@ -109,6 +112,7 @@ async fn in_real_time(
         settings: Settings {
             max_attempts: 3,
             max_receive_count: queues.max_receive_count,
+            visibility_timeout: queues.visibility_timeout,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(8),
             outage_backoff: Duration::from_millis(500),
@@ -194,6 +198,7 @@ fn on_emulator(seed: u64) -> Report {
             dlq: queues.1,
             arn: stack.queue_arn.clone(),
             max_receive_count: stack.max_receive_count,
+            visibility_timeout: stack.visibility_timeout,
         };
         in_real_time(seed, 200, 1, (store, forget), queues, None).await
     })
@@ -233,6 +238,7 @@ fn on_dynamodb_local(seed: u64) -> Report {
             dlq,
             arn: "arn:aws:sqs:us-east-1:000000000000:simulation".to_owned(),
             max_receive_count: 20,
+            visibility_timeout: visibility,
         };
         // Longer than the receive budget without the outage backoff: 20 receives, 2 s apart.
         let outage = Outage {

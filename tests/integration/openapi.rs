@@ -11,7 +11,9 @@ use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use spillway_core::api::{self, ApiResponse};
 use spillway_core::app::StackSecret;
-use spillway_core::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
+use spillway_core::domain::{
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner, Progress, Transition,
+};
 use spillway_core::kinds;
 use spillway_core::lambda;
 use spillway_core::store::{ApplyError, JobStore, StoreError};
@@ -215,6 +217,32 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         200,
         &api::get_job(&app, &owner, &id, Some("0")).await,
     );
+    // A running job whose processor reported its progress.
+    let running = JobId::parse(&id_of(
+        &post(&app, &json_headers(), r#"{"kind": "echo", "payload": 1}"#).await,
+    ))
+    .unwrap();
+    let lease_until = app.clock.now().saturating_add(Duration::from_secs(60));
+    for transition in [
+        Transition::Claim {
+            lease_until,
+            max_attempts: 3,
+        },
+        Transition::Heartbeat {
+            attempt: 1,
+            lease_until,
+            progress: Some(Progress::new(0.4, "4 of 10 pages", app.clock.now())),
+        },
+    ] {
+        app.store
+            .apply(running, &app.change(transition))
+            .await
+            .unwrap();
+    }
+    let with_progress = api::get_job(&app, &owner, &running.to_string(), None).await;
+    let document: serde_json::Value = serde_json::from_str(with_progress.body()).unwrap();
+    assert_eq!(document["progress"]["fraction"], 0.4);
+    spec.expect(JOB, "get", 200, &with_progress);
     spec.expect(
         JOB,
         "get",

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
-use spillway_core::App;
 use spillway_core::api;
 use spillway_core::config::MAX_PAYLOAD_LIMIT;
 use spillway_core::consumer::handle_batch;
@@ -16,6 +15,7 @@ use spillway_core::queue::MAX_MESSAGE_BYTES;
 use spillway_core::testing::{
     Behaviour, Counting, json_headers, processors_with, submit, submit_as,
 };
+use spillway_core::{App, Settings};
 use spillway_tests::Stack;
 
 async fn status(app: &App, id: JobId) -> Value {
@@ -657,5 +657,67 @@ async fn a_scheduled_job_runs_when_due_on_sqs_and_a_cancelled_one_never_runs() {
         stack.queued_messages().await,
         0,
         "both messages were deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_processor_running_three_times_the_visibility_timeout_completes_once_with_one_delivery() {
+    let stack = Stack::create(3, Duration::from_secs(2)).await;
+    let settings = Settings {
+        demo_kinds: true,
+        ..stack.settings()
+    };
+    let app = stack.app(settings, kinds::builtin());
+    let id = submit(&app, json!({"kind": "sleep", "payload": {"ms": 6_500}})).await;
+
+    let first = {
+        let (stack_esm, app) = (stack.esm(), app.clone());
+        tokio::spawn(async move {
+            stack_esm
+                .poll_once(&app, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .expect("the job's message")
+        })
+    };
+    // A second consumer polls the queue all along: the message never becomes visible to it.
+    let mut seen = Vec::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while !first.is_finished() {
+        let second = stack
+            .esm()
+            .poll_once(&app, Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert_eq!(
+            second, None,
+            "the message was delivered again while its job ran"
+        );
+        let job = status(&app, id).await;
+        if job["status"] == "running" {
+            seen.push(job["progress"].clone());
+        }
+    }
+    let report = first.await.unwrap();
+    assert_eq!((report.received, report.deleted), (1, 1));
+
+    let job = status(&app, id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["result"], json!({"slept_ms": 6_500, "attempt": 1}));
+    let fractions: Vec<f64> = seen.iter().filter_map(|p| p["fraction"].as_f64()).collect();
+    assert!(
+        fractions.len() >= 3 && fractions.windows(2).all(|w| w[0] <= w[1]),
+        "progress was visible while the job ran: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|p| p["note"].as_str().is_some_and(|n| n.starts_with("slept "))),
+        "{seen:?}"
+    );
+    assert_eq!(
+        stack.queued_messages().await,
+        0,
+        "the one message was deleted"
     );
 }

@@ -198,6 +198,8 @@ pub struct Stack {
     pub high_queue_arn: String,
     pub high_dlq_url: String,
     pub max_receive_count: u32,
+    /// Both work queues' visibility timeout.
+    pub visibility_timeout: Duration,
     cleanup: Arc<Cleanup>,
 }
 
@@ -250,6 +252,7 @@ impl Stack {
             high_queue_arn: high.queue_arn,
             high_dlq_url: high.dlq_url,
             max_receive_count,
+            visibility_timeout,
             cleanup: Arc::new(cleanup),
         }
     }
@@ -267,10 +270,12 @@ impl Stack {
         }
     }
 
-    /// Settings whose attempts match the queue's redrive policy, with no backoff.
+    /// Settings whose attempts match the queue's redrive policy and whose visibility timeout is
+    /// the queues', with no backoff.
     pub fn settings(&self) -> Settings {
         Settings {
             max_attempts: self.max_receive_count,
+            visibility_timeout: self.visibility_timeout,
             backoff_base: Duration::ZERO,
             backoff_max: Duration::ZERO,
             ..Settings::default()

@@ -1034,3 +1034,239 @@ fn a_processors_error_is_kept_bounded() {
     let (transition, _) = decide(&settings, 1, Err(ProcessError::permanent("short")));
     assert_eq!(transition.error(), Some("short"));
 }
+
+/// A processor that works in `steps` steps of `step` each, reporting its progress after each, and
+/// counts its runs and the runs it finished.
+#[derive(Debug, Clone)]
+struct Steady {
+    steps: u32,
+    step: Duration,
+    started: Arc<std::sync::atomic::AtomicU32>,
+    finished: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Steady {
+    fn new(steps: u32, step: Duration) -> Self {
+        Self {
+            steps,
+            step,
+            started: Arc::default(),
+            finished: Arc::default(),
+        }
+    }
+
+    fn started(&self) -> u32 {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn finished(&self) -> u32 {
+        self.finished.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Processor for Steady {
+    async fn process(&self, work: &Work) -> Result<Value, ProcessError> {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for done in 1..=self.steps {
+            tokio::time::sleep(self.step).await;
+            work.progress(
+                f64::from(done) / f64::from(self.steps),
+                format!("step {done} of {}", self.steps),
+            );
+        }
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(json!({"steps": self.steps}))
+    }
+}
+
+/// A pipeline whose queues hide a message for `visibility` seconds, with a `steady` kind, on a
+/// clock that follows tokio's (paused) time.
+fn steady_pipeline(visibility: u64, steady: &Steady) -> MemoryPipeline {
+    let settings = Settings {
+        visibility_timeout: Duration::from_secs(visibility),
+        ..fast_settings()
+    };
+    let mut pipeline = MemoryPipeline::new(
+        settings,
+        crate::kinds::builtin().with("steady", steady.clone()),
+    );
+    let clock = crate::testing::faults::TokioClock::starting_at(crate::clock::SystemClock.now());
+    pipeline.app = pipeline.app.clone().with_clock(Arc::new(clock));
+    pipeline
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_running_three_times_the_visibility_timeout_completes_once_with_one_delivery() {
+    let steady = Steady::new(9, Duration::from_secs(1));
+    let pipeline = steady_pipeline(3, &steady);
+    let id = submit(&pipeline.app, json!({"kind": "steady", "payload": {}})).await;
+
+    let first = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move { deliver(&pipeline).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A second consumer polls all along: the message never becomes visible to it.
+    let mut progress = Vec::new();
+    for _ in 0..16 {
+        let second = pipeline
+            .esm
+            .poll_once(&pipeline.app, Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert_eq!(
+            second, None,
+            "the message was delivered again while its job ran"
+        );
+        let running = job(&pipeline.app, id).await;
+        if running.status == JobStatus::Running {
+            assert!(running.lease_until.unwrap() > pipeline.app.clock.now());
+            progress.extend(running.progress.map(|p| p.fraction()));
+        }
+    }
+    let report = first.await.unwrap();
+    assert_eq!((report.received, report.deleted), (1, 1));
+    assert_eq!((steady.started(), steady.finished()), (1, 1));
+    let done = job(&pipeline.app, id).await;
+    assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));
+    assert!(
+        progress.windows(2).all(|pair| pair[0] <= pair[1]) && progress.len() >= 5,
+        "progress was written as the job ran: {progress:?}"
+    );
+    assert!(progress[0] > 0.0 && progress[0] < 1.0, "{progress:?}");
+    assert_eq!(
+        pipeline.app.queues.normal.depth().await.unwrap().total(),
+        0,
+        "the one message was deleted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heartbeat_against_a_job_taken_over_stops_the_processor_and_overwrites_nothing() {
+    let steady = Steady::new(20, Duration::from_secs(1));
+    let pipeline = steady_pipeline(3, &steady);
+    let id = submit(&pipeline.app, json!({"kind": "steady", "payload": {}})).await;
+    let first = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move { deliver(&pipeline).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(job(&pipeline.app, id).await.status, JobStatus::Running);
+
+    // Another consumer claims the job as if the first one's lease had lapsed: a claim dated
+    // after it.
+    let later = pipeline
+        .app
+        .clock
+        .now()
+        .saturating_add(Duration::from_secs(60));
+    let claim = Change::new(
+        Transition::Claim {
+            lease_until: later.saturating_add(Duration::from_secs(60)),
+            max_attempts: 5,
+        },
+        later,
+        pipeline.app.settings.retention,
+    );
+    let taken = pipeline.app.store.apply(id, &claim).await.unwrap();
+    assert_eq!(taken.attempts, 2);
+
+    let started = tokio::time::Instant::now();
+    let report = first.await.unwrap();
+    assert!(
+        started.elapsed() <= Duration::from_secs(2),
+        "the processor ran on for {:?} after its job was taken over",
+        started.elapsed()
+    );
+    assert_eq!(
+        report.failed.len(),
+        1,
+        "the message is left to the new holder"
+    );
+    assert_eq!((steady.started(), steady.finished()), (1, 0));
+    assert_eq!(
+        job(&pipeline.app, id).await,
+        taken,
+        "neither the heartbeat nor the outcome wrote over the other claim"
+    );
+}
+
+/// A store that fails to write heartbeats, as a table failing for a while would (or, with
+/// `hang`, never answers them), and passes every other call to the store it wraps.
+#[derive(Debug)]
+struct HeartbeatsFail {
+    inner: Arc<dyn crate::store::JobStore>,
+    hang: bool,
+}
+
+#[async_trait::async_trait]
+impl crate::store::JobStore for HeartbeatsFail {
+    async fn create(
+        &self,
+        job: &Job,
+        key: Option<&crate::domain::IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.create(job, key).await
+    }
+
+    async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        self.inner.create_batch(jobs).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn key(
+        &self,
+        owner: &crate::domain::Owner,
+        key: &crate::domain::IdempotencyKey,
+    ) -> Result<Option<crate::domain::IdempotencyRecord>, StoreError> {
+        self.inner.key(owner, key).await
+    }
+
+    async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
+        match change.transition {
+            Transition::Heartbeat { .. } if self.hang => std::future::pending().await,
+            Transition::Heartbeat { .. } => Err(ApplyError::Store(unreachable_error())),
+            _ => self.inner.apply(id, change).await,
+        }
+    }
+
+    async fn active_jobs(
+        &self,
+        owner: &crate::domain::Owner,
+        at_most: u32,
+    ) -> Result<u32, StoreError> {
+        self.inner.active_jobs(owner, at_most).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_processor_whose_lease_cannot_be_renewed_is_stopped_when_it_lapses() {
+    for hang in [false, true] {
+        let steady = Steady::new(20, Duration::from_secs(1));
+        let mut pipeline = steady_pipeline(3, &steady);
+        pipeline.app.store = Arc::new(HeartbeatsFail {
+            inner: pipeline.app.store.clone(),
+            hang,
+        });
+        let id = submit(&pipeline.app, json!({"kind": "steady", "payload": {}})).await;
+
+        let started = tokio::time::Instant::now();
+        let report = deliver(&pipeline).await;
+        let ran = started.elapsed();
+        assert!(
+            ran > Duration::from_secs(3) && ran < Duration::from_millis(3_500),
+            "the processor ran for {ran:?} under a lease of 3 s (hang: {hang})"
+        );
+        assert_eq!(report.failed.len(), 1);
+        assert_eq!((steady.started(), steady.finished()), (1, 0));
+        let job = job(&pipeline.app, id).await;
+        assert_eq!((job.status, job.attempts), (JobStatus::Pending, 1));
+        assert!(job.error.unwrap().contains("lease lapsed"));
+    }
+}

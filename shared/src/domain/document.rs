@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Job, JobStatus, Priority, Timestamp};
+use super::{Job, JobStatus, Priority, Progress, Timestamp};
 
 /// The job as `GET /jobs/{id}` shows it, and as a completion callback delivers it.
 #[derive(Debug, Serialize)]
@@ -21,6 +21,9 @@ pub struct JobDocument<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     run_at: Option<Timestamp>,
     deadline: Timestamp,
+    /// What the processor last reported, while it runs, or of the last attempt once it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<&'a Progress>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,6 +48,7 @@ impl<'a> JobDocument<'a> {
             started_at: job.started_at,
             run_at: job.run_at,
             deadline: job.deadline,
+            progress: job.progress.as_ref(),
             result: job
                 .result
                 .as_ref()

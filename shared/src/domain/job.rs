@@ -1,7 +1,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{CorrelationId, JobId, JobStatus, Kind, Owner, Priority, Timestamp};
+use super::{CorrelationId, JobId, JobStatus, Kind, Owner, Priority, Progress, Timestamp};
 
 /// A job's state as the table keeps it. The payload itself travels in the queue message; the
 /// table keeps only its size and hash.
@@ -31,6 +31,9 @@ pub struct Job {
     pub run_at: Option<Timestamp>,
     /// While `running`: until when the claiming consumer holds it.
     pub lease_until: Option<Timestamp>,
+    /// What its processor last reported of its progress: by the attempt running now, or by the
+    /// last one once it ended. A new attempt starts without.
+    pub progress: Option<Progress>,
     /// The processor's output, once `succeeded`.
     pub result: Option<Value>,
     /// Why it failed, or why its last attempt failed while it waits for a retry.
@@ -88,6 +91,7 @@ impl Job {
             deadline: new.deadline,
             run_at: new.run_at,
             lease_until: None,
+            progress: None,
             result: None,
             error: None,
             payload: new.payload,

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Job, JobStatus, Timestamp};
+use super::{Job, JobStatus, Progress, Timestamp};
 
 /// A move from one job state to another. Each is applied as one conditional write, so a duplicate
 /// delivery or a second consumer can never apply it twice or move a terminal job.
@@ -17,6 +17,17 @@ pub enum Transition {
         /// consumer dead-letters it). A `pending` job is claimed whatever its count: past the
         /// limit only after a redrive, which grants one more attempt.
         max_attempts: u32,
+    },
+    /// `running` → `running`, for the attempt that holds the claim: its processor is still at work.
+    /// Moves the lease to `lease_until` and keeps `progress` when given; a job another consumer
+    /// claimed since (a later attempt) or that ended is left as it is.
+    Heartbeat {
+        /// The attempt number the claim returned.
+        attempt: u32,
+        /// Until when the attempt now holds the job.
+        lease_until: Timestamp,
+        /// What the processor last reported, when it reported something since the last write.
+        progress: Option<Progress>,
     },
     /// `running` → `succeeded`, for the attempt that holds the claim.
     Succeed {
@@ -96,7 +107,7 @@ impl Transition {
     /// The state the job is in afterwards.
     pub const fn target(&self) -> JobStatus {
         match self {
-            Self::Claim { .. } => JobStatus::Running,
+            Self::Claim { .. } | Self::Heartbeat { .. } => JobStatus::Running,
             Self::Succeed { .. } => JobStatus::Succeeded,
             Self::Fail { .. } => JobStatus::Failed,
             Self::Retry { .. } => JobStatus::Pending,
@@ -128,7 +139,8 @@ impl Transition {
             ],
             Self::Cancel => vec![vec![pending]],
             Self::Redrive { .. } => vec![vec![Status(JobStatus::DeadLettered)], abandoned.to_vec()],
-            Self::Succeed { attempt, .. }
+            Self::Heartbeat { attempt, .. }
+            | Self::Succeed { attempt, .. }
             | Self::Fail { attempt, .. }
             | Self::Retry { attempt, .. }
             | Self::DeadLetter { attempt, .. } => {
@@ -137,10 +149,11 @@ impl Transition {
         }
     }
 
-    /// The claim this transition must hold, for those that finish an attempt.
+    /// The claim this transition must hold, for those made on an attempt's behalf.
     pub const fn attempt(&self) -> Option<u32> {
         match self {
-            Self::Succeed { attempt, .. }
+            Self::Heartbeat { attempt, .. }
+            | Self::Succeed { attempt, .. }
             | Self::Fail { attempt, .. }
             | Self::Retry { attempt, .. }
             | Self::DeadLetter { attempt, .. } => Some(*attempt),
@@ -155,7 +168,11 @@ impl Transition {
             | Self::Retry { error, .. }
             | Self::DeadLetter { error, .. } => Some(error),
             Self::Expire => Some(EXPIRED_ERROR),
-            Self::Claim { .. } | Self::Succeed { .. } | Self::Cancel | Self::Redrive { .. } => None,
+            Self::Claim { .. }
+            | Self::Heartbeat { .. }
+            | Self::Succeed { .. }
+            | Self::Cancel
+            | Self::Redrive { .. } => None,
         }
     }
 }
@@ -214,6 +231,17 @@ impl Change {
                 job.attempts += 1;
                 job.lease_until = Some(*lease_until);
                 job.started_at.get_or_insert(self.at);
+                job.progress = None;
+            }
+            Transition::Heartbeat {
+                lease_until,
+                progress,
+                ..
+            } => {
+                job.lease_until = Some(*lease_until);
+                if let Some(progress) = progress {
+                    job.progress = Some(progress.clone());
+                }
             }
             Transition::Succeed { result, .. } => {
                 job.result = Some(result.clone());
@@ -389,6 +417,60 @@ mod tests {
             Timestamp::from_millis(1_511_000),
             "rounded up to the second"
         );
+    }
+
+    #[test]
+    fn a_heartbeat_extends_only_the_attempt_holding_the_claim_and_keeps_its_progress() {
+        let heartbeat = |attempt, progress| {
+            change(
+                Transition::Heartbeat {
+                    attempt,
+                    lease_until: Timestamp::from_millis(3_000_000),
+                    progress,
+                },
+                2_500_000,
+            )
+        };
+        // Its own lease lapsed, but nobody claimed the job since: still its attempt.
+        let mut running = job(JobStatus::Running, 2, Some(2_000_000));
+        let progress = Progress::new(0.5, "halfway", Timestamp::from_millis(2_400_000));
+        let beat = heartbeat(2, Some(progress.clone()));
+        assert!(beat.permits(&running));
+        beat.apply(&mut running);
+        assert_eq!(running.status, JobStatus::Running);
+        assert_eq!(running.attempts, 2);
+        assert_eq!(running.lease_until, Some(Timestamp::from_millis(3_000_000)));
+        assert_eq!(running.progress, Some(progress.clone()));
+        heartbeat(2, None).apply(&mut running);
+        assert_eq!(
+            running.progress,
+            Some(progress),
+            "a beat without news keeps it"
+        );
+
+        assert!(
+            !heartbeat(1, None).permits(&running),
+            "a later attempt holds it"
+        );
+        for status in [
+            JobStatus::Pending,
+            JobStatus::Succeeded,
+            JobStatus::DeadLettered,
+        ] {
+            assert!(
+                !heartbeat(2, None).permits(&job(status, 2, None)),
+                "{status}"
+            );
+        }
+        let claim = change(
+            Transition::Claim {
+                lease_until: Timestamp::from_millis(4_000_000),
+                max_attempts: 5,
+            },
+            3_500_000,
+        );
+        claim.apply(&mut running);
+        assert_eq!(running.progress, None, "a new attempt starts without");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Adding a kind is one [`Processor`](crate::processor::Processor) impl and one `.with(...)` line
 //! in [`builtin_with`], or, in a crate of your own, on the [`Processors`] your function's `main`
-//! hands [`crate::lambda::run`] (see [`deployed_with`]).
+//! hands [`crate::lambda::run`] (see [`deployed_with`]). A processor that runs long may report
+//! how far it has come with [`Work::progress`](crate::processor::Work::progress), as `sleep`
+//! does.
 
 mod echo;
 mod sleep;

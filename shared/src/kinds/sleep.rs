@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use crate::domain::WholeNumber;
 use crate::processor::{ProcessError, Processor, Work};
 
-/// Waits, then succeeds or fails as told; for demos, tests and load tests.
+/// Waits, then succeeds or fails as told; for demos, tests and load tests. A wait longer than a
+/// second reports its progress after each whole second.
 ///
 /// Payload: `{"ms": N, "fail": null | "retryable" | "permanent"}`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,7 +54,19 @@ impl Processor for Sleep {
 
     async fn process(&self, work: &Work) -> Result<Value, ProcessError> {
         let payload = parse(&work.payload).map_err(ProcessError::permanent)?;
-        tokio::time::sleep(Duration::from_millis(payload.ms.0)).await;
+        let total = payload.ms.0;
+        let mut slept = 0;
+        while slept < total {
+            let step = (total - slept).min(1_000);
+            tokio::time::sleep(Duration::from_millis(step)).await;
+            slept += step;
+            if slept < total {
+                work.progress(
+                    slept as f64 / total as f64,
+                    format!("slept {slept} of {total} ms"),
+                );
+            }
+        }
         match payload.fail {
             None => Ok(json!({"slept_ms": payload.ms.0, "attempt": work.attempt})),
             Some(Failure::Retryable) => Err(ProcessError::retryable(format!(
@@ -80,6 +93,7 @@ mod tests {
             attempt: 2,
             deadline: Timestamp::from_millis(u64::MAX),
             owner: crate::domain::Owner::anonymous(),
+            reporter: crate::processor::Reporter::discard(),
         }
     }
 
@@ -97,6 +111,24 @@ mod tests {
             .process(&work(r#"{"ms": 0, "fail": "permanent"}"#))
             .await;
         assert!(matches!(permanent, Err(ProcessError::Permanent { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_longer_than_a_second_reports_its_progress_each_second() {
+        let reporter =
+            crate::processor::Reporter::new(std::sync::Arc::new(crate::clock::SystemClock));
+        let mut long = work(r#"{"ms": 2500}"#);
+        long.reporter = reporter.clone();
+        Sleep.process(&long).await.unwrap();
+        let last = reporter.take().unwrap();
+        assert_eq!(
+            (last.fraction(), last.note()),
+            (0.8, "slept 2000 of 2500 ms")
+        );
+        let mut short = work(r#"{"ms": 1000}"#);
+        short.reporter = reporter.clone();
+        Sleep.process(&short).await.unwrap();
+        assert_eq!(reporter.take(), None, "a second's sleep reports nothing");
     }
 
     #[test]

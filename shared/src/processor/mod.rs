@@ -2,6 +2,8 @@
 //! [`ProcessError`], [`Rejection`]), and the registry that maps kinds to processors. The kinds
 //! Spillway ships are in [`crate::kinds`].
 
+mod progress;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::domain::{JobId, Kind, Owner, Timestamp};
+
+pub use progress::Reporter;
 
 /// One run of one job, as its processor sees it.
 #[derive(Debug)]
@@ -28,6 +32,20 @@ pub struct Work {
     pub deadline: Timestamp,
     /// Who submitted the job: whatever a processor signs or sends on its behalf is scoped to it.
     pub owner: Owner,
+    /// Where [`Work::progress`] reports go: the consumer's heartbeat, which writes them to the
+    /// job. [`Reporter::discard`] where nothing reads them.
+    pub reporter: Reporter,
+}
+
+impl Work {
+    /// Reports how far the run has come: `fraction` of the work done (clamped to 0..=1) and a
+    /// short `note` (cut to [`MAX_NOTE_CHARS`](crate::domain::MAX_NOTE_CHARS)). The job's
+    /// document shows the latest report as `progress`; the consumer writes it within about a
+    /// second, and a processor may report as often as it likes, as only the latest is written.
+    /// Reporting is optional and never fails.
+    pub fn progress(&self, fraction: f64, note: impl Into<String>) {
+        self.reporter.report(fraction, note.into());
+    }
 }
 
 /// Why a run did not succeed.
@@ -96,7 +114,9 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
     }
 
     /// Runs the job and returns its result. It may run more than once for one job (at-least-once
-    /// delivery), so its effect should be idempotent on `work.job_id`.
+    /// delivery), so its effect should be idempotent on `work.job_id`. It may run longer than the
+    /// queue's visibility timeout (the consumer's heartbeats keep the job), may report how far it
+    /// has come with [`Work::progress`], and is stopped if the job is taken from it.
     async fn process(&self, work: &Work) -> Result<Value, ProcessError>;
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
     Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, NewJob, Owner,
-    PayloadDigest, Priority, Timestamp, Transition,
+    PayloadDigest, Priority, Progress, Timestamp, Transition,
 };
 
 const RETENTION: Duration = Duration::from_secs(600);
@@ -39,6 +39,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@test $store, unknown_jobs_read_as_none_and_refuse_changes);
         $crate::store_contract_tests!(@test $store, a_claim_holds_the_job_until_its_lease_lapses);
         $crate::store_contract_tests!(@test $store, only_the_current_attempt_finishes_a_job);
+        $crate::store_contract_tests!(@test $store, a_heartbeat_extends_the_lease_of_its_own_attempt_only);
         $crate::store_contract_tests!(@test $store, a_terminal_job_accepts_nothing);
         $crate::store_contract_tests!(@test $store, a_retry_returns_the_job_to_pending_with_its_error);
         $crate::store_contract_tests!(@test $store, pending_jobs_expire_and_cancel);
@@ -250,6 +251,71 @@ pub async fn only_the_current_attempt_finishes_a_job(store: &dyn JobStore) {
 }
 
 /// A clause of the store contract.
+pub async fn a_heartbeat_extends_the_lease_of_its_own_attempt_only(store: &dyn JobStore) {
+    let job = pending_job(store).await;
+    let t0 = now();
+    claim(store, job.id, t0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let heartbeat = |attempt, at: Timestamp, progress| {
+        change(
+            Transition::Heartbeat {
+                attempt,
+                lease_until: at.saturating_add(Duration::from_secs(10)),
+                progress,
+            },
+            at,
+        )
+    };
+
+    let t1 = t0.saturating_add(Duration::from_secs(5));
+    let progress = Progress::new(0.4, "resizing: 4 of 10 done", t1);
+    let beat = store
+        .apply(job.id, &heartbeat(1, t1, Some(progress.clone())))
+        .await
+        .unwrap();
+    assert_eq!((beat.status, beat.attempts), (JobStatus::Running, 1));
+    assert_eq!(
+        beat.lease_until,
+        Some(t1.saturating_add(Duration::from_secs(10)))
+    );
+    assert_eq!(beat.progress, Some(progress.clone()));
+    assert_eq!(store.get(job.id).await.unwrap(), Some(beat.clone()));
+
+    // Past the first lease, the extended one still holds the job against a second claim.
+    let t2 = t0.saturating_add(Duration::from_secs(12));
+    assert_eq!(
+        rejected_status(claim(store, job.id, t2, Duration::from_secs(10)).await),
+        JobStatus::Running
+    );
+    let quiet = store.apply(job.id, &heartbeat(1, t2, None)).await.unwrap();
+    assert_eq!(
+        quiet.progress,
+        Some(progress),
+        "a beat without a report keeps the last"
+    );
+
+    // Once the lease lapsed and another consumer claimed the job, the first attempt's heartbeat
+    // is refused and changes nothing.
+    let t3 = t2.saturating_add(Duration::from_secs(11));
+    let taken = claim(store, job.id, t3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(taken.attempts, 2);
+    assert_eq!(
+        taken.progress, None,
+        "a new attempt starts without progress"
+    );
+    let stale = heartbeat(1, t3, Some(Progress::new(0.9, "stale", t3)));
+    let refused = store.apply(job.id, &stale).await;
+    assert!(
+        matches!(&refused, Err(ApplyError::Rejected(job)) if job.attempts == 2),
+        "{refused:?}"
+    );
+    assert_eq!(store.get(job.id).await.unwrap(), Some(taken));
+}
+
+/// A clause of the store contract.
 pub async fn a_terminal_job_accepts_nothing(store: &dyn JobStore) {
     let job = pending_job(store).await;
     let t0 = now();
@@ -284,6 +350,11 @@ pub async fn a_terminal_job_accepts_nothing(store: &dyn JobStore) {
         Transition::DeadLetter {
             attempt: 1,
             error: "again".into(),
+        },
+        Transition::Heartbeat {
+            attempt: 1,
+            lease_until: later,
+            progress: None,
         },
         Transition::Expire,
         Transition::Cancel,

@@ -15,7 +15,7 @@ use tracing::instrument;
 use super::{ACTIVE_BY_OWNER_INDEX, ACTIVE_OWNER, ApplyError, JobStore, StoreError};
 use crate::domain::{
     Change, CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
-    PayloadDigest, Requirement, Timestamp, Transition,
+    PayloadDigest, Progress, Requirement, Timestamp, Transition,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -528,18 +528,24 @@ impl Parts {
 
     /// The `SET` and `REMOVE` clauses that do what [`Change::apply`] does.
     fn write(&mut self, change: &Change) -> String {
-        let mut set = vec![
-            format!(
-                "{} = {}",
-                self.name("status"),
-                self.value("to", s(change.transition.target().as_str()))
-            ),
-            format!(
-                "{} = {}",
-                self.name("updated_at"),
-                self.value("now", n(change.at.as_millis()))
-            ),
-        ];
+        let mut set = vec![format!(
+            "{} = {}",
+            self.name("updated_at"),
+            self.value("now", n(change.at.as_millis()))
+        )];
+        // A heartbeat leaves the job `running`: not writing the status at all means that even a
+        // store whose condition and write are not atomic (moto) cannot move a job that ended
+        // back to `running` when a heartbeat races its outcome.
+        if !matches!(change.transition, Transition::Heartbeat { .. }) {
+            set.insert(
+                0,
+                format!(
+                    "{} = {}",
+                    self.name("status"),
+                    self.value("to", s(change.transition.target().as_str()))
+                ),
+            );
+        }
         let mut remove = vec![];
         match &change.transition {
             Transition::Claim { lease_until, .. } => {
@@ -557,6 +563,25 @@ impl Parts {
                 let started_at = self.name("started_at");
                 let now = self.value("now", n(change.at.as_millis()));
                 set.push(format!("{started_at} = if_not_exists({started_at}, {now})"));
+                remove.push(self.name("progress"));
+            }
+            Transition::Heartbeat {
+                lease_until,
+                progress,
+                ..
+            } => {
+                set.push(format!(
+                    "{} = {}",
+                    self.name("lease_until"),
+                    self.value("lease", n(lease_until.as_millis()))
+                ));
+                if let Some(progress) = progress {
+                    set.push(format!(
+                        "{} = {}",
+                        self.name("progress"),
+                        self.value("progress", s(progress_json(progress)))
+                    ));
+                }
             }
             Transition::Succeed { result, .. } => {
                 set.push(format!(
@@ -649,6 +674,9 @@ fn to_item(job: &Job) -> Item {
     if let Some(lease_until) = job.lease_until {
         item.insert("lease_until".to_owned(), n(lease_until.as_millis()));
     }
+    if let Some(progress) = &job.progress {
+        item.insert("progress".to_owned(), s(progress_json(progress)));
+    }
     if let Some(result) = &job.result {
         item.insert("result".to_owned(), s(result.to_string()));
     }
@@ -662,6 +690,12 @@ fn to_item(job: &Job) -> Item {
         item.insert("correlation_id".to_owned(), s(correlation_id.as_str()));
     }
     item
+}
+
+/// A progress report as the item keeps it: one JSON string, as the status document shows it.
+fn progress_json(progress: &Progress) -> String {
+    // A `Progress` holds a finite number, a string and a time: it always serializes.
+    serde_json::to_string(progress).unwrap_or_default()
 }
 
 fn from_item(item: &Item) -> Result<Job, StoreError> {
@@ -699,6 +733,10 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         .map(|raw| serde_json::from_str(&raw))
         .transpose()
         .map_err(|e| corrupt(format!("`result` is not JSON: {e}")))?;
+    let progress = optional_string("progress")?
+        .map(|raw| serde_json::from_str(&raw))
+        .transpose()
+        .map_err(|e| corrupt(format!("`progress` is not a progress report: {e}")))?;
     let expires_at_seconds = required("expires_at")?;
     Ok(Job {
         id: JobId::parse(string("id")?).map_err(|e| corrupt(e.to_string()))?,
@@ -721,6 +759,7 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         deadline: Timestamp::from_millis(required("deadline")?),
         run_at: number("run_at")?.map(Timestamp::from_millis),
         lease_until: number("lease_until")?.map(Timestamp::from_millis),
+        progress,
         result,
         error: optional_string("error")?,
         payload: PayloadDigest {
@@ -781,6 +820,7 @@ mod tests {
         });
         job.status = JobStatus::Succeeded;
         job.result = Some(serde_json::json!({"ok": [1, "two"]}));
+        job.progress = Some(Progress::new(0.75, "almost", created_at));
         assert_eq!(from_item(&to_item(&job)).unwrap(), job);
     }
 
@@ -851,6 +891,36 @@ mod tests {
                 "{expression}"
             );
         }
+    }
+
+    #[test]
+    fn a_heartbeat_writes_the_lease_and_progress_and_leaves_the_status_alone() {
+        let at = Timestamp::from_millis(5_000);
+        let heartbeat = |progress| {
+            UpdateExpression::for_change(&Change::new(
+                Transition::Heartbeat {
+                    attempt: 2,
+                    lease_until: Timestamp::from_millis(9_000),
+                    progress,
+                },
+                at,
+                Duration::from_secs(1),
+            ))
+        };
+        let quiet = heartbeat(None);
+        assert_eq!(
+            quiet.condition,
+            "(#status = :status_running AND #attempts = :attempt)"
+        );
+        assert_eq!(
+            quiet.expression,
+            "SET #updated_at = :now, #lease_until = :lease"
+        );
+        let reporting = heartbeat(Some(Progress::new(0.5, "half", at)));
+        assert_eq!(
+            reporting.expression,
+            "SET #updated_at = :now, #lease_until = :lease, #progress = :progress"
+        );
     }
 
     #[test]
