@@ -250,9 +250,14 @@ impl Record<'_> {
             // The table's: a redrive may have extended the one the message carries.
             deadline: job.deadline,
             owner: job.owner.clone(),
+            correlation_id: message
+                .correlation_id
+                .clone()
+                .or_else(|| job.correlation_id.clone()),
         };
+        let limits = self.app.processors.limits(&work.kind);
         let started = std::time::Instant::now();
-        let result = run(processor, work, budget).await;
+        let result = run(processor, work, budget, limits.timeout).await;
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             ok = result.is_ok(),
@@ -286,7 +291,7 @@ impl Record<'_> {
     async fn claim(&self, message: &JobMessage) -> Result<Job, Outcome> {
         let claim = self.app.change(Transition::Claim {
             lease_until: self.invocation_deadline,
-            max_attempts: self.app.settings.max_attempts,
+            max_attempts: self.app.max_attempts(&message.kind),
         });
         match self.apply_to_message_job(message, &claim).await? {
             Ok(job) => Ok(job),
@@ -461,7 +466,7 @@ impl Record<'_> {
         let now = self.app.clock.now();
         job.status == JobStatus::Running
             && job.lease_until.is_none_or(|until| until < now)
-            && job.attempts >= self.app.settings.max_attempts
+            && job.attempts >= self.app.max_attempts(&job.kind)
     }
 
     /// Dead-letters a job abandoned on its last attempt, on that attempt's behalf, and leaves its
@@ -498,7 +503,8 @@ impl Record<'_> {
         result: Result<Value, ProcessError>,
         processing: Option<Duration>,
     ) -> Outcome {
-        let (transition, delay) = decide(&self.app.settings, job.attempts, result);
+        let max_attempts = self.app.max_attempts(&job.kind);
+        let (transition, delay) = decide(&self.app.settings, max_attempts, job.attempts, result);
         let to = transition.target();
         let recorded = match self
             .app
@@ -560,10 +566,11 @@ impl Record<'_> {
 /// duplicated message, or a delivery whose claim failed, grants no attempt.
 fn decide(
     settings: &Settings,
+    max_attempts: u32,
     attempt: u32,
     result: Result<Value, ProcessError>,
 ) -> (Transition, Option<Duration>) {
-    let last_attempt = attempt >= settings.max_attempts;
+    let last_attempt = attempt >= max_attempts;
     let result = result.map_err(|error| match error {
         ProcessError::Permanent { message } => ProcessError::Permanent {
             message: bounded(message),
@@ -632,10 +639,12 @@ async fn run(
     processor: Arc<dyn Processor>,
     work: Work,
     budget: Duration,
+    timeout: Option<Duration>,
 ) -> Result<Value, ProcessError> {
     let task = tokio::spawn(async move { processor.process(&work).await }.in_current_span());
     let abort = task.abort_handle();
-    match tokio::time::timeout(budget, task).await {
+    let own = timeout.filter(|timeout| *timeout < budget);
+    match tokio::time::timeout(own.unwrap_or(budget), task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join_error)) => {
             let reason = match join_error.try_into_panic() {
@@ -653,10 +662,16 @@ async fn run(
         }
         Err(_) => {
             abort.abort();
-            Err(ProcessError::retryable(format!(
-                "the processor did not finish within the {} ms this invocation had left",
-                budget.as_millis()
-            )))
+            Err(ProcessError::retryable(match own {
+                Some(timeout) => format!(
+                    "the processor did not finish within its kind's timeout ({} ms)",
+                    timeout.as_millis()
+                ),
+                None => format!(
+                    "the processor did not finish within the {} ms this invocation had left",
+                    budget.as_millis()
+                ),
+            }))
         }
     }
 }

@@ -57,6 +57,7 @@ mod tests {
             attempt: 1,
             deadline: Timestamp::from_millis(u64::MAX / 2),
             owner: Owner::anonymous(),
+            correlation_id: None,
         }
     }
 

@@ -80,6 +80,7 @@ mod tests {
             attempt: 2,
             deadline: Timestamp::from_millis(u64::MAX),
             owner: crate::domain::Owner::anonymous(),
+            correlation_id: None,
         }
     }
 

@@ -82,6 +82,7 @@ fn work(payload: Value) -> Work {
         attempt: 1,
         deadline: Timestamp::from_millis(u64::MAX),
         owner: Owner::authenticated("arn:aws:iam::123456789012:user/tests"),
+        correlation_id: None,
     }
 }
 
