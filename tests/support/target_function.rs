@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -51,6 +52,20 @@ impl PythonFunction {
             _process: process,
             invocations: AtomicU32::new(0),
         }
+    }
+
+    /// Serves Lambda's `Invoke` API on a free loopback port, every function name answered by
+    /// this function, as `sam local start-lambda` serves a template's functions: the endpoint to
+    /// give an SDK client (`spillway dev --lambda-endpoint-url`). Stops with the test's runtime.
+    pub async fn serve(self: Arc<Self>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/2015-03-31/functions/{name}/invocations",
+            axum::routing::post(|body: Bytes| async move { self.invoke(body).await }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
     }
 
     /// How many times it was invoked.
