@@ -129,19 +129,14 @@ impl App {
             &webhook,
             || crate::targets::lambda_client(&sdk),
         );
-        if let Some(kind) = declared
-            .kinds()
-            .into_iter()
-            .find(|k| custom.get(k).is_some())
-        {
-            return Err(StartError::Config(ConfigError {
+        config
+            .settings
+            .kinds
+            .refuse_compiled(&custom)
+            .map_err(|problem| ConfigError {
                 variable: "SPILLWAY_KINDS",
-                problem: format!(
-                    "kind `{kind}` is compiled into this function too: declare it under another \
-                     name"
-                ),
-            }));
-        }
+                problem,
+            })?;
         let processors =
             kinds::deployed_with(webhook, config.settings.demo_kinds, custom)?.and(declared);
         Ok(Self::on_aws(&sdk, &config)

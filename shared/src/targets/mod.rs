@@ -140,6 +140,17 @@ impl Declarations {
         }
     }
 
+    /// `Err` naming the first declared kind that `compiled` (a crate's own kinds) has too: a
+    /// kind has one meaning, whichever way it is given.
+    pub fn refuse_compiled(&self, compiled: &Processors) -> Result<(), String> {
+        match self.0.keys().find(|kind| compiled.get(kind).is_some()) {
+            Some(kind) => Err(format!(
+                "kind `{kind}` is compiled into this function too: declare it under another name"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// `Err` naming the first `http` kind whose URL `allow` (the webhook allowlist) refuses.
     pub fn check_urls(&self, allow: &Allowlist) -> Result<(), String> {
         for (kind, declaration) in self.iter() {

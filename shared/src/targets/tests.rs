@@ -224,3 +224,12 @@ fn a_target_receives_the_job_as_its_event() {
         })
     );
 }
+
+#[test]
+fn a_declared_kind_may_not_take_the_name_of_a_compiled_one() {
+    let declared = parse(json!({"word-count": {"target": {"lambda": RESIZE}}})).unwrap();
+    let compiled = Processors::new().with("word-count", crate::kinds::Echo);
+    let error = declared.refuse_compiled(&compiled).unwrap_err();
+    assert!(error.contains("`word-count` is compiled into"), "{error}");
+    assert!(declared.refuse_compiled(&Processors::new()).is_ok());
+}
