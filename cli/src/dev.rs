@@ -5,6 +5,7 @@ use std::error::Error;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use spillway_core::esm::EventSourceMapping;
 use spillway_core::kinds;
 use spillway_core::queue::{JobQueue, MemoryQueue, SqsQueue};
 use spillway_core::store::MemoryStore;
+use spillway_core::targets::{self, Declarations};
 use spillway_core::webhook::{Allowlist, SigningKeys, Webhook, WebhookSettings};
 use spillway_core::{App, provision};
 use tokio::sync::watch;
@@ -121,6 +123,21 @@ pub struct DevArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(spillway_core::config::MAX_ACTIVE_JOBS_LIMIT)))]
     max_active_jobs_per_owner: Option<u32>,
 
+    /// The kinds to declare, a JSON document as the template's `Kinds` parameter holds it
+    /// (docs/architecture.md, "Kinds declared in configuration"), in place of SPILLWAY_KINDS.
+    /// `http` kinds are posted to directly and `builtin` ones run here; `lambda` kinds are invoked
+    /// through the Lambda Invoke API at --lambda-endpoint-url. Every function the file names may
+    /// be invoked (there is no IAM here) unless SPILLWAY_LAMBDA_TARGET_ARNS says otherwise.
+    #[arg(long, value_name = "FILE")]
+    kinds: Option<PathBuf>,
+
+    /// Where `lambda` kinds are invoked: any server of Lambda's Invoke API, such as
+    /// `sam local start-lambda` (http://127.0.0.1:3001) running your functions locally, or
+    /// LocalStack [default: the AWS SDK's chain: AWS_ENDPOINT_URL_LAMBDA, AWS_ENDPOINT_URL, or AWS
+    /// itself].
+    #[arg(long, value_name = "URL")]
+    lambda_endpoint_url: Option<String>,
+
     /// Log format: readable text, or JSON lines as the Lambdas write them.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -142,12 +159,17 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn Error>> {
     let settings = settings(&args)?;
     let keys = webhook_keys(&args).await?;
     let webhook = Webhook::new(settings.webhook.clone(), Some(keys.clone()));
+    let shipped = kinds::builtin_with(webhook.clone());
+    let lambda = lambda_sdk(&args).await;
+    let declared = settings
+        .kinds
+        .processors(&shipped, &webhook, || targets::lambda_client(&lambda));
     let (app, mappings, backend) = match &args.aws.endpoint_url {
         None => embedded(&args, settings),
         Some(url) => on_endpoint(&args, url, settings).await?,
     };
     let app = app
-        .with_processors(kinds::builtin_with(webhook))
+        .with_processors(shipped.and(declared))
         .with_signing(StackSecret::fixed(Some(keys.clone())));
     // Every caller of `spillway dev` is the anonymous owner, whose key signs every delivery.
     let receivers = keys.for_owner(&Owner::anonymous()).secrets().join(" ");
@@ -256,7 +278,24 @@ fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
         ..Settings::default()
     };
     let receive_count_set = std::env::var_os("SPILLWAY_MAX_RECEIVE_COUNT").is_some();
-    let mut settings = dev_defaults.with_lookup(|name| std::env::var(name).ok())?;
+    let document = match &args.kinds {
+        Some(path) => {
+            let document = std::fs::read_to_string(path)
+                .map_err(|e| format!("--kinds {}: {e}", path.display()))?;
+            let declared = Declarations::parse(&document)
+                .map_err(|problem| format!("--kinds {}: {problem}", path.display()))?;
+            let functions: Vec<&str> = declared.functions().map(|(_, f)| f).collect();
+            Some((document, functions.join(",")))
+        }
+        None => None,
+    };
+    let mut settings = dev_defaults.with_lookup(|name| match (&document, name) {
+        (Some((document, _)), "SPILLWAY_KINDS") => Some(document.clone()),
+        (Some((_, functions)), "SPILLWAY_LAMBDA_TARGET_ARNS") => {
+            std::env::var(name).ok().or_else(|| Some(functions.clone()))
+        }
+        _ => std::env::var(name).ok(),
+    })?;
     if let Some(attempts) = args.max_attempts {
         settings.max_attempts = attempts.max(1);
     }
@@ -292,6 +331,16 @@ fn settings(args: &DevArgs) -> Result<Settings, Box<dyn Error>> {
         return Err("--backoff-base-seconds is longer than --backoff-max-seconds".into());
     }
     Ok(settings)
+}
+
+/// The SDK configuration `lambda` kinds are invoked with: `--lambda-endpoint-url`'s, or the
+/// SDK's own chain (which reads `AWS_ENDPOINT_URL_LAMBDA`).
+async fn lambda_sdk(args: &DevArgs) -> aws_config::SdkConfig {
+    let mut aws = args.aws.clone();
+    if let Some(url) = &args.lambda_endpoint_url {
+        aws.endpoint_url = Some(url.clone());
+    }
+    aws.sdk_config().await
 }
 
 /// The webhook signing secret the Lambdas would read (`SPILLWAY_WEBHOOK_SECRET`, or the secret

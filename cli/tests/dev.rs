@@ -698,3 +698,77 @@ async fn each_caller_is_held_to_its_own_limit_of_active_jobs() {
     assert_eq!(submit_as("bob", later(3)).await.status().as_u16(), 202);
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
+
+/// `--kinds FILE`: a `lambda` kind invoked through a Lambda Invoke API stand-in (what
+/// `sam local start-lambda` serves), an `http` kind posted to a local receiver, signed, and a
+/// `builtin` kind with a TTL of its own.
+#[tokio::test]
+async fn a_kinds_file_declares_lambda_http_and_builtin_kinds() {
+    use spillway_tests::target_function::PythonFunction;
+    use std::sync::Arc;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let function = Arc::new(PythonFunction::start("targets.handler", Duration::from_secs(5)).await);
+    let lambda_endpoint = function.clone().serve().await;
+    // Every caller of `spillway dev` is the anonymous owner, whose key is derived from SECRET.
+    let owners = spillway_core::webhook::SigningKeys::parse(SECRET)
+        .unwrap()
+        .for_owner(&spillway_core::domain::Owner::anonymous())
+        .secrets();
+    let receiver = spillway_tests::receiver::Receiver::start(&[&owners[0]]).await;
+    let kinds = json!({
+        "resize": {"target": {"lambda": "arn:aws:lambda:us-east-1:123456789012:function:resize"},
+                   "max_attempts": 1},
+        "ledger": {"target": {"http": receiver.url("/ledger")}},
+        "echo": {"target": "builtin", "ttl_seconds": 60}
+    });
+    let file = std::env::temp_dir().join(format!("spillway-kinds-{}.json", uuid_suffix()));
+    std::fs::write(&file, kinds.to_string()).unwrap();
+    let dev = DevServer::start_with_env(
+        &[
+            "--kinds",
+            file.to_str().unwrap(),
+            "--lambda-endpoint-url",
+            &lambda_endpoint,
+        ],
+        &[("SPILLWAY_WEBHOOK_SECRET", SECRET.to_owned())],
+    )
+    .await;
+    std::fs::remove_file(&file).ok();
+
+    let resized = dev
+        .submit(json!({"kind": "resize", "payload": {"act": "succeed", "image": "k.png"}}))
+        .await;
+    let job = dev.wait_for(&resized, 15).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["event"]["payload"]["image"], "k.png");
+    let refused = dev
+        .submit(json!({"kind": "resize", "payload": {"act": "permanent", "message": "not a PNG"}}))
+        .await;
+    let job = dev.wait_for(&refused, 15).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"], "PermanentError: not a PNG");
+    assert_eq!(function.invocations(), 2);
+
+    let booked = dev
+        .submit(json!({"kind": "ledger", "payload": {"entry": 7}}))
+        .await;
+    assert_eq!(dev.wait_for(&booked, 15).await["status"], "succeeded");
+    let deliveries = receiver
+        .wait_for_deliveries("/ledger", 1, Duration::from_secs(5))
+        .await;
+    assert!(deliveries[0].verified, "{:?}", deliveries[0].verify_error);
+    let event: Value = serde_json::from_str(&deliveries[0].body).unwrap();
+    assert_eq!(event["payload"], json!({"entry": 7}));
+
+    let echoed = dev.submit(json!({"kind": "echo", "payload": 1})).await;
+    let job = dev.wait_for(&echoed, 15).await;
+    let at = |field: &str| {
+        serde_json::from_value::<spillway_core::domain::Timestamp>(job[field].clone()).unwrap()
+    };
+    assert_eq!(
+        at("deadline").saturating_since(at("created_at")),
+        Duration::from_secs(60)
+    );
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}

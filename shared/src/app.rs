@@ -72,6 +72,14 @@ impl App {
         self
     }
 
+    /// Attempts before a job of `kind` is dead-lettered: the kind's own limit, or the stack's.
+    pub fn max_attempts(&self, kind: &crate::domain::Kind) -> u32 {
+        self.processors
+            .limits(kind)
+            .max_attempts
+            .unwrap_or(self.settings.max_attempts)
+    }
+
     /// `transition` now, by this app's clock, with its retention.
     pub fn change(&self, transition: Transition) -> Change {
         Change::new(transition, self.clock.now(), self.settings.retention)
@@ -90,8 +98,9 @@ impl App {
     /// once, from the Secrets Manager secret `SPILLWAY_WEBHOOK_SECRET_ARN` names; without one,
     /// webhook jobs wait (retryable) for a consumer that has it.
     ///
-    /// Its processors are the deployed ones and `custom`, the kinds of a crate of its own (see
-    /// [`kinds::deployed_with`]); a custom kind named like a shipped one stops it here.
+    /// Its processors are the deployed ones, `custom`, the kinds of a crate of its own (see
+    /// [`kinds::deployed_with`]), and the kinds `SPILLWAY_KINDS` declares ([`crate::targets`]);
+    /// a custom kind named like a shipped one, or a declaration it cannot use, stops it here.
     pub async fn for_function(function: Function, custom: Processors) -> Result<Self, StartError> {
         kinds::refuse_builtin_names(&custom)?;
         let config = Config::from_env(function)?;
@@ -115,7 +124,21 @@ impl App {
             Function::Intake => (StackSecret::fixed(None), None),
         };
         let webhook = Webhook::new(config.settings.webhook.clone(), keys);
-        let processors = kinds::deployed_with(webhook, config.settings.demo_kinds, custom)?;
+        let declared = config.settings.kinds.processors(
+            &kinds::builtin_with(webhook.clone()),
+            &webhook,
+            || crate::targets::lambda_client(&sdk),
+        );
+        config
+            .settings
+            .kinds
+            .refuse_compiled(&custom)
+            .map_err(|problem| ConfigError {
+                variable: "SPILLWAY_KINDS",
+                problem,
+            })?;
+        let processors =
+            kinds::deployed_with(webhook, config.settings.demo_kinds, custom)?.and(declared);
         Ok(Self::on_aws(&sdk, &config)
             .with_processors(processors)
             .with_signing(signing)

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::domain::{JobMessage, Lanes, Priority};
+use crate::targets::Declarations;
 use crate::webhook::{Allowlist, WebhookSettings};
 
 /// One of Spillway's Lambda functions.
@@ -55,6 +56,10 @@ impl Function {
                 // Webhook URLs and `callback_url` are checked against the SSRF guard at intake.
                 "SPILLWAY_WEBHOOK_ALLOW",
                 "SPILLWAY_METRICS_NAMESPACE",
+                // The kinds declared in configuration, and the functions they may invoke: intake
+                // accepts exactly the kinds the consumers run.
+                "SPILLWAY_KINDS",
+                "SPILLWAY_LAMBDA_TARGET_ARNS",
             ],
             Self::Consumer => &[
                 "SPILLWAY_TABLE",
@@ -81,6 +86,8 @@ impl Function {
                 "SPILLWAY_WEBHOOK_BREAKER_COOLDOWN_SECONDS",
                 "SPILLWAY_WEBHOOK_SECRET_ARN",
                 "SPILLWAY_METRICS_NAMESPACE",
+                "SPILLWAY_KINDS",
+                "SPILLWAY_LAMBDA_TARGET_ARNS",
             ],
             Self::Status => &[
                 "SPILLWAY_TABLE",
@@ -177,6 +184,10 @@ pub struct Settings {
     pub api_auth: ApiAuth,
     /// How webhooks are delivered.
     pub webhook: WebhookSettings,
+    /// The kinds declared in configuration (`SPILLWAY_KINDS`; see [`crate::targets`]), checked
+    /// against the functions the stack may invoke (`SPILLWAY_LAMBDA_TARGET_ARNS`), the webhook
+    /// allowlist, the longest TTL and the work queue's receive count.
+    pub kinds: Declarations,
 }
 
 impl Default for Settings {
@@ -203,6 +214,7 @@ impl Default for Settings {
             demo_kinds: false,
             api_auth: ApiAuth::AwsIam,
             webhook: WebhookSettings::default(),
+            kinds: Declarations::default(),
         }
     }
 }
@@ -372,7 +384,15 @@ impl Settings {
             demo_kinds: env.flag("SPILLWAY_DEMO_KINDS", self.demo_kinds)?,
             api_auth: env.api_auth(self.api_auth)?,
             webhook: webhook_settings(self.webhook, env)?,
+            kinds: match env.optional("SPILLWAY_KINDS") {
+                None => self.kinds,
+                Some(raw) => Declarations::parse(&raw).map_err(|problem| ConfigError {
+                    variable: "SPILLWAY_KINDS",
+                    problem,
+                })?,
+            },
         };
+        check_kinds(&settings, env)?;
         // The consumer reads the default TTL for its callbacks but never the maximum, which only
         // bounds what clients ask intake for.
         for priority in [Priority::Normal, Priority::High] {
@@ -446,6 +466,52 @@ fn max_payload_bytes(env: &Env<'_>, default: usize) -> Result<usize, ConfigError
                 ),
             }
         })
+}
+
+/// The declared kinds checked against the rest of the function's configuration, so that a kind
+/// that could never run stops the cold start instead of failing its first job.
+fn check_kinds(settings: &Settings, env: &Env<'_>) -> Result<(), ConfigError> {
+    let kinds = &settings.kinds;
+    let refused = |problem| ConfigError {
+        variable: "SPILLWAY_KINDS",
+        problem,
+    };
+    if env.reads("SPILLWAY_LAMBDA_TARGET_ARNS") {
+        let granted: Vec<String> = env
+            .optional("SPILLWAY_LAMBDA_TARGET_ARNS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|arn| !arn.is_empty())
+            .map(str::to_owned)
+            .collect();
+        kinds.check_grants(&granted).map_err(refused)?;
+    }
+    kinds.check_urls(&settings.webhook.allow).map_err(refused)?;
+    for (kind, declaration) in kinds.iter() {
+        let limits = declaration.limits;
+        if let Some(ttl) = limits.default_ttl
+            && env.reads("SPILLWAY_MAX_TTL_SECONDS")
+            && ttl > settings.max_ttl
+        {
+            return Err(refused(format!(
+                "kind `{kind}`: ttl_seconds {} is longer than SPILLWAY_MAX_TTL_SECONDS ({})",
+                ttl.as_secs(),
+                settings.max_ttl.as_secs()
+            )));
+        }
+        if let Some(attempts) = limits.max_attempts
+            && env.reads("SPILLWAY_MAX_RECEIVE_COUNT")
+            && attempts >= settings.max_receive_count
+        {
+            return Err(refused(format!(
+                "kind `{kind}`: max_attempts {attempts} leaves no receive below \
+                 SPILLWAY_MAX_RECEIVE_COUNT ({}) for deliveries that run nothing",
+                settings.max_receive_count
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `defaults` with the `SPILLWAY_WEBHOOK_*` variables `env` sets.

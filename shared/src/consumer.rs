@@ -252,6 +252,10 @@ impl Record<'_> {
             // The table's: a redrive may have extended the one the message carries.
             deadline: job.deadline,
             owner: job.owner.clone(),
+            correlation_id: message
+                .correlation_id
+                .clone()
+                .or_else(|| job.correlation_id.clone()),
             reporter: reporter.clone(),
         };
         let heartbeat = Heartbeat {
@@ -261,8 +265,9 @@ impl Record<'_> {
             lease_until: job.lease_until.unwrap_or(self.invocation_deadline),
             reporter,
         };
+        let limits = self.app.processors.limits(&work.kind);
         let started = std::time::Instant::now();
-        let result = run(processor, work, budget, heartbeat.keep()).await;
+        let result = run(processor, work, budget, limits.timeout, heartbeat.keep()).await;
         info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             ok = result.is_ok(),
@@ -300,7 +305,7 @@ impl Record<'_> {
                 self.app.settings.visibility_timeout,
                 self.invocation_deadline,
             ),
-            max_attempts: self.app.settings.max_attempts,
+            max_attempts: self.app.max_attempts(&message.kind),
         });
         match self.apply_to_message_job(message, &claim).await? {
             Ok(job) => Ok(job),
@@ -490,7 +495,7 @@ impl Record<'_> {
         let now = self.app.clock.now();
         job.status == JobStatus::Running
             && job.lease_until.is_none_or(|until| until < now)
-            && job.attempts >= self.app.settings.max_attempts
+            && job.attempts >= self.app.max_attempts(&job.kind)
     }
 
     /// Dead-letters a job abandoned on its last attempt, on that attempt's behalf, and leaves its
@@ -527,7 +532,8 @@ impl Record<'_> {
         result: Result<Value, ProcessError>,
         processing: Option<Duration>,
     ) -> Outcome {
-        let (transition, delay) = decide(&self.app.settings, job.attempts, result);
+        let max_attempts = self.app.max_attempts(&job.kind);
+        let (transition, delay) = decide(&self.app.settings, max_attempts, job.attempts, result);
         let to = transition.target();
         let recorded = match self
             .app
@@ -589,10 +595,11 @@ impl Record<'_> {
 /// duplicated message, or a delivery whose claim failed, grants no attempt.
 fn decide(
     settings: &Settings,
+    max_attempts: u32,
     attempt: u32,
     result: Result<Value, ProcessError>,
 ) -> (Transition, Option<Duration>) {
-    let last_attempt = attempt >= settings.max_attempts;
+    let last_attempt = attempt >= max_attempts;
     let result = result.map_err(|error| match error {
         ProcessError::Permanent { message } => ProcessError::Permanent {
             message: bounded(message),
@@ -661,12 +668,14 @@ async fn run(
     processor: Arc<dyn Processor>,
     work: Work,
     budget: Duration,
+    timeout: Option<Duration>,
     heartbeat: impl Future<Output = LeaseLost>,
 ) -> Result<Value, ProcessError> {
     let task = tokio::spawn(async move { processor.process(&work).await }.in_current_span());
     let abort = task.abort_handle();
+    let own = timeout.filter(|timeout| *timeout < budget);
     let finished = tokio::select! {
-        finished = tokio::time::timeout(budget, task) => finished,
+        finished = tokio::time::timeout(own.unwrap_or(budget), task) => finished,
         lost = heartbeat => {
             abort.abort();
             return Err(ProcessError::retryable(lost.reason()));
@@ -690,10 +699,16 @@ async fn run(
         }
         Err(_) => {
             abort.abort();
-            Err(ProcessError::retryable(format!(
-                "the processor did not finish within the {} ms this invocation had left",
-                budget.as_millis()
-            )))
+            Err(ProcessError::retryable(match own {
+                Some(timeout) => format!(
+                    "the processor did not finish within its kind's timeout ({} ms)",
+                    timeout.as_millis()
+                ),
+                None => format!(
+                    "the processor did not finish within the {} ms this invocation had left",
+                    budget.as_millis()
+                ),
+            }))
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod provision;
 pub mod queue;
 pub mod sdk;
 pub mod store;
+pub mod targets;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod webhook;

@@ -8,6 +8,8 @@
 //! (`spillway_tests::deployed`). Nothing here hands a function anything the template does not.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod targets;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

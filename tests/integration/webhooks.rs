@@ -652,3 +652,60 @@ async fn a_delivery_captured_by_one_owner_does_not_verify_at_another_owners_rece
         .await;
     assert!(deliveries[1].verified, "{:?}", deliveries[1].verify_error);
 }
+
+/// A kind declared with an `http` target (`SPILLWAY_KINDS`) is delivered by the webhook
+/// processor itself: to its one endpoint, allowlisted, signed, the job's event as the body, and
+/// the answer mapped as a webhook's (a 503 retried, a 2xx the result, a 422 failing the job).
+#[tokio::test]
+async fn an_http_kind_posts_each_run_to_its_endpoint_as_a_webhook() {
+    let receiver = Receiver::start(&[&receiver_secret()]).await;
+    let settings = settings("127.0.0.1");
+    let webhook = webhook(&settings);
+    let declared = spillway_core::targets::Declarations::parse(
+        &json!({"ledger": {"target": {"http": receiver.url("/ledger")}}}).to_string(),
+    )
+    .unwrap();
+    let shipped = kinds::builtin_with(webhook.clone());
+    let processors = shipped
+        .clone()
+        .and(declared.processors(&shipped, &webhook, || unreachable!("no lambda kind")));
+    let pipeline = Pipeline::new(Backend::Memory, settings, processors).await;
+    receiver
+        .script(
+            "/ledger",
+            json!([{"status": 503}, {"status": 200, "body": "booked"}, {"status": 422, "body": "unbalanced"}]),
+        )
+        .await;
+
+    let id = submit(
+        &pipeline.app,
+        json!({"kind": "ledger", "payload": {"entry": 7}}),
+    )
+    .await;
+    let job = pipeline.run_until_terminal(id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(job["result"]["status_code"], 200);
+    assert_eq!(job["result"]["body"], "booked");
+    let deliveries = receiver.deliveries("/ledger").await;
+    assert_eq!(deliveries.len(), 2);
+    assert_verified(&deliveries);
+    for (attempt, delivery) in (1..).zip(&deliveries) {
+        assert_eq!(delivery.method, "POST");
+        assert_eq!(delivery.headers["webhook-id"], id.to_string());
+        let event: Value = serde_json::from_str(&delivery.body).unwrap();
+        assert_eq!(event["id"], id.to_string());
+        assert_eq!(event["kind"], "ledger");
+        assert_eq!(event["payload"], json!({"entry": 7}));
+        assert_eq!(event["attempt"], attempt);
+        assert_eq!(event["deadline"], job["deadline"]);
+    }
+
+    let refused = submit(&pipeline.app, json!({"kind": "ledger", "payload": {}})).await;
+    let job = pipeline.run_until_terminal(refused).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("answered 422"),
+        "{job}"
+    );
+}

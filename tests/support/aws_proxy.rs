@@ -3,7 +3,8 @@
 //! every action and resource the request asks for (a DynamoDB transaction is one action per item,
 //! as IAM authorizes it), refuses what the caller's role does not allow with the error AWS gives,
 //! and forwards the rest. Every call is recorded, so a test can also list what a policy grants
-//! that nothing used.
+//! that nothing used. Lambda's `Invoke` goes to the functions the test serves at their ARNs
+//! ([`AwsProxy::serve_function`]) instead: moto's Lambda needs Docker.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 
 use crate::iam::{Decision, Policy};
+use crate::target_function::PythonFunction;
 use crate::upstream::Upstream;
 
 /// Who signs with one access key: a function, or the Lambda service acting with its role.
@@ -49,6 +51,7 @@ struct Shared {
     callers: Mutex<HashMap<String, Caller>>,
     calls: Mutex<Vec<Call>>,
     refused: Mutex<Vec<String>>,
+    functions: Mutex<HashMap<String, Arc<PythonFunction>>>,
 }
 
 /// The running proxy; it stops with the test's runtime.
@@ -69,6 +72,7 @@ impl AwsProxy {
             callers: Mutex::default(),
             calls: Mutex::default(),
             refused: Mutex::default(),
+            functions: Mutex::default(),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -90,6 +94,15 @@ impl AwsProxy {
             .lock()
             .unwrap()
             .insert(access_key.to_owned(), caller);
+    }
+
+    /// `Invoke` of the function `arn` is answered by `function`.
+    pub fn serve_function(&self, arn: &str, function: Arc<PythonFunction>) {
+        self.shared
+            .functions
+            .lock()
+            .unwrap()
+            .insert(arn.to_owned(), function);
     }
 
     /// Every call so far.
@@ -135,6 +148,7 @@ async fn handle(
         Err(problem) => return refuse(&shared, format!("{}: {problem}", caller.name)),
     };
     let mut denied = None;
+    let invoked = (scope.service == "lambda").then(|| asked[0].1.clone());
     for (action, resource) in asked {
         let decision = caller.policy.decide(&action, &resource);
         if !matches!(decision, Decision::Allowed(_)) && denied.is_none() {
@@ -150,6 +164,19 @@ async fn handle(
     }
     if let Some((action, resource)) = denied {
         return access_denied(&scope.service, &caller, &action, &resource);
+    }
+    if let Some(arn) = invoked {
+        let function = shared.functions.lock().unwrap().get(&arn).cloned();
+        return match function {
+            Some(function) => function.invoke(body).await,
+            None => (
+                StatusCode::NOT_FOUND,
+                [("x-amzn-errortype", "ResourceNotFoundException")],
+                json!({"Type": "User", "message": format!("Function not found: {arn}")})
+                    .to_string(),
+            )
+                .into_response(),
+        };
     }
     shared.upstream.forward(method, &uri, &headers, body).await
 }
@@ -295,6 +322,21 @@ fn requested(
                 format!("arn:aws:logs:{region}:{account}:log-group:{group}:log-stream:{stream}"),
             )])
         }
+        // Invoke: POST /2015-03-31/functions/{FunctionName}/invocations, the name (or ARN)
+        // percent-encoded.
+        ("lambda", "") => {
+            let name = path
+                .strip_prefix("/2015-03-31/functions/")
+                .and_then(|rest| rest.strip_suffix("/invocations"))
+                .ok_or_else(|| format!("a Lambda request to {path}"))?;
+            let name = percent_decoded(name);
+            let arn = if name.starts_with("arn:") {
+                name
+            } else {
+                format!("arn:aws:lambda:{region}:{account}:function:{name}")
+            };
+            Ok(vec![("lambda:InvokeFunction".to_owned(), arn)])
+        }
         ("xray", "") => match path {
             "/TraceSegments" => Ok(vec![("xray:PutTraceSegments".to_owned(), "*".to_owned())]),
             "/TelemetryRecords" => Ok(vec![(
@@ -342,4 +384,28 @@ fn refuse(shared: &Shared, problem: String) -> Response {
         json!({"__type": "UnrecognizedClientException", "message": problem}).to_string(),
     )
         .into_response()
+}
+
+/// `%XX` escapes decoded.
+fn percent_decoded(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| raw.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }

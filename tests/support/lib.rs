@@ -26,6 +26,7 @@ pub mod lambda;
 pub mod openapi;
 pub mod python;
 pub mod receiver;
+pub mod target_function;
 pub mod upstream;
 
 /// The emulator's endpoint. The test command starts moto and sets it; point it at LocalStack to

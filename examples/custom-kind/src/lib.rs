@@ -58,6 +58,7 @@ mod tests {
             deadline: Timestamp::from_millis(u64::MAX / 2),
             owner: Owner::anonymous(),
             reporter: spillway_core::processor::Reporter::discard(),
+            correlation_id: None,
         }
     }
 

@@ -459,7 +459,11 @@ fn admit(app: &App, request: &SubmitBody<'_>, now: Timestamp) -> Result<Admitted
         Some(WholeNumber(seconds)) => Ttl::from_seconds(seconds, app.settings.max_ttl.as_secs())
             .map_err(|e| ApiError::Invalid(e.to_string()))?
             .duration(),
-        None => *app.settings.default_ttl.get(request.priority),
+        None => app
+            .processors
+            .limits(&kind)
+            .default_ttl
+            .unwrap_or(*app.settings.default_ttl.get(request.priority)),
     };
     let delay = schedule(request, now)?;
     if let Some(url) = &request.callback_url {
@@ -1240,6 +1244,52 @@ mod tests {
                 .contains("urn:spillway:problem:backlog-full"),
             "{}",
             response.body()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_declared_kind_is_known_to_intake_and_its_jobs_get_its_own_ttl() {
+        let declared = crate::targets::Declarations::parse(
+            r#"{"ledger": {"target": {"http": "https://ledger.example/jobs"}, "ttl_seconds": 120}}"#,
+        )
+        .unwrap();
+        let webhook = crate::webhook::Webhook::new(Default::default(), None);
+        let shipped = crate::kinds::builtin_with(webhook.clone());
+        let processors =
+            crate::kinds::builtin()
+                .and(declared.processors(&shipped, &webhook, || unreachable!("no lambda kind")));
+        let (status, problem) =
+            post_to(processors.clone(), r#"{"kind":"ledgr","payload":{}}"#).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("echo, ledger, sleep, webhook"),
+            "{problem}"
+        );
+
+        let pipeline = MemoryPipeline::new(fast_settings(), processors);
+        let body = r#"{"kind":"ledger","payload":{"entry":1}}"#;
+        let response = submit_job(
+            &pipeline.app,
+            Owner::anonymous(),
+            &json_headers(),
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "{}",
+            response.body()
+        );
+        let accepted: Value = serde_json::from_str(response.body()).unwrap();
+        let id = crate::domain::JobId::parse(accepted["id"].as_str().unwrap()).unwrap();
+        let job = pipeline.app.store.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            job.deadline.saturating_since(job.created_at),
+            Duration::from_secs(120)
         );
     }
 }

@@ -1026,12 +1026,17 @@ fn a_processors_error_is_kept_bounded() {
         ProcessError::permanent("é".repeat(1_000_000)),
         ProcessError::retryable("x".repeat(1_000_000)),
     ] {
-        let (transition, _) = decide(&settings, 1, Err(error));
+        let (transition, _) = decide(&settings, settings.max_attempts, 1, Err(error));
         let kept = transition.error().unwrap();
         assert_eq!(kept.chars().count(), MAX_ERROR_CHARS + 1, "{transition:?}");
         assert!(kept.ends_with('…'));
     }
-    let (transition, _) = decide(&settings, 1, Err(ProcessError::permanent("short")));
+    let (transition, _) = decide(
+        &settings,
+        settings.max_attempts,
+        1,
+        Err(ProcessError::permanent("short")),
+    );
     assert_eq!(transition.error(), Some("short"));
 }
 
@@ -1269,4 +1274,59 @@ async fn a_processor_whose_lease_cannot_be_renewed_is_stopped_when_it_lapses() {
         assert_eq!((job.status, job.attempts), (JobStatus::Pending, 1));
         assert!(job.error.unwrap().contains("lease lapsed"));
     }
+}
+/// A pipeline whose `counting` kind has `limits` of its own.
+fn pipeline_with_limits(
+    behaviour: Behaviour,
+    limits: crate::processor::Limits,
+) -> (MemoryPipeline, Counting) {
+    let counting = Counting::new(behaviour);
+    let mut processors = crate::kinds::builtin();
+    processors.insert(
+        Kind::parse("counting").unwrap(),
+        std::sync::Arc::new(counting.clone()),
+        limits,
+    );
+    (MemoryPipeline::new(fast_settings(), processors), counting)
+}
+
+#[tokio::test]
+async fn a_kind_with_attempts_of_its_own_dead_letters_after_them_not_the_stacks() {
+    let limits = crate::processor::Limits {
+        max_attempts: Some(1),
+        ..Default::default()
+    };
+    let (pipeline, counting) = pipeline_with_limits(Behaviour::FailRetryable, limits);
+    assert_eq!(pipeline.app.settings.max_attempts, 3);
+    let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
+    deliver(&pipeline).await;
+    assert_eq!(job(&pipeline.app, id).await.status, JobStatus::DeadLettered);
+    assert_eq!(counting.runs(id), 1);
+}
+
+#[tokio::test]
+async fn a_kind_with_a_timeout_of_its_own_is_stopped_at_it_and_retried() {
+    let limits = crate::processor::Limits {
+        timeout: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let (pipeline, _) = pipeline_with_limits(Behaviour::Sleep(Duration::from_secs(20)), limits);
+    let id = submit(&pipeline.app, json!({"kind": "counting", "payload": {}})).await;
+    let started = std::time::Instant::now();
+    let report = deliver(&pipeline).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.failed.len(), 1);
+    let job = job(&pipeline.app, id).await;
+    assert_eq!(job.status, JobStatus::Pending);
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap()
+            .contains("its kind's timeout (100 ms)"),
+        "{job:?}"
+    );
 }

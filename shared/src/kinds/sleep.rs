@@ -94,6 +94,7 @@ mod tests {
             deadline: Timestamp::from_millis(u64::MAX),
             owner: crate::domain::Owner::anonymous(),
             reporter: crate::processor::Reporter::discard(),
+            correlation_id: None,
         }
     }
 

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::domain::{JobId, Kind, Owner, Timestamp};
+use crate::domain::{CorrelationId, JobId, Kind, Owner, Timestamp};
 
 pub use progress::Reporter;
 
@@ -32,6 +32,8 @@ pub struct Work {
     pub deadline: Timestamp,
     /// Who submitted the job: whatever a processor signs or sends on its behalf is scoped to it.
     pub owner: Owner,
+    /// The submitting request's correlation id, for a processor that passes it on.
+    pub correlation_id: Option<CorrelationId>,
     /// Where [`Work::progress`] reports go: the consumer's heartbeat, which writes them to the
     /// job. [`Reporter::discard`] where nothing reads them.
     pub reporter: Reporter,
@@ -120,10 +122,23 @@ pub trait Processor: Send + Sync + std::fmt::Debug {
     async fn process(&self, work: &Work) -> Result<Value, ProcessError>;
 }
 
-/// The processors a deployment knows, by kind.
+/// What one kind asks of the pipeline in place of the stack's settings; `None` keeps the
+/// stack's. Kinds declared in configuration set them ([`crate::targets`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Attempts before a job of the kind is `dead_lettered` (in place of `SPILLWAY_MAX_ATTEMPTS`).
+    pub max_attempts: Option<u32>,
+    /// The deadline of a job of the kind that asks for none (in place of its lane's default).
+    pub default_ttl: Option<Duration>,
+    /// How long one attempt may run; the invocation's own time left bounds it too.
+    pub timeout: Option<Duration>,
+}
+
+/// The processors a deployment knows, by kind, and the limits of the kinds that have their own.
 #[derive(Debug, Clone, Default)]
 pub struct Processors {
     by_kind: HashMap<Kind, Arc<dyn Processor>>,
+    limits: HashMap<Kind, Limits>,
 }
 
 impl Processors {
@@ -140,15 +155,31 @@ impl Processors {
     #[allow(clippy::expect_used)]
     pub fn with(mut self, kind: &str, processor: impl Processor + 'static) -> Self {
         let kind = Kind::parse(kind).expect("registered kind names are valid");
+        self.limits.remove(&kind);
         self.by_kind.insert(kind, Arc::new(processor));
         self
     }
 
+    /// Adds (or replaces) the processor for `kind`, with its own `limits`.
+    pub fn insert(&mut self, kind: Kind, processor: Arc<dyn Processor>, limits: Limits) {
+        self.by_kind.insert(kind.clone(), processor);
+        self.limits.insert(kind, limits);
+    }
+
     /// These processors and `more`'s together; where both have a kind, `more`'s processor
-    /// replaces this one's.
+    /// (and limits) replaces this one's.
     pub fn and(mut self, more: Processors) -> Self {
+        for kind in more.by_kind.keys() {
+            self.limits.remove(kind);
+        }
         self.by_kind.extend(more.by_kind);
+        self.limits.extend(more.limits);
         self
+    }
+
+    /// The limits of `kind`: its own, or none (the stack's settings apply).
+    pub fn limits(&self, kind: &Kind) -> Limits {
+        self.limits.get(kind).copied().unwrap_or_default()
     }
 
     /// The processor for `kind`.

@@ -83,6 +83,7 @@ fn work(payload: Value) -> Work {
         deadline: Timestamp::from_millis(u64::MAX),
         owner: Owner::authenticated("arn:aws:iam::123456789012:user/tests"),
         reporter: crate::processor::Reporter::discard(),
+        correlation_id: None,
     }
 }
 

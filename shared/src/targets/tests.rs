@@ -1,0 +1,236 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::config::{Config, ConfigError, Function};
+use crate::domain::{JobId, Owner};
+use crate::webhook::WebhookSettings;
+
+const RESIZE: &str = "arn:aws:lambda:eu-west-1:123456789012:function:resize";
+
+fn parse(document: serde_json::Value) -> Result<Declarations, String> {
+    Declarations::parse(&document.to_string())
+}
+
+#[test]
+fn a_document_declares_each_kind_with_its_target_and_limits() {
+    let declared = parse(json!({
+        "resize": {"target": {"lambda": format!("{RESIZE}:live")}, "timeout_seconds": 60,
+                   "max_attempts": 3, "ttl_seconds": 900},
+        "ledger": {"target": {"http": "https://ledger.example/jobs"}},
+        "echo": {"target": "builtin"}
+    }))
+    .unwrap();
+    let kinds: Vec<(&str, &Declaration)> = declared.iter().map(|(k, d)| (k.as_str(), d)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "echo",
+                &Declaration {
+                    target: Target::Builtin,
+                    limits: Limits::default()
+                }
+            ),
+            (
+                "ledger",
+                &Declaration {
+                    target: Target::Http("https://ledger.example/jobs".into()),
+                    limits: Limits::default()
+                }
+            ),
+            (
+                "resize",
+                &Declaration {
+                    target: Target::Lambda(format!("{RESIZE}:live")),
+                    limits: Limits {
+                        max_attempts: Some(3),
+                        default_ttl: Some(Duration::from_secs(900)),
+                        timeout: Some(Duration::from_secs(60)),
+                    }
+                }
+            ),
+        ]
+    );
+    assert!(Declarations::parse("  ").unwrap().is_empty());
+}
+
+#[test]
+fn a_document_that_cannot_be_used_is_refused_with_the_kind_and_the_problem() {
+    for (document, expected) in [
+        (json!([1]), "expected a JSON object of kinds"),
+        (
+            json!({"Bad Name": {"target": "builtin"}}),
+            "kind `Bad Name`",
+        ),
+        (
+            json!({"resize": {"target": {"lambda": RESIZE}, "timeout": 3}}),
+            "kind `resize`: expected {\"target\"",
+        ),
+        (
+            json!({"resize": {"target": {"sqs": RESIZE}}}),
+            "kind `resize`: expected",
+        ),
+        (
+            json!({"resize": {"target": {"lambda": "resize"}}}),
+            "kind `resize`: `resize` is not a Lambda function ARN",
+        ),
+        (
+            json!({"resize": {"target": {"lambda": "arn:aws:lambda:eu-west-1:1234:function:x"}}}),
+            "not a Lambda function ARN",
+        ),
+        (
+            json!({"resize": {"target": {"lambda": RESIZE}, "timeout_seconds": 901}}),
+            "kind `resize`: timeout_seconds must be 1 to 900",
+        ),
+        (
+            json!({"resize": {"target": {"lambda": RESIZE}, "max_attempts": 0}}),
+            "kind `resize`: max_attempts must be 1 to 1000",
+        ),
+        (
+            json!({"webhook": {"target": {"lambda": RESIZE}}}),
+            "kind `webhook`: the name of a kind Spillway ships",
+        ),
+        (
+            json!({"sleep": {"target": {"http": "https://x.example"}}}),
+            "kind `sleep`: the name of a kind Spillway ships",
+        ),
+        (
+            json!({"resize": {"target": "builtin"}}),
+            "kind `resize`: a builtin target names a kind Spillway ships",
+        ),
+    ] {
+        let error = parse(document.clone()).unwrap_err();
+        assert!(error.contains(expected), "{document}: {error}");
+    }
+}
+
+fn consumer(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut env: Vec<(&str, &str)> = vec![
+        ("SPILLWAY_TABLE", "jobs"),
+        ("SPILLWAY_QUEUE_URL", "http://localhost/q"),
+    ];
+    env.extend_from_slice(pairs);
+    Config::for_function(Function::Consumer, |name| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+}
+
+#[test]
+fn a_lambda_kind_whose_function_the_stack_may_not_invoke_stops_the_cold_start() {
+    let kinds = json!({"resize": {"target": {"lambda": RESIZE}}}).to_string();
+    let error = consumer(&[("SPILLWAY_KINDS", &kinds)]).unwrap_err();
+    assert_eq!(error.variable, "SPILLWAY_KINDS");
+    assert!(
+        error.problem.contains(RESIZE) && error.problem.contains("LambdaTargetArns"),
+        "{error}"
+    );
+    let other = "arn:aws:lambda:eu-west-1:123456789012:function:other";
+    let granted = format!("{other}, {RESIZE}");
+    let config = consumer(&[
+        ("SPILLWAY_KINDS", &kinds),
+        ("SPILLWAY_LAMBDA_TARGET_ARNS", &granted),
+    ])
+    .unwrap();
+    assert_eq!(config.settings.kinds.functions().count(), 1);
+    // An alias is a function of its own to IAM: granting the function does not grant it.
+    let alias = json!({"resize": {"target": {"lambda": format!("{RESIZE}:live")}}}).to_string();
+    assert!(
+        consumer(&[
+            ("SPILLWAY_KINDS", &alias),
+            ("SPILLWAY_LAMBDA_TARGET_ARNS", RESIZE)
+        ])
+        .is_err()
+    );
+}
+
+#[test]
+fn a_declared_kind_must_fit_the_rest_of_the_configuration() {
+    let ledger = json!({"ledger": {"target": {"http": "http://10.0.3.7:8080/jobs"}}}).to_string();
+    let error = consumer(&[("SPILLWAY_KINDS", &ledger)]).unwrap_err();
+    assert!(error.problem.contains("WebhookAllow"), "{error}");
+    consumer(&[
+        ("SPILLWAY_KINDS", &ledger),
+        ("SPILLWAY_WEBHOOK_ALLOW", "10.0.3.0/24"),
+    ])
+    .unwrap();
+
+    let attempts = json!({"echo": {"target": "builtin", "max_attempts": 20}}).to_string();
+    let error = consumer(&[("SPILLWAY_KINDS", &attempts)]).unwrap_err();
+    assert!(
+        error.problem.contains("SPILLWAY_MAX_RECEIVE_COUNT (20)"),
+        "{error}"
+    );
+
+    let ttl = json!({"echo": {"target": "builtin", "ttl_seconds": 90_000}}).to_string();
+    let intake = Config::for_function(Function::Intake, |name| match name {
+        "SPILLWAY_TABLE" | "SPILLWAY_QUEUE_URL" | "SPILLWAY_HIGH_QUEUE_URL" => Some("x".into()),
+        "SPILLWAY_KINDS" => Some(ttl.clone()),
+        _ => None,
+    });
+    let error = intake.unwrap_err();
+    assert!(
+        error.problem.contains("SPILLWAY_MAX_TTL_SECONDS (86400)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_declared_kinds_become_processors_with_their_limits() {
+    let declared = parse(json!({
+        "resize": {"target": {"lambda": RESIZE}, "max_attempts": 2},
+        "ledger": {"target": {"http": "https://ledger.example/jobs"}, "timeout_seconds": 5},
+        "sleep": {"target": "builtin"}
+    }))
+    .unwrap();
+    let webhook = Webhook::new(WebhookSettings::default(), None);
+    let shipped = crate::kinds::builtin_with(webhook.clone());
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let processors = declared.processors(&shipped, &webhook, || lambda_client(&sdk));
+    let kinds: Vec<&str> = processors.kinds().iter().map(|k| k.as_str()).collect();
+    assert_eq!(kinds, ["ledger", "resize", "sleep"]);
+    let limits = |name| processors.limits(&Kind::parse(name).unwrap());
+    assert_eq!(limits("resize").max_attempts, Some(2));
+    assert_eq!(limits("ledger").timeout, Some(Duration::from_secs(5)));
+    assert_eq!(limits("sleep"), Limits::default());
+}
+
+#[test]
+fn a_target_receives_the_job_as_its_event() {
+    let work = Work {
+        job_id: JobId::generate(),
+        kind: Kind::parse("resize").unwrap(),
+        payload: RawValue::from_string(r#"{"image": "s3://b/k.png"}"#.into()).unwrap(),
+        attempt: 2,
+        deadline: Timestamp::from_millis(1_795_000_000_000),
+        owner: Owner::anonymous(),
+        correlation_id: Some(CorrelationId::parse(b"req-7").unwrap()),
+        reporter: crate::processor::Reporter::discard(),
+    };
+    let event: serde_json::Value = serde_json::from_str(&event(&work)).unwrap();
+    assert_eq!(
+        event,
+        json!({
+            "id": work.job_id.to_string(),
+            "kind": "resize",
+            "payload": {"image": "s3://b/k.png"},
+            "attempt": 2,
+            "deadline": serde_json::to_value(work.deadline).unwrap(),
+            "correlation_id": "req-7"
+        })
+    );
+}
+
+#[test]
+fn a_declared_kind_may_not_take_the_name_of_a_compiled_one() {
+    let declared = parse(json!({"word-count": {"target": {"lambda": RESIZE}}})).unwrap();
+    let compiled = Processors::new().with("word-count", crate::kinds::Echo);
+    let error = declared.refuse_compiled(&compiled).unwrap_err();
+    assert!(error.contains("`word-count` is compiled into"), "{error}");
+    assert!(declared.refuse_compiled(&Processors::new()).is_ok());
+}
