@@ -160,9 +160,9 @@ async fn a_signal_lets_the_batch_in_flight_finish_before_exiting() {
 
 #[tokio::test]
 async fn a_job_longer_than_the_visibility_timeout_runs_once_and_shows_its_progress() {
-    let dev = DevServer::start(&["--visibility-timeout", "2"]).await;
+    let dev = DevServer::start(&["--visibility-timeout", "3"]).await;
     let id = dev
-        .submit(json!({"kind": "sleep", "payload": {"ms": 5_000}}))
+        .submit(json!({"kind": "sleep", "payload": {"ms": 7_000}}))
         .await;
     let mut progress = Vec::new();
     let job = loop {
@@ -181,7 +181,7 @@ async fn a_job_longer_than_the_visibility_timeout_runs_once_and_shows_its_progre
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(job["attempts"], 1);
-    assert_eq!(job["result"]["slept_ms"], 5_000);
+    assert_eq!(job["result"]["slept_ms"], 7_000);
     assert!(
         progress.len() >= 3 && progress.windows(2).all(|w| w[0] <= w[1]),
         "{progress:?}"
