@@ -2,6 +2,7 @@
 //! Lambdas, a local server in `spillway dev`. One implementation, many hosts.
 
 mod batch;
+mod fanout;
 mod problem;
 #[cfg(test)]
 mod properties;

@@ -159,11 +159,13 @@ async fn submit(
 ) -> Result<ApiResponse, ApiError> {
     let (key, request) = parse(&app.settings, headers, body)?;
     let wait = preferred_wait(headers);
+    let payload = request.payload;
     let Prepared {
-        job,
+        mut job,
         idempotency,
         message,
     } = prepare(app, owner, request, key, body, correlation_id)?;
+    let fanout = app.processors.fanout(&job.kind);
     let (now, deadline) = (job.created_at, job.deadline);
     let priority = job.priority;
     let queue = app.queues.get(priority).as_ref();
@@ -180,9 +182,17 @@ async fn submit(
         return answer(app, replayed, true, wait).await;
     }
     // Only a new job counts against its owner's limit: a replay above has none to add.
-    check_active_jobs(app, &job.owner, 1).await?;
+    // A fan-out's parent and each of its children are active jobs of their owner.
+    let new_jobs = fanout.map_or(1, |targets| 1 + targets.len());
+    check_active_jobs(app, &job.owner, new_jobs).await?;
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    let message_id = match send_and_write(app, &job, &message, idempotency.as_ref()).await? {
+    let written = match fanout {
+        Some(targets) => {
+            super::fanout::fan_out(app, &mut job, targets, payload, idempotency.as_ref()).await?
+        }
+        None => send_and_write(app, &job, &message, idempotency.as_ref()).await?,
+    };
+    let message_id = match written {
         Written::New { message_id } => message_id,
         Written::KeyTaken(first) => {
             let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
@@ -445,7 +455,12 @@ struct Admitted {
 /// admits.
 fn admit(app: &App, request: &SubmitBody<'_>, now: Timestamp) -> Result<Admitted, ApiError> {
     let kind = Kind::parse(&request.kind).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let Some(processor) = app.processors.get(&kind) else {
+    // A fan-out's children run as their parent's part, never on their own.
+    let processor = app
+        .processors
+        .get(&kind)
+        .filter(|_| !app.processors.is_child(&kind));
+    let Some(processor) = processor else {
         let known = app
             .processors
             .kinds()

@@ -1330,3 +1330,143 @@ async fn a_kind_with_a_timeout_of_its_own_is_stopped_at_it_and_retried() {
         "{job:?}"
     );
 }
+
+/// A pipeline with the fan-out kind `fan`, whose targets `a` and `b` succeed and `c` fails for
+/// good.
+fn fanout_pipeline() -> (MemoryPipeline, Counting) {
+    let ok = Counting::new(Behaviour::Succeed);
+    let mut processors = crate::kinds::builtin()
+        .with("fan--a", ok.clone())
+        .with("fan--b", ok.clone())
+        .with("fan--c", Counting::new(Behaviour::FailPermanent));
+    let targets = ["a", "b", "c"]
+        .map(|t| (t.to_owned(), Kind::parse(&format!("fan--{t}")).unwrap()))
+        .to_vec();
+    processors.insert_fanout(
+        Kind::parse("fan").unwrap(),
+        targets,
+        crate::processor::Limits::default(),
+    );
+    (MemoryPipeline::new(fast_settings(), processors), ok)
+}
+
+#[tokio::test]
+async fn a_fanout_job_ends_failed_listing_its_failed_child_with_one_callback() {
+    let (pipeline, ok) = fanout_pipeline();
+    let app = &pipeline.app;
+    let parent = submit(
+        app,
+        json!({"kind": "fan", "payload": {"n": 1}, "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    let written = job(app, parent).await;
+    assert_eq!(written.status, JobStatus::Running);
+    let children: Vec<_> = written
+        .fanout
+        .as_ref()
+        .unwrap()
+        .children()
+        .iter()
+        .map(|c| (c.id, c.target.clone()))
+        .collect();
+    assert_eq!(children.len(), 3);
+
+    let report = deliver(&pipeline).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+
+    let mut statuses = vec![];
+    for (id, target) in &children {
+        let child = job(app, *id).await;
+        assert_eq!(child.callback_url, None, "children send no callback");
+        assert_eq!(
+            child
+                .fanout
+                .as_ref()
+                .and_then(|f| f.parent())
+                .map(|l| l.parent),
+            Some(parent)
+        );
+        statuses.push((target.as_str(), child.status));
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("a", JobStatus::Succeeded),
+            ("b", JobStatus::Succeeded),
+            ("c", JobStatus::Failed)
+        ]
+    );
+    assert_eq!(ok.total_runs(), 2);
+    let settled = job(app, parent).await;
+    assert_eq!(settled.status, JobStatus::Failed);
+    let document = crate::domain::job_document(&settled);
+    assert_eq!(
+        document["failures"].as_array().unwrap().len(),
+        1,
+        "{document}"
+    );
+    assert_eq!(document["failures"][0]["target"], "c");
+    assert_eq!(document["failures"][0]["status"], "failed");
+    assert_eq!(document["children"].as_array().unwrap().len(), 3);
+
+    // Every child's message delivered again: nothing more is created or sent.
+    for (id, _) in &children {
+        let mut again = crate::domain::JobMessage::of(
+            &job(app, *id).await,
+            RawValue::from_string("{}".to_owned()).unwrap(),
+            None,
+        );
+        again.deadline = far_deadline();
+        app.queues.normal.send(&again.encode()).await.unwrap();
+    }
+    deliver(&pipeline).await;
+    let callbacks: Vec<_> = visible_messages(&pipeline)
+        .await
+        .into_iter()
+        .map(|m| m.job_id)
+        .collect();
+    assert_eq!(callbacks, [parent.derived("callback:failed:0")]);
+}
+
+#[tokio::test]
+async fn a_child_whose_parent_was_not_settled_settles_it_on_its_next_delivery() {
+    let (pipeline, _) = fanout_pipeline();
+    let app = &pipeline.app;
+    let parent = submit(app, json!({"kind": "fan", "payload": {}})).await;
+    let children: Vec<_> = job(app, parent).await.fanout.unwrap().children().to_vec();
+    // Each child ended, but the consumer stopped before it counted any on the parent.
+    for child in &children {
+        let claim = app.change(Transition::Claim {
+            lease_until: far_deadline(),
+            max_attempts: 5,
+        });
+        app.store.apply(child.id, &claim).await.unwrap();
+        let end = app.change(Transition::Succeed {
+            attempt: 1,
+            result: json!(null),
+        });
+        app.store.apply(child.id, &end).await.unwrap();
+    }
+    assert_eq!(job(app, parent).await.status, JobStatus::Running);
+
+    let report = deliver(&pipeline).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let settled = job(app, parent).await;
+    assert_eq!(settled.status, JobStatus::Succeeded);
+    assert!(settled.fanout.unwrap().failures().is_empty());
+}
+
+#[tokio::test]
+async fn a_fanout_childs_kind_is_not_submitted_on_its_own() {
+    let (pipeline, _) = fanout_pipeline();
+    let body = json!({"kind": "fan--a", "payload": {}}).to_string();
+    let response = crate::api::submit_job(
+        &pipeline.app,
+        crate::domain::Owner::anonymous(),
+        &crate::testing::json_headers(),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!response.body().contains("fan--a,"), "{}", response.body());
+}
