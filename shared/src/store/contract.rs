@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
-    Change, Child, Failure, Fanout, ParentLink, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, NewJob, Owner,
-    PayloadDigest, Priority, Progress, Timestamp, Transition,
+    Change, Child, Failure, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind,
+    NewJob, Owner, ParentLink, PayloadDigest, Priority, Progress, Timestamp, Transition,
 };
 
 const RETENTION: Duration = Duration::from_secs(600);
@@ -805,7 +805,10 @@ pub async fn a_fanout_parent_settles_once_with_its_failures(store: &dyn JobStore
     );
     let settled = store.apply(parent.id, &settle).await.unwrap();
     assert_eq!(settled.status, JobStatus::Failed);
-    assert_eq!(settled.fanout.as_ref().unwrap().failures(), failures.as_slice());
+    assert_eq!(
+        settled.fanout.as_ref().unwrap().failures(),
+        failures.as_slice()
+    );
     assert_eq!(store.get(parent.id).await.unwrap(), Some(settled.clone()));
 
     let again = change(
