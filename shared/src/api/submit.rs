@@ -184,7 +184,10 @@ async fn submit(
     // Only a new job counts against its owner's limit: a replay above has none to add.
     // A fan-out's parent and each of its children are active jobs of their owner.
     let new_jobs = fanout.map_or(1, |targets| 1 + targets.len());
-    check_active_jobs(app, &job.owner, new_jobs).await?;
+    // All of them or none: a parent missing some of its children would not be the kind's job.
+    if check_active_jobs(app, &job.owner, new_jobs).await? < new_jobs {
+        return Err(too_many_active_jobs(app.settings.max_active_jobs_per_owner));
+    }
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
     let written = match fanout {
         Some(targets) => {

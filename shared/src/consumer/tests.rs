@@ -1470,3 +1470,133 @@ async fn a_fanout_childs_kind_is_not_submitted_on_its_own() {
     assert_eq!(response.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!response.body().contains("fan--a,"), "{}", response.body());
 }
+
+/// A queue that sends only its first `sends` messages and refuses the rest.
+#[derive(Debug)]
+struct SendsOnly {
+    inner: Arc<dyn crate::queue::JobQueue>,
+    sends: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl crate::queue::JobQueue for SendsOnly {
+    async fn send_with(
+        &self,
+        body: &str,
+        options: SendOptions<'_>,
+    ) -> Result<String, crate::queue::QueueError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .sends
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(crate::queue::QueueError::Unavailable("refused".into()));
+        }
+        self.inner.send_with(body, options).await
+    }
+
+    async fn send_batch(
+        &self,
+        messages: &[crate::queue::Outgoing<'_>],
+    ) -> Vec<Result<String, crate::queue::QueueError>> {
+        self.inner.send_batch(messages).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), crate::queue::QueueError> {
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<crate::queue::ReceivedMessage>, crate::queue::QueueError> {
+        self.inner.receive(max, wait).await
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), crate::queue::QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+
+    async fn depth(&self) -> Result<crate::queue::QueueDepth, crate::queue::QueueError> {
+        self.inner.depth().await
+    }
+}
+
+/// Submits a `fan` job through a queue that sends only `sends` messages: the answer's status and
+/// body.
+async fn fan_out_with_sends(pipeline: &MemoryPipeline, sends: usize) -> (http::StatusCode, Value) {
+    let mut app = pipeline.app.clone();
+    app.queues.normal = Arc::new(SendsOnly {
+        inner: app.queues.normal.clone(),
+        sends: sends.into(),
+    });
+    let body = json!({"kind": "fan", "payload": {}}).to_string();
+    let response = crate::api::submit_job(
+        &app,
+        crate::domain::Owner::anonymous(),
+        &crate::testing::json_headers(),
+        body.as_bytes(),
+    )
+    .await;
+    (
+        response.status(),
+        serde_json::from_str(response.body()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_child_whose_message_could_not_be_sent_fails_and_the_parent_lists_it() {
+    let (pipeline, _) = fanout_pipeline();
+    let (status, accepted) = fan_out_with_sends(&pipeline, 2).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{accepted}");
+    let parent = JobId::parse(accepted["id"].as_str().unwrap()).unwrap();
+    assert_eq!(job(&pipeline.app, parent).await.status, JobStatus::Running);
+    deliver(&pipeline).await;
+    let settled = job(&pipeline.app, parent).await;
+    assert_eq!(settled.status, JobStatus::Failed);
+    let failed: Vec<_> = settled
+        .fanout
+        .unwrap()
+        .failures()
+        .iter()
+        .map(|f| (f.target.clone(), f.error.clone().unwrap_or_default()))
+        .collect();
+    // `c` would fail on its own too, but its message was never sent: it never ran.
+    assert_eq!(
+        failed,
+        [("c".to_owned(), crate::api::UNSENT_ERROR.to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_fanout_none_of_whose_messages_was_sent_is_refused_and_leaves_nothing_running() {
+    let (pipeline, _) = fanout_pipeline();
+    let (status, problem) = fan_out_with_sends(&pipeline, 0).await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    let owner = crate::domain::Owner::anonymous();
+    assert_eq!(pipeline.app.store.active_jobs(&owner, 10).await.unwrap(), 0);
+    assert_eq!(pipeline.app.queues.normal.depth().await.unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn a_fanout_counts_its_parent_and_each_child_against_its_owners_limit() {
+    let (pipeline, _) = fanout_pipeline();
+    let mut app = pipeline.app.clone();
+    let body = json!({"kind": "fan", "payload": {}}).to_string();
+    let owner = crate::domain::Owner::anonymous();
+    let headers = crate::testing::json_headers();
+    for (limit, expected) in [
+        (3, http::StatusCode::TOO_MANY_REQUESTS),
+        (4, http::StatusCode::ACCEPTED),
+    ] {
+        Arc::make_mut(&mut app.settings).max_active_jobs_per_owner = limit;
+        let response = crate::api::submit_job(&app, owner.clone(), &headers, body.as_bytes()).await;
+        assert_eq!(response.status(), expected, "limit {limit}");
+    }
+}

@@ -176,6 +176,7 @@ impl Processors {
     pub fn with(mut self, kind: &str, processor: impl Processor + 'static) -> Self {
         let kind = Kind::parse(kind).expect("registered kind names are valid");
         self.limits.remove(&kind);
+        self.fanouts.remove(&kind);
         self.by_kind.insert(kind, Arc::new(processor));
         self
     }
