@@ -12,8 +12,8 @@ use super::{
 use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{
-    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, NewJob, Owner,
-    PayloadDigest, Priority, Timestamp, Ttl, WholeNumber,
+    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind,
+    NewJob, Owner, PayloadDigest, Priority, Timestamp, Ttl, WholeNumber,
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
@@ -63,6 +63,14 @@ impl Accepted {
             id: job.id.to_string(),
             status: if job.is_scheduled_at(now) {
                 "scheduled"
+            } else if job.status == JobStatus::Running
+                && job
+                    .fanout
+                    .as_ref()
+                    .is_some_and(|f| !f.children().is_empty())
+            {
+                // A fan-out parent is `running` from its acceptance: its children are its work.
+                "running"
             } else {
                 "pending"
             },
