@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Failure, Fanout, Job, JobStatus, Progress, Timestamp};
+use super::{Job, JobStatus, Progress, Timestamp};
 
 /// A move from one job state to another. Each is applied as one conditional write, so a duplicate
 /// delivery or a second consumer can never apply it twice or move a terminal job.
@@ -67,14 +67,6 @@ pub enum Transition {
         /// A new deadline, when the operator extends it (`spillway dlq redrive --extend`).
         deadline: Option<Timestamp>,
     },
-    /// A fan-out parent (`running`, never claimed) → `succeeded` when `failures` is empty, else
-    /// `failed`: its last child ended.
-    Settle {
-        /// The children that did not succeed.
-        failures: Vec<Failure>,
-        /// The parent's error, when some did not.
-        error: Option<String>,
-    },
 }
 
 /// One thing a transition requires of the job as it stands.
@@ -123,8 +115,6 @@ impl Transition {
             Self::Expire => JobStatus::Expired,
             Self::Cancel => JobStatus::Cancelled,
             Self::Redrive { .. } => JobStatus::Pending,
-            Self::Settle { error: None, .. } => JobStatus::Succeeded,
-            Self::Settle { error: Some(_), .. } => JobStatus::Failed,
         }
     }
 
@@ -149,8 +139,6 @@ impl Transition {
             ],
             Self::Cancel => vec![vec![pending]],
             Self::Redrive { .. } => vec![vec![Status(JobStatus::DeadLettered)], abandoned.to_vec()],
-            // A parent is written `running` and no consumer ever claims it.
-            Self::Settle { .. } => vec![vec![Status(JobStatus::Running), Attempt(0)]],
             Self::Heartbeat { attempt, .. }
             | Self::Succeed { attempt, .. }
             | Self::Fail { attempt, .. }
@@ -169,11 +157,7 @@ impl Transition {
             | Self::Fail { attempt, .. }
             | Self::Retry { attempt, .. }
             | Self::DeadLetter { attempt, .. } => Some(*attempt),
-            Self::Claim { .. }
-            | Self::Expire
-            | Self::Cancel
-            | Self::Redrive { .. }
-            | Self::Settle { .. } => None,
+            Self::Claim { .. } | Self::Expire | Self::Cancel | Self::Redrive { .. } => None,
         }
     }
 
@@ -184,7 +168,6 @@ impl Transition {
             | Self::Retry { error, .. }
             | Self::DeadLetter { error, .. } => Some(error),
             Self::Expire => Some(EXPIRED_ERROR),
-            Self::Settle { error, .. } => error.as_deref(),
             Self::Claim { .. }
             | Self::Heartbeat { .. }
             | Self::Succeed { .. }
@@ -269,12 +252,6 @@ impl Change {
             } => {
                 job.deadline = *deadline;
                 job.expires_at = self.pending_expiry(*deadline);
-            }
-            Transition::Settle { failures, error } => {
-                job.error = error.clone();
-                if let Some(Fanout::Parent { failures: kept, .. }) = &mut job.fanout {
-                    kept.clone_from(failures);
-                }
             }
             other => {
                 if let Some(error) = other.error() {
