@@ -772,3 +772,53 @@ async fn a_kinds_file_declares_lambda_http_and_builtin_kinds() {
     );
     assert_eq!(dev.stop_with("-TERM").await, Some(0));
 }
+
+/// `--kinds FILE` with a fan-out kind: each target runs as a child job of its own, the parent
+/// ends `failed` listing the target that answered 400 once the last child ended, and its
+/// callback is delivered once, as on AWS.
+#[tokio::test]
+async fn a_kinds_file_declares_a_fanout_kind_that_ends_with_its_last_child() {
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let owners = spillway_core::webhook::SigningKeys::parse(SECRET)
+        .unwrap()
+        .for_owner(&spillway_core::domain::Owner::anonymous())
+        .secrets();
+    let receiver = spillway_tests::receiver::Receiver::start(&[&owners[0]]).await;
+    receiver.script("/sms", json!([{"status": 400}])).await;
+    let kinds = json!({"notify": {"targets": {
+        "email": {"http": receiver.url("/email")},
+        "sms": {"http": receiver.url("/sms")},
+    }}});
+    let file = std::env::temp_dir().join(format!("spillway-kinds-{}.json", uuid_suffix()));
+    std::fs::write(&file, kinds.to_string()).unwrap();
+    let dev = DevServer::start_with_env(
+        &["--kinds", file.to_str().unwrap()],
+        &[("SPILLWAY_WEBHOOK_SECRET", SECRET.to_owned())],
+    )
+    .await;
+    std::fs::remove_file(&file).ok();
+
+    let parent = dev
+        .submit(json!({"kind": "notify", "payload": {"user": 7}, "callback_url": receiver.url("/done")}))
+        .await;
+    let job = dev.wait_for(&parent, 15).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["failures"][0]["target"], "sms", "{job}");
+    assert_eq!(job["failures"].as_array().unwrap().len(), 1, "{job}");
+    for child in job["children"].as_array().unwrap() {
+        let own = dev.wait_for(child["id"].as_str().unwrap(), 1).await;
+        assert_eq!(own["parent"], parent.as_str(), "{own}");
+        let expected = if child["target"] == "sms" {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(own["status"], expected, "{own}");
+    }
+    receiver
+        .wait_for_deliveries("/done", 1, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.deliveries("/done").await.len(), 1);
+    assert_eq!(dev.stop_with("-TERM").await, Some(0));
+}

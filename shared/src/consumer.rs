@@ -441,10 +441,15 @@ impl Record<'_> {
         }
     }
 
-    /// `outcome`, once the callback of a terminal `job` is made sure of; when that fails the
-    /// message stays, and its next delivery finds the job terminal and tries again.
+    /// `outcome`, once the callback of a terminal `job` is made sure of, and for a fan-out
+    /// child its end counted on its parent; when that fails the message stays, and its next
+    /// delivery finds the job terminal and tries again.
     async fn with_callback(&self, job: &Job, outcome: Outcome) -> Outcome {
-        match callback::ensure(self.app, job).await {
+        let ensured = match callback::ensure(self.app, job).await {
+            Ok(()) => fanin::ensure(self.app, job).await,
+            failed => failed,
+        };
+        match ensured {
             Ok(()) => outcome,
             Err(error) => {
                 error!(error = %crate::error::Chain(&error), "callback not enqueued; the message stays");
@@ -777,6 +782,7 @@ fn json_len(value: &Value) -> usize {
 }
 
 mod callback;
+mod fanin;
 mod heartbeat;
 #[cfg(test)]
 mod tests;

@@ -709,3 +709,88 @@ async fn an_http_kind_posts_each_run_to_its_endpoint_as_a_webhook() {
         "{job}"
     );
 }
+
+/// The acceptance of fan-out: a kind declared with three `http` targets, one of which answers
+/// 400 (a permanent failure). Each target runs as a child job with its own outcome; the parent
+/// ends `failed` listing that one child, and its callback is delivered exactly once.
+async fn a_fanout_job_fails_listing_its_failed_target_and_calls_back_once(backend: Backend) {
+    let receiver = Receiver::start(&[&receiver_secret()]).await;
+    let settings = settings("127.0.0.1");
+    let webhook = webhook(&settings);
+    let declared = spillway_core::targets::Declarations::parse(
+        &json!({"notify": {"targets": {
+            "email": {"http": receiver.url("/email")},
+            "sms": {"http": receiver.url("/sms")},
+            "audit": {"http": receiver.url("/audit")},
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    let shipped = kinds::builtin_with(webhook.clone());
+    let processors = shipped
+        .clone()
+        .and(declared.processors(&shipped, &webhook, || unreachable!("no lambda kind")));
+    let pipeline = Pipeline::new(backend, settings, processors).await;
+    receiver
+        .script("/sms", json!([{"status": 400, "body": "no such number"}]))
+        .await;
+
+    let parent = submit(
+        &pipeline.app,
+        json!({"kind": "notify", "payload": {"user": 7}, "callback_url": receiver.url("/done")}),
+    )
+    .await;
+    let document = pipeline.run_until_terminal(parent).await;
+    assert_eq!(document["status"], "failed", "{document}");
+    let failures = document["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{document}");
+    assert_eq!(failures[0]["target"], "sms");
+    assert_eq!(failures[0]["status"], "failed");
+
+    let mut outcomes = vec![];
+    for child in document["children"].as_array().unwrap() {
+        let id = JobId::parse(child["id"].as_str().unwrap()).unwrap();
+        let own = pipeline.status(id).await;
+        assert_eq!(own["parent"], parent.to_string(), "{own}");
+        assert_eq!(own["target"], child["target"]);
+        outcomes.push((
+            own["target"].as_str().unwrap().to_owned(),
+            own["status"].as_str().unwrap().to_owned(),
+        ));
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("audit".to_owned(), "succeeded".to_owned()),
+            ("email".to_owned(), "succeeded".to_owned()),
+            ("sms".to_owned(), "failed".to_owned()),
+        ]
+    );
+    for path in ["/email", "/sms", "/audit"] {
+        assert_eq!(receiver.deliveries(path).await.len(), 1, "{path}");
+    }
+
+    pipeline.drain().await;
+    let callbacks = receiver
+        .wait_for_deliveries("/done", 1, Duration::from_secs(5))
+        .await;
+    pipeline.drain().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.deliveries("/done").await.len(), 1, "one callback");
+    assert_verified(&callbacks);
+    let delivered: Value = serde_json::from_str(&callbacks[0].body).unwrap();
+    assert_eq!(delivered["id"], parent.to_string());
+    assert_eq!(delivered["status"], "failed");
+    assert_eq!(delivered["failures"], document["failures"]);
+}
+
+#[tokio::test]
+async fn a_fanout_job_fails_listing_its_failed_target_and_calls_back_once_in_memory() {
+    a_fanout_job_fails_listing_its_failed_target_and_calls_back_once(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn a_fanout_job_fails_listing_its_failed_target_and_calls_back_once_on_the_emulator() {
+    a_fanout_job_fails_listing_its_failed_target_and_calls_back_once(Backend::Emulator).await;
+}

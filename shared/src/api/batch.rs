@@ -182,6 +182,12 @@ fn validate(
             )));
         }
         let prepared = prepare(app, owner.clone(), request, key, bytes, correlation_id)?;
+        if app.processors.fanout(&prepared.job.kind).is_some() {
+            return Err(ApiError::Invalid(format!(
+                "kind `{}` fans out to several targets: submit it with POST /jobs",
+                prepared.job.kind
+            )));
+        }
         if let Some(record) = &prepared.idempotency {
             keys.insert(record.key.clone(), index);
         }

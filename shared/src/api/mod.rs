@@ -2,6 +2,7 @@
 //! Lambdas, a local server in `spillway dev`. One implementation, many hosts.
 
 mod batch;
+mod fanout;
 mod problem;
 #[cfg(test)]
 mod properties;
@@ -13,6 +14,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 pub use batch::{MAX_BATCH_BYTES, MAX_BATCH_JOBS, submit_batch};
+pub use fanout::UNSENT_ERROR;
 pub use problem::ApiError;
 pub use secret::webhook_secret;
 pub use status::{MAX_WAIT_SECONDS, cancel_job, get_job};

@@ -12,8 +12,8 @@ use super::{
 use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{
-    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, NewJob, Owner,
-    PayloadDigest, Priority, Timestamp, Ttl, WholeNumber,
+    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind,
+    NewJob, Owner, PayloadDigest, Priority, Timestamp, Ttl, WholeNumber,
 };
 use crate::metrics::Metric;
 use crate::processor::Rejection;
@@ -63,6 +63,14 @@ impl Accepted {
             id: job.id.to_string(),
             status: if job.is_scheduled_at(now) {
                 "scheduled"
+            } else if job.status == JobStatus::Running
+                && job
+                    .fanout
+                    .as_ref()
+                    .is_some_and(|f| !f.children().is_empty())
+            {
+                // A fan-out parent is `running` from its acceptance: its children are its work.
+                "running"
             } else {
                 "pending"
             },
@@ -159,11 +167,13 @@ async fn submit(
 ) -> Result<ApiResponse, ApiError> {
     let (key, request) = parse(&app.settings, headers, body)?;
     let wait = preferred_wait(headers);
+    let payload = request.payload;
     let Prepared {
-        job,
+        mut job,
         idempotency,
         message,
     } = prepare(app, owner, request, key, body, correlation_id)?;
+    let fanout = app.processors.fanout(&job.kind);
     let (now, deadline) = (job.created_at, job.deadline);
     let priority = job.priority;
     let queue = app.queues.get(priority).as_ref();
@@ -180,9 +190,20 @@ async fn submit(
         return answer(app, replayed, true, wait).await;
     }
     // Only a new job counts against its owner's limit: a replay above has none to add.
-    check_active_jobs(app, &job.owner, 1).await?;
+    // A fan-out's parent and each of its children are active jobs of their owner.
+    let new_jobs = fanout.map_or(1, |targets| 1 + targets.len());
+    // All of them or none: a parent missing some of its children would not be the kind's job.
+    if check_active_jobs(app, &job.owner, new_jobs).await? < new_jobs {
+        return Err(too_many_active_jobs(app.settings.max_active_jobs_per_owner));
+    }
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
-    let message_id = match send_and_write(app, &job, &message, idempotency.as_ref()).await? {
+    let written = match fanout {
+        Some(targets) => {
+            super::fanout::fan_out(app, &mut job, targets, payload, idempotency.as_ref()).await?
+        }
+        None => send_and_write(app, &job, &message, idempotency.as_ref()).await?,
+    };
+    let message_id = match written {
         Written::New { message_id } => message_id,
         Written::KeyTaken(first) => {
             let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
@@ -445,7 +466,12 @@ struct Admitted {
 /// admits.
 fn admit(app: &App, request: &SubmitBody<'_>, now: Timestamp) -> Result<Admitted, ApiError> {
     let kind = Kind::parse(&request.kind).map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let Some(processor) = app.processors.get(&kind) else {
+    // A fan-out's children run as their parent's part, never on their own.
+    let processor = app
+        .processors
+        .get(&kind)
+        .filter(|_| !app.processors.is_child(&kind));
+    let Some(processor) = processor else {
         let known = app
             .processors
             .kinds()

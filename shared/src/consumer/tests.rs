@@ -1330,3 +1330,273 @@ async fn a_kind_with_a_timeout_of_its_own_is_stopped_at_it_and_retried() {
         "{job:?}"
     );
 }
+
+/// A pipeline with the fan-out kind `fan`, whose targets `a` and `b` succeed and `c` fails for
+/// good.
+fn fanout_pipeline() -> (MemoryPipeline, Counting) {
+    let ok = Counting::new(Behaviour::Succeed);
+    let mut processors = crate::kinds::builtin()
+        .with("fan--a", ok.clone())
+        .with("fan--b", ok.clone())
+        .with("fan--c", Counting::new(Behaviour::FailPermanent));
+    let targets = ["a", "b", "c"]
+        .map(|t| (t.to_owned(), Kind::parse(&format!("fan--{t}")).unwrap()))
+        .to_vec();
+    processors.insert_fanout(
+        Kind::parse("fan").unwrap(),
+        targets,
+        crate::processor::Limits::default(),
+    );
+    (MemoryPipeline::new(fast_settings(), processors), ok)
+}
+
+#[tokio::test]
+async fn a_fanout_job_ends_failed_listing_its_failed_child_with_one_callback() {
+    let (pipeline, ok) = fanout_pipeline();
+    let app = &pipeline.app;
+    let parent = submit(
+        app,
+        json!({"kind": "fan", "payload": {"n": 1}, "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    let written = job(app, parent).await;
+    assert_eq!(written.status, JobStatus::Running);
+    let children: Vec<_> = written
+        .fanout
+        .as_ref()
+        .unwrap()
+        .children()
+        .iter()
+        .map(|c| (c.id, c.target.clone()))
+        .collect();
+    assert_eq!(children.len(), 3);
+
+    let report = deliver(&pipeline).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+
+    let mut statuses = vec![];
+    for (id, target) in &children {
+        let child = job(app, *id).await;
+        assert_eq!(child.callback_url, None, "children send no callback");
+        assert_eq!(
+            child
+                .fanout
+                .as_ref()
+                .and_then(|f| f.parent())
+                .map(|l| l.parent),
+            Some(parent)
+        );
+        statuses.push((target.as_str(), child.status));
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("a", JobStatus::Succeeded),
+            ("b", JobStatus::Succeeded),
+            ("c", JobStatus::Failed)
+        ]
+    );
+    assert_eq!(ok.total_runs(), 2);
+    let settled = job(app, parent).await;
+    assert_eq!(settled.status, JobStatus::Failed);
+    let document = crate::domain::job_document(&settled);
+    assert_eq!(
+        document["failures"].as_array().unwrap().len(),
+        1,
+        "{document}"
+    );
+    assert_eq!(document["failures"][0]["target"], "c");
+    assert_eq!(document["failures"][0]["status"], "failed");
+    assert_eq!(document["children"].as_array().unwrap().len(), 3);
+
+    // Every child's message delivered again: nothing more is created or sent.
+    for (id, _) in &children {
+        let mut again = crate::domain::JobMessage::of(
+            &job(app, *id).await,
+            RawValue::from_string("{}".to_owned()).unwrap(),
+            None,
+        );
+        again.deadline = far_deadline();
+        app.queues.normal.send(&again.encode()).await.unwrap();
+    }
+    deliver(&pipeline).await;
+    let callbacks: Vec<_> = visible_messages(&pipeline)
+        .await
+        .into_iter()
+        .map(|m| m.job_id)
+        .collect();
+    assert_eq!(callbacks, [parent.derived("callback:failed:0")]);
+}
+
+#[tokio::test]
+async fn a_child_whose_parent_was_not_settled_settles_it_on_its_next_delivery() {
+    let (pipeline, _) = fanout_pipeline();
+    let app = &pipeline.app;
+    let parent = submit(app, json!({"kind": "fan", "payload": {}})).await;
+    let children: Vec<_> = job(app, parent).await.fanout.unwrap().children().to_vec();
+    // Each child ended, but the consumer stopped before it counted any on the parent.
+    for child in &children {
+        let claim = app.change(Transition::Claim {
+            lease_until: far_deadline(),
+            max_attempts: 5,
+        });
+        app.store.apply(child.id, &claim).await.unwrap();
+        let end = app.change(Transition::Succeed {
+            attempt: 1,
+            result: json!(null),
+        });
+        app.store.apply(child.id, &end).await.unwrap();
+    }
+    assert_eq!(job(app, parent).await.status, JobStatus::Running);
+
+    let report = deliver(&pipeline).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let settled = job(app, parent).await;
+    assert_eq!(settled.status, JobStatus::Succeeded);
+    assert!(settled.fanout.unwrap().failures().is_empty());
+}
+
+#[tokio::test]
+async fn a_fanout_childs_kind_is_not_submitted_on_its_own() {
+    let (pipeline, _) = fanout_pipeline();
+    let body = json!({"kind": "fan--a", "payload": {}}).to_string();
+    let response = crate::api::submit_job(
+        &pipeline.app,
+        crate::domain::Owner::anonymous(),
+        &crate::testing::json_headers(),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!response.body().contains("fan--a,"), "{}", response.body());
+}
+
+/// A queue that sends only its first `sends` messages and refuses the rest.
+#[derive(Debug)]
+struct SendsOnly {
+    inner: Arc<dyn crate::queue::JobQueue>,
+    sends: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl crate::queue::JobQueue for SendsOnly {
+    async fn send_with(
+        &self,
+        body: &str,
+        options: SendOptions<'_>,
+    ) -> Result<String, crate::queue::QueueError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .sends
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(crate::queue::QueueError::Unavailable("refused".into()));
+        }
+        self.inner.send_with(body, options).await
+    }
+
+    async fn send_batch(
+        &self,
+        messages: &[crate::queue::Outgoing<'_>],
+    ) -> Vec<Result<String, crate::queue::QueueError>> {
+        self.inner.send_batch(messages).await
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout: Duration,
+    ) -> Result<(), crate::queue::QueueError> {
+        self.inner.change_visibility(receipt_handle, timeout).await
+    }
+
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+    ) -> Result<Vec<crate::queue::ReceivedMessage>, crate::queue::QueueError> {
+        self.inner.receive(max, wait).await
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), crate::queue::QueueError> {
+        self.inner.delete(receipt_handle).await
+    }
+
+    async fn depth(&self) -> Result<crate::queue::QueueDepth, crate::queue::QueueError> {
+        self.inner.depth().await
+    }
+}
+
+/// Submits a `fan` job through a queue that sends only `sends` messages: the answer's status and
+/// body.
+async fn fan_out_with_sends(pipeline: &MemoryPipeline, sends: usize) -> (http::StatusCode, Value) {
+    let mut app = pipeline.app.clone();
+    app.queues.normal = Arc::new(SendsOnly {
+        inner: app.queues.normal.clone(),
+        sends: sends.into(),
+    });
+    let body = json!({"kind": "fan", "payload": {}}).to_string();
+    let response = crate::api::submit_job(
+        &app,
+        crate::domain::Owner::anonymous(),
+        &crate::testing::json_headers(),
+        body.as_bytes(),
+    )
+    .await;
+    (
+        response.status(),
+        serde_json::from_str(response.body()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_child_whose_message_could_not_be_sent_fails_and_the_parent_lists_it() {
+    let (pipeline, _) = fanout_pipeline();
+    let (status, accepted) = fan_out_with_sends(&pipeline, 2).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{accepted}");
+    let parent = JobId::parse(accepted["id"].as_str().unwrap()).unwrap();
+    assert_eq!(job(&pipeline.app, parent).await.status, JobStatus::Running);
+    deliver(&pipeline).await;
+    let settled = job(&pipeline.app, parent).await;
+    assert_eq!(settled.status, JobStatus::Failed);
+    let failed: Vec<_> = settled
+        .fanout
+        .unwrap()
+        .failures()
+        .iter()
+        .map(|f| (f.target.clone(), f.error.clone().unwrap_or_default()))
+        .collect();
+    // `c` would fail on its own too, but its message was never sent: it never ran.
+    assert_eq!(
+        failed,
+        [("c".to_owned(), crate::api::UNSENT_ERROR.to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_fanout_none_of_whose_messages_was_sent_is_refused_and_leaves_nothing_running() {
+    let (pipeline, _) = fanout_pipeline();
+    let (status, problem) = fan_out_with_sends(&pipeline, 0).await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    let owner = crate::domain::Owner::anonymous();
+    assert_eq!(pipeline.app.store.active_jobs(&owner, 10).await.unwrap(), 0);
+    assert_eq!(pipeline.app.queues.normal.depth().await.unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn a_fanout_counts_its_parent_and_each_child_against_its_owners_limit() {
+    let (pipeline, _) = fanout_pipeline();
+    let mut app = pipeline.app.clone();
+    let body = json!({"kind": "fan", "payload": {}}).to_string();
+    let owner = crate::domain::Owner::anonymous();
+    let headers = crate::testing::json_headers();
+    for (limit, expected) in [
+        (3, http::StatusCode::TOO_MANY_REQUESTS),
+        (4, http::StatusCode::ACCEPTED),
+    ] {
+        Arc::make_mut(&mut app.settings).max_active_jobs_per_owner = limit;
+        let response = crate::api::submit_job(&app, owner.clone(), &headers, body.as_bytes()).await;
+        assert_eq!(response.status(), expected, "limit {limit}");
+    }
+}

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Job, JobStatus, Priority, Progress, Timestamp};
+use super::{Child, Failure, Job, JobId, JobStatus, Priority, Progress, Timestamp};
 
 /// The job as `GET /jobs/{id}` shows it, and as a completion callback delivers it.
 #[derive(Debug, Serialize)]
@@ -28,11 +28,24 @@ pub struct JobDocument<'a> {
     result: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    /// A fan-out child's parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<JobId>,
+    /// A fan-out child's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    /// A fan-out parent's children, each with its own document.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    children: &'a [Child],
+    /// A fan-out parent's children that did not succeed, once it ended.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    failures: &'a [Failure],
 }
 
 impl<'a> JobDocument<'a> {
     /// The document of `job` at `now`: its result only once it has succeeded.
     pub fn of(job: &'a Job, now: Timestamp) -> Self {
+        let link = job.fanout.as_ref().and_then(|f| f.parent());
         Self {
             id: job.id.to_string(),
             kind: job.kind.as_str(),
@@ -54,6 +67,10 @@ impl<'a> JobDocument<'a> {
                 .as_ref()
                 .filter(|_| job.status == JobStatus::Succeeded),
             error: job.error.as_deref(),
+            parent: link.map(|link| link.parent),
+            target: link.map(|link| link.target.as_str()),
+            children: job.fanout.as_ref().map_or(&[], |f| f.children()),
+            failures: job.fanout.as_ref().map_or(&[], |f| f.failures()),
         }
     }
 }

@@ -1,7 +1,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{CorrelationId, JobId, JobStatus, Kind, Owner, Priority, Progress, Timestamp};
+use super::{CorrelationId, Fanout, JobId, JobStatus, Kind, Owner, Priority, Progress, Timestamp};
 
 /// A job's state as the table keeps it. The payload itself travels in the queue message; the
 /// table keeps only its size and hash.
@@ -46,6 +46,8 @@ pub struct Job {
     pub callback_url: Option<String>,
     /// The id that ties its log lines to the request that submitted it.
     pub correlation_id: Option<CorrelationId>,
+    /// Its place in a fan-out: a parent's children, or a child's parent.
+    pub fanout: Option<Fanout>,
 }
 
 /// The fields a new job starts from.
@@ -98,6 +100,7 @@ impl Job {
             expires_at: new.expires_at.ceil_to_second(),
             callback_url: new.callback_url,
             correlation_id: new.correlation_id,
+            fanout: None,
         }
     }
 

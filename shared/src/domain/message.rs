@@ -2,8 +2,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, NewJob, Owner,
-    PayloadDigest, Priority, Timestamp,
+    CorrelationId, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, NewJob, Owner,
+    ParentLink, PayloadDigest, Priority, Timestamp,
 };
 
 /// What the queue carries for one job: small, versioned, and self-sufficient, so the consumer
@@ -51,6 +51,9 @@ pub struct Origin {
     /// The `Idempotency-Key` it was submitted with, and the request's fingerprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<KeyUse>,
+    /// The fan-out parent of a child job, and the child's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
 }
 
 /// An idempotency key's use, as a message carries it.
@@ -188,6 +191,7 @@ impl JobMessage {
                     key: record.key.as_str().to_owned(),
                     fingerprint: record.fingerprint.clone(),
                 }),
+                parent: job.fanout.as_ref().and_then(Fanout::parent).cloned(),
             }),
         }
     }
@@ -196,7 +200,7 @@ impl JobMessage {
     /// have written them; `None` for a message written by an older build, which does not say.
     pub fn accepted_job(&self) -> Option<(Job, Option<IdempotencyRecord>)> {
         let origin = self.origin.as_ref()?;
-        let job = Job::pending(NewJob {
+        let mut job = Job::pending(NewJob {
             id: self.job_id,
             kind: self.kind.clone(),
             owner: origin.owner.clone(),
@@ -209,6 +213,7 @@ impl JobMessage {
             callback_url: origin.callback_url.clone(),
             correlation_id: self.correlation_id.clone(),
         });
+        job.fanout = origin.parent.clone().map(Fanout::Child);
         let record = match &origin.idempotency {
             None => None,
             Some(used) => Some(IdempotencyRecord {

@@ -3,6 +3,7 @@
 
 mod correlation;
 mod document;
+mod fanout;
 mod idempotency;
 mod job;
 mod job_id;
@@ -19,6 +20,9 @@ mod ttl;
 
 pub use correlation::{CorrelationId, InvalidCorrelationId};
 pub use document::{JobDocument, job_document};
+pub use fanout::{
+    CHILD_KIND_SEPARATOR, Child, Failure, Fanout, ParentLink, child_kind, failure_summary,
+};
 pub use idempotency::{IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey};
 pub use job::{Job, NewJob, PayloadDigest};
 pub use job_id::{InvalidJobId, JobId};

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Job, JobStatus, Progress, Timestamp};
+use super::{Failure, Fanout, Job, JobStatus, Progress, Timestamp};
 
 /// A move from one job state to another. Each is applied as one conditional write, so a duplicate
 /// delivery or a second consumer can never apply it twice or move a terminal job.
@@ -67,6 +67,14 @@ pub enum Transition {
         /// A new deadline, when the operator extends it (`spillway dlq redrive --extend`).
         deadline: Option<Timestamp>,
     },
+    /// A fan-out parent (`running`, never claimed) → `succeeded` when `failures` is empty, else
+    /// `failed`: its last child ended.
+    Settle {
+        /// The children that did not succeed.
+        failures: Vec<Failure>,
+        /// The parent's error, when some did not.
+        error: Option<String>,
+    },
 }
 
 /// One thing a transition requires of the job as it stands.
@@ -115,6 +123,8 @@ impl Transition {
             Self::Expire => JobStatus::Expired,
             Self::Cancel => JobStatus::Cancelled,
             Self::Redrive { .. } => JobStatus::Pending,
+            Self::Settle { error: None, .. } => JobStatus::Succeeded,
+            Self::Settle { error: Some(_), .. } => JobStatus::Failed,
         }
     }
 
@@ -139,6 +149,8 @@ impl Transition {
             ],
             Self::Cancel => vec![vec![pending]],
             Self::Redrive { .. } => vec![vec![Status(JobStatus::DeadLettered)], abandoned.to_vec()],
+            // A parent is written `running` and no consumer ever claims it.
+            Self::Settle { .. } => vec![vec![Status(JobStatus::Running), Attempt(0)]],
             Self::Heartbeat { attempt, .. }
             | Self::Succeed { attempt, .. }
             | Self::Fail { attempt, .. }
@@ -157,7 +169,11 @@ impl Transition {
             | Self::Fail { attempt, .. }
             | Self::Retry { attempt, .. }
             | Self::DeadLetter { attempt, .. } => Some(*attempt),
-            Self::Claim { .. } | Self::Expire | Self::Cancel | Self::Redrive { .. } => None,
+            Self::Claim { .. }
+            | Self::Expire
+            | Self::Cancel
+            | Self::Redrive { .. }
+            | Self::Settle { .. } => None,
         }
     }
 
@@ -168,6 +184,7 @@ impl Transition {
             | Self::Retry { error, .. }
             | Self::DeadLetter { error, .. } => Some(error),
             Self::Expire => Some(EXPIRED_ERROR),
+            Self::Settle { error, .. } => error.as_deref(),
             Self::Claim { .. }
             | Self::Heartbeat { .. }
             | Self::Succeed { .. }
@@ -252,6 +269,12 @@ impl Change {
             } => {
                 job.deadline = *deadline;
                 job.expires_at = self.pending_expiry(*deadline);
+            }
+            Transition::Settle { failures, error } => {
+                job.error = error.clone();
+                if let Some(Fanout::Parent { failures: kept, .. }) = &mut job.fanout {
+                    kept.clone_from(failures);
+                }
             }
             other => {
                 if let Some(error) = other.error() {

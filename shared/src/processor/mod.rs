@@ -139,6 +139,26 @@ pub struct Limits {
 pub struct Processors {
     by_kind: HashMap<Kind, Arc<dyn Processor>>,
     limits: HashMap<Kind, Limits>,
+    /// The fan-out kinds, each with its targets' names and its children's kinds.
+    fanouts: HashMap<Kind, Vec<(String, Kind)>>,
+}
+
+/// What stands for a fan-out kind among the processors: intake admits a payload only when every
+/// target's processor does. It runs nothing, as a parent job has no message of its own.
+#[derive(Debug)]
+struct FanoutParent(Vec<Arc<dyn Processor>>);
+
+#[async_trait]
+impl Processor for FanoutParent {
+    fn admit(&self, payload: &RawValue) -> Result<(), Rejection> {
+        self.0.iter().try_for_each(|child| child.admit(payload))
+    }
+
+    async fn process(&self, _work: &Work) -> Result<Value, ProcessError> {
+        Err(ProcessError::permanent(
+            "a fan-out job runs as its children, one per target: submit it with POST /jobs",
+        ))
+    }
 }
 
 impl Processors {
@@ -156,6 +176,7 @@ impl Processors {
     pub fn with(mut self, kind: &str, processor: impl Processor + 'static) -> Self {
         let kind = Kind::parse(kind).expect("registered kind names are valid");
         self.limits.remove(&kind);
+        self.fanouts.remove(&kind);
         self.by_kind.insert(kind, Arc::new(processor));
         self
     }
@@ -166,12 +187,38 @@ impl Processors {
         self.limits.insert(kind, limits);
     }
 
+    /// Adds the fan-out `kind`, whose jobs run as one child per target of `targets` (each a
+    /// target's name and the kind of its children, whose processors must be added already).
+    pub fn insert_fanout(&mut self, kind: Kind, targets: Vec<(String, Kind)>, limits: Limits) {
+        let children = targets
+            .iter()
+            .filter_map(|(_, child)| self.by_kind.get(child).cloned())
+            .collect();
+        self.insert(kind.clone(), Arc::new(FanoutParent(children)), limits);
+        self.fanouts.insert(kind, targets);
+    }
+
+    /// The targets of a fan-out `kind` (each a name and its children's kind); `None` for a kind
+    /// that is not one.
+    pub fn fanout(&self, kind: &Kind) -> Option<&[(String, Kind)]> {
+        self.fanouts.get(kind).map(Vec::as_slice)
+    }
+
+    /// Whether `kind` is the kind of a fan-out's children, which no client submits itself.
+    pub fn is_child(&self, kind: &Kind) -> bool {
+        self.fanouts
+            .values()
+            .any(|targets| targets.iter().any(|(_, child)| child == kind))
+    }
+
     /// These processors and `more`'s together; where both have a kind, `more`'s processor
     /// (and limits) replaces this one's.
     pub fn and(mut self, more: Processors) -> Self {
         for kind in more.by_kind.keys() {
             self.limits.remove(kind);
+            self.fanouts.remove(kind);
         }
+        self.fanouts.extend(more.fanouts);
         self.by_kind.extend(more.by_kind);
         self.limits.extend(more.limits);
         self
@@ -192,9 +239,13 @@ impl Processors {
         self.by_kind.keys().any(|known| known.as_str() == kind)
     }
 
-    /// The registered kinds, sorted.
+    /// The registered kinds a client may submit, sorted: a fan-out's children's are not.
     pub fn kinds(&self) -> Vec<&Kind> {
-        let mut kinds: Vec<_> = self.by_kind.keys().collect();
+        let mut kinds: Vec<_> = self
+            .by_kind
+            .keys()
+            .filter(|kind| !self.is_child(kind))
+            .collect();
         kinds.sort();
         kinds
     }

@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
-    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind, NewJob, Owner,
-    PayloadDigest, Priority, Progress, Timestamp, Transition,
+    Change, Child, Failure, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind,
+    NewJob, Owner, ParentLink, PayloadDigest, Priority, Progress, Timestamp, Transition,
 };
 
 const RETENTION: Duration = Duration::from_secs(600);
@@ -46,6 +46,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@test $store, an_idempotency_key_is_written_with_its_job_or_not_at_all);
         $crate::store_contract_tests!(@test $store, a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending);
         $crate::store_contract_tests!(@test $store, active_jobs_are_counted_per_owner_and_no_further_than_asked);
+        $crate::store_contract_tests!(@test $store, a_fanout_parent_settles_once_with_its_failures);
         $crate::store_contract_tests!(@test $store, concurrent_claims_have_exactly_one_winner $(#[$concurrent])?);
         $crate::store_contract_tests!(@test $store, concurrent_creates_with_one_key_have_exactly_one_winner $(#[$concurrent])?);
     };
@@ -758,4 +759,73 @@ pub async fn active_jobs_are_counted_per_owner_and_no_further_than_asked(store: 
     counts(store, &a, 29, 29).await;
     counts(store, &a, 7, 7).await;
     counts(store, &b, 100, 1).await;
+}
+
+/// A fan-out parent and its child read back with their places in the fan-out; the parent, never
+/// claimed, is settled once, keeping its failures, and a second settle (another child's
+/// consumer) is refused with the settled parent.
+pub async fn a_fanout_parent_settles_once_with_its_failures(store: &dyn JobStore) {
+    let (mut parent, mut child) = (new_job(), new_job());
+    child.fanout = Some(Fanout::Child(ParentLink {
+        parent: parent.id,
+        target: "b".to_owned(),
+    }));
+    parent.status = JobStatus::Running;
+    parent.started_at = Some(parent.created_at);
+    parent.fanout = Some(Fanout::Parent {
+        children: vec![
+            Child {
+                id: JobId::generate(),
+                target: "a".to_owned(),
+            },
+            Child {
+                id: child.id,
+                target: "b".to_owned(),
+            },
+        ],
+        failures: vec![],
+    });
+    store.create(&parent, None).await.unwrap();
+    store.create(&child, None).await.unwrap();
+    assert_eq!(store.get(parent.id).await.unwrap(), Some(parent.clone()));
+    assert_eq!(store.get(child.id).await.unwrap(), Some(child.clone()));
+
+    let failures = vec![Failure {
+        id: child.id,
+        target: "b".to_owned(),
+        status: JobStatus::Failed,
+        error: Some("boom".to_owned()),
+    }];
+    let settle = change(
+        Transition::Settle {
+            failures: failures.clone(),
+            error: Some("1 of 2 targets did not succeed: b".to_owned()),
+        },
+        now(),
+    );
+    let settled = store.apply(parent.id, &settle).await.unwrap();
+    assert_eq!(settled.status, JobStatus::Failed);
+    assert_eq!(
+        settled.fanout.as_ref().unwrap().failures(),
+        failures.as_slice()
+    );
+    assert_eq!(store.get(parent.id).await.unwrap(), Some(settled.clone()));
+
+    let again = change(
+        Transition::Settle {
+            failures: vec![],
+            error: None,
+        },
+        now(),
+    );
+    assert_eq!(
+        rejected_status(store.apply(parent.id, &again).await),
+        JobStatus::Failed
+    );
+    assert_eq!(store.get(parent.id).await.unwrap(), Some(settled));
+    assert_eq!(
+        rejected_status(store.apply(child.id, &again).await),
+        JobStatus::Pending,
+        "only a parent, never claimed, is settled"
+    );
 }

@@ -14,7 +14,7 @@ use tracing::instrument;
 
 use super::{ACTIVE_BY_OWNER_INDEX, ACTIVE_OWNER, ApplyError, JobStore, StoreError};
 use crate::domain::{
-    Change, CorrelationId, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
+    Change, CorrelationId, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
     PayloadDigest, Progress, Requirement, Timestamp, Transition,
 };
 
@@ -603,6 +603,22 @@ impl Parts {
                 set.push(self.expires(expires_at));
                 remove.push(self.name("lease_until"));
             }
+            Transition::Settle { failures, error } => {
+                if !failures.is_empty() {
+                    set.push(format!(
+                        "{} = {}",
+                        self.name("fanout_failures"),
+                        self.value("failures", s(json_text(failures)))
+                    ));
+                }
+                if let Some(error) = error {
+                    set.push(format!(
+                        "{} = {}",
+                        self.name("error"),
+                        self.value("error", s(error))
+                    ));
+                }
+            }
             other => {
                 if let Some(error) = other.error() {
                     set.push(format!(
@@ -689,7 +705,31 @@ fn to_item(job: &Job) -> Item {
     if let Some(correlation_id) = &job.correlation_id {
         item.insert("correlation_id".to_owned(), s(correlation_id.as_str()));
     }
+    // A parent's failures are written when it ends, by the change that ends it, as
+    // `fanout_failures`; the rest of its place in the fan-out never changes.
+    match &job.fanout {
+        Some(Fanout::Parent { children, failures }) => {
+            let place = Fanout::Parent {
+                children: children.clone(),
+                failures: vec![],
+            };
+            item.insert("fanout".to_owned(), s(json_text(&place)));
+            if !failures.is_empty() {
+                item.insert("fanout_failures".to_owned(), s(json_text(failures)));
+            }
+        }
+        Some(child) => {
+            item.insert("fanout".to_owned(), s(json_text(child)));
+        }
+        None => {}
+    }
     item
+}
+
+/// A value the item keeps as one JSON string.
+fn json_text(value: &impl serde::Serialize) -> String {
+    // Ids, names, statuses and text: always serializable.
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// A progress report as the item keeps it: one JSON string, as the status document shows it.
@@ -737,6 +777,16 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
         .map(|raw| serde_json::from_str(&raw))
         .transpose()
         .map_err(|e| corrupt(format!("`progress` is not a progress report: {e}")))?;
+    let mut fanout: Option<Fanout> = optional_string("fanout")?
+        .map(|raw| serde_json::from_str(&raw))
+        .transpose()
+        .map_err(|e| corrupt(format!("`fanout` is not a fan-out: {e}")))?;
+    if let Some(Fanout::Parent { failures, .. }) = &mut fanout
+        && let Some(raw) = optional_string("fanout_failures")?
+    {
+        *failures = serde_json::from_str(&raw)
+            .map_err(|e| corrupt(format!("`fanout_failures` is not a list of failures: {e}")))?;
+    }
     let expires_at_seconds = required("expires_at")?;
     Ok(Job {
         id: JobId::parse(string("id")?).map_err(|e| corrupt(e.to_string()))?,
@@ -772,6 +822,7 @@ fn from_item(item: &Item) -> Result<Job, StoreError> {
             .map(|raw| CorrelationId::parse(raw.as_bytes()))
             .transpose()
             .map_err(|e| corrupt(e.to_string()))?,
+        fanout,
     })
 }
 

@@ -42,7 +42,23 @@ pub const MAX_ATTEMPTS: u32 = 1000;
 /// The kinds a stack declares, by name, checked: each name a valid kind, each target well-formed,
 /// each limit within its bounds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Declarations(BTreeMap<Kind, Declaration>);
+pub struct Declarations(
+    BTreeMap<Kind, Declaration>,
+    BTreeMap<Kind, FanoutDeclaration>,
+);
+
+/// A fan-out kind: its targets' names, in order, each run by the declared kind
+/// `<kind>--<name>` that parsing adds, and its limits, which its children share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutDeclaration {
+    /// Each target's name and its children's kind.
+    pub targets: Vec<(String, Kind)>,
+    /// The kind's limits: each child's.
+    pub limits: Limits,
+}
+
+/// The fewest and most targets a fan-out kind may have.
+pub const FANOUT_TARGETS: std::ops::RangeInclusive<usize> = 2..=10;
 
 /// One declared kind: what runs it, and its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +85,8 @@ pub enum Target {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Written {
-    target: Target,
+    target: Option<Target>,
+    targets: Option<BTreeMap<String, Target>>,
     timeout_seconds: Option<u64>,
     max_attempts: Option<u32>,
     ttl_seconds: Option<u64>,
@@ -96,13 +113,40 @@ impl Declarations {
         })?;
         let shipped = shipped();
         let mut kinds = BTreeMap::new();
+        let mut fanouts = BTreeMap::new();
         for (name, declaration) in written {
             let kind = Kind::parse(&name).map_err(|e| format!("kind `{name}`: {e}"))?;
-            let declaration = Declaration::parse(declaration.get(), shipped.contains(&name))
+            if name.contains(crate::domain::CHILD_KIND_SEPARATOR) {
+                return Err(format!(
+                    "kind `{name}`: `--` is kept for the kinds of fan-out children: name it \
+                     otherwise"
+                ));
+            }
+            let parsed = Declaration::parse(declaration.get(), shipped.contains(&name))
                 .map_err(|problem| format!("kind `{name}`: {problem}"))?;
-            kinds.insert(kind, declaration);
+            match parsed {
+                Parsed::One(declaration) => {
+                    kinds.insert(kind, declaration);
+                }
+                Parsed::Fanout(targets, limits) => {
+                    let mut children = Vec::with_capacity(targets.len());
+                    for (target_name, target) in targets {
+                        let child = crate::domain::child_kind(&kind, &target_name)
+                            .map_err(|e| format!("kind `{name}`, target `{target_name}`: {e}"))?;
+                        kinds.insert(child.clone(), Declaration { target, limits });
+                        children.push((target_name, child));
+                    }
+                    fanouts.insert(
+                        kind,
+                        FanoutDeclaration {
+                            targets: children,
+                            limits,
+                        },
+                    );
+                }
+            }
         }
-        Ok(Self(kinds))
+        Ok(Self(kinds, fanouts))
     }
 
     /// Whether no kind is declared.
@@ -110,9 +154,14 @@ impl Declarations {
         self.0.is_empty()
     }
 
-    /// The declared kinds, by name.
+    /// The declared kinds, by name, fan-out children's kinds among them (not fan-out kinds).
     pub fn iter(&self) -> impl Iterator<Item = (&Kind, &Declaration)> {
         self.0.iter()
+    }
+
+    /// The fan-out kinds, by name.
+    pub fn fanouts(&self) -> impl Iterator<Item = (&Kind, &FanoutDeclaration)> {
+        self.1.iter()
     }
 
     /// The functions of the `lambda` kinds.
@@ -143,7 +192,12 @@ impl Declarations {
     /// `Err` naming the first declared kind that `compiled` (a crate's own kinds) has too: a
     /// kind has one meaning, whichever way it is given.
     pub fn refuse_compiled(&self, compiled: &Processors) -> Result<(), String> {
-        match self.0.keys().find(|kind| compiled.get(kind).is_some()) {
+        match self
+            .0
+            .keys()
+            .chain(self.1.keys())
+            .find(|kind| compiled.get(kind).is_some())
+        {
             Some(kind) => Err(format!(
                 "kind `{kind}` is compiled into this function too: declare it under another name"
             )),
@@ -192,18 +246,33 @@ impl Declarations {
             };
             processors.insert(kind.clone(), processor, declaration.limits);
         }
+        for (kind, fanout) in self.fanouts() {
+            processors.insert_fanout(kind.clone(), fanout.targets.clone(), fanout.limits);
+        }
         processors
     }
 }
 
+/// A declaration as parsed: one target, or a fan-out's named targets with the limits they share.
+enum Parsed {
+    One(Declaration),
+    Fanout(BTreeMap<String, Target>, Limits),
+}
+
 impl Declaration {
-    fn parse(raw: &str, shipped_name: bool) -> Result<Self, String> {
+    fn parse(raw: &str, shipped_name: bool) -> Result<Parsed, String> {
         let written: Written = serde_json::from_str(raw).map_err(|e| {
             format!(
-                r#"expected {{"target": {{"lambda": ARN}} | {{"http": URL}} | "builtin", "timeout_seconds"?, "max_attempts"?, "ttl_seconds"?}}: {e}"#
+                r#"expected {{"target": {{"lambda": ARN}} | {{"http": URL}} | "builtin" (or "targets": {{NAME: {{"lambda": ARN}} | {{"http": URL}}, ...}}), "timeout_seconds"?, "max_attempts"?, "ttl_seconds"?}}: {e}"#
             )
         })?;
-        match (&written.target, shipped_name) {
+        let limits = Self::limits(&written)?;
+        let target = match (written.target, written.targets) {
+            (Some(target), None) => target,
+            (None, Some(targets)) => return Self::fanout(targets, limits),
+            _ => return Err(r#"give either "target" or "targets", one of them"#.into()),
+        };
+        match (&target, shipped_name) {
             (Target::Builtin, false) => {
                 return Err(
                     "a builtin target names a kind Spillway ships (webhook, echo, sleep)".into(),
@@ -219,6 +288,36 @@ impl Declaration {
             (Target::Lambda(function), false) => check_function_arn(function)?,
             _ => {}
         }
+        Ok(Parsed::One(Self { target, limits }))
+    }
+
+    /// A fan-out's targets, checked: 2 to 10, each named as a kind is, each `lambda` or `http`.
+    fn fanout(targets: BTreeMap<String, Target>, limits: Limits) -> Result<Parsed, String> {
+        if !FANOUT_TARGETS.contains(&targets.len()) {
+            return Err(format!(
+                "a fan-out has {} to {} targets",
+                FANOUT_TARGETS.start(),
+                FANOUT_TARGETS.end()
+            ));
+        }
+        for (name, target) in &targets {
+            Kind::parse(name).map_err(|e| format!("target `{name}`: {e}"))?;
+            match target {
+                Target::Lambda(function) => check_function_arn(function)
+                    .map_err(|problem| format!("target `{name}`: {problem}"))?,
+                Target::Http(_) => {}
+                Target::Builtin => {
+                    return Err(format!(
+                        "target `{name}`: a fan-out's targets are lambda or http targets"
+                    ));
+                }
+            }
+        }
+        Ok(Parsed::Fanout(targets, limits))
+    }
+
+    /// The limits a declaration sets, each within its bounds.
+    fn limits(written: &Written) -> Result<Limits, String> {
         let bounded = |name: &str, value: Option<u64>, max: u64| match value {
             Some(v) if !(1..=max).contains(&v) => Err(format!("{name} must be 1 to {max}")),
             _ => Ok(value),
@@ -234,13 +333,10 @@ impl Declaration {
             MAX_ATTEMPTS.into(),
         )?;
         let ttl = bounded("ttl_seconds", written.ttl_seconds, u64::MAX)?;
-        Ok(Self {
-            target: written.target,
-            limits: Limits {
-                max_attempts: attempts.and_then(|a| u32::try_from(a).ok()),
-                default_ttl: ttl.map(Duration::from_secs),
-                timeout: timeout.map(Duration::from_secs),
-            },
+        Ok(Limits {
+            max_attempts: attempts.and_then(|a| u32::try_from(a).ok()),
+            default_ttl: ttl.map(Duration::from_secs),
+            timeout: timeout.map(Duration::from_secs),
         })
     }
 }

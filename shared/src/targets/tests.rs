@@ -234,3 +234,88 @@ fn a_declared_kind_may_not_take_the_name_of_a_compiled_one() {
     assert!(error.contains("`word-count` is compiled into"), "{error}");
     assert!(declared.refuse_compiled(&Processors::new()).is_ok());
 }
+
+#[test]
+fn a_fanout_kind_declares_one_child_kind_per_target_with_its_limits() {
+    let declared = parse(json!({
+        "notify": {"targets": {"email": {"http": "https://mail.example/send"},
+                               "resize": {"lambda": RESIZE}},
+                   "max_attempts": 2}
+    }))
+    .unwrap();
+    let limits = Limits {
+        max_attempts: Some(2),
+        ..Limits::default()
+    };
+    let children: Vec<(&str, &Declaration)> =
+        declared.iter().map(|(k, d)| (k.as_str(), d)).collect();
+    assert_eq!(
+        children,
+        [
+            (
+                "notify--email",
+                &Declaration {
+                    target: Target::Http("https://mail.example/send".into()),
+                    limits
+                }
+            ),
+            (
+                "notify--resize",
+                &Declaration {
+                    target: Target::Lambda(RESIZE.into()),
+                    limits
+                }
+            ),
+        ]
+    );
+    let processors = declared.processors(
+        &crate::kinds::builtin(),
+        &crate::webhook::Webhook::new(WebhookSettings::default(), None),
+        || {
+            lambda_client(
+                &aws_config::SdkConfig::builder()
+                    .behavior_version(aws_config::BehaviorVersion::latest())
+                    .build(),
+            )
+        },
+    );
+    let notify = Kind::parse("notify").unwrap();
+    let targets: Vec<&str> = processors
+        .fanout(&notify)
+        .unwrap()
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(targets, ["email", "resize"]);
+    assert_eq!(processors.limits(&notify), limits);
+    assert!(processors.is_child(&Kind::parse("notify--email").unwrap()));
+    let submittable: Vec<&str> = processors.kinds().iter().map(|k| k.as_str()).collect();
+    assert_eq!(submittable, ["notify"]);
+}
+
+#[test]
+fn a_fanout_that_cannot_be_used_is_refused_with_the_kind_and_the_problem() {
+    let http = json!({"http": "https://a.example/"});
+    for (document, problem) in [
+        (json!({"n": {"targets": {"a": http}}}), "2 to 10 targets"),
+        (
+            json!({"n": {"targets": {"a": http, "b": "builtin"}}}),
+            "target `b`: a fan-out's targets are lambda or http",
+        ),
+        (
+            json!({"n": {"targets": {"a": http, "B": http}}}),
+            "target `B`",
+        ),
+        (
+            json!({"n": {"target": http, "targets": {"a": http, "b": http}}}),
+            "either",
+        ),
+        (
+            json!({"n--a": {"target": http}}),
+            "kind `n--a`: `--` is kept",
+        ),
+    ] {
+        let error = parse(document.clone()).unwrap_err();
+        assert!(error.contains(problem), "{document}: {error}");
+    }
+}
