@@ -352,6 +352,22 @@ impl Record<'_> {
             );
             return Err(Outcome::Done);
         };
+        // A fan-out child's parent first, with the request's key: the parent must exist for
+        // the last child to settle, and a child whose parent lost the key runs nothing.
+        if let Some((parent, record)) = message.accepted_parent() {
+            match self.app.store.create(&parent, record.as_ref()).await {
+                Ok(()) => {
+                    info!(parent_id = %parent.id, "fan-out parent written from a child's message: intake's write had not landed");
+                }
+                Err(StoreError::AlreadyExists) => {}
+                Err(StoreError::KeyTaken(first)) if first.job_id == parent.id => {}
+                Err(StoreError::KeyTaken(first)) => {
+                    info!(first_job_id = %first.job_id, "another request took this fan-out's Idempotency-Key first; nothing to run");
+                    return Err(Outcome::Done);
+                }
+                Err(error) => return Err(self.store_failed(&error).await),
+            }
+        }
         match self.app.store.create(&job, record.as_ref()).await {
             Ok(()) => {
                 info!("job written from its message: intake's write had not landed");
@@ -781,8 +797,8 @@ fn json_len(value: &Value) -> usize {
     counter.0
 }
 
-mod callback;
-mod fanin;
+pub(crate) mod callback;
+pub(crate) mod fanin;
 mod heartbeat;
 #[cfg(test)]
 mod tests;

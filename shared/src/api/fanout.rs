@@ -1,5 +1,5 @@
-//! Intake of a fan-out kind: the parent job, written first, and one child job per target, each
-//! with its own message (docs/architecture.md, "Fan-out").
+//! Intake of a fan-out kind: one child job per target, each with its own message sent first,
+//! and the parent job that ends when they all have (docs/architecture.md, "Fan-out").
 
 use serde_json::value::RawValue;
 use tracing::{info, warn};
@@ -7,24 +7,26 @@ use tracing::{info, warn};
 use super::ApiError;
 use super::submit::{Written, send_delay};
 use crate::app::App;
+use crate::consumer::callback::CallbackError;
+use crate::consumer::fanin;
 use crate::domain::{
-    Child, Failure, Fanout, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind, NewJob,
-    ParentLink, Transition, failure_summary,
+    Child, Fanout, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind, NewJob, ParentLink,
 };
-use crate::queue::{MAX_MESSAGE_BYTES, SendOptions};
+use crate::queue::{MAX_MESSAGE_BYTES, Outgoing, SendOptions};
 use crate::store::StoreError;
 
 /// The error a child records when intake could not send its message: it never runs.
 pub const UNSENT_ERROR: &str = "intake could not send its message; it never ran";
 
-/// Writes `parent` (a fan-out kind's job, as prepared) as `running` with its key, then sends one
-/// message per target (each child carrying `payload`), then writes the children.
+/// Accepts `parent` (a fan-out kind's job, as prepared): sends one message per target (each
+/// child carrying `payload` and a description of the parent), then writes the parent as
+/// `running` with its key, then the children.
 ///
-/// The parent goes first, with the children's ids, so that whichever child ends last finds it.
-/// A child's message carries its parent's id and its target, so a consumer writes the child
-/// when intake's write did not land, as for any job. Should a send fail, the children not sent
-/// are written `failed` at once, and the parent ends when the sent ones do (or now, when none
-/// was sent): a parent never waits on a child that cannot run.
+/// The messages go first, as a job's does: each carries enough to write its child and the
+/// parent, so a consumer writes whichever of them intake's writes did not land, and a failure
+/// here leaves either nothing sent (`503`, nothing promised) or messages that finish the job.
+/// Children whose message could not be sent are written `failed` and counted on the parent at
+/// once: a parent never waits on a child that cannot run.
 pub(super) async fn fan_out(
     app: &App,
     parent: &mut Job,
@@ -34,17 +36,8 @@ pub(super) async fn fan_out(
 ) -> Result<Written, ApiError> {
     let children: Vec<Job> = targets
         .iter()
-        .map(|(target, kind)| child(parent, target, kind))
+        .map(|(target, kind)| child(parent, JobId::generate(), target, kind))
         .collect();
-    let messages = children
-        .iter()
-        .map(|child| JobMessage::of(child, payload.to_owned(), None).encode())
-        .collect::<Vec<_>>();
-    if let Some(message) = messages.iter().find(|m| m.len() > MAX_MESSAGE_BYTES) {
-        return Err(ApiError::MessageTooLarge {
-            size: message.len(),
-        });
-    }
     parent.status = JobStatus::Running;
     parent.started_at = Some(parent.created_at);
     parent.fanout = Some(Fanout::Parent {
@@ -58,66 +51,150 @@ pub(super) async fn fan_out(
             .collect(),
         failures: vec![],
     });
+    let messages = messages(parent, &children, payload, idempotency)?;
+    let sent = send(app, &children, &messages).await;
+    let Some(message_id) = sent.iter().find_map(|s| s.as_ref().ok()).cloned() else {
+        // Nothing runs and nothing was written: the client may retry as if it never asked.
+        return Err(sent.into_iter().find_map(Result::err).map_or_else(
+            || ApiError::Invalid("a fan-out kind without targets".to_owned()),
+            Into::into,
+        ));
+    };
     match app.store.create(parent, idempotency).await {
-        Ok(()) => {}
+        Ok(()) | Err(StoreError::AlreadyExists) => {}
+        Err(StoreError::KeyTaken(first)) if first.job_id == parent.id => {}
+        // The children sent find the key taken and run nothing.
         Err(StoreError::KeyTaken(first)) => return Ok(Written::KeyTaken(first)),
+        // The children sent write the parent; a same-key retry finishes the rest.
         Err(error) => return Err(error.into()),
     }
-    let mut sent = 0;
-    let mut first_id = None;
-    let mut send_error = None;
-    for (child, message) in children.iter().zip(&messages) {
-        let options = SendOptions {
-            group: Some(&child.owner.fairness_key()),
-            delay: send_delay(child, app.clock.now()),
-        };
-        match app
-            .queues
-            .get(child.priority)
-            .send_with(message, options)
-            .await
-        {
-            Ok(message_id) => {
-                first_id.get_or_insert(message_id);
-                sent += 1;
-            }
-            Err(error) => {
-                warn!(error = %crate::error::Chain(&error), sent, "a fan-out child's message could not be sent");
-                send_error = Some(error);
-                break;
-            }
+    let (runnable, unsent): (Vec<_>, Vec<_>) = children
+        .into_iter()
+        .zip(&sent)
+        .partition(|(_, sent)| sent.is_ok());
+    let runnable: Vec<Job> = runnable.into_iter().map(|(child, _)| child).collect();
+    for result in app.store.create_batch(&runnable).await {
+        if let Err(error) = result.or_else(already_written) {
+            // Its message writes it as it runs; the parent, with the key, is written.
+            warn!(error = %crate::error::Chain(&error), "a fan-out child was not written; its message writes it");
         }
     }
-    let (runnable, unsent) = children.split_at(sent);
-    for result in app.store.create_batch(runnable).await {
-        match result {
-            // A consumer wrote it from its message first.
-            Ok(()) | Err(StoreError::AlreadyExists) => {}
-            // Its message writes it: the child runs whatever this answer says.
-            Err(error) => return Err(error.into()),
-        }
-    }
+    let unsent: Vec<Job> = unsent.into_iter().map(|(child, _)| child).collect();
     if !unsent.is_empty() {
         give_up(app, parent, unsent).await?;
     }
-    match (first_id, send_error) {
-        (Some(message_id), _) => {
-            info!(children = children.len(), sent, "fanned out");
-            Ok(Written::New { message_id })
+    info!(children = sent.len(), sent = runnable.len(), "fanned out");
+    Ok(Written::New { message_id })
+}
+
+/// Finishes what an earlier request with the same key left of the fan-out `parent`, which a
+/// retry replays: the messages of children the table does not hold are sent again (a request
+/// that stopped mid-way sent them, or not), and a parent whose children all ended is settled.
+/// Does nothing for a parent that ended, or a job that is no fan-out parent.
+pub(super) async fn finish(
+    app: &App,
+    parent: &Job,
+    targets: &[(String, Kind)],
+    payload: &RawValue,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<(), ApiError> {
+    let listed = parent.fanout.as_ref().map_or(&[][..], Fanout::children);
+    if parent.status.is_terminal() || listed.is_empty() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    for listed in listed {
+        if app.store.get(listed.id).await?.is_none() {
+            let Some((_, kind)) = targets.iter().find(|(name, _)| *name == listed.target) else {
+                // The kind's declaration changed since: the target is gone, so it cannot run.
+                continue;
+            };
+            missing.push(child(parent, listed.id, &listed.target, kind));
         }
-        // Nothing runs: 503, and the parent says so (`failed`, every child unsent).
-        (None, Some(error)) => Err(error.into()),
-        (None, None) => Err(ApiError::Invalid(
-            "a fan-out kind without targets".to_owned(),
-        )),
+    }
+    if missing.is_empty() {
+        return fanin::settle(app, parent, None).await.map_err(unavailable);
+    }
+    let messages = messages(parent, &missing, payload, idempotency)?;
+    for sent in send(app, &missing, &messages).await {
+        sent?;
+    }
+    info!(parent_id = %parent.id, resent = missing.len(), "a replayed fan-out's missing children sent again");
+    Ok(())
+}
+
+/// Each of `children`'s messages, refused with `413` when SQS would not take one.
+fn messages(
+    parent: &Job,
+    children: &[Job],
+    payload: &RawValue,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<Vec<String>, ApiError> {
+    let messages: Vec<String> = children
+        .iter()
+        .map(|child| JobMessage::of_child(child, parent, payload.to_owned(), idempotency).encode())
+        .collect();
+    match messages.iter().find(|m| m.len() > MAX_MESSAGE_BYTES) {
+        Some(message) => Err(ApiError::MessageTooLarge {
+            size: message.len(),
+        }),
+        None => Ok(messages),
+    }
+}
+
+/// Sends `children`'s `messages` (in as few `SendMessageBatch` calls as SQS allows); each
+/// child's message id, or why it was not sent.
+async fn send(
+    app: &App,
+    children: &[Job],
+    messages: &[String],
+) -> Vec<Result<String, crate::queue::QueueError>> {
+    let now = app.clock.now();
+    let groups: Vec<String> = children.iter().map(|c| c.owner.fairness_key()).collect();
+    let outgoing: Vec<Outgoing<'_>> = children
+        .iter()
+        .zip(messages)
+        .zip(&groups)
+        .map(|((child, body), group)| Outgoing {
+            body,
+            options: SendOptions {
+                group: Some(group),
+                delay: send_delay(child, now),
+            },
+        })
+        .collect();
+    let Some(first) = children.first() else {
+        return vec![];
+    };
+    let sent = app.queues.get(first.priority).send_batch(&outgoing).await;
+    for error in sent.iter().filter_map(|s| s.as_ref().err()) {
+        warn!(error = %crate::error::Chain(error), "a fan-out child's message could not be sent");
+    }
+    sent
+}
+
+/// A child another writer wrote first counts as written.
+fn already_written(error: StoreError) -> Result<(), StoreError> {
+    match error {
+        StoreError::AlreadyExists => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// A fan-in that could not be made sure of: `503`, and a same-key retry tries again.
+fn unavailable(error: CallbackError) -> ApiError {
+    match error {
+        CallbackError::Store(error) => ApiError::Store(error),
+        CallbackError::Queue(error) => ApiError::Queue(error),
+        other => ApiError::Store(StoreError::Unavailable(Box::new(other))),
     }
 }
 
 /// The child of `parent` that runs `target`, as `kind`: the parent's payload, owner, lane,
 /// deadline and correlation id, and no callback (the parent has it).
-fn child(parent: &Job, target: &str, kind: &Kind) -> Job {
+fn child(parent: &Job, id: JobId, target: &str, kind: &Kind) -> Job {
     let mut child = Job::pending(NewJob {
-        id: JobId::generate(),
+        id,
         kind: kind.clone(),
         owner: parent.owner.clone(),
         priority: parent.priority,
@@ -136,50 +213,21 @@ fn child(parent: &Job, target: &str, kind: &Kind) -> Job {
     child
 }
 
-/// Writes the `unsent` children `failed`; when no child was sent at all, no consumer will ever
-/// settle `parent`, so it is settled here, `failed` with all of them, and the client gets `503`.
-async fn give_up(app: &App, parent: &mut Job, unsent: &[Job]) -> Result<(), ApiError> {
+/// Writes the `unsent` children `failed`, then counts them on `parent`: when every child sent
+/// has ended already (or none was sent), no consumer would settle the parent after this.
+async fn give_up(app: &App, parent: &Job, unsent: Vec<Job>) -> Result<(), ApiError> {
     let now = app.clock.now();
-    let mut failed = unsent.to_vec();
+    let mut failed = unsent;
     for child in &mut failed {
         child.status = JobStatus::Failed;
         child.error = Some(UNSENT_ERROR.to_owned());
         child.updated_at = now;
     }
     for result in app.store.create_batch(&failed).await {
-        result.or_else(|e| match e {
-            StoreError::AlreadyExists => Ok(()),
-            other => Err(other),
-        })?;
+        // `503`: a same-key retry sends them again instead.
+        result.or_else(already_written)?;
     }
-    let children = parent.fanout.as_ref().map_or(0, |f| f.children().len());
-    if unsent.len() < children {
-        return Ok(());
-    }
-    let failures: Vec<Failure> = failed
-        .iter()
-        .filter_map(|child| {
-            let link = child.fanout.as_ref()?.parent()?;
-            Some(Failure {
-                id: child.id,
-                target: link.target.clone(),
-                status: child.status,
-                error: child.error.clone(),
-            })
-        })
-        .collect();
-    let error = Some(failure_summary(&failures, children));
-    let settled = app
-        .store
-        .apply(
-            parent.id,
-            &app.change(Transition::Settle { failures, error }),
-        )
+    fanin::settle(app, parent, failed.first())
         .await
-        .map_err(|e| match e {
-            crate::store::ApplyError::Store(error) => ApiError::Store(error),
-            other => ApiError::Store(StoreError::Unavailable(Box::new(other))),
-        })?;
-    *parent = settled;
-    Ok(())
+        .map_err(unavailable)
 }

@@ -187,6 +187,9 @@ async fn submit(
         && let Some(first) = app.store.key(&record.owner, &record.key).await?
     {
         let replayed = replay(app, &first, &job.owner, &record.fingerprint).await?;
+        if let Some(targets) = fanout {
+            super::fanout::finish(app, &replayed, targets, payload, Some(record)).await?;
+        }
         return answer(app, replayed, true, wait).await;
     }
     // Only a new job counts against its owner's limit: a replay above has none to add.
@@ -208,6 +211,10 @@ async fn submit(
         Written::KeyTaken(first) => {
             let fingerprint = idempotency.as_ref().map_or("", |r| r.fingerprint.as_str());
             let replayed = replay(app, &first, &job.owner, fingerprint).await?;
+            if let Some(targets) = fanout {
+                let record = idempotency.as_ref();
+                super::fanout::finish(app, &replayed, targets, payload, record).await?;
+            }
             return answer(app, replayed, true, wait).await;
         }
     };

@@ -20,7 +20,7 @@ use crate::store::StoreError;
 /// Why a callback could not be made sure of; the caller keeps the job's message so the next
 /// delivery tries again.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum CallbackError {
+pub(crate) enum CallbackError {
     /// The job store failed.
     #[error("could not create the callback job")]
     Store(#[from] StoreError),
@@ -34,7 +34,7 @@ pub(super) enum CallbackError {
 
 /// Makes sure the callback of a terminal `job` exists and has been enqueued; does nothing for a
 /// job without a `callback_url` or not yet terminal.
-pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
+pub(crate) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
     let Some(url) = &job.callback_url else {
         return Ok(());
     };

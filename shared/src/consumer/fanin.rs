@@ -18,7 +18,7 @@ use crate::store::ApplyError;
 
 /// Makes sure a terminal child `job` is counted on its parent: the parent ended, with its
 /// callback, once its last child has. Does nothing for a job that is no child or not terminal.
-pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
+pub(crate) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
     let Some(link) = job.fanout.as_ref().and_then(Fanout::parent) else {
         return Ok(());
     };
@@ -29,20 +29,32 @@ pub(super) async fn ensure(app: &App, job: &Job) -> Result<(), CallbackError> {
         warn!(parent_id = %link.parent, "the parent of an ended child is gone; nothing to settle");
         return Ok(());
     };
+    settle(app, &parent, Some(job)).await
+}
+
+/// Settles the fan-out `parent` if every child has ended (`ended`, one of them as the caller
+/// just wrote it, saves its read), and makes sure of the callback of a parent that ended.
+pub(crate) async fn settle(
+    app: &App,
+    parent: &Job,
+    ended: Option<&Job>,
+) -> Result<(), CallbackError> {
     if parent.status.is_terminal() {
-        return callback::ensure(app, &parent).await;
+        return callback::ensure(app, parent).await;
     }
     let children = parent.fanout.as_ref().map_or(&[][..], Fanout::children);
+    if children.is_empty() {
+        return Ok(());
+    }
     let mut failures = Vec::new();
     for child in children {
-        let ended = if child.id == job.id {
-            job.clone()
-        } else {
-            match app.store.get(child.id).await? {
+        let ended = match ended.filter(|job| job.id == child.id) {
+            Some(job) => job.clone(),
+            None => match app.store.get(child.id).await? {
                 Some(sibling) if sibling.status.is_terminal() => sibling,
                 // Still running, or not written yet: its own end settles the parent.
                 _ => return Ok(()),
-            }
+            },
         };
         if ended.status != JobStatus::Succeeded {
             failures.push(Failure {

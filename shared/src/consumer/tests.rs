@@ -1500,7 +1500,11 @@ impl crate::queue::JobQueue for SendsOnly {
         &self,
         messages: &[crate::queue::Outgoing<'_>],
     ) -> Vec<Result<String, crate::queue::QueueError>> {
-        self.inner.send_batch(messages).await
+        let mut sent = Vec::with_capacity(messages.len());
+        for message in messages {
+            sent.push(self.send_with(message.body, message.options).await);
+        }
+        sent
     }
 
     async fn change_visibility(
@@ -1526,6 +1530,148 @@ impl crate::queue::JobQueue for SendsOnly {
     async fn depth(&self) -> Result<crate::queue::QueueDepth, crate::queue::QueueError> {
         self.inner.depth().await
     }
+}
+
+/// A job store that reads, but whose writes of new items all fail: an intake that stops after
+/// its sends, as far as the table can tell.
+#[derive(Debug)]
+struct CreatesFail(Arc<dyn crate::store::JobStore>);
+
+#[async_trait::async_trait]
+impl crate::store::JobStore for CreatesFail {
+    async fn create(
+        &self,
+        _: &Job,
+        _: Option<&crate::domain::IdempotencyRecord>,
+    ) -> Result<(), StoreError> {
+        Err(unreachable_error())
+    }
+
+    async fn create_batch(&self, jobs: &[Job]) -> Vec<Result<(), StoreError>> {
+        jobs.iter().map(|_| Err(unreachable_error())).collect()
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.0.get(id).await
+    }
+
+    async fn key(
+        &self,
+        owner: &crate::domain::Owner,
+        key: &crate::domain::IdempotencyKey,
+    ) -> Result<Option<crate::domain::IdempotencyRecord>, StoreError> {
+        self.0.key(owner, key).await
+    }
+
+    async fn apply(&self, id: JobId, change: &Change) -> Result<Job, ApplyError> {
+        self.0.apply(id, change).await
+    }
+
+    async fn active_jobs(&self, owner: &crate::domain::Owner, max: u32) -> Result<u32, StoreError> {
+        self.0.active_jobs(owner, max).await
+    }
+}
+
+/// Submits `body` as a `fan` job with `Idempotency-Key: key` to `app`: the answer's status and
+/// body.
+async fn submit_keyed(app: &crate::app::App, body: &Value, key: &str) -> (http::StatusCode, Value) {
+    let mut headers = crate::testing::json_headers();
+    headers.insert("idempotency-key", key.parse().unwrap());
+    let body = body.to_string();
+    let response = crate::api::submit_job(
+        app,
+        crate::domain::Owner::anonymous(),
+        &headers,
+        body.as_bytes(),
+    )
+    .await;
+    (
+        response.status(),
+        serde_json::from_str(response.body()).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_fanout_whose_writes_all_failed_after_its_sends_is_written_and_run_by_its_messages() {
+    let (pipeline, ok) = fanout_pipeline();
+    let mut intake = pipeline.app.clone();
+    intake.store = Arc::new(CreatesFail(pipeline.app.store.clone()));
+    let body = json!({"kind": "fan", "payload": {}, "callback_url": CALLBACK_URL});
+    let (status, problem) = submit_keyed(&intake, &body, "k-1").await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+
+    // The first child's message writes the parent, with the key, and each child writes itself.
+    let report = deliver(&pipeline).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(ok.total_runs(), 2);
+    let (status, replayed) = submit_keyed(&pipeline.app, &body, "k-1").await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{replayed}");
+    let parent = JobId::parse(replayed["id"].as_str().unwrap()).unwrap();
+    let settled = job(&pipeline.app, parent).await;
+    assert_eq!(settled.status, JobStatus::Failed, "{settled:?}");
+    let failed: Vec<_> = settled
+        .fanout
+        .unwrap()
+        .failures()
+        .iter()
+        .map(|f| f.target.clone())
+        .collect();
+    assert_eq!(failed, ["c"]);
+    // The replay of a settled parent sent nothing; its callback was enqueued once.
+    deliver(&pipeline).await;
+    assert_eq!(ok.total_runs(), 2);
+}
+
+#[tokio::test]
+async fn a_fanout_that_stopped_mid_way_is_finished_by_a_retry_with_its_key() {
+    let (pipeline, ok) = fanout_pipeline();
+    // The first request sends `a`'s and `b`'s messages, then stops: `c` was never sent, and
+    // nothing was written.
+    let mut intake = pipeline.app.clone();
+    intake.store = Arc::new(CreatesFail(pipeline.app.store.clone()));
+    intake.queues.normal = Arc::new(SendsOnly {
+        inner: pipeline.app.queues.normal.clone(),
+        sends: 2.into(),
+    });
+    let body = json!({"kind": "fan", "payload": {}});
+    let (status, _) = submit_keyed(&intake, &body, "k-2").await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+    deliver(&pipeline).await;
+    assert_eq!(ok.total_runs(), 2);
+
+    // The parent, written from a child's message, waits on `c`, which does not exist.
+    let (status, replayed) = submit_keyed(&pipeline.app, &body, "k-2").await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{replayed}");
+    assert_eq!(replayed["status"], "running");
+    let parent = JobId::parse(replayed["id"].as_str().unwrap()).unwrap();
+    // The retry sent `c`'s message again: it runs, and the parent settles.
+    deliver(&pipeline).await;
+    let settled = job(&pipeline.app, parent).await;
+    assert_eq!(settled.status, JobStatus::Failed, "{settled:?}");
+    let failures = settled.fanout.unwrap().failures().to_vec();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].target, "c");
+    assert_ne!(failures[0].error.as_deref(), Some(crate::api::UNSENT_ERROR));
+    assert_eq!(ok.total_runs(), 2, "a and b ran once each");
+}
+
+#[tokio::test]
+async fn the_children_of_a_fanout_whose_key_another_request_took_run_nothing() {
+    let (pipeline, ok) = fanout_pipeline();
+    let mut intake = pipeline.app.clone();
+    intake.store = Arc::new(CreatesFail(pipeline.app.store.clone()));
+    let body = json!({"kind": "fan", "payload": {}});
+    let (status, _) = submit_keyed(&intake, &body, "k-3").await;
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+    // A retry reaches a healthy table before any message is delivered: it takes the key with a
+    // parent of its own, and sends its own children.
+    let (status, accepted) = submit_keyed(&pipeline.app, &body, "k-3").await;
+    assert_eq!(status, http::StatusCode::ACCEPTED, "{accepted}");
+    let parent = JobId::parse(accepted["id"].as_str().unwrap()).unwrap();
+    let report = deliver(&pipeline).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(ok.total_runs(), 2, "only the retry's children ran");
+    assert_eq!(job(&pipeline.app, parent).await.status, JobStatus::Failed);
 }
 
 /// Submits a `fan` job through a queue that sends only `sends` messages: the answer's status and
@@ -1575,13 +1721,16 @@ async fn a_child_whose_message_could_not_be_sent_fails_and_the_parent_lists_it()
 }
 
 #[tokio::test]
-async fn a_fanout_none_of_whose_messages_was_sent_is_refused_and_leaves_nothing_running() {
+async fn a_fanout_none_of_whose_messages_was_sent_is_refused_and_leaves_nothing() {
     let (pipeline, _) = fanout_pipeline();
     let (status, problem) = fan_out_with_sends(&pipeline, 0).await;
     assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     let owner = crate::domain::Owner::anonymous();
     assert_eq!(pipeline.app.store.active_jobs(&owner, 10).await.unwrap(), 0);
     assert_eq!(pipeline.app.queues.normal.depth().await.unwrap().total(), 0);
+    // Nothing was written: a retry starts afresh.
+    let (status, _) = fan_out_with_sends(&pipeline, 3).await;
+    assert_eq!(status, http::StatusCode::ACCEPTED);
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    CorrelationId, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, NewJob, Owner,
-    ParentLink, PayloadDigest, Priority, Timestamp,
+    Child, CorrelationId, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind,
+    NewJob, Owner, ParentLink, PayloadDigest, Priority, Timestamp,
 };
 
 /// What the queue carries for one job: small, versioned, and self-sufficient, so the consumer
@@ -54,6 +54,26 @@ pub struct Origin {
     /// The fan-out parent of a child job, and the child's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentLink>,
+    /// The rest of that parent, as intake writes it: carried by the messages intake sends, so
+    /// that a consumer writes the parent, too, when intake's write did not land.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job: Option<ParentJob>,
+}
+
+/// A fan-out parent as its children's messages carry it. The parent shares its owner, lane,
+/// times, payload and correlation id with each child, so only what differs travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentJob {
+    /// The fan-out kind.
+    pub kind: String,
+    /// Its children, one per target.
+    pub children: Vec<Child>,
+    /// Where its final document is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The `Idempotency-Key` it was submitted with, and the request's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<KeyUse>,
 }
 
 /// An idempotency key's use, as a message carries it.
@@ -63,6 +83,35 @@ pub struct KeyUse {
     pub key: String,
     /// The request's fingerprint.
     pub fingerprint: String,
+}
+
+impl KeyUse {
+    /// How a message carries `record`.
+    fn of(record: &IdempotencyRecord) -> Self {
+        Self {
+            key: record.key.as_str().to_owned(),
+            fingerprint: record.fingerprint.clone(),
+        }
+    }
+}
+
+/// The idempotency record of `used`, naming `job_id`, as intake writes it from `origin`:
+/// `Some(None)` without a key, `None` for a key that does not parse.
+fn key_record(
+    origin: &Origin,
+    used: Option<&KeyUse>,
+    job_id: JobId,
+) -> Option<Option<IdempotencyRecord>> {
+    let Some(used) = used else {
+        return Some(None);
+    };
+    Some(Some(IdempotencyRecord {
+        owner: origin.owner.clone(),
+        key: IdempotencyKey::parse(used.key.as_bytes()).ok()?,
+        fingerprint: used.fingerprint.clone(),
+        job_id,
+        expires_at: origin.expires_at,
+    }))
 }
 
 /// A message body that is not a Spillway job message.
@@ -187,13 +236,36 @@ impl JobMessage {
                 created_at: job.created_at,
                 expires_at: job.expires_at,
                 callback_url: job.callback_url.clone(),
-                idempotency: key.map(|record| KeyUse {
-                    key: record.key.as_str().to_owned(),
-                    fingerprint: record.fingerprint.clone(),
-                }),
+                idempotency: key.map(KeyUse::of),
                 parent: job.fanout.as_ref().and_then(Fanout::parent).cloned(),
+                parent_job: None,
             }),
         }
+    }
+
+    /// The message intake sends for `child` of the fan-out job `parent`: the child's, carrying
+    /// `payload`, and the parent with its idempotency key's use, so that a consumer can write
+    /// both.
+    pub fn of_child(
+        child: &Job,
+        parent: &Job,
+        payload: Box<RawValue>,
+        key: Option<&IdempotencyRecord>,
+    ) -> Self {
+        let mut message = Self::of(child, payload, None);
+        if let Some(origin) = &mut message.origin {
+            origin.parent_job = Some(ParentJob {
+                kind: parent.kind.as_str().to_owned(),
+                children: parent
+                    .fanout
+                    .as_ref()
+                    .map_or(&[][..], Fanout::children)
+                    .to_vec(),
+                callback_url: parent.callback_url.clone(),
+                idempotency: key.map(KeyUse::of),
+            });
+        }
+        message
     }
 
     /// The job (pending) and the idempotency record its message describes, as intake would
@@ -214,16 +286,36 @@ impl JobMessage {
             correlation_id: self.correlation_id.clone(),
         });
         job.fanout = origin.parent.clone().map(Fanout::Child);
-        let record = match &origin.idempotency {
-            None => None,
-            Some(used) => Some(IdempotencyRecord {
-                owner: origin.owner.clone(),
-                key: IdempotencyKey::parse(used.key.as_bytes()).ok()?,
-                fingerprint: used.fingerprint.clone(),
-                job_id: self.job_id,
-                expires_at: origin.expires_at,
-            }),
-        };
+        let record = key_record(origin, origin.idempotency.as_ref(), self.job_id)?;
+        Some((job, record))
+    }
+
+    /// The fan-out parent (`running`) and its idempotency record that a child's message
+    /// describes, as intake would have written them; `None` for a message that carries no
+    /// parent.
+    pub fn accepted_parent(&self) -> Option<(Job, Option<IdempotencyRecord>)> {
+        let origin = self.origin.as_ref()?;
+        let (link, parent) = (origin.parent.as_ref()?, origin.parent_job.as_ref()?);
+        let mut job = Job::pending(NewJob {
+            id: link.parent,
+            kind: Kind::parse(&parent.kind).ok()?,
+            owner: origin.owner.clone(),
+            priority: origin.priority,
+            created_at: origin.created_at,
+            deadline: self.deadline,
+            run_at: self.run_at,
+            payload: PayloadDigest::of(self.payload.get()),
+            expires_at: origin.expires_at,
+            callback_url: parent.callback_url.clone(),
+            correlation_id: self.correlation_id.clone(),
+        });
+        job.status = JobStatus::Running;
+        job.started_at = Some(job.created_at);
+        job.fanout = Some(Fanout::Parent {
+            children: parent.children.clone(),
+            failures: vec![],
+        });
+        let record = key_record(origin, parent.idempotency.as_ref(), link.parent)?;
         Some((job, record))
     }
 

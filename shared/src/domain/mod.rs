@@ -27,7 +27,7 @@ pub use idempotency::{IdempotencyKey, IdempotencyRecord, InvalidIdempotencyKey};
 pub use job::{Job, NewJob, PayloadDigest};
 pub use job_id::{InvalidJobId, JobId};
 pub use kind::{InvalidKind, Kind};
-pub use message::{JobMessage, KeyUse, MessageError, Origin};
+pub use message::{JobMessage, KeyUse, MessageError, Origin, ParentJob};
 pub use number::WholeNumber;
 pub use owner::Owner;
 pub use priority::{Lanes, Priority, UnknownPriority};
