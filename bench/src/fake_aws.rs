@@ -242,10 +242,27 @@ fn apply_update(
         None => (expression, None),
     };
     let set = set.trim().strip_prefix("SET ").unwrap_or_default();
-    for clause in set.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+    for clause in top_level(set).filter(|c| !c.is_empty()) {
         let (target, source) = clause
             .split_once(" = ")
             .ok_or_else(|| format!("cannot read `{clause}`"))?;
+        if let Some(arguments) = source
+            .strip_prefix("if_not_exists(")
+            .and_then(|rest| rest.strip_suffix(')'))
+        {
+            let (path, fallback) = arguments
+                .split_once(',')
+                .ok_or_else(|| format!("cannot read `{clause}`"))?;
+            let (path, target) = (name(path.trim()), name(target));
+            if !item.contains_key(&path) {
+                let new = value(fallback.trim())?;
+                item.insert(target, new);
+            } else if path != target {
+                let current = item[&path].clone();
+                item.insert(target, current);
+            }
+            continue;
+        }
         let new = match source.split_once(" + ") {
             Some((current, increment)) => {
                 let number = |v: &Value| v["N"].as_str().and_then(|n| n.parse::<u64>().ok());
@@ -261,6 +278,26 @@ fn apply_update(
         item.remove(&name(alias));
     }
     Ok(())
+}
+
+/// The comma-separated clauses of `list`, leaving commas inside parentheses alone.
+fn top_level(list: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0_usize;
+    let mut start = 0;
+    let mut clauses = Vec::new();
+    for (at, c) in list.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                clauses.push(list[start..at].trim());
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    clauses.push(list[start..].trim());
+    clauses.into_iter()
 }
 
 #[cfg(test)]
@@ -288,6 +325,25 @@ mod tests {
         assert_eq!(item["status"], json!({"S": "running"}));
         assert_eq!(item["attempts"], json!({"N": "2"}));
         assert!(!item.contains_key("lease_until"));
+    }
+
+    #[test]
+    fn if_not_exists_keeps_a_value_already_there() {
+        let mut item = json!({"pk": {"S": "job#1"}, "b": {"N": "1"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let names = json!({"#a": "a", "#b": "b"});
+        let values = json!({":now": {"N": "7"}});
+        apply_update(
+            &mut item,
+            "SET #a = if_not_exists(#a, :now), #b = if_not_exists(#b, :now)",
+            names.as_object(),
+            values.as_object(),
+        )
+        .unwrap();
+        assert_eq!(item["a"], json!({"N": "7"}));
+        assert_eq!(item["b"], json!({"N": "1"}));
     }
 
     #[test]

@@ -45,6 +45,8 @@ struct Shared {
     waiting: Mutex<HashMap<String, oneshot::Sender<Result<Bytes, String>>>>,
     init_error: Mutex<Option<String>>,
     timeout: Duration,
+    /// How many `invocation/next` requests the function has made.
+    nexts: tokio::sync::watch::Sender<u64>,
 }
 
 /// An invocation that did not answer with a response.
@@ -75,6 +77,7 @@ impl RuntimeApi {
             waiting: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
             timeout,
+            nexts: tokio::sync::watch::Sender::new(0),
         });
         let app = Router::new()
             .route(NEXT, get(next))
@@ -113,6 +116,15 @@ impl RuntimeApi {
         }
     }
 
+    /// Waits until the function has asked for its `count`th event (`invocation/next`), the
+    /// point at which it has finished everything before it: a CPU reading taken then holds
+    /// whole invocation cycles.
+    pub async fn parked(&self, count: u64) {
+        let mut nexts = self.shared.nexts.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = nexts.wait_for(|&n| n >= count).await;
+    }
+
     /// What the function reported at `init/error`, if it did.
     pub fn init_error(&self) -> Option<String> {
         self.shared
@@ -124,6 +136,7 @@ impl RuntimeApi {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    shared.nexts.send_modify(|n| *n += 1);
     let invocation = shared.queue.lock().await.recv().await;
     let Some(invocation) = invocation else {
         return http::StatusCode::GONE.into_response();

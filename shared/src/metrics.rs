@@ -10,7 +10,10 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+#[cfg(any(test, feature = "testing"))]
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 
 use crate::domain::{Job, Timestamp};
 
@@ -140,34 +143,44 @@ impl Metrics {
         if values.is_empty() {
             return;
         }
-        let definitions: Vec<Value> = values
-            .iter()
-            .map(|(metric, _)| json!({"Name": metric.name(), "Unit": metric.unit()}))
-            .collect();
-        let sets: Vec<Value> = dimensions
-            .iter()
-            .map(|(name, _)| json!([name]))
-            .chain([json!([])])
-            .collect();
-        let mut document = Map::new();
-        document.insert(
-            "_aws".to_owned(),
-            json!({
-                "Timestamp": at.as_millis(),
-                "CloudWatchMetrics": [{
-                    "Namespace": &**namespace,
-                    "Dimensions": sets,
-                    "Metrics": definitions,
-                }],
-            }),
-        );
+        // Written straight into one line rather than built as a `serde_json::Value` tree and
+        // serialized: one buffer instead of a map, a vector and a string per field (a consumer
+        // writes two of these per record). serde_json still escapes the strings and formats the
+        // numbers (a non-finite one as `null`, as before).
+        let mut line = Vec::with_capacity(256);
+        line.push(b'{');
         for (name, value) in dimensions {
-            document.insert((*name).to_owned(), Value::from(*value));
+            json_field(&mut line, name, value);
         }
         for (metric, value) in values {
-            document.insert(metric.name().to_owned(), json!(value));
+            json_field(&mut line, metric.name(), value);
         }
-        sink.write_line(&Value::Object(document).to_string());
+        line.extend_from_slice(br#""_aws":{"Timestamp":"#);
+        json_value(&mut line, &at.as_millis());
+        line.extend_from_slice(br#","CloudWatchMetrics":[{"Namespace":"#);
+        json_value(&mut line, &**namespace);
+        line.extend_from_slice(br#","Dimensions":["#);
+        for (name, _) in dimensions {
+            line.push(b'[');
+            json_value(&mut line, name);
+            line.extend_from_slice(b"],");
+        }
+        line.extend_from_slice(br#"[]],"Metrics":["#);
+        for (index, (metric, _)) in values.iter().enumerate() {
+            if index > 0 {
+                line.push(b',');
+            }
+            line.extend_from_slice(br#"{"Name":"#);
+            json_value(&mut line, metric.name());
+            line.extend_from_slice(br#","Unit":"#);
+            json_value(&mut line, metric.unit());
+            line.push(b'}');
+        }
+        line.extend_from_slice(b"]}]}}");
+        // Only serde_json's output and ASCII went in, so this always holds.
+        if let Ok(line) = String::from_utf8(line) {
+            sink.write_line(&line);
+        }
     }
 
     /// Publishes `values` for a job of `kind` in the lane `priority`.
@@ -201,6 +214,20 @@ impl Metrics {
         }
         self.for_job(at, &job.kind, job.priority, &values);
     }
+}
+
+/// `"key":value,` into `line`.
+fn json_field(line: &mut Vec<u8>, key: &str, value: &(impl serde::Serialize + ?Sized)) {
+    json_value(line, key);
+    line.push(b':');
+    json_value(line, value);
+    line.push(b',');
+}
+
+/// `value` as JSON into `line`: strings escaped, a non-finite number `null`.
+fn json_value(line: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    // Writing into a vector fails only on a value that cannot be JSON, which none of these is.
+    let _ = serde_json::to_writer(line, value);
 }
 
 /// A sink that keeps its lines, for tests.
@@ -269,6 +296,28 @@ mod tests {
                 "JobsSucceeded": 1.0,
                 "ProcessingTime": 12.5
             })
+        );
+    }
+
+    #[test]
+    fn a_dimension_value_is_escaped_and_a_non_finite_value_is_null() {
+        let captured = Arc::new(Captured::default());
+        let metrics = Metrics::new("Spillway", captured.clone());
+        let at = Timestamp::from_millis(1);
+        metrics.emit(
+            at,
+            &[("Reason", "a \"quoted\"\nreason")],
+            &[(Metric::JobsRejected, f64::NAN)],
+        );
+        metrics.emit(at, &[], &[(Metric::JobsAccepted, 1.0)]);
+        metrics.emit(at, &[], &[]);
+        let documents = captured.documents();
+        assert_eq!(documents.len(), 2);
+        assert_eq!(documents[0]["Reason"], "a \"quoted\"\nreason");
+        assert_eq!(documents[0]["JobsRejected"], Value::Null);
+        assert_eq!(
+            documents[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([[]])
         );
     }
 

@@ -58,6 +58,15 @@ struct Args {
     /// Measure only these parts (comma-separated), for iterating on one figure.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
     only: Vec<Part>,
+    /// CPU per invocation: events (intake, status) per function, in all blocks together.
+    #[arg(long, default_value_t = 2000)]
+    cpu_requests: usize,
+    /// CPU per invocation: the consumer's batches of 10 records, in all blocks together.
+    #[arg(long, default_value_t = 300)]
+    cpu_batches: usize,
+    /// CPU per invocation: the blocks the functions take turns in (the figure is their median).
+    #[arg(long, default_value_t = 10)]
+    cpu_blocks: usize,
     /// Run each function under this command, for profiling: for example
     /// `--wrap 'perf record -g -o /tmp/init.perf --'` (split on whitespace).
     #[arg(long)]
@@ -78,15 +87,18 @@ enum Part {
     /// Instructions from exec to the first answer, counted by valgrind's callgrind (skipped
     /// where valgrind is not installed).
     Instructions,
+    /// CPU per warm invocation through the Runtime API, against the hello-world floor.
+    Cpu,
 }
 
 impl Part {
-    const ALL: [Part; 5] = [
+    const ALL: [Part; 6] = [
         Part::Zip,
         Part::Init,
         Part::Instructions,
         Part::Memory,
         Part::Batch,
+        Part::Cpu,
     ];
 }
 
@@ -269,6 +281,48 @@ async fn run(args: Args) -> Result<(), BoxError> {
         );
     }
 
+    // Last: it stops keeping what the functions write.
+    if args.only.contains(&Part::Cpu) {
+        let blocks = args.cpu_blocks.max(1);
+        eprintln!(
+            "CPU per invocation: {} requests, {} batches of 10, in {blocks} interleaved blocks",
+            args.cpu_requests, args.cpu_batches
+        );
+        let cpu = bench
+            .cpu_per_invocation(&fake, args.cpu_requests, args.cpu_batches, blocks)
+            .await?;
+        for (function, budget) in CPU_BUDGETS {
+            let (own, floor) = (&cpu[function], &cpu[&format!("hello/{function}")]);
+            let (own_us, floor_us) = (median(own), median(floor));
+            let ratio = own_us / floor_us;
+            figures.insert(format!("{function}.cpu_us_per_invocation"), json!(own));
+            figures.insert(
+                format!("{function}.floor_cpu_us_per_invocation"),
+                json!(floor),
+            );
+            let what = if function == "consumer" {
+                "consumer: CPU per batch of 10 (20 UpdateItem)"
+            } else {
+                &format!("{function}: CPU per request")
+            };
+            rows.push(Row::new(
+                format!("hello-world lambda_runtime, {function}'s event: CPU per invocation"),
+                format!("{floor_us:.0} µs"),
+            ));
+            rows.push(
+                Row::new(
+                    what,
+                    format!(
+                        "{own_us:.0} µs ({ratio:.2}× floor; blocks {:.0}–{:.0} µs)",
+                        quartile(own, 1),
+                        quartile(own, 3)
+                    ),
+                )
+                .budget(format!("≤ {budget}× floor"), ratio <= budget),
+            );
+        }
+    }
+
     if let Some(path) = &args.load {
         let report = read_json(path)?;
         rows.extend(load_rows("fixed rate", &report, true));
@@ -324,6 +378,26 @@ async fn run(args: Args) -> Result<(), BoxError> {
 }
 
 const FUNCTIONS: [&str; 3] = ["intake", "status", "consumer"];
+
+/// Each function's CPU per warm invocation against the floor's on the same event, at most.
+const CPU_BUDGETS: [(&str, f64); 3] = [("intake", 2.2), ("status", 1.6), ("consumer", 10.0)];
+
+/// The CPU time, in nanoseconds, the process `pid` has run on: the sum over its threads of the
+/// scheduler's own account (`/proc/<pid>/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> Result<u64, BoxError> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue; // a thread that ended just now
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .ok_or("an unreadable schedstat")?;
+    }
+    Ok(total)
+}
 
 struct Bench {
     store: DynamoStore,
@@ -440,7 +514,7 @@ impl Bench {
                     .then_some(("SPILLWAY_DEMO_KINDS", "true")),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log_file(function)?)
             .stderr(Stdio::null())
             .kill_on_drop(true)
             // A group of its own, which `Function::stop` signals.
@@ -548,6 +622,77 @@ impl Bench {
         process.peak_rss_kib()
     }
 
+    /// CPU per warm invocation, in µs, of each function and of hello on each function's event
+    /// (`hello/intake`, …): one figure per block. All seven processes stay up; after a warm-up
+    /// they take turns in `blocks` blocks, in an order that rotates each block, so that the
+    /// machine's noise falls on all alike. A reading is taken only while the function waits in
+    /// `invocation/next`, so each holds whole invocation cycles: the runtime client, the event
+    /// parsed, the handler, its AWS calls over loopback HTTP (to `fake`, which stops keeping
+    /// writes here), logging, and the answer posted.
+    async fn cpu_per_invocation(
+        &self,
+        fake: &FakeAws,
+        requests: usize,
+        batches: usize,
+        blocks: usize,
+    ) -> Result<BTreeMap<String, Vec<f64>>, BoxError> {
+        let jobs = self.jobs(10, "echo", &json!({"order": 1042})).await?;
+        let batch = serde_json::to_vec(&events::sqs_batch(&jobs))?;
+        let status = self.event("status").await?;
+        let intake = self.event("intake").await?;
+        fake.forget_writes();
+        let mut runs = Vec::new();
+        for (function, event, count) in [
+            ("intake", intake, requests),
+            ("status", status, requests),
+            ("consumer", batch, batches),
+        ] {
+            let per_block = count.div_ceil(blocks).max(1);
+            for binary in [function, "hello"] {
+                let name = if binary == "hello" {
+                    format!("hello/{function}")
+                } else {
+                    function.to_owned()
+                };
+                let (process, _) = self.start(binary).await?;
+                runs.push(CpuRun {
+                    name,
+                    function,
+                    process,
+                    event: bytes::Bytes::from(event.clone()),
+                    per_block,
+                    done: 0,
+                    figures: Vec::new(),
+                });
+            }
+        }
+        for run in &mut runs {
+            // A tenth as warm-up: connections made, caches filled, code paged in.
+            for _ in 0..run.per_block {
+                run.invoke().await?;
+            }
+        }
+        for block in 0..blocks {
+            let (rotated, count) = (block % runs.len(), runs.len());
+            for index in (0..count).map(|i| (i + rotated) % count) {
+                let run = &mut runs[index];
+                let pid = run.process.child.id().ok_or("a function exited")?;
+                let before = cpu_ns(pid)?;
+                for _ in 0..run.per_block {
+                    run.invoke().await?;
+                }
+                let used = cpu_ns(pid)? - before;
+                run.figures.push(used as f64 / 1e3 / run.per_block as f64);
+            }
+        }
+        let mut figures = BTreeMap::new();
+        for run in runs {
+            run.process.stop().await;
+            figures.insert(run.name, run.figures);
+        }
+        Ok(figures)
+    }
+
     /// The consumer's time for one `sleep` 50 ms job and for a batch of ten, medians in ms.
     async fn batch_against_single(&self, runs: usize) -> Result<(f64, f64), BoxError> {
         let (process, _) = self.start("consumer").await?;
@@ -566,6 +711,49 @@ impl Bench {
             }
         }
         Ok((median(&single), median(&batch)))
+    }
+}
+
+/// One process of the CPU measurement.
+struct CpuRun {
+    name: String,
+    /// The function whose event it answers (and how its answer is checked).
+    function: &'static str,
+    process: Function,
+    event: bytes::Bytes,
+    per_block: usize,
+    /// Invocations answered so far.
+    done: u64,
+    figures: Vec<f64>,
+}
+
+impl CpuRun {
+    /// One invocation, answered and checked, and the function back in `invocation/next`.
+    async fn invoke(&mut self) -> Result<(), BoxError> {
+        let answer = self.process.invoke(self.event.clone()).await?;
+        self.done += 1;
+        if !self.name.starts_with("hello") {
+            check_answer(self.function, &answer)?;
+        }
+        self.process.runtime.parked(self.done + 1).await;
+        Ok(())
+    }
+}
+
+/// Where a function's standard output goes: nowhere, or when `SPILLWAY_BENCH_LOG_DIR` names a
+/// directory, `<function>.log` there (appended), to see what a failing run said.
+fn log_file(function: &str) -> Result<Stdio, BoxError> {
+    match std::env::var_os("SPILLWAY_BENCH_LOG_DIR") {
+        Some(dir) => {
+            let path = Path::new(&dir).join(format!("{function}.log"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(file.into())
+        }
+        None => Ok(Stdio::null()),
     }
 }
 
@@ -605,6 +793,16 @@ fn median(values: &[f64]) -> f64 {
         0 => f64::NAN,
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The `q`th quartile (1 or 3) of `values`, by the nearest rank.
+fn quartile(values: &[f64], q: usize) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[((n - 1) * q).div_ceil(4).min(n - 1)],
     }
 }
 
