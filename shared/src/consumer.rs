@@ -18,7 +18,7 @@ use crate::domain::{Change, Job, JobMessage, JobStatus, Priority, Timestamp, Tra
 use crate::metrics::{Metric, millis};
 use crate::processor::{ProcessError, Processor, Reporter, Work};
 use crate::queue::{MAX_VISIBILITY, SendOptions};
-use crate::store::{ApplyError, StoreError};
+use crate::store::{ApplyError, Created, StoreError};
 
 /// The time kept back from a processor at the end of an invocation, to record its outcome and
 /// reschedule its message before Lambda stops the invocation.
@@ -355,27 +355,26 @@ impl Record<'_> {
         // A fan-out child's parent first, with the request's key: the parent must exist for
         // the last child to settle, and a child whose parent lost the key runs nothing.
         if let Some((parent, record)) = message.accepted_parent() {
-            match self.app.store.create(&parent, record.as_ref()).await {
-                Ok(()) => {
+            let created = self.app.store.create(&parent, record.as_ref()).await;
+            match Created::of(created, parent.id) {
+                Ok(Created::Written) => {
                     info!(parent_id = %parent.id, "fan-out parent written from a child's message: intake's write had not landed");
                 }
-                Err(StoreError::AlreadyExists) => {}
-                Err(StoreError::KeyTaken(first)) if first.job_id == parent.id => {}
-                Err(StoreError::KeyTaken(first)) => {
+                Ok(Created::AlreadyThere) => {}
+                Ok(Created::KeyTaken(first)) => {
                     info!(first_job_id = %first.job_id, "another request took this fan-out's Idempotency-Key first; nothing to run");
                     return Err(Outcome::Done);
                 }
                 Err(error) => return Err(self.store_failed(&error).await),
             }
         }
-        match self.app.store.create(&job, record.as_ref()).await {
-            Ok(()) => {
+        match Created::of(self.app.store.create(&job, record.as_ref()).await, job.id) {
+            Ok(Created::Written) => {
                 info!("job written from its message: intake's write had not landed");
                 Ok(())
             }
-            Err(StoreError::AlreadyExists) => Ok(()),
-            Err(StoreError::KeyTaken(first)) if first.job_id == job.id => Ok(()),
-            Err(StoreError::KeyTaken(first)) => {
+            Ok(Created::AlreadyThere) => Ok(()),
+            Ok(Created::KeyTaken(first)) => {
                 info!(first_job_id = %first.job_id, "another request took this job's Idempotency-Key first; nothing to run");
                 Err(Outcome::Done)
             }

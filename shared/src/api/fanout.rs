@@ -13,7 +13,7 @@ use crate::domain::{
     Child, Fanout, IdempotencyRecord, Job, JobId, JobMessage, JobStatus, Kind, NewJob, ParentLink,
 };
 use crate::queue::{MAX_MESSAGE_BYTES, Outgoing, SendOptions};
-use crate::store::StoreError;
+use crate::store::{Created, StoreError};
 
 /// The error a child records when intake could not send its message: it never runs.
 pub const UNSENT_ERROR: &str = "intake could not send its message; it never ran";
@@ -60,11 +60,10 @@ pub(super) async fn fan_out(
             Into::into,
         ));
     };
-    match app.store.create(parent, idempotency).await {
-        Ok(()) | Err(StoreError::AlreadyExists) => {}
-        Err(StoreError::KeyTaken(first)) if first.job_id == parent.id => {}
+    match Created::of(app.store.create(parent, idempotency).await, parent.id) {
+        Ok(Created::Written | Created::AlreadyThere) => {}
         // The children sent find the key taken and run nothing.
-        Err(StoreError::KeyTaken(first)) => return Ok(Written::KeyTaken(first)),
+        Ok(Created::KeyTaken(first)) => return Ok(Written::KeyTaken(first)),
         // The children sent write the parent; a same-key retry finishes the rest.
         Err(error) => return Err(error.into()),
     }

@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::metrics::Metric;
 use crate::processor::Rejection;
 use crate::queue::{MAX_MESSAGE_BYTES, SendOptions, delay_until};
-use crate::store::StoreError;
+use crate::store::{Created, StoreError};
 use crate::webhook;
 
 /// The body of `POST /jobs`, and one job of `POST /jobs/batch`.
@@ -576,13 +576,10 @@ pub(super) fn settle(
     job: &Job,
     message_id: String,
 ) -> Result<Written, ApiError> {
-    match created {
-        Ok(()) | Err(StoreError::AlreadyExists) => Ok(Written::New { message_id }),
-        // A consumer wrote this very job from its message first.
-        Err(StoreError::KeyTaken(first)) if first.job_id == job.id => {
-            Ok(Written::New { message_id })
-        }
-        Err(StoreError::KeyTaken(first)) => Ok(Written::KeyTaken(first)),
+    match Created::of(created, job.id) {
+        // Written now, or by a consumer from its message first.
+        Ok(Created::Written | Created::AlreadyThere) => Ok(Written::New { message_id }),
+        Ok(Created::KeyTaken(first)) => Ok(Written::KeyTaken(first)),
         // 503: the client learns nothing was promised. The message that was sent still writes
         // the job and runs it; a retry with the same Idempotency-Key gets whichever of the two
         // jobs takes the key first, and the other's message runs nothing. (Answering 202 here

@@ -82,6 +82,31 @@ pub enum StoreError {
     },
 }
 
+/// How a [`JobStore::create`] ended for a writer that may race another writer of the same job:
+/// intake and a consumer writing it from its message, or a retry of either.
+#[derive(Debug)]
+pub enum Created {
+    /// This call wrote the job.
+    Written,
+    /// Another writer of the same job wrote it first, with its key if it has one.
+    AlreadyThere,
+    /// Another request's job took the idempotency key first: here is its first use.
+    KeyTaken(Box<IdempotencyRecord>),
+}
+
+impl Created {
+    /// Reads the result of creating job `id`; a failure of the store stays an error.
+    pub fn of(result: Result<(), StoreError>, id: JobId) -> Result<Self, StoreError> {
+        match result {
+            Ok(()) => Ok(Self::Written),
+            Err(StoreError::AlreadyExists) => Ok(Self::AlreadyThere),
+            Err(StoreError::KeyTaken(first)) if first.job_id == id => Ok(Self::AlreadyThere),
+            Err(StoreError::KeyTaken(first)) => Ok(Self::KeyTaken(first)),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
