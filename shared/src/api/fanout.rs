@@ -52,7 +52,7 @@ pub(super) async fn fan_out(
         failures: vec![],
     });
     let messages = messages(parent, &children, payload, idempotency)?;
-    let sent = send(app, &children, &messages).await;
+    let sent = send(app, parent, &children, &messages).await;
     let Some(message_id) = sent.iter().find_map(|s| s.as_ref().ok()).cloned() else {
         // Nothing runs and nothing was written: the client may retry as if it never asked.
         return Err(sent.into_iter().find_map(Result::err).map_or_else(
@@ -115,7 +115,7 @@ pub(super) async fn finish(
         return fanin::settle(app, parent, None).await.map_err(unavailable);
     }
     let messages = messages(parent, &missing, payload, idempotency)?;
-    for sent in send(app, &missing, &messages).await {
+    for sent in send(app, parent, &missing, &messages).await {
         sent?;
     }
     info!(parent_id = %parent.id, resent = missing.len(), "a replayed fan-out's missing children sent again");
@@ -141,31 +141,29 @@ fn messages(
     }
 }
 
-/// Sends `children`'s `messages` (in as few `SendMessageBatch` calls as SQS allows); each
-/// child's message id, or why it was not sent.
+/// Sends `parent`'s `children`'s `messages` (in as few `SendMessageBatch` calls as SQS allows), in
+/// the parent's lane and its owner's fairness group; each child's message id, or why it was not
+/// sent.
 async fn send(
     app: &App,
+    parent: &Job,
     children: &[Job],
     messages: &[String],
 ) -> Vec<Result<String, crate::queue::QueueError>> {
     let now = app.clock.now();
-    let groups: Vec<String> = children.iter().map(|c| c.owner.fairness_key()).collect();
+    let group = parent.owner.fairness_key();
     let outgoing: Vec<Outgoing<'_>> = children
         .iter()
         .zip(messages)
-        .zip(&groups)
-        .map(|((child, body), group)| Outgoing {
+        .map(|(child, body)| Outgoing {
             body,
             options: SendOptions {
-                group: Some(group),
+                group: Some(&group),
                 delay: send_delay(child, now),
             },
         })
         .collect();
-    let Some(first) = children.first() else {
-        return vec![];
-    };
-    let sent = app.queues.get(first.priority).send_batch(&outgoing).await;
+    let sent = app.queues.get(parent.priority).send_batch(&outgoing).await;
     for error in sent.iter().filter_map(|s| s.as_ref().err()) {
         warn!(error = %crate::error::Chain(error), "a fan-out child's message could not be sent");
     }
