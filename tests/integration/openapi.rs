@@ -111,6 +111,23 @@ impl JobStore for CorruptStore {
     async fn active_jobs(&self, _: &Owner, _: u32) -> Result<u32, StoreError> {
         Ok(0)
     }
+    async fn hold_slot(
+        &self,
+        _: &spillway_core::domain::Kind,
+        _: u32,
+        _: &str,
+        _: spillway_core::domain::Timestamp,
+        _: spillway_core::domain::Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    async fn release_slot(
+        &self,
+        _: &spillway_core::domain::Kind,
+        _: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[tokio::test]

@@ -1061,6 +1061,23 @@ mod tests {
         async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError> {
             self.inner.active_jobs(owner, at_most).await
         }
+        async fn hold_slot(
+            &self,
+            kind: &crate::domain::Kind,
+            limit: u32,
+            holder: &str,
+            until: crate::domain::Timestamp,
+            now: crate::domain::Timestamp,
+        ) -> Result<bool, StoreError> {
+            self.inner.hold_slot(kind, limit, holder, until, now).await
+        }
+        async fn release_slot(
+            &self,
+            kind: &crate::domain::Kind,
+            holder: &str,
+        ) -> Result<(), StoreError> {
+            self.inner.release_slot(kind, holder).await
+        }
     }
 
     fn app_on(store: Arc<dyn JobStore>, normal: Arc<dyn JobQueue>) -> App {

@@ -716,6 +716,21 @@ impl crate::store::JobStore for Unreachable {
     async fn active_jobs(&self, _: &crate::domain::Owner, _: u32) -> Result<u32, StoreError> {
         Err(unreachable_error())
     }
+
+    async fn hold_slot(
+        &self,
+        _: &Kind,
+        _: u32,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Err(unreachable_error())
+    }
+
+    async fn release_slot(&self, _: &Kind, _: &str) -> Result<(), StoreError> {
+        Err(unreachable_error())
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1193,6 +1208,21 @@ impl crate::store::JobStore for HeartbeatsFail {
     ) -> Result<u32, StoreError> {
         self.inner.active_jobs(owner, at_most).await
     }
+
+    async fn hold_slot(
+        &self,
+        kind: &Kind,
+        limit: u32,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.hold_slot(kind, limit, holder, until, now).await
+    }
+
+    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_slot(kind, holder).await
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1515,6 +1545,23 @@ impl crate::store::JobStore for CreatesFail {
 
     async fn active_jobs(&self, owner: &crate::domain::Owner, max: u32) -> Result<u32, StoreError> {
         self.0.active_jobs(owner, max).await
+    }
+    async fn hold_slot(
+        &self,
+        kind: &Kind,
+        limit: u32,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.0.hold_slot(kind, limit, holder, until, now).await
+    }
+    async fn release_slot(
+        &self,
+        kind: &crate::domain::Kind,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        self.0.release_slot(kind, holder).await
     }
 }
 

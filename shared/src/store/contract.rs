@@ -47,8 +47,11 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@test $store, a_redrive_returns_a_dead_lettered_or_abandoned_job_to_pending);
         $crate::store_contract_tests!(@test $store, active_jobs_are_counted_per_owner_and_no_further_than_asked);
         $crate::store_contract_tests!(@test $store, a_fanout_parent_settles_once_with_its_failures);
+        $crate::store_contract_tests!(@test $store, a_kind_has_as_many_slots_as_its_limit);
+        $crate::store_contract_tests!(@test $store, a_lapsed_slot_is_taken_by_the_next_holder);
         $crate::store_contract_tests!(@test $store, concurrent_claims_have_exactly_one_winner $(#[$concurrent])?);
         $crate::store_contract_tests!(@test $store, concurrent_creates_with_one_key_have_exactly_one_winner $(#[$concurrent])?);
+        $crate::store_contract_tests!(@test $store, concurrent_holders_get_no_more_slots_than_the_limit $(#[$concurrent])?);
     };
     (@test $store:expr, $clause:ident $(#[$attr:meta])?) => {
         #[tokio::test]
@@ -828,4 +831,98 @@ pub async fn a_fanout_parent_settles_once_with_its_failures(store: &dyn JobStore
         JobStatus::Pending,
         "only a parent, never claimed, is settled"
     );
+}
+
+/// A kind of its own for each slot clause, so that clauses sharing a table share no slots.
+fn slot_kind() -> Kind {
+    Kind::parse(&format!("slots-{}", JobId::generate())).unwrap()
+}
+
+/// A clause of the store contract.
+pub async fn a_kind_has_as_many_slots_as_its_limit(store: &dyn JobStore) {
+    let kind = slot_kind();
+    let other_kind = slot_kind();
+    let t0 = now();
+    let until = t0.saturating_add(Duration::from_secs(60));
+    let hold = |holder: &'static str| store.hold_slot(&kind, 2, holder, until, t0);
+    assert!(hold("a").await.unwrap());
+    assert!(hold("b").await.unwrap());
+    assert!(!hold("c").await.unwrap(), "a third slot of two");
+    assert!(
+        hold("a").await.unwrap(),
+        "a holder renews its own slot when all are held"
+    );
+    assert!(
+        store
+            .hold_slot(&other_kind, 1, "c", until, t0)
+            .await
+            .unwrap(),
+        "another kind's slots are its own"
+    );
+    store.release_slot(&kind, "a").await.unwrap();
+    store.release_slot(&kind, "a").await.unwrap();
+    store.release_slot(&kind, "never-held").await.unwrap();
+    assert!(hold("c").await.unwrap(), "a released slot is free");
+    assert!(!hold("d").await.unwrap());
+}
+
+/// A clause of the store contract.
+pub async fn a_lapsed_slot_is_taken_by_the_next_holder(store: &dyn JobStore) {
+    let kind = slot_kind();
+    let t0 = now();
+    let later = |secs| t0.saturating_add(Duration::from_secs(secs));
+    assert!(store.hold_slot(&kind, 2, "a", later(10), t0).await.unwrap());
+    assert!(store.hold_slot(&kind, 2, "b", later(60), t0).await.unwrap());
+    assert!(
+        !store
+            .hold_slot(&kind, 2, "c", later(70), later(9))
+            .await
+            .unwrap()
+    );
+    // `a` stopped without giving its slot back: at 11 s its hold has lapsed.
+    assert!(
+        store
+            .hold_slot(&kind, 2, "c", later(70), later(11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .hold_slot(&kind, 2, "d", later(70), later(11))
+            .await
+            .unwrap(),
+        "`b` and `c` hold both slots"
+    );
+    // `a`, still running after all, finds its slot taken.
+    assert!(
+        !store
+            .hold_slot(&kind, 2, "a", later(70), later(12))
+            .await
+            .unwrap()
+    );
+}
+
+/// A clause of the store contract.
+pub async fn concurrent_holders_get_no_more_slots_than_the_limit(store: &dyn JobStore) {
+    let kind = slot_kind();
+    let t0 = now();
+    let until = t0.saturating_add(Duration::from_secs(60));
+    // One lapsed hold to clear, so the racing holders take both ways to a slot.
+    let lapsed = t0.saturating_add(Duration::from_secs(1));
+    assert!(
+        store
+            .hold_slot(&kind, 3, "lapsed", lapsed, t0)
+            .await
+            .unwrap()
+    );
+    let later = t0.saturating_add(Duration::from_secs(2));
+    let holders: Vec<String> = (0..12).map(|i| format!("holder-{i}")).collect();
+    let holds = holders
+        .iter()
+        .map(|holder| store.hold_slot(&kind, 3, holder, until, later));
+    let results = futures::future::join_all(holds).await;
+    let held = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(held <= 3, "{held} slots of 3 held: {results:?}");
+    assert!(held >= 1, "no slot held though all were free: {results:?}");
 }

@@ -424,6 +424,251 @@ impl JobStore for DynamoStore {
         }
         Ok(counted.min(at_most))
     }
+
+    /// The item `slots#{kind}` holds a map of holds, holder to `until`. First one conditional
+    /// `UpdateItem` that renews the holder's hold or adds it while fewer than `limit` are held,
+    /// lapsed or not: the whole cost while the kind has room and no consumer stopped holding a
+    /// slot. Otherwise a strongly consistent read, and, when lapsed holds leave room, one write
+    /// that clears them and adds the holder's, on condition that the item is still as read.
+    #[instrument(skip_all, fields(%kind, limit))]
+    async fn hold_slot(
+        &self,
+        kind: &Kind,
+        limit: u32,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if self
+            .write_hold(kind, holder, until, Seen::Nothing { limit })
+            .await?
+        {
+            return Ok(true);
+        }
+        for _ in 0..HOLD_ROUNDS {
+            let Some(holds) = self.holds(kind).await? else {
+                if self.first_hold(kind, holder, until).await? {
+                    return Ok(true);
+                }
+                continue;
+            };
+            let lapsed: Vec<_> = holds
+                .iter()
+                .filter(|(other, held_until)| {
+                    *other != holder
+                        && match held_until {
+                            AttributeValue::N(millis) => {
+                                millis.parse::<u64>().is_ok_and(|m| m <= now.as_millis())
+                            }
+                            // Unreadable: cleared as a lapsed hold would be.
+                            _ => true,
+                        }
+                })
+                .take(CLEARED_AT_ONCE)
+                .collect();
+            let has_holder = holds.contains_key(holder);
+            let others = holds.len() - lapsed.len() - usize::from(has_holder);
+            if others >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                return Ok(false);
+            }
+            let seen = Seen::Holds {
+                size: holds.len(),
+                has_holder,
+                lapsed,
+            };
+            if self.write_hold(kind, holder, until, seen).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    #[instrument(skip_all, fields(%kind))]
+    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", slots_key(kind))
+            .update_expression("REMOVE #holders.#holder")
+            .condition_expression("attribute_exists(#holders.#holder)")
+            .expression_attribute_names("#holders", HOLDERS)
+            .expression_attribute_names("#holder", holder)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// The attribute of a kind's slots item (`pk = slots#{kind}`) that holds its holds: a map from
+/// holder to the end of its hold, in epoch milliseconds.
+const HOLDERS: &str = "holders";
+/// The most lapsed holds one write clears, keeping its expression far within DynamoDB's limits.
+const CLEARED_AT_ONCE: usize = 25;
+/// Reads and writes a hold tries, when other writers change the slots between them, before it
+/// reports them all taken.
+const HOLD_ROUNDS: usize = 3;
+
+fn slots_key(kind: &Kind) -> AttributeValue {
+    s(format!("slots#{kind}"))
+}
+
+/// What a write of a hold requires of the slots item.
+enum Seen<'a> {
+    /// Nothing read: the holder has a hold already, or fewer than `limit` are held, lapsed or
+    /// not.
+    Nothing { limit: u32 },
+    /// The holds as read: as many (`size`), the holder's own there or not, and the `lapsed`
+    /// ones (holder and `until`, as read) to clear, all still as read.
+    Holds {
+        size: usize,
+        has_holder: bool,
+        lapsed: Vec<(&'a String, &'a AttributeValue)>,
+    },
+}
+
+impl DynamoStore {
+    /// One conditional write of `holder`'s hold until `until`, clearing lapsed holds when
+    /// `seen` lists them: whether it was written.
+    async fn write_hold(
+        &self,
+        kind: &Kind,
+        holder: &str,
+        until: Timestamp,
+        seen: Seen<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", slots_key(kind))
+            .expression_attribute_names("#holders", HOLDERS)
+            .expression_attribute_names("#holder", holder)
+            .expression_attribute_values(":until", n(until.as_millis()));
+        let (expression, condition) = match seen {
+            Seen::Nothing { limit } => {
+                update = update.expression_attribute_values(":limit", n(u64::from(limit)));
+                (
+                    "SET #holders.#holder = :until".to_owned(),
+                    "attribute_exists(#holders) AND \
+                     (attribute_exists(#holders.#holder) OR size(#holders) < :limit)"
+                        .to_owned(),
+                )
+            }
+            Seen::Holds {
+                size,
+                has_holder,
+                lapsed,
+            } => {
+                update = update.expression_attribute_values(":size", n(size as u64));
+                let mut condition = format!(
+                    "size(#holders) = :size AND {}(#holders.#holder)",
+                    if has_holder {
+                        "attribute_exists"
+                    } else {
+                        "attribute_not_exists"
+                    }
+                );
+                let mut removed = Vec::with_capacity(lapsed.len());
+                for (i, (other, until)) in lapsed.into_iter().enumerate() {
+                    update = update
+                        .expression_attribute_names(format!("#lapsed{i}"), other.as_str())
+                        .expression_attribute_values(format!(":lapsed{i}"), until.clone());
+                    condition.push_str(&format!(" AND #holders.#lapsed{i} = :lapsed{i}"));
+                    removed.push(format!("#holders.#lapsed{i}"));
+                }
+                let mut expression = "SET #holders.#holder = :until".to_owned();
+                if !removed.is_empty() {
+                    expression.push_str(" REMOVE ");
+                    expression.push_str(&removed.join(", "));
+                }
+                (expression, condition)
+            }
+        };
+        let result = update
+            .update_expression(expression)
+            .condition_expression(condition)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The holds of `kind`'s slots, with a strongly consistent read; `None` when no job of the
+    /// kind has held one yet.
+    async fn holds(
+        &self,
+        kind: &Kind,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", slots_key(kind))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(mut item) = output.item else {
+            return Ok(None);
+        };
+        match item.remove(HOLDERS) {
+            Some(AttributeValue::M(holds)) => Ok(Some(holds)),
+            _ => Err(StoreError::Corrupt {
+                id: format!("slots#{kind}"),
+                reason: format!("`{HOLDERS}` is missing or not a map"),
+            }),
+        }
+    }
+
+    /// Writes `kind`'s slots item with `holder`'s hold alone, if no one has written it first:
+    /// whether it was written.
+    async fn first_hold(
+        &self,
+        kind: &Kind,
+        holder: &str,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let item = HashMap::from([
+            ("pk".to_owned(), slots_key(kind)),
+            (
+                HOLDERS.to_owned(),
+                AttributeValue::M(HashMap::from([(holder.to_owned(), n(until.as_millis()))])),
+            ),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(NEW_ITEM)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
 }
 
 /// The DynamoDB form of one [`Change`]: the write and the condition that guards it, which

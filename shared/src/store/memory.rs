@@ -4,7 +4,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{ApplyError, JobStore, StoreError};
-use crate::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
+use crate::domain::{
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner, Timestamp,
+};
 
 /// A `JobStore` in process memory, with the same conditional semantics as DynamoDB.
 #[derive(Debug, Default)]
@@ -16,6 +18,8 @@ pub struct MemoryStore {
 struct State {
     jobs: HashMap<JobId, Job>,
     keys: HashMap<(Owner, IdempotencyKey), IdempotencyRecord>,
+    /// Each limited kind's slots: holder to the end of its hold.
+    slots: HashMap<Kind, HashMap<String, Timestamp>>,
 }
 
 impl MemoryStore {
@@ -115,6 +119,32 @@ impl JobStore for MemoryStore {
             .take(usize::try_from(at_most).unwrap_or(usize::MAX))
             .count();
         Ok(u32::try_from(active).unwrap_or(at_most))
+    }
+
+    async fn hold_slot(
+        &self,
+        kind: &Kind,
+        limit: u32,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let slots = state.slots.entry(kind.clone()).or_default();
+        slots.retain(|other, held_until| other == holder || *held_until > now);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        if !slots.contains_key(holder) && slots.len() >= limit {
+            return Ok(false);
+        }
+        slots.insert(holder.to_owned(), until);
+        Ok(true)
+    }
+
+    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
+        if let Some(slots) = self.state().slots.get_mut(kind) {
+            slots.remove(holder);
+        }
+        Ok(())
     }
 }
 

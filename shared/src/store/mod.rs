@@ -8,7 +8,9 @@ use async_trait::async_trait;
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
 
-use crate::domain::{Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Owner};
+use crate::domain::{
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner, Timestamp,
+};
 use crate::error::BoxError;
 
 /// Keeps job state. Implementations evaluate [`Change::permits`] atomically with the write, so two
@@ -51,6 +53,24 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// created or ended a moment ago may not be counted yet, or still be counted
     /// (docs/architecture.md, "Per-owner limits"). The in-memory store counts its jobs.
     async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError>;
+
+    /// Takes one of the `limit` slots that `kind`'s running jobs share, for `holder` until
+    /// `until`, or renews the one `holder` has: `true` when `holder` holds a slot now, `false`
+    /// when `limit` other holders hold slots that have not lapsed at `now`. A slot whose holder
+    /// stopped without giving it back lapses at its `until` and is cleared when found. Decided
+    /// atomically: two callers racing for the last slot never both get it. See
+    /// docs/architecture.md, "Concurrency per kind".
+    async fn hold_slot(
+        &self,
+        kind: &Kind,
+        limit: u32,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives `holder`'s slot of `kind` back; nothing happens when it holds none.
+    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError>;
 }
 
 /// The table's sparse global secondary index of active jobs by owner: every job item that is

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::clock::Clock;
 use crate::domain::{
-    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Lanes, Owner, Priority,
-    Timestamp,
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, Lanes, Owner,
+    Priority, Timestamp,
 };
 use crate::esm::EventSourceMapping;
 use crate::processor::{ProcessError, Processor, Processors, Work};
@@ -284,6 +284,37 @@ impl JobStore for FaultyStore {
         let call = self.inner.active_jobs(owner, at_most);
         self.chaos
             .inject("store.active_jobs", call, || {
+                StoreError::Unavailable(injected())
+            })
+            .await
+    }
+
+    async fn hold_slot(
+        &self,
+        kind: &Kind,
+        limit: u32,
+        holder: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if self.refused() {
+            return Err(StoreError::Unavailable(injected()));
+        }
+        let call = self.inner.hold_slot(kind, limit, holder, until, now);
+        self.chaos
+            .inject("store.hold_slot", call, || {
+                StoreError::Unavailable(injected())
+            })
+            .await
+    }
+
+    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
+        if self.refused() {
+            return Err(StoreError::Unavailable(injected()));
+        }
+        let call = self.inner.release_slot(kind, holder);
+        self.chaos
+            .inject("store.release_slot", call, || {
                 StoreError::Unavailable(injected())
             })
             .await
