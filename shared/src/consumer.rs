@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use self::heartbeat::{Heartbeat, LeaseLost};
+use self::slot::Slot;
 use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{Change, Job, JobMessage, JobStatus, Priority, Timestamp, Transition};
@@ -142,9 +143,21 @@ impl Record<'_> {
             warn!("no time left in this invocation; leaving the message for the next");
             return Outcome::Failed;
         }
+        let lease_until = heartbeat::lease_until(
+            now,
+            self.app.settings.visibility_timeout,
+            self.invocation_deadline,
+        );
+        let slot = match self.take_slot(&message, lease_until).await {
+            Ok(slot) => slot,
+            Err(outcome) => return outcome,
+        };
         let job = match self.claim(&message).await {
             Ok(job) => job,
-            Err(outcome) => return outcome,
+            Err(outcome) => {
+                self.give_back(slot).await;
+                return outcome;
+            }
         };
         let span = Span::current();
         span.record("attempt", job.attempts);
@@ -154,7 +167,11 @@ impl Record<'_> {
             span.record("correlation_id", correlation_id.as_str());
         }
         info!(kind = %message.kind, receive_count, "claimed");
-        self.process(message, &job, budget, receive_count).await
+        let outcome = self
+            .process(message, &job, budget, receive_count, slot.as_ref())
+            .await;
+        self.give_back(slot).await;
+        outcome
     }
 
     /// The record's job message, its ids on the span and its wait in the queue measured; `None`
@@ -201,19 +218,7 @@ impl Record<'_> {
     /// one claim succeeds.
     async fn send_on(&self, message: &JobMessage, due: Timestamp, now: Timestamp) -> Outcome {
         let delay = crate::queue::delay_until(due, now);
-        let group = message.origin.as_ref().map(|o| o.owner.fairness_key());
-        let options = SendOptions {
-            group: group.as_deref(),
-            delay,
-        };
-        let body = self.record.body.as_deref().unwrap_or_default();
-        match self
-            .app
-            .queues
-            .get(self.priority)
-            .send_with(body, options)
-            .await
-        {
+        match self.send_again(message, delay).await {
             Ok(message_id) => {
                 info!(%due, delay_s = delay.as_secs(), message_id = %message_id, "not due yet; sent on");
                 Outcome::Done
@@ -226,13 +231,35 @@ impl Record<'_> {
         }
     }
 
-    /// Runs the claimed `job`'s processor within `budget` and records what came of it.
+    /// Sends this record's message again, as it is, on its lane and in its owner's fairness
+    /// group, delayed by `delay`.
+    async fn send_again(
+        &self,
+        message: &JobMessage,
+        delay: Duration,
+    ) -> Result<String, crate::queue::QueueError> {
+        let group = message.origin.as_ref().map(|o| o.owner.fairness_key());
+        let options = SendOptions {
+            group: group.as_deref(),
+            delay,
+        };
+        let body = self.record.body.as_deref().unwrap_or_default();
+        self.app
+            .queues
+            .get(self.priority)
+            .send_with(body, options)
+            .await
+    }
+
+    /// Runs the claimed `job`'s processor within `budget` and records what came of it; its
+    /// heartbeats renew `slot` too.
     async fn process(
         &self,
         message: JobMessage,
         job: &Job,
         budget: Duration,
         receive_count: u32,
+        slot: Option<&Slot>,
     ) -> Outcome {
         let Some(processor) = self.app.processors.get(&message.kind).cloned() else {
             let error = ProcessError::retryable(format!(
@@ -264,6 +291,7 @@ impl Record<'_> {
             attempt: job.attempts,
             lease_until: job.lease_until.unwrap_or(self.invocation_deadline),
             reporter,
+            slot,
         };
         let limits = self.app.processors.limits(&work.kind);
         let started = std::time::Instant::now();
@@ -799,5 +827,6 @@ fn json_len(value: &Value) -> usize {
 pub(crate) mod callback;
 pub(crate) mod fanin;
 mod heartbeat;
+pub mod slot;
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,8 @@ pub enum Metric {
     /// A message named a job the table no longer holds (its retention passed): acknowledged,
     /// nothing run.
     JobsForgotten,
+    /// A job's message was sent on to wait, every slot of its kind's `max_concurrency` held.
+    SlotWaits,
     /// How long a message waited in the queue before this delivery (now − `SentTimestamp`).
     QueueWaitTime,
     /// How long the processor ran.
@@ -57,6 +59,7 @@ impl Metric {
             Self::JobsFailed => "JobsFailed",
             Self::JobsExpired => "JobsExpired",
             Self::JobsForgotten => "JobsForgotten",
+            Self::SlotWaits => "SlotWaits",
             Self::JobsDeadLettered => "JobsDeadLettered",
             Self::JobsCancelled => "JobsCancelled",
             Self::Retries => "Retries",

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::slot::Slot;
 use super::{Record, WRAP_UP};
 use crate::domain::{Timestamp, Transition};
 use crate::processor::Reporter;
@@ -66,6 +67,8 @@ pub(super) struct Heartbeat<'r, 'a> {
     /// The lease this attempt holds: the claim's, then each renewal's.
     pub(super) lease_until: Timestamp,
     pub(super) reporter: Reporter,
+    /// The slot of the job's kind this attempt holds, renewed with the lease.
+    pub(super) slot: Option<&'r Slot>,
 }
 
 impl Heartbeat<'_, '_> {
@@ -165,6 +168,9 @@ impl Heartbeat<'_, '_> {
                 self.lease_until = lease_until;
                 if renew {
                     info!(lease_until = %lease_until, "heartbeat");
+                    if let Some(slot) = self.slot {
+                        self.record.renew_slot(slot, lease_until).await;
+                    }
                     let left = lease_until.saturating_since(app.clock.now());
                     if tokio::time::timeout(left, self.record.extend_visibility())
                         .await

@@ -1742,3 +1742,209 @@ async fn a_fanout_counts_its_parent_and_each_child_against_its_owners_limit() {
         assert_eq!(response.status(), expected, "limit {limit}");
     }
 }
+
+/// A processor that counts how many of its jobs run at once, and the most that ever did.
+#[derive(Debug, Clone)]
+struct Gauge {
+    lasting: Duration,
+    running: Arc<std::sync::atomic::AtomicU32>,
+    most: Arc<std::sync::atomic::AtomicU32>,
+    finished: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Gauge {
+    fn new(lasting: Duration) -> Self {
+        Self {
+            lasting,
+            running: Arc::default(),
+            most: Arc::default(),
+            finished: Arc::default(),
+        }
+    }
+
+    fn most(&self) -> u32 {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn finished(&self) -> u32 {
+        self.finished.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Processor for Gauge {
+    async fn process(&self, _: &Work) -> Result<Value, ProcessError> {
+        use std::sync::atomic::Ordering;
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.lasting).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(json!({}))
+    }
+}
+
+/// A pipeline on tokio's clock (for paused tests) whose `gauge` kind may run `limit` jobs at
+/// once, with a visibility timeout of `visibility` seconds.
+fn gauge_pipeline(limit: u32, gauge: &Gauge, visibility: u64) -> MemoryPipeline {
+    let settings = Settings {
+        visibility_timeout: Duration::from_secs(visibility),
+        ..fast_settings()
+    };
+    let mut processors = crate::kinds::builtin();
+    processors.insert(
+        gauge_kind(),
+        Arc::new(gauge.clone()),
+        crate::processor::Limits {
+            max_concurrency: Some(limit),
+            ..Default::default()
+        },
+    );
+    let mut pipeline = MemoryPipeline::new(settings, processors);
+    let clock = crate::testing::faults::TokioClock::starting_at(crate::clock::SystemClock.now());
+    pipeline.app = pipeline.app.clone().with_clock(Arc::new(clock));
+    pipeline
+}
+
+fn gauge_kind() -> Kind {
+    Kind::parse("gauge").unwrap()
+}
+
+/// Polls until every job of `ids` has ended, with `consumers` consumers at once.
+async fn drain(pipeline: &MemoryPipeline, ids: &[JobId], consumers: usize) {
+    let mut polling = tokio::task::JoinSet::new();
+    for _ in 0..consumers {
+        let pipeline = pipeline.clone();
+        let ids = ids.to_vec();
+        polling.spawn(async move {
+            loop {
+                let mut ended = true;
+                for id in &ids {
+                    ended &= job(&pipeline.app, *id).await.status.is_terminal();
+                }
+                if ended {
+                    return;
+                }
+                pipeline
+                    .esm
+                    .poll_once(&pipeline.app, Duration::from_secs(1))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(600), polling.join_all())
+        .await
+        .expect("every job ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kind_runs_no_more_jobs_at_once_than_its_max_concurrency_and_waiting_costs_no_attempt() {
+    // Each job runs past its lease (5 s against a visibility timeout of 3 s): heartbeats renew
+    // the slots with the leases.
+    let gauge = Gauge::new(Duration::from_secs(5));
+    let pipeline = gauge_pipeline(2, &gauge, 3);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(submit(&pipeline.app, json!({"kind": "gauge", "payload": {}})).await);
+    }
+
+    let first = deliver(&pipeline).await;
+    assert_eq!((first.received, first.deleted), (6, 6), "{first:?}");
+    assert_eq!((gauge.finished(), gauge.most()), (2, 2));
+    let depth = pipeline.app.queues.normal.depth().await.unwrap();
+    // Sent on after a wait of 1 to 10 s, some of which passed while the two ran.
+    assert_eq!(
+        (depth.visible + depth.delayed, depth.in_flight),
+        (4, 0),
+        "four messages sent on to wait: {depth:?}"
+    );
+    let mut waiting = 0;
+    for id in &ids {
+        let job = job(&pipeline.app, *id).await;
+        if job.status == JobStatus::Pending {
+            assert_eq!(job.attempts, 0, "waiting for a slot is not an attempt");
+            waiting += 1;
+        }
+    }
+    assert_eq!(waiting, 4);
+
+    drain(&pipeline, &ids, 3).await;
+    assert_eq!((gauge.finished(), gauge.most()), (6, 2));
+    for id in &ids {
+        let job = job(&pipeline.app, *id).await;
+        assert_eq!((job.status, job.attempts), (JobStatus::Succeeded, 1));
+    }
+    assert_eq!(
+        pipeline.dlq.depth().await.unwrap().total(),
+        0,
+        "no message reached the DLQ"
+    );
+    // Every slot was given back.
+    let now = pipeline.app.clock.now();
+    let until = now.saturating_add(Duration::from_secs(60));
+    for probe in ["a", "b"] {
+        let store = &pipeline.app.store;
+        assert!(
+            store
+                .hold_slot(&gauge_kind(), 2, probe, until, now)
+                .await
+                .unwrap()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_whose_consumer_stopped_lapses_and_the_waiting_job_then_runs() {
+    let gauge = Gauge::new(Duration::from_millis(10));
+    let pipeline = gauge_pipeline(1, &gauge, 30);
+    // A consumer took the only slot for 20 s, then stopped without giving it back.
+    let now = pipeline.app.clock.now();
+    let lapses = now.saturating_add(Duration::from_secs(20));
+    assert!(
+        pipeline
+            .app
+            .store
+            .hold_slot(&gauge_kind(), 1, "stopped", lapses, now)
+            .await
+            .unwrap()
+    );
+    let id = submit(&pipeline.app, json!({"kind": "gauge", "payload": {}})).await;
+    let first = deliver(&pipeline).await;
+    assert_eq!((first.received, first.deleted), (1, 1));
+    assert_eq!(gauge.finished(), 0, "nothing ran while the slot was held");
+    drain(&pipeline, &[id], 1).await;
+    assert!(
+        pipeline.app.clock.now() >= lapses,
+        "it ran once the slot lapsed"
+    );
+    let done = job(&pipeline.app, id).await;
+    assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_is_given_back_when_its_job_is_not_claimed() {
+    let gauge = Gauge::new(Duration::from_millis(10));
+    let pipeline = gauge_pipeline(1, &gauge, 30);
+    let id = submit(&pipeline.app, json!({"kind": "gauge", "payload": {}})).await;
+    pipeline
+        .app
+        .store
+        .apply(id, &pipeline.app.change(Transition::Cancel))
+        .await
+        .unwrap();
+    let report = deliver(&pipeline).await;
+    assert_eq!((report.received, report.deleted), (1, 1));
+    assert_eq!(gauge.finished(), 0);
+    let now = pipeline.app.clock.now();
+    let until = now.saturating_add(Duration::from_secs(60));
+    assert!(
+        pipeline
+            .app
+            .store
+            .hold_slot(&gauge_kind(), 1, "next", until, now)
+            .await
+            .unwrap(),
+        "the cancelled job's slot was given back"
+    );
+}

@@ -132,6 +132,9 @@ pub struct Limits {
     pub default_ttl: Option<Duration>,
     /// How long one attempt may run; the invocation's own time left bounds it too.
     pub timeout: Option<Duration>,
+    /// How many of the kind's jobs may run at once, across every consumer; `None` is no limit
+    /// beyond the consumers' own (docs/architecture.md, "Concurrency per kind").
+    pub max_concurrency: Option<u32>,
 }
 
 /// The processors a deployment knows, by kind, and the limits of the kinds that have their own.

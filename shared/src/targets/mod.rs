@@ -4,7 +4,7 @@
 //! ```json
 //! {
 //!   "resize": {"target": {"lambda": "arn:aws:lambda:eu-west-1:123456789012:function:resize:live"},
-//!              "timeout_seconds": 60, "max_attempts": 3, "ttl_seconds": 900},
+//!              "timeout_seconds": 60, "max_attempts": 3, "ttl_seconds": 900, "max_concurrency": 5},
 //!   "ledger": {"target": {"http": "https://ledger.internal.example/jobs"}},
 //!   "echo":   {"target": "builtin"}
 //! }
@@ -38,6 +38,9 @@ use crate::webhook::{Allowlist, Webhook};
 pub const MAX_TIMEOUT_SECONDS: u64 = 900;
 /// The most attempts a kind may ask for, as `SPILLWAY_MAX_ATTEMPTS` allows.
 pub const MAX_ATTEMPTS: u32 = 1000;
+/// The most of a kind's jobs that `max_concurrency` may let run at once: Lambda's default
+/// concurrency per account and region, and a few dozen kilobytes of holds in the kind's slots item.
+pub const MAX_CONCURRENCY: u32 = 1000;
 
 /// The kinds a stack declares, by name, checked: each name a valid kind, each target well-formed,
 /// each limit within its bounds.
@@ -90,6 +93,7 @@ struct Written {
     timeout_seconds: Option<u64>,
     max_attempts: Option<u32>,
     ttl_seconds: Option<u64>,
+    max_concurrency: Option<u32>,
 }
 
 /// The names of the kinds Spillway ships.
@@ -263,7 +267,7 @@ impl Declaration {
     fn parse(raw: &str, shipped_name: bool) -> Result<Parsed, String> {
         let written: Written = serde_json::from_str(raw).map_err(|e| {
             format!(
-                r#"expected {{"target": {{"lambda": ARN}} | {{"http": URL}} | "builtin" (or "targets": {{NAME: {{"lambda": ARN}} | {{"http": URL}}, ...}}), "timeout_seconds"?, "max_attempts"?, "ttl_seconds"?}}: {e}"#
+                r#"expected {{"target": {{"lambda": ARN}} | {{"http": URL}} | "builtin" (or "targets": {{NAME: {{"lambda": ARN}} | {{"http": URL}}, ...}}), "timeout_seconds"?, "max_attempts"?, "ttl_seconds"?, "max_concurrency"?}}: {e}"#
             )
         })?;
         let limits = Self::limits(&written)?;
@@ -333,10 +337,16 @@ impl Declaration {
             MAX_ATTEMPTS.into(),
         )?;
         let ttl = bounded("ttl_seconds", written.ttl_seconds, u64::MAX)?;
+        let concurrency = bounded(
+            "max_concurrency",
+            written.max_concurrency.map(u64::from),
+            MAX_CONCURRENCY.into(),
+        )?;
         Ok(Limits {
             max_attempts: attempts.and_then(|a| u32::try_from(a).ok()),
             default_ttl: ttl.map(Duration::from_secs),
             timeout: timeout.map(Duration::from_secs),
+            max_concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
         })
     }
 }

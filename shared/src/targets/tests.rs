@@ -17,7 +17,7 @@ fn parse(document: serde_json::Value) -> Result<Declarations, String> {
 fn a_document_declares_each_kind_with_its_target_and_limits() {
     let declared = parse(json!({
         "resize": {"target": {"lambda": format!("{RESIZE}:live")}, "timeout_seconds": 60,
-                   "max_attempts": 3, "ttl_seconds": 900},
+                   "max_attempts": 3, "ttl_seconds": 900, "max_concurrency": 5},
         "ledger": {"target": {"http": "https://ledger.example/jobs"}},
         "echo": {"target": "builtin"}
     }))
@@ -48,6 +48,7 @@ fn a_document_declares_each_kind_with_its_target_and_limits() {
                         max_attempts: Some(3),
                         default_ttl: Some(Duration::from_secs(900)),
                         timeout: Some(Duration::from_secs(60)),
+                        max_concurrency: Some(5),
                     }
                 }
             ),
@@ -87,6 +88,14 @@ fn a_document_that_cannot_be_used_is_refused_with_the_kind_and_the_problem() {
         (
             json!({"resize": {"target": {"lambda": RESIZE}, "max_attempts": 0}}),
             "kind `resize`: max_attempts must be 1 to 1000",
+        ),
+        (
+            json!({"resize": {"target": {"lambda": RESIZE}, "max_concurrency": 0}}),
+            "kind `resize`: max_concurrency must be 1 to 1000",
+        ),
+        (
+            json!({"resize": {"target": {"lambda": RESIZE}, "max_concurrency": 1001}}),
+            "kind `resize`: max_concurrency must be 1 to 1000",
         ),
         (
             json!({"webhook": {"target": {"lambda": RESIZE}}}),
