@@ -5,6 +5,7 @@
 
 mod adapters;
 mod batch;
+mod concurrency;
 mod idempotency;
 mod metrics;
 mod openapi;
