@@ -124,11 +124,15 @@ impl App {
             Function::Intake => (StackSecret::fixed(None), None),
         };
         let webhook = Webhook::new(config.settings.webhook.clone(), keys);
-        let declared = config.settings.kinds.processors(
-            &kinds::builtin_with(webhook.clone()),
-            &webhook,
-            || crate::targets::lambda_client(&sdk),
-        );
+        let shipped = kinds::builtin_with(webhook.clone());
+        let declared = match function {
+            // Intake admits the declared kinds' jobs and invokes no function.
+            Function::Intake => config.settings.kinds.admitting(&shipped, &webhook),
+            _ => config
+                .settings
+                .kinds
+                .processors(&shipped, &webhook, || crate::targets::lambda_client(&sdk)),
+        };
         config
             .settings
             .kinds

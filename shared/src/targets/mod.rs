@@ -233,7 +233,25 @@ impl Declarations {
         webhook: &Webhook,
         lambda: impl FnOnce() -> aws_sdk_lambda::Client,
     ) -> Processors {
-        let lambda = self.functions().next().is_some().then(lambda);
+        self.build(shipped, webhook, Some(lambda))
+    }
+
+    /// The processors intake needs, to admit the declared kinds' payloads: as
+    /// [`Declarations::processors`], but a `lambda` kind's invokes nothing and needs no client,
+    /// as intake never runs a job.
+    pub fn admitting(&self, shipped: &Processors, webhook: &Webhook) -> Processors {
+        self.build(shipped, webhook, None::<fn() -> aws_sdk_lambda::Client>)
+    }
+
+    fn build(
+        &self,
+        shipped: &Processors,
+        webhook: &Webhook,
+        lambda: Option<impl FnOnce() -> aws_sdk_lambda::Client>,
+    ) -> Processors {
+        let lambda = lambda
+            .filter(|_| self.functions().next().is_some())
+            .map(|make| make());
         let mut processors = Processors::new();
         for (kind, declaration) in self.iter() {
             let processor: Arc<dyn Processor> = match &declaration.target {
@@ -244,7 +262,7 @@ impl Declarations {
                 },
                 Target::Lambda(function) => match &lambda {
                     Some(client) => Arc::new(LambdaTarget::new(client.clone(), function)),
-                    None => continue,
+                    None => Arc::new(AdmitOnly),
                 },
                 Target::Http(url) => Arc::new(HttpTarget::new(webhook.clone(), url)),
             };
@@ -254,6 +272,23 @@ impl Declarations {
             processors.insert_fanout(kind.clone(), fanout.targets.clone(), fanout.limits);
         }
         processors
+    }
+}
+
+/// What stands for a `lambda` kind in intake, which admits its jobs and runs none: it takes any
+/// payload, as the function behind the kind is the one to judge it.
+#[derive(Debug)]
+struct AdmitOnly;
+
+#[async_trait::async_trait]
+impl Processor for AdmitOnly {
+    async fn process(
+        &self,
+        _work: &Work,
+    ) -> Result<serde_json::Value, crate::processor::ProcessError> {
+        Err(crate::processor::ProcessError::retryable(
+            "a lambda kind runs in a consumer, which invokes its function; this function does not",
+        ))
     }
 }
 

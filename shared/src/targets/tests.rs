@@ -207,6 +207,20 @@ fn the_declared_kinds_become_processors_with_their_limits() {
     assert_eq!(limits("resize").max_attempts, Some(2));
     assert_eq!(limits("ledger").timeout, Some(Duration::from_secs(5)));
     assert_eq!(limits("sleep"), Limits::default());
+
+    // Intake's: the same kinds and limits, and no client made.
+    let admitting = declared.admitting(&shipped, &webhook);
+    let kinds: Vec<&str> = admitting.kinds().iter().map(|k| k.as_str()).collect();
+    assert_eq!(kinds, ["ledger", "resize", "sleep"]);
+    assert_eq!(
+        admitting
+            .limits(&Kind::parse("resize").unwrap())
+            .max_attempts,
+        Some(2)
+    );
+    let resize = admitting.get(&Kind::parse("resize").unwrap()).unwrap();
+    let payload = RawValue::from_string(r#"{"image": "a.png"}"#.to_owned()).unwrap();
+    assert!(resize.admit(&payload).is_ok());
 }
 
 #[test]
