@@ -45,21 +45,13 @@ impl Processor for WordCount {
 
 #[cfg(test)]
 mod tests {
-    use spillway_core::domain::{JobId, Kind, Owner, Timestamp};
+    use spillway_core::domain::Kind;
 
     use super::*;
 
     fn work(payload: &str) -> Work {
-        Work {
-            job_id: JobId::generate(),
-            kind: Kind::parse("word-count").unwrap(),
-            payload: RawValue::from_string(payload.to_owned()).unwrap(),
-            attempt: 1,
-            deadline: Timestamp::from_millis(u64::MAX / 2),
-            owner: Owner::anonymous(),
-            reporter: spillway_core::processor::Reporter::discard(),
-            correlation_id: None,
-        }
+        let payload = RawValue::from_string(payload.to_owned()).unwrap();
+        Work::new(Kind::parse("word-count").unwrap(), payload)
     }
 
     #[tokio::test]

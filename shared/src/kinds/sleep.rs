@@ -83,18 +83,13 @@ impl Processor for Sleep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{JobId, Kind, Timestamp};
+    use crate::domain::Kind;
 
     fn work(payload: &str) -> Work {
+        let payload = RawValue::from_string(payload.to_owned()).unwrap();
         Work {
-            job_id: JobId::generate(),
-            kind: Kind::parse("sleep").unwrap(),
-            payload: RawValue::from_string(payload.to_owned()).unwrap(),
             attempt: 2,
-            deadline: Timestamp::from_millis(u64::MAX),
-            owner: crate::domain::Owner::anonymous(),
-            reporter: crate::processor::Reporter::discard(),
-            correlation_id: None,
+            ..Work::new(Kind::parse("sleep").unwrap(), payload)
         }
     }
 

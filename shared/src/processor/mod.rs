@@ -16,8 +16,9 @@ use crate::domain::{CorrelationId, JobId, Kind, Owner, Timestamp};
 
 pub use progress::Reporter;
 
-/// One run of one job, as its processor sees it.
-#[derive(Debug)]
+/// One run of one job, as its processor sees it. [`Work::new`] makes one for a processor's own
+/// tests.
+#[derive(Debug, Clone)]
 pub struct Work {
     /// The job's id: a processor that calls out should pass it on as an idempotency key, so a
     /// retried attempt is recognised downstream.
@@ -40,6 +41,24 @@ pub struct Work {
 }
 
 impl Work {
+    /// The first run of a new job of `kind` with `payload`, as a processor's own tests need one:
+    /// a new id, attempt 1, a deadline an hour from now, the anonymous owner, no correlation id,
+    /// and progress reports discarded. Any field can be changed with struct update syntax:
+    /// `Work { attempt: 3, ..Work::new(kind, payload) }`.
+    pub fn new(kind: Kind, payload: Box<RawValue>) -> Self {
+        let now = Timestamp::from_system_time(std::time::SystemTime::now());
+        Self {
+            job_id: JobId::generate(),
+            kind,
+            payload,
+            attempt: 1,
+            deadline: now.saturating_add(Duration::from_secs(3600)),
+            owner: Owner::anonymous(),
+            correlation_id: None,
+            reporter: Reporter::discard(),
+        }
+    }
+
     /// Reports how far the run has come: `fraction` of the work done (clamped to 0..=1) and a
     /// short `note` (cut to [`MAX_NOTE_CHARS`](crate::domain::MAX_NOTE_CHARS)). The job's
     /// document shows the latest report as `progress`; the consumer writes it within about a

@@ -37,14 +37,8 @@ impl Processor for HttpTarget {
         let payload = RawValue::from_string(delivery.to_string())
             .map_err(|e| ProcessError::permanent(format!("the job's delivery: {e}")))?;
         let delivery = Work {
-            job_id: work.job_id,
-            kind: work.kind.clone(),
             payload,
-            attempt: work.attempt,
-            deadline: work.deadline,
-            owner: work.owner.clone(),
-            correlation_id: work.correlation_id.clone(),
-            reporter: work.reporter.clone(),
+            ..work.clone()
         };
         self.webhook.process(&delivery).await
     }

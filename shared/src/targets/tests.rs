@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{Config, ConfigError, Function};
-use crate::domain::{JobId, Owner};
+
 use crate::webhook::WebhookSettings;
 
 const RESIZE: &str = "arn:aws:lambda:eu-west-1:123456789012:function:resize";
@@ -225,15 +225,12 @@ fn the_declared_kinds_become_processors_with_their_limits() {
 
 #[test]
 fn a_target_receives_the_job_as_its_event() {
+    let payload = RawValue::from_string(r#"{"image": "s3://b/k.png"}"#.into()).unwrap();
     let work = Work {
-        job_id: JobId::generate(),
-        kind: Kind::parse("resize").unwrap(),
-        payload: RawValue::from_string(r#"{"image": "s3://b/k.png"}"#.into()).unwrap(),
         attempt: 2,
         deadline: Timestamp::from_millis(1_795_000_000_000),
-        owner: Owner::anonymous(),
         correlation_id: Some(CorrelationId::parse(b"req-7").unwrap()),
-        reporter: crate::processor::Reporter::discard(),
+        ..Work::new(Kind::parse("resize").unwrap(), payload)
     };
     let event: serde_json::Value = serde_json::from_str(&event(&work)).unwrap();
     assert_eq!(

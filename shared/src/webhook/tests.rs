@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::*;
-use crate::domain::{JobId, Kind, Owner, Timestamp};
+use crate::domain::{Kind, Owner};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -76,14 +76,8 @@ fn settings(allow: &str) -> WebhookSettings {
 
 fn work(payload: Value) -> Work {
     Work {
-        job_id: JobId::generate(),
-        kind: Kind::parse(KIND).unwrap(),
-        payload: RawValue::from_string(payload.to_string()).unwrap(),
-        attempt: 1,
-        deadline: Timestamp::from_millis(u64::MAX),
         owner: Owner::authenticated("arn:aws:iam::123456789012:user/tests"),
-        reporter: crate::processor::Reporter::discard(),
-        correlation_id: None,
+        ..Work::new(Kind::parse(KIND).unwrap(), raw(payload))
     }
 }
 
