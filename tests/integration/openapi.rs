@@ -138,7 +138,17 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         max_payload_bytes: 4_096,
         ..stack.settings()
     };
-    let app = stack.app(settings.clone(), kinds::builtin());
+    // A fan-out kind too, for the answer to a fan-out's cancel.
+    let fan = spillway_core::targets::Declarations::parse(
+        r#"{"fan": {"targets": {"a": {"http": "https://a.example/"}, "b": {"http": "https://b.example/"}}}}"#,
+    )
+    .unwrap();
+    let shipped = kinds::builtin();
+    let webhook = spillway_core::webhook::Webhook::new(settings.webhook.clone(), None);
+    let processors = shipped
+        .clone()
+        .and(fan.processors(&shipped, &webhook, || unreachable!("no lambda kind")));
+    let app = stack.app(settings.clone(), processors);
     let owner = Owner::anonymous();
 
     // POST /jobs
@@ -334,6 +344,13 @@ async fn every_documented_response_is_produced_and_matches_the_openapi_document(
         "delete",
         409,
         &api::cancel_job(&app, &owner, &id).await,
+    );
+    let fanout = id_of(&post(&app, &json_headers(), r#"{"kind": "fan", "payload": {}}"#).await);
+    spec.expect(
+        JOB,
+        "delete",
+        202,
+        &api::cancel_job(&app, &owner, &fanout).await,
     );
     spec.expect(
         JOB,

@@ -4,7 +4,7 @@ use tracing::{info, instrument};
 
 use super::{ApiError, ApiResponse, job_response};
 use crate::app::App;
-use crate::domain::{Job, JobId, Owner, Transition};
+use crate::domain::{Child, Fanout, Job, JobId, JobStatus, Owner, Transition};
 use crate::store::ApplyError;
 
 /// The longest long poll, in seconds (API Gateway gives an integration 30 s).
@@ -47,19 +47,24 @@ pub(super) async fn wait_for_end(
 }
 
 /// `DELETE /jobs/{id}`: cancels a pending job. Cancelling a cancelled job answers as the first
-/// cancel did.
+/// cancel did. A running fan-out parent is cancelled through its children ([`cancel_fanout`]).
 #[instrument(skip_all, fields(job_id = raw_id, correlation_id))]
 pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
     let result = async {
         let id = JobId::parse(raw_id)?;
-        read(app, owner, id).await?;
+        let job = read(app, owner, id).await?;
+        if job.status == JobStatus::Running
+            && let Some(Fanout::Parent { children, .. }) = &job.fanout
+        {
+            return cancel_fanout(app, &job, children).await;
+        }
         match app.store.apply(id, &app.change(Transition::Cancel)).await {
             Ok(job) => {
                 info!("cancelled");
                 app.metrics.reached(job.updated_at, &job, &[]);
                 Ok(job_response(&job, app.clock.now()))
             }
-            Err(ApplyError::Rejected(job)) if job.status == crate::domain::JobStatus::Cancelled => {
+            Err(ApplyError::Rejected(job)) if job.status == JobStatus::Cancelled => {
                 Ok(job_response(&job, app.clock.now()))
             }
             Err(ApplyError::Rejected(job)) => Err(ApiError::Conflict {
@@ -72,6 +77,49 @@ pub async fn cancel_job(app: &App, owner: &Owner, raw_id: &str) -> ApiResponse {
     }
     .await;
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Cancels the running fan-out `parent` by cancelling each of its `children` still pending:
+/// `202` with the parent, which the consumers settle once every child has ended (each cancelled
+/// child's message is received, finds it cancelled and counts it on the parent, as any child's
+/// end is). The parent ends `cancelled` when every child that did not succeed was cancelled, and
+/// `failed` when one failed. A child running now runs on. `409` when no child is pending or
+/// cancelled: nothing is left to cancel, and the parent ends as its children do. Repeating the
+/// request answers the same.
+async fn cancel_fanout(
+    app: &App,
+    parent: &Job,
+    children: &[Child],
+) -> Result<ApiResponse, ApiError> {
+    let mut cancelled = 0;
+    for child in children {
+        match app
+            .store
+            .apply(child.id, &app.change(Transition::Cancel))
+            .await
+        {
+            Ok(job) => {
+                info!(child_id = %job.id, target = %child.target, "fan-out child cancelled");
+                app.metrics.reached(job.updated_at, &job, &[]);
+                cancelled += 1;
+            }
+            Err(ApplyError::Rejected(job)) if job.status == JobStatus::Cancelled => cancelled += 1,
+            // Running or ended: it ends as it will. Not written yet (intake stopped mid-way): its
+            // message writes it and runs it.
+            Err(ApplyError::Rejected(_) | ApplyError::NotFound) => {}
+            Err(ApplyError::Store(e)) => return Err(e.into()),
+        }
+    }
+    if cancelled == 0 {
+        return Err(ApiError::Conflict {
+            id: parent.id,
+            status: parent.status,
+        });
+    }
+    info!(cancelled, children = children.len(), "fan-out cancelled");
+    let mut response = job_response(parent, app.clock.now());
+    *response.status_mut() = http::StatusCode::ACCEPTED;
+    Ok(response)
 }
 
 fn parse_wait(raw: Option<&str>) -> Result<Duration, ApiError> {

@@ -1948,3 +1948,110 @@ async fn a_slot_is_given_back_when_its_job_is_not_claimed() {
         "the cancelled job's slot was given back"
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_fanout_cancels_its_pending_children_and_ends_cancelled_with_one_callback() {
+    let (pipeline, ok) = fanout_pipeline();
+    let app = &pipeline.app;
+    let owner = crate::domain::Owner::anonymous();
+    let parent = submit(
+        app,
+        json!({"kind": "fan", "payload": {}, "callback_url": CALLBACK_URL}),
+    )
+    .await;
+    let children: Vec<_> = job(app, parent).await.fanout.unwrap().children().to_vec();
+
+    // `a` is running when the owner cancels: it runs on; `b` and `c` are cancelled.
+    let claim = app.change(Transition::Claim {
+        lease_until: far_deadline(),
+        max_attempts: 5,
+    });
+    app.store.apply(children[0].id, &claim).await.unwrap();
+    for _ in 0..2 {
+        let response = crate::api::cancel_job(app, &owner, &parent.to_string()).await;
+        assert_eq!(
+            response.status(),
+            http::StatusCode::ACCEPTED,
+            "{}",
+            response.body()
+        );
+        let document: Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(
+            document["status"], "running",
+            "it settles as its children end"
+        );
+    }
+    let statuses = |children: Vec<Job>| children.into_iter().map(|c| c.status).collect::<Vec<_>>();
+    let mut now = Vec::new();
+    for child in &children {
+        now.push(job(app, child.id).await);
+    }
+    assert_eq!(
+        statuses(now),
+        [
+            JobStatus::Running,
+            JobStatus::Cancelled,
+            JobStatus::Cancelled
+        ]
+    );
+
+    // The cancelled children's messages are received and counted on the parent; `a`'s end
+    // settles it.
+    deliver(&pipeline).await;
+    assert_eq!(job(app, parent).await.status, JobStatus::Running);
+    let end = app.change(Transition::Succeed {
+        attempt: 1,
+        result: json!(null),
+    });
+    let ended = app.store.apply(children[0].id, &end).await.unwrap();
+    crate::consumer::fanin::ensure(app, &ended).await.unwrap();
+    assert_eq!(ok.total_runs(), 0, "no cancelled child ran");
+
+    let settled = job(app, parent).await;
+    assert_eq!(settled.status, JobStatus::Cancelled);
+    let failures: Vec<_> = settled
+        .fanout
+        .as_ref()
+        .unwrap()
+        .failures()
+        .iter()
+        .map(|f| (f.target.as_str(), f.status))
+        .collect();
+    assert_eq!(
+        failures,
+        [("b", JobStatus::Cancelled), ("c", JobStatus::Cancelled)]
+    );
+    let callbacks: Vec<_> = visible_messages(&pipeline)
+        .await
+        .into_iter()
+        .map(|m| m.job_id)
+        .collect();
+    assert_eq!(callbacks, [parent.derived("callback:cancelled:0")]);
+
+    // Ended, it is cancelled no more: the answer a settled job gets.
+    let again = crate::api::cancel_job(app, &owner, &parent.to_string()).await;
+    assert_eq!(again.status(), http::StatusCode::OK, "{}", again.body());
+}
+
+#[tokio::test]
+async fn a_fanout_none_of_whose_children_is_pending_is_not_cancelled() {
+    let (pipeline, _) = fanout_pipeline();
+    let app = &pipeline.app;
+    let parent = submit(app, json!({"kind": "fan", "payload": {}})).await;
+    for child in job(app, parent).await.fanout.unwrap().children() {
+        let claim = app.change(Transition::Claim {
+            lease_until: far_deadline(),
+            max_attempts: 5,
+        });
+        app.store.apply(child.id, &claim).await.unwrap();
+    }
+    let response =
+        crate::api::cancel_job(app, &crate::domain::Owner::anonymous(), &parent.to_string()).await;
+    assert_eq!(
+        response.status(),
+        http::StatusCode::CONFLICT,
+        "{}",
+        response.body()
+    );
+    assert_eq!(job(app, parent).await.status, JobStatus::Running);
+}

@@ -112,8 +112,10 @@ impl Requirement {
 pub const EXPIRED_ERROR: &str = "the deadline passed before the job could run";
 
 impl Transition {
-    /// The state the job is in afterwards.
-    pub const fn target(&self) -> JobStatus {
+    /// The state the job is in afterwards. A fan-out parent settles `succeeded` when every
+    /// child did, `cancelled` when every child that did not was cancelled (its owner cancelled
+    /// the fan-out), and `failed` otherwise.
+    pub fn target(&self) -> JobStatus {
         match self {
             Self::Claim { .. } | Self::Heartbeat { .. } => JobStatus::Running,
             Self::Succeed { .. } => JobStatus::Succeeded,
@@ -124,6 +126,11 @@ impl Transition {
             Self::Cancel => JobStatus::Cancelled,
             Self::Redrive { .. } => JobStatus::Pending,
             Self::Settle { error: None, .. } => JobStatus::Succeeded,
+            Self::Settle { failures, .. }
+                if failures.iter().all(|f| f.status == JobStatus::Cancelled) =>
+            {
+                JobStatus::Cancelled
+            }
             Self::Settle { error: Some(_), .. } => JobStatus::Failed,
         }
     }
