@@ -89,10 +89,22 @@ pub enum Target {
 #[serde(deny_unknown_fields)]
 struct Written {
     target: Option<Target>,
-    targets: Option<BTreeMap<String, Target>>,
+    targets: Option<BTreeMap<String, Box<RawValue>>>,
     timeout_seconds: Option<u64>,
     max_attempts: Option<u32>,
     ttl_seconds: Option<u64>,
+    max_concurrency: Option<u32>,
+}
+
+/// A fan-out's target as written: what runs it, and limits of its own, which replace the kind's
+/// for its children.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrittenTarget {
+    lambda: Option<String>,
+    http: Option<String>,
+    timeout_seconds: Option<u64>,
+    max_attempts: Option<u32>,
     max_concurrency: Option<u32>,
 }
 
@@ -134,7 +146,7 @@ impl Declarations {
                 }
                 Parsed::Fanout(targets, limits) => {
                     let mut children = Vec::with_capacity(targets.len());
-                    for (target_name, target) in targets {
+                    for (target_name, (target, limits)) in targets {
                         let child = crate::domain::child_kind(&kind, &target_name)
                             .map_err(|e| format!("kind `{name}`, target `{target_name}`: {e}"))?;
                         kinds.insert(child.clone(), Declaration { target, limits });
@@ -295,17 +307,22 @@ impl Processor for AdmitOnly {
 /// A declaration as parsed: one target, or a fan-out's named targets with the limits they share.
 enum Parsed {
     One(Declaration),
-    Fanout(BTreeMap<String, Target>, Limits),
+    Fanout(BTreeMap<String, (Target, Limits)>, Limits),
 }
 
 impl Declaration {
     fn parse(raw: &str, shipped_name: bool) -> Result<Parsed, String> {
         let written: Written = serde_json::from_str(raw).map_err(|e| {
             format!(
-                r#"expected {{"target": {{"lambda": ARN}} | {{"http": URL}} | "builtin" (or "targets": {{NAME: {{"lambda": ARN}} | {{"http": URL}}, ...}}), "timeout_seconds"?, "max_attempts"?, "ttl_seconds"?, "max_concurrency"?}}: {e}"#
+                r#"expected {{"target": {{"lambda": ARN}} | {{"http": URL}} | "builtin" (or "targets": {{NAME: {{"lambda": ARN}} | {{"http": URL}} (with limits of its own), ...}}), "timeout_seconds"?, "max_attempts"?, "ttl_seconds"?, "max_concurrency"?}}: {e}"#
             )
         })?;
-        let limits = Self::limits(&written)?;
+        let limits = limits(
+            written.timeout_seconds,
+            written.max_attempts,
+            written.ttl_seconds,
+            written.max_concurrency,
+        )?;
         let target = match (written.target, written.targets) {
             (Some(target), None) => target,
             (None, Some(targets)) => return Self::fanout(targets, limits),
@@ -330,60 +347,91 @@ impl Declaration {
         Ok(Parsed::One(Self { target, limits }))
     }
 
-    /// A fan-out's targets, checked: 2 to 10, each named as a kind is, each `lambda` or `http`.
-    fn fanout(targets: BTreeMap<String, Target>, limits: Limits) -> Result<Parsed, String> {
-        if !FANOUT_TARGETS.contains(&targets.len()) {
+    /// A fan-out's targets, checked: 2 to 10, each named as a kind is, each `lambda` or `http`,
+    /// each with the kind's `limits` but for those it sets itself.
+    fn fanout(written: BTreeMap<String, Box<RawValue>>, limits: Limits) -> Result<Parsed, String> {
+        if !FANOUT_TARGETS.contains(&written.len()) {
             return Err(format!(
                 "a fan-out has {} to {} targets",
                 FANOUT_TARGETS.start(),
                 FANOUT_TARGETS.end()
             ));
         }
-        for (name, target) in &targets {
-            Kind::parse(name).map_err(|e| format!("target `{name}`: {e}"))?;
-            match target {
-                Target::Lambda(function) => check_function_arn(function)
-                    .map_err(|problem| format!("target `{name}`: {problem}"))?,
-                Target::Http(_) => {}
-                Target::Builtin => {
-                    return Err(format!(
-                        "target `{name}`: a fan-out's targets are lambda or http targets"
-                    ));
-                }
-            }
+        let mut targets = BTreeMap::new();
+        for (name, raw) in written {
+            Kind::parse(&name).map_err(|e| format!("target `{name}`: {e}"))?;
+            let target = fanout_target(&raw, limits)
+                .map_err(|problem| format!("target `{name}`: {problem}"))?;
+            targets.insert(name, target);
         }
         Ok(Parsed::Fanout(targets, limits))
     }
+}
 
-    /// The limits a declaration sets, each within its bounds.
-    fn limits(written: &Written) -> Result<Limits, String> {
-        let bounded = |name: &str, value: Option<u64>, max: u64| match value {
-            Some(v) if !(1..=max).contains(&v) => Err(format!("{name} must be 1 to {max}")),
-            _ => Ok(value),
-        };
-        let timeout = bounded(
-            "timeout_seconds",
-            written.timeout_seconds,
-            MAX_TIMEOUT_SECONDS,
-        )?;
-        let attempts = bounded(
-            "max_attempts",
-            written.max_attempts.map(u64::from),
-            MAX_ATTEMPTS.into(),
-        )?;
-        let ttl = bounded("ttl_seconds", written.ttl_seconds, u64::MAX)?;
-        let concurrency = bounded(
-            "max_concurrency",
-            written.max_concurrency.map(u64::from),
-            MAX_CONCURRENCY.into(),
-        )?;
-        Ok(Limits {
-            max_attempts: attempts.and_then(|a| u32::try_from(a).ok()),
-            default_ttl: ttl.map(Duration::from_secs),
-            timeout: timeout.map(Duration::from_secs),
-            max_concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
-        })
+/// The limits a declaration (or a fan-out's target) sets, each within its bounds.
+fn limits(
+    timeout_seconds: Option<u64>,
+    max_attempts: Option<u32>,
+    ttl_seconds: Option<u64>,
+    max_concurrency: Option<u32>,
+) -> Result<Limits, String> {
+    let bounded = |name: &str, value: Option<u64>, max: u64| match value {
+        Some(v) if !(1..=max).contains(&v) => Err(format!("{name} must be 1 to {max}")),
+        _ => Ok(value),
+    };
+    let timeout = bounded("timeout_seconds", timeout_seconds, MAX_TIMEOUT_SECONDS)?;
+    let attempts = bounded(
+        "max_attempts",
+        max_attempts.map(u64::from),
+        MAX_ATTEMPTS.into(),
+    )?;
+    let ttl = bounded("ttl_seconds", ttl_seconds, u64::MAX)?;
+    let concurrency = bounded(
+        "max_concurrency",
+        max_concurrency.map(u64::from),
+        MAX_CONCURRENCY.into(),
+    )?;
+    Ok(Limits {
+        max_attempts: attempts.and_then(|a| u32::try_from(a).ok()),
+        default_ttl: ttl.map(Duration::from_secs),
+        timeout: timeout.map(Duration::from_secs),
+        max_concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
+    })
+}
+
+/// One fan-out target, checked: `{"lambda": ARN}` or `{"http": URL}`, with `timeout_seconds`,
+/// `max_attempts` and `max_concurrency` of its own in place of the kind's (`kind`). A child's
+/// deadline is its parent's, so a target sets no `ttl_seconds`.
+fn fanout_target(raw: &RawValue, kind: Limits) -> Result<(Target, Limits), String> {
+    if matches!(serde_json::from_str(raw.get()), Ok(Target::Builtin)) {
+        return Err("a fan-out's targets are lambda or http targets".into());
     }
+    let written: WrittenTarget = serde_json::from_str(raw.get()).map_err(|e| {
+        format!(
+            r#"expected {{"lambda": ARN}} or {{"http": URL}}, with "timeout_seconds"?, "max_attempts"?, "max_concurrency"?: {e}"#
+        )
+    })?;
+    let target = match (written.lambda, written.http) {
+        (Some(function), None) => {
+            check_function_arn(&function)?;
+            Target::Lambda(function)
+        }
+        (None, Some(url)) => Target::Http(url),
+        _ => return Err(r#"give either "lambda" or "http", one of them"#.into()),
+    };
+    let own = limits(
+        written.timeout_seconds,
+        written.max_attempts,
+        None,
+        written.max_concurrency,
+    )?;
+    let limits = Limits {
+        max_attempts: own.max_attempts.or(kind.max_attempts),
+        default_ttl: kind.default_ttl,
+        timeout: own.timeout.or(kind.timeout),
+        max_concurrency: own.max_concurrency.or(kind.max_concurrency),
+    };
+    Ok((target, limits))
 }
 
 /// `arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME`, with an optional `:QUALIFIER`: the form

@@ -314,6 +314,40 @@ fn a_fanout_kind_declares_one_child_kind_per_target_with_its_limits() {
 }
 
 #[test]
+fn a_fanout_target_may_set_limits_of_its_own_in_place_of_the_kinds() {
+    let declared = parse(json!({
+        "notify": {"targets": {"email": {"http": "https://mail.example/send"},
+                               "sms": {"lambda": RESIZE, "max_concurrency": 2, "timeout_seconds": 5}},
+                   "max_attempts": 4, "timeout_seconds": 30, "ttl_seconds": 600}
+    }))
+    .unwrap();
+    let limits: Vec<(&str, Limits)> = declared
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.limits))
+        .collect();
+    let kinds = Limits {
+        max_attempts: Some(4),
+        default_ttl: Some(Duration::from_secs(600)),
+        timeout: Some(Duration::from_secs(30)),
+        max_concurrency: None,
+    };
+    assert_eq!(
+        limits,
+        [
+            ("notify--email", kinds),
+            (
+                "notify--sms",
+                Limits {
+                    timeout: Some(Duration::from_secs(5)),
+                    max_concurrency: Some(2),
+                    ..kinds
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
 fn a_fanout_that_cannot_be_used_is_refused_with_the_kind_and_the_problem() {
     let http = json!({"http": "https://a.example/"});
     for (document, problem) in [
@@ -333,6 +367,22 @@ fn a_fanout_that_cannot_be_used_is_refused_with_the_kind_and_the_problem() {
         (
             json!({"n--a": {"target": http}}),
             "kind `n--a`: `--` is kept",
+        ),
+        (
+            json!({"n": {"targets": {"a": http, "b": {"http": "https://b.example/", "lambda": RESIZE}}}}),
+            "target `b`: give either \"lambda\" or \"http\"",
+        ),
+        (
+            json!({"n": {"targets": {"a": http, "b": {"http": "https://b.example/", "ttl_seconds": 5}}}}),
+            "target `b`: expected",
+        ),
+        (
+            json!({"n": {"targets": {"a": http, "b": {"http": "https://b.example/", "max_concurrency": 0}}}}),
+            "target `b`: max_concurrency must be 1 to 1000",
+        ),
+        (
+            json!({"n": {"targets": {"a": http, "b": {"lambda": "arn:aws:lambda:x"}}}}),
+            "target `b`: `arn:aws:lambda:x` is not a Lambda function ARN",
         ),
     ] {
         let error = parse(document.clone()).unwrap_err();
