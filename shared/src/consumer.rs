@@ -12,13 +12,13 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
 use self::heartbeat::{Heartbeat, LeaseLost};
-use self::slot::Slot;
 use crate::app::App;
 use crate::config::Settings;
 use crate::domain::{Change, Job, JobMessage, JobStatus, Priority, Timestamp, Transition};
 use crate::metrics::{Metric, millis};
 use crate::processor::{ProcessError, Processor, Reporter, Work};
 use crate::queue::{MAX_VISIBILITY, SendOptions};
+use crate::store::Slot;
 use crate::store::{ApplyError, Created, StoreError};
 
 /// The time kept back from a processor at the end of an invocation, to record its outcome and

@@ -113,19 +113,13 @@ impl JobStore for CorruptStore {
     }
     async fn hold_slot(
         &self,
-        _: &spillway_core::domain::Kind,
-        _: u32,
-        _: &str,
+        _: &spillway_core::store::Slot,
         _: spillway_core::domain::Timestamp,
         _: spillway_core::domain::Timestamp,
     ) -> Result<bool, StoreError> {
         Ok(true)
     }
-    async fn release_slot(
-        &self,
-        _: &spillway_core::domain::Kind,
-        _: &str,
-    ) -> Result<(), StoreError> {
+    async fn release_slot(&self, _: &spillway_core::store::Slot) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -1063,20 +1063,14 @@ mod tests {
         }
         async fn hold_slot(
             &self,
-            kind: &crate::domain::Kind,
-            limit: u32,
-            holder: &str,
+            slot: &crate::store::Slot,
             until: crate::domain::Timestamp,
             now: crate::domain::Timestamp,
         ) -> Result<bool, StoreError> {
-            self.inner.hold_slot(kind, limit, holder, until, now).await
+            self.inner.hold_slot(slot, until, now).await
         }
-        async fn release_slot(
-            &self,
-            kind: &crate::domain::Kind,
-            holder: &str,
-        ) -> Result<(), StoreError> {
-            self.inner.release_slot(kind, holder).await
+        async fn release_slot(&self, slot: &crate::store::Slot) -> Result<(), StoreError> {
+            self.inner.release_slot(slot).await
         }
     }
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::slot::Slot;
 use super::{Record, WRAP_UP};
 use crate::domain::{Timestamp, Transition};
 use crate::processor::Reporter;
 use crate::store::ApplyError;
+use crate::store::Slot;
 
 /// The least time between two writes of a job's progress: a processor may report as often as it
 /// likes, and at most one write a second reaches the table.

@@ -8,21 +8,13 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Outcome, Record};
-use crate::domain::{JobMessage, Kind, Timestamp};
+use crate::domain::{JobMessage, Timestamp};
 use crate::metrics::Metric;
+use crate::store::Slot;
 
 /// The shortest and longest wait of a message whose kind's slots are all held, drawn at random
 /// between them so that waiting messages come back spread out, not together.
 pub const SLOT_WAIT: std::ops::RangeInclusive<u64> = 1..=10;
-
-/// One slot of a kind, held by one record's attempt.
-pub(super) struct Slot {
-    pub(super) kind: Kind,
-    pub(super) limit: u32,
-    /// Who holds it: this record alone, so a second delivery of the same message never shares
-    /// (or gives back) the first's slot.
-    pub(super) holder: String,
-}
 
 impl Record<'_> {
     /// A slot of the message's kind, held until `until`, when the kind has a `max_concurrency`:
@@ -36,18 +28,15 @@ impl Record<'_> {
         let Some(limit) = self.app.processors.limits(&message.kind).max_concurrency else {
             return Ok(None);
         };
+        // The record holds it alone: a second delivery of the same message never shares (or gives
+        // back) the first's slot.
         let slot = Slot {
             kind: message.kind.clone(),
             limit,
             holder: uuid::Uuid::now_v7().to_string(),
         };
         let now = self.app.clock.now();
-        match self
-            .app
-            .store
-            .hold_slot(&slot.kind, limit, &slot.holder, until, now)
-            .await
-        {
+        match self.app.store.hold_slot(&slot, until, now).await {
             Ok(true) => Ok(Some(slot)),
             Ok(false) => Err(self.wait_for_slot(message, limit).await),
             Err(error) => Err(self.store_failed(&error).await),
@@ -57,7 +46,7 @@ impl Record<'_> {
     /// Gives `slot` back, if one was taken. Should that fail, it lapses at its `until`.
     pub(super) async fn give_back(&self, slot: Option<Slot>) {
         let Some(slot) = slot else { return };
-        if let Err(error) = self.app.store.release_slot(&slot.kind, &slot.holder).await {
+        if let Err(error) = self.app.store.release_slot(&slot).await {
             warn!(error = %crate::error::Chain(&error), "could not give the kind's slot back; it lapses with the lease");
         }
     }
@@ -67,12 +56,7 @@ impl Record<'_> {
     /// until it ends: stopping work that holds its own lease would waste it.
     pub(super) async fn renew_slot(&self, slot: &Slot, until: Timestamp) {
         let now = self.app.clock.now();
-        match self
-            .app
-            .store
-            .hold_slot(&slot.kind, slot.limit, &slot.holder, until, now)
-            .await
-        {
+        match self.app.store.hold_slot(slot, until, now).await {
             Ok(true) => {}
             Ok(false) => {
                 warn!(kind = %slot.kind, limit = slot.limit, "the kind's slot lapsed and was taken; the job runs on, over the kind's limit");

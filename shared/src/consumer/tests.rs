@@ -719,16 +719,14 @@ impl crate::store::JobStore for Unreachable {
 
     async fn hold_slot(
         &self,
-        _: &Kind,
-        _: u32,
-        _: &str,
+        _: &crate::store::Slot,
         _: Timestamp,
         _: Timestamp,
     ) -> Result<bool, StoreError> {
         Err(unreachable_error())
     }
 
-    async fn release_slot(&self, _: &Kind, _: &str) -> Result<(), StoreError> {
+    async fn release_slot(&self, _: &crate::store::Slot) -> Result<(), StoreError> {
         Err(unreachable_error())
     }
 }
@@ -1211,17 +1209,15 @@ impl crate::store::JobStore for HeartbeatsFail {
 
     async fn hold_slot(
         &self,
-        kind: &Kind,
-        limit: u32,
-        holder: &str,
+        slot: &crate::store::Slot,
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.inner.hold_slot(kind, limit, holder, until, now).await
+        self.inner.hold_slot(slot, until, now).await
     }
 
-    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
-        self.inner.release_slot(kind, holder).await
+    async fn release_slot(&self, slot: &crate::store::Slot) -> Result<(), StoreError> {
+        self.inner.release_slot(slot).await
     }
 }
 
@@ -1548,20 +1544,14 @@ impl crate::store::JobStore for CreatesFail {
     }
     async fn hold_slot(
         &self,
-        kind: &Kind,
-        limit: u32,
-        holder: &str,
+        slot: &crate::store::Slot,
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.0.hold_slot(kind, limit, holder, until, now).await
+        self.0.hold_slot(slot, until, now).await
     }
-    async fn release_slot(
-        &self,
-        kind: &crate::domain::Kind,
-        holder: &str,
-    ) -> Result<(), StoreError> {
-        self.0.release_slot(kind, holder).await
+    async fn release_slot(&self, slot: &crate::store::Slot) -> Result<(), StoreError> {
+        self.0.release_slot(slot).await
     }
 }
 
@@ -1810,6 +1800,15 @@ fn gauge_kind() -> Kind {
     Kind::parse("gauge").unwrap()
 }
 
+/// `holder`'s slot among the `gauge` kind's `limit`.
+fn gauge_slot(limit: u32, holder: &str) -> crate::store::Slot {
+    crate::store::Slot {
+        kind: gauge_kind(),
+        limit,
+        holder: holder.to_owned(),
+    }
+}
+
 /// Polls until every job of `ids` has ended, with `consumers` consumers at once.
 async fn drain(pipeline: &MemoryPipeline, ids: &[JobId], consumers: usize) {
     let mut polling = tokio::task::JoinSet::new();
@@ -1887,7 +1886,7 @@ async fn a_kind_runs_no_more_jobs_at_once_than_its_max_concurrency_and_waiting_c
         let store = &pipeline.app.store;
         assert!(
             store
-                .hold_slot(&gauge_kind(), 2, probe, until, now)
+                .hold_slot(&gauge_slot(2, probe), until, now)
                 .await
                 .unwrap()
         );
@@ -1905,7 +1904,7 @@ async fn a_slot_whose_consumer_stopped_lapses_and_the_waiting_job_then_runs() {
         pipeline
             .app
             .store
-            .hold_slot(&gauge_kind(), 1, "stopped", lapses, now)
+            .hold_slot(&gauge_slot(1, "stopped"), lapses, now)
             .await
             .unwrap()
     );
@@ -1942,7 +1941,7 @@ async fn a_slot_is_given_back_when_its_job_is_not_claimed() {
         pipeline
             .app
             .store
-            .hold_slot(&gauge_kind(), 1, "next", until, now)
+            .hold_slot(&gauge_slot(1, "next"), until, now)
             .await
             .unwrap(),
         "the cancelled job's slot was given back"

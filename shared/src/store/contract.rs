@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{ApplyError, JobStore, StoreError};
+use super::{ApplyError, JobStore, Slot, StoreError};
 use crate::domain::{
     Change, Child, Failure, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, JobStatus, Kind,
     NewJob, Owner, ParentLink, PayloadDigest, Priority, Progress, Timestamp, Transition,
@@ -838,32 +838,44 @@ fn slot_kind() -> Kind {
     Kind::parse(&format!("slots-{}", JobId::generate())).unwrap()
 }
 
+/// `holder`'s slot among `kind`'s `limit`.
+fn slot(kind: &Kind, limit: u32, holder: &str) -> Slot {
+    Slot {
+        kind: kind.clone(),
+        limit,
+        holder: holder.to_owned(),
+    }
+}
+
 /// A clause of the store contract.
 pub async fn a_kind_has_as_many_slots_as_its_limit(store: &dyn JobStore) {
     let kind = slot_kind();
-    let other_kind = slot_kind();
     let t0 = now();
     let until = t0.saturating_add(Duration::from_secs(60));
-    let hold = |holder: &'static str| store.hold_slot(&kind, 2, holder, until, t0);
-    assert!(hold("a").await.unwrap());
-    assert!(hold("b").await.unwrap());
-    assert!(!hold("c").await.unwrap(), "a third slot of two");
+    let hold = |holder: &'static str| {
+        let slot = slot(&kind, 2, holder);
+        async move { store.hold_slot(&slot, until, t0).await.unwrap() }
+    };
+    assert!(hold("a").await);
+    assert!(hold("b").await);
+    assert!(!hold("c").await, "a third slot of two");
     assert!(
-        hold("a").await.unwrap(),
+        hold("a").await,
         "a holder renews its own slot when all are held"
     );
+    let other_kind = slot(&slot_kind(), 1, "c");
     assert!(
-        store
-            .hold_slot(&other_kind, 1, "c", until, t0)
-            .await
-            .unwrap(),
+        store.hold_slot(&other_kind, until, t0).await.unwrap(),
         "another kind's slots are its own"
     );
-    store.release_slot(&kind, "a").await.unwrap();
-    store.release_slot(&kind, "a").await.unwrap();
-    store.release_slot(&kind, "never-held").await.unwrap();
-    assert!(hold("c").await.unwrap(), "a released slot is free");
-    assert!(!hold("d").await.unwrap());
+    store.release_slot(&slot(&kind, 2, "a")).await.unwrap();
+    store.release_slot(&slot(&kind, 2, "a")).await.unwrap();
+    store
+        .release_slot(&slot(&kind, 2, "never-held"))
+        .await
+        .unwrap();
+    assert!(hold("c").await, "a released slot is free");
+    assert!(!hold("d").await);
 }
 
 /// A clause of the store contract.
@@ -871,35 +883,23 @@ pub async fn a_lapsed_slot_is_taken_by_the_next_holder(store: &dyn JobStore) {
     let kind = slot_kind();
     let t0 = now();
     let later = |secs| t0.saturating_add(Duration::from_secs(secs));
-    assert!(store.hold_slot(&kind, 2, "a", later(10), t0).await.unwrap());
-    assert!(store.hold_slot(&kind, 2, "b", later(60), t0).await.unwrap());
-    assert!(
-        !store
-            .hold_slot(&kind, 2, "c", later(70), later(9))
-            .await
-            .unwrap()
-    );
+    let hold = |holder: &'static str, until: u64, at: u64| {
+        let slot = slot(&kind, 2, holder);
+        async move {
+            store
+                .hold_slot(&slot, later(until), later(at))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(hold("a", 10, 0).await);
+    assert!(hold("b", 60, 0).await);
+    assert!(!hold("c", 70, 9).await);
     // `a` stopped without giving its slot back: at 11 s its hold has lapsed.
-    assert!(
-        store
-            .hold_slot(&kind, 2, "c", later(70), later(11))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .hold_slot(&kind, 2, "d", later(70), later(11))
-            .await
-            .unwrap(),
-        "`b` and `c` hold both slots"
-    );
+    assert!(hold("c", 70, 11).await);
+    assert!(!hold("d", 70, 11).await, "`b` and `c` hold both slots");
     // `a`, still running after all, finds its slot taken.
-    assert!(
-        !store
-            .hold_slot(&kind, 2, "a", later(70), later(12))
-            .await
-            .unwrap()
-    );
+    assert!(!hold("a", 70, 12).await);
 }
 
 /// A clause of the store contract.
@@ -911,15 +911,15 @@ pub async fn concurrent_holders_get_no_more_slots_than_the_limit(store: &dyn Job
     let lapsed = t0.saturating_add(Duration::from_secs(1));
     assert!(
         store
-            .hold_slot(&kind, 3, "lapsed", lapsed, t0)
+            .hold_slot(&slot(&kind, 3, "lapsed"), lapsed, t0)
             .await
             .unwrap()
     );
     let later = t0.saturating_add(Duration::from_secs(2));
-    let holders: Vec<String> = (0..12).map(|i| format!("holder-{i}")).collect();
-    let holds = holders
-        .iter()
-        .map(|holder| store.hold_slot(&kind, 3, holder, until, later));
+    let slots: Vec<Slot> = (0..12)
+        .map(|i| slot(&kind, 3, &format!("holder-{i}")))
+        .collect();
+    let holds = slots.iter().map(|slot| store.hold_slot(slot, until, later));
     let results = futures::future::join_all(holds).await;
     let held = results.iter().filter(|r| matches!(r, Ok(true))).count();
     assert!(results.iter().all(Result::is_ok), "{results:?}");

@@ -2,8 +2,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 };
 use tracing::instrument;
 
-use super::{ACTIVE_BY_OWNER_INDEX, ACTIVE_OWNER, ApplyError, JobStore, StoreError};
+use super::{ACTIVE_BY_OWNER_INDEX, ACTIVE_OWNER, ApplyError, JobStore, Slot, StoreError};
 use crate::domain::{
     Change, CorrelationId, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
     PayloadDigest, Progress, Requirement, Timestamp, Transition,
@@ -50,14 +50,9 @@ impl DynamoStore {
             .condition_expression(NEW_ITEM)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Err(StoreError::AlreadyExists)
-            }
-            Err(e) => Err(unavailable(e)),
+        match condition_held(result)? {
+            true => Ok(()),
+            false => Err(StoreError::AlreadyExists),
         }
     }
 
@@ -295,6 +290,26 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(err: E) -> StoreErr
     StoreError::Unavailable(Box::new(err))
 }
 
+/// Whether a conditional write was made: `false` when DynamoDB refused it because its condition
+/// failed (`ConditionalCheckFailedException`), an error for any other failure.
+fn condition_held<O, E>(result: Result<O, SdkError<E, HttpResponse>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if error
+                .as_service_error()
+                .and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(unavailable(error)),
+    }
+}
+
 #[async_trait]
 impl JobStore for DynamoStore {
     #[instrument(skip_all, fields(job_id = %job.id))]
@@ -430,15 +445,14 @@ impl JobStore for DynamoStore {
     /// lapsed or not: the whole cost while the kind has room and no consumer stopped holding a
     /// slot. Otherwise a strongly consistent read, and, when lapsed holds leave room, one write
     /// that clears them and adds the holder's, on condition that the item is still as read.
-    #[instrument(skip_all, fields(%kind, limit))]
+    #[instrument(skip_all, fields(kind = %slot.kind, limit = slot.limit))]
     async fn hold_slot(
         &self,
-        kind: &Kind,
-        limit: u32,
-        holder: &str,
+        slot: &Slot,
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let (kind, limit, holder) = (&slot.kind, slot.limit, slot.holder.as_str());
         if self
             .write_hold(kind, holder, until, Seen::Nothing { limit })
             .await?
@@ -483,8 +497,9 @@ impl JobStore for DynamoStore {
         Ok(false)
     }
 
-    #[instrument(skip_all, fields(%kind))]
-    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
+    #[instrument(skip_all, fields(kind = %slot.kind))]
+    async fn release_slot(&self, slot: &Slot) -> Result<(), StoreError> {
+        let (kind, holder) = (&slot.kind, slot.holder.as_str());
         let result = self
             .client
             .update_item()
@@ -496,15 +511,8 @@ impl JobStore for DynamoStore {
             .expression_attribute_names("#holder", holder)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        // Not held (any more): nothing to give back.
+        condition_held(result).map(drop)
     }
 }
 
@@ -598,15 +606,7 @@ impl DynamoStore {
             .condition_expression(condition)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        condition_held(result)
     }
 
     /// The holds of `kind`'s slots, with a strongly consistent read; `None` when no job of the
@@ -659,15 +659,7 @@ impl DynamoStore {
             .condition_expression(NEW_ITEM)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        condition_held(result)
     }
 }
 

@@ -3,6 +3,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use super::Slot;
 use super::{ApplyError, JobStore, StoreError};
 use crate::domain::{
     Change, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner, Timestamp,
@@ -123,12 +124,11 @@ impl JobStore for MemoryStore {
 
     async fn hold_slot(
         &self,
-        kind: &Kind,
-        limit: u32,
-        holder: &str,
+        slot: &Slot,
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let (kind, limit, holder) = (&slot.kind, slot.limit, slot.holder.as_str());
         let mut state = self.state();
         let slots = state.slots.entry(kind.clone()).or_default();
         slots.retain(|other, held_until| other == holder || *held_until > now);
@@ -140,7 +140,8 @@ impl JobStore for MemoryStore {
         Ok(true)
     }
 
-    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
+    async fn release_slot(&self, slot: &Slot) -> Result<(), StoreError> {
+        let (kind, holder) = (&slot.kind, slot.holder.as_str());
         if let Some(slots) = self.state().slots.get_mut(kind) {
             slots.remove(holder);
         }

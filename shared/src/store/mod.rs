@@ -54,23 +54,33 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// (docs/architecture.md, "Per-owner limits"). The in-memory store counts its jobs.
     async fn active_jobs(&self, owner: &Owner, at_most: u32) -> Result<u32, StoreError>;
 
-    /// Takes one of the `limit` slots that `kind`'s running jobs share, for `holder` until
-    /// `until`, or renews the one `holder` has: `true` when `holder` holds a slot now, `false`
-    /// when `limit` other holders hold slots that have not lapsed at `now`. A slot whose holder
+    /// Takes one of the `slot.limit` slots that `slot.kind`'s running jobs share, for
+    /// `slot.holder` until `until`, or renews the one it has: `true` when it holds a slot now,
+    /// `false` when `limit` other holders hold slots that have not lapsed at `now`. A slot whose holder
     /// stopped without giving it back lapses at its `until` and is cleared when found. Decided
     /// atomically: two callers racing for the last slot never both get it. See
     /// docs/architecture.md, "Concurrency per kind".
     async fn hold_slot(
         &self,
-        kind: &Kind,
-        limit: u32,
-        holder: &str,
+        slot: &Slot,
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Gives `holder`'s slot of `kind` back; nothing happens when it holds none.
-    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError>;
+    /// Gives `slot.holder`'s slot of `slot.kind` back; nothing happens when it holds none.
+    async fn release_slot(&self, slot: &Slot) -> Result<(), StoreError>;
+}
+
+/// One holder's slot among those a kind's running jobs share ([`JobStore::hold_slot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The kind whose slots these are.
+    pub kind: Kind,
+    /// How many slots the kind has: its `max_concurrency`.
+    pub limit: u32,
+    /// Who holds this one: in the consumer one record's attempt, never shared with another
+    /// delivery of the same message.
+    pub holder: String,
 }
 
 /// The table's sparse global secondary index of active jobs by owner: every job item that is

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::clock::Clock;
 use crate::domain::{
-    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Kind, Lanes, Owner,
-    Priority, Timestamp,
+    Change, IdempotencyKey, IdempotencyRecord, Job, JobId, JobMessage, Lanes, Owner, Priority,
+    Timestamp,
 };
 use crate::esm::EventSourceMapping;
 use crate::processor::{ProcessError, Processor, Processors, Work};
@@ -291,16 +291,14 @@ impl JobStore for FaultyStore {
 
     async fn hold_slot(
         &self,
-        kind: &Kind,
-        limit: u32,
-        holder: &str,
+        slot: &crate::store::Slot,
         until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         if self.refused() {
             return Err(StoreError::Unavailable(injected()));
         }
-        let call = self.inner.hold_slot(kind, limit, holder, until, now);
+        let call = self.inner.hold_slot(slot, until, now);
         self.chaos
             .inject("store.hold_slot", call, || {
                 StoreError::Unavailable(injected())
@@ -308,11 +306,11 @@ impl JobStore for FaultyStore {
             .await
     }
 
-    async fn release_slot(&self, kind: &Kind, holder: &str) -> Result<(), StoreError> {
+    async fn release_slot(&self, slot: &crate::store::Slot) -> Result<(), StoreError> {
         if self.refused() {
             return Err(StoreError::Unavailable(injected()));
         }
-        let call = self.inner.release_slot(kind, holder);
+        let call = self.inner.release_slot(slot);
         self.chaos
             .inject("store.release_slot", call, || {
                 StoreError::Unavailable(injected())
