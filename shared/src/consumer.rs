@@ -18,8 +18,7 @@ use crate::domain::{Change, Job, JobMessage, JobStatus, Priority, Timestamp, Tra
 use crate::metrics::{Metric, millis};
 use crate::processor::{ProcessError, Processor, Reporter, Work};
 use crate::queue::{MAX_VISIBILITY, SendOptions};
-use crate::store::Slot;
-use crate::store::{ApplyError, Created, StoreError};
+use crate::store::{ApplyError, Created, Slot, StoreError};
 
 /// The time kept back from a processor at the end of an invocation, to record its outcome and
 /// reschedule its message before Lambda stops the invocation.

@@ -9,8 +9,7 @@ use tracing::{info, warn};
 use super::{Record, WRAP_UP};
 use crate::domain::{Timestamp, Transition};
 use crate::processor::Reporter;
-use crate::store::ApplyError;
-use crate::store::Slot;
+use crate::store::{ApplyError, Slot};
 
 /// The least time between two writes of a job's progress: a processor may report as often as it
 /// likes, and at most one write a second reaches the table.

@@ -68,9 +68,9 @@ impl Record<'_> {
     }
 
     /// Sends the message on, delayed by a [`SLOT_WAIT`] drawn at random, and acknowledges this
-    /// delivery: the job's attempts and the message's receive count stay as they were, so
-    /// waiting never brings a job nearer the DLQ. Should the send fail, the message stays and
-    /// comes back after the same delay.
+    /// delivery: the job's attempts stay as they were and the new message's receive count starts
+    /// at 1, so waiting never brings a job nearer the DLQ. Should the send fail, the message stays
+    /// and comes back after the same delay.
     async fn wait_for_slot(&self, message: &JobMessage, limit: u32) -> Outcome {
         let delay = Duration::from_secs(fastrand::u64(SLOT_WAIT));
         self.app.metrics.for_job(
