@@ -21,7 +21,9 @@ fn function_arn(name: &str) -> String {
 async fn a_lambda_kind_runs_its_function_whose_answer_decides_the_outcome() {
     let resize = function_arn("spillway-test-resize");
     let kinds = json!({
-        "resize": {"target": {"lambda": resize}, "max_attempts": 2, "ttl_seconds": 300}
+        "resize": {"target": {"lambda": resize}, "max_attempts": 2, "ttl_seconds": 300},
+        "thumbs": {"targets": {"small": {"lambda": resize},
+                               "large": {"lambda": resize, "max_concurrency": 1}}}
     })
     .to_string();
     let stack = Stack::deploy(
@@ -38,7 +40,7 @@ async fn a_lambda_kind_runs_its_function_whose_answer_decides_the_outcome() {
         .post(&json!({"kind": "resise", "payload": {}}), &[])
         .await;
     assert_eq!(unknown.status, 422, "{unknown}");
-    assert!(unknown.body.contains("resize, webhook"), "{unknown}");
+    assert!(unknown.body.contains("resize, thumbs, webhook"), "{unknown}");
 
     // What the function returns is the job's result; it was given the job as its event.
     let succeed = stack
@@ -113,6 +115,29 @@ async fn a_lambda_kind_runs_its_function_whose_answer_decides_the_outcome() {
     let job = stack.run_until(&slow, "succeeded").await;
     assert_eq!(job["attempts"], 2, "{job}");
     assert_eq!(job["result"], json!({"woke_on": 2}));
+
+    // A fan-out whose targets are both the function: each child invokes it with its own kind,
+    // one refuses, and the parent lists it. `large` runs under a slot of its own kind.
+    let fanout = stack
+        .accept(
+            &json!({"kind": "thumbs", "payload": {"act": "refuse_kind", "kind": "thumbs--large"}}),
+        )
+        .await;
+    let parent = stack.run_until(&fanout, "failed").await;
+    let failures = parent["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{parent}");
+    assert_eq!(failures[0]["target"], "large", "{parent}");
+    assert_eq!(
+        failures[0]["error"],
+        "PermanentError: thumbs--large refuses the job"
+    );
+    for child in parent["children"].as_array().unwrap() {
+        let child = stack.get(child["id"].as_str().unwrap()).await;
+        match child["target"].as_str().unwrap() {
+            "small" => assert_eq!(child["result"], json!({"kind": "thumbs--small"}), "{child}"),
+            _ => assert_eq!(child["status"], "failed", "{child}"),
+        }
+    }
     stack.drain().await;
 
     // Every invoke was a consumer's, allowed by its role's grant on this one function; each

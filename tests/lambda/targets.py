@@ -5,6 +5,8 @@ job's payload asks (`act`), so one function shows every outcome.
 - `fail_until`: raises a RuntimeError (retryable) until the job's attempt reaches `attempt`.
 - `permanent`: raises PermanentError with `message`: the job fails with it, and is not retried.
 - `sleep_until`: sleeps `seconds` (past the function's timeout) until the attempt reaches `attempt`.
+- `refuse_kind`: raises PermanentError when the job's kind is `kind` (one target of a fan-out
+  whose targets are all this function), and returns the kind otherwise.
 """
 
 import time
@@ -26,6 +28,10 @@ def handler(event, context):
         return {"succeeded_on": attempt}
     if act == "permanent":
         raise PermanentError(payload["message"])
+    if act == "refuse_kind":
+        if event["kind"] == payload["kind"]:
+            raise PermanentError(f"{event['kind']} refuses the job")
+        return {"kind": event["kind"]}
     if act == "sleep_until":
         if attempt < payload["attempt"]:
             time.sleep(payload["seconds"])
