@@ -40,7 +40,10 @@ async fn a_lambda_kind_runs_its_function_whose_answer_decides_the_outcome() {
         .post(&json!({"kind": "resise", "payload": {}}), &[])
         .await;
     assert_eq!(unknown.status, 422, "{unknown}");
-    assert!(unknown.body.contains("resize, thumbs, webhook"), "{unknown}");
+    assert!(
+        unknown.body.contains("resize, thumbs, webhook"),
+        "{unknown}"
+    );
 
     // What the function returns is the job's result; it was given the job as its event.
     let succeed = stack
