@@ -32,7 +32,7 @@ use http::header::{CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{HttpConnector, capture_connection};
 use hyper_util::rt::TokioExecutor;
 
 use crate::sdk::Roots;
@@ -364,9 +364,30 @@ impl Client {
         if let Some(token) = signed.security_token {
             request = request.header("x-amz-security-token", token);
         }
-        let request = request
+        if let Some(trace) = trace_header() {
+            request = request.header("x-amzn-trace-id", trace);
+        }
+        let mut request = request
             .body(Full::new(body.clone()))
             .map_err(|error| CallError::Request(Arc::new(error)))?;
+        let connection = capture_connection(&mut request);
+        let outcome = self.exchange(client, request).await;
+        if let Err(error) = &outcome
+            && retry::classify(error) == Classification::Transient
+            && let Some(connected) = connection.connection_metadata().as_ref()
+        {
+            // As the SDK does after a transient failure: the retry takes a new connection.
+            connected.poison();
+        }
+        outcome
+    }
+
+    async fn exchange(
+        &self,
+        client: &Http,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Bytes, CallError> {
+        let inner = &*self.0;
         let exchange = async {
             let response = client
                 .request(request)
@@ -403,6 +424,28 @@ impl Client {
             )))
         }
     }
+}
+
+/// The `X-Amzn-Trace-Id` the SDK's recursion detection sends from a Lambda function: the
+/// invocation's trace id (which `lambda_runtime` sets in `_X_AMZN_TRACE_ID`), so that X-Ray
+/// follows the call and Lambda's recursive loop detection sees it, with control characters
+/// percent-encoded.
+fn trace_header() -> Option<HeaderValue> {
+    std::env::var_os("AWS_LAMBDA_FUNCTION_NAME")?;
+    let trace = std::env::var("_X_AMZN_TRACE_ID").ok()?;
+    HeaderValue::from_str(&encode_controls(&trace)).ok()
+}
+
+fn encode_controls(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_control() || !byte.is_ascii() {
+            encoded.push_str(&format!("%{byte:02X}"));
+        } else {
+            encoded.push(char::from(byte));
+        }
+    }
+    encoded
 }
 
 /// `time` moved by `skew_ms`.

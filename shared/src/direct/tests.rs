@@ -35,6 +35,7 @@ fn error(status: u16, code: &'static str) -> Answer {
 struct Stub {
     url: String,
     heads: Arc<Mutex<Vec<String>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Stub {
@@ -44,9 +45,12 @@ impl Stub {
         let heads = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
         let kept = heads.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (heads, answers) = (kept.clone(), answers.clone());
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
@@ -78,7 +82,11 @@ impl Stub {
                 });
             }
         });
-        Self { url, heads }
+        Self {
+            url,
+            heads,
+            connections,
+        }
     }
 
     fn heads(&self) -> Vec<String> {
@@ -145,6 +153,27 @@ async fn throttling_and_server_errors_are_retried_until_an_answer() {
     let answer = client_for(&stub).call("GetItem", b"{}".to_vec()).await;
     assert_eq!(answer.unwrap().as_ref(), br#"{"Item":{}}"#);
     assert_eq!(stub.heads().len(), 3);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_server_error_takes_a_new_connection_and_a_success_keeps_it() {
+    let stub = Stub::start(vec![error(500, "InternalServerError"), ok("{}"), ok("{}")]).await;
+    let client = client_for(&stub);
+    client.call("GetItem", b"{}".to_vec()).await.unwrap();
+    assert_eq!(stub.connections.load(Ordering::SeqCst), 2);
+    client.call("GetItem", b"{}".to_vec()).await.unwrap();
+    assert_eq!(stub.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn trace_ids_are_sent_with_control_characters_encoded() {
+    assert_eq!(
+        encode_controls(
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+        ),
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    );
+    assert_eq!(encode_controls("a\nb\u{7f}é"), "a%0Ab%7F%C3%A9");
 }
 
 #[tokio::test]
