@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Function, Settings};
+use crate::direct::{Direct, Service};
 use crate::domain::{Change, Lanes, Transition};
 use crate::kinds::{self, TakenKind};
 use crate::metrics::{Metrics, Stdout};
@@ -143,7 +144,11 @@ impl App {
             })?;
         let processors =
             kinds::deployed_with(webhook, config.settings.demo_kinds, custom)?.and(declared);
-        Ok(Self::on_aws(&sdk, &config)
+        let direct =
+            crate::direct::Direct::from_sdk(&sdk, crate::sdk::Roots::for_lambda(), |name| {
+                std::env::var(name).ok()
+            });
+        Ok(Self::on_aws_with(&sdk, &config, direct.as_ref())
             .with_processors(processors)
             .with_signing(signing)
             .with_metrics(metrics_from_env()))
@@ -152,19 +157,33 @@ impl App {
     /// The app on DynamoDB and SQS, with clients made from `sdk`. A lane whose queue the
     /// function is not given gets a queue that refuses every call (see [`NoQueue`]).
     pub fn on_aws(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
-        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.resources.table);
+        Self::on_aws_with(sdk, config, None)
+    }
+
+    /// [`App::on_aws`], with the hot DynamoDB and SQS operations sent by `direct`'s clients
+    /// when given (docs/performance.md).
+    fn on_aws_with(sdk: &aws_config::SdkConfig, config: &Config, direct: Option<&Direct>) -> Self {
+        let table = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.resources.table);
+        let store: Arc<dyn JobStore> = match direct {
+            Some(direct) => Arc::new(table.direct(direct.client(Service::DynamoDb))),
+            None => Arc::new(table),
+        };
+        let sqs = direct.map(|direct| direct.client(Service::Sqs));
         let queues =
             config
                 .resources
                 .queue_urls
                 .clone()
                 .map(|priority, url| -> Arc<dyn JobQueue> {
-                    match url {
-                        Some(url) => Arc::new(SqsQueue::from_sdk(sdk, &url)),
-                        None => Arc::new(NoQueue(priority)),
+                    match (url, &sqs) {
+                        (Some(url), Some(client)) => {
+                            Arc::new(SqsQueue::from_sdk(sdk, &url).direct(client.clone()))
+                        }
+                        (Some(url), None) => Arc::new(SqsQueue::from_sdk(sdk, &url)),
+                        (None, _) => Arc::new(NoQueue(priority)),
                     }
                 });
-        Self::new(Arc::new(store), queues, config.settings.clone())
+        Self::new(store, queues, config.settings.clone())
     }
 }
 

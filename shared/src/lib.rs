@@ -7,6 +7,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod consumer;
+pub mod direct;
 pub mod dlq;
 pub mod domain;
 pub mod error;

@@ -25,7 +25,7 @@ use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
 use aws_smithy_runtime_api::client::http::{HttpConnectorSettings, SharedHttpConnector};
 
 /// The PEM roots of Amazon Trust Services.
-const AMAZON_TRUST_SERVICES: &str = include_str!("sdk/amazon-trust-services.pem");
+pub(crate) const AMAZON_TRUST_SERVICES: &str = include_str!("sdk/amazon-trust-services.pem");
 
 /// Which certificate authorities the HTTPS client trusts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

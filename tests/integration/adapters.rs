@@ -113,6 +113,47 @@ mod dynamodb_local {
     }
 }
 
+/// The store contract on moto's DynamoDB, the hot operations through the direct client.
+mod direct_dynamodb_on_moto {
+    use super::*;
+
+    async fn store() -> Guarded<spillway_core::store::DirectStore> {
+        Stack::create(3, Duration::from_secs(30))
+            .await
+            .direct_store()
+    }
+
+    spillway_core::store_contract_tests!(
+        store().await,
+        concurrency: ignore = "moto's conditional writes are not atomic; run on DynamoDB Local"
+    );
+}
+
+/// The store contract on DynamoDB Local, the hot operations through the direct client.
+mod direct_dynamodb_local {
+    use super::*;
+
+    spillway_core::store_contract_tests!(LocalTable::create().await.direct_store());
+}
+
+/// The queue contract on moto's SQS, `SendMessage` through the direct client.
+mod direct_sqs_on_moto {
+    use super::*;
+
+    async fn setup() -> Guarded<Setup> {
+        let visibility = Duration::from_secs(2);
+        let stack = Stack::create(2, visibility).await;
+        stack.guard(Setup {
+            queue: stack.direct_queue(),
+            dlq: stack.dlq(),
+            visibility,
+            max_receive_count: 2,
+        })
+    }
+
+    spillway_core::queue_contract_tests!(setup().await);
+}
+
 /// The queue contract on moto's SQS, the same one the in-memory queue is held to.
 mod sqs_on_moto {
     use super::*;

@@ -9,12 +9,13 @@ use aws_config::{Region, SdkConfig};
 use aws_lambda_events::sqs::SqsEvent;
 use spillway_core::App;
 use spillway_core::config::{Config, Resources, Settings};
+use spillway_core::direct::{Direct, Endpoint, Service};
 use spillway_core::domain::{Lanes, Priority};
 use spillway_core::esm::{self, BatchReport, EventSourceMapping};
 use spillway_core::processor::Processors;
 use spillway_core::provision::{self, Queues};
 use spillway_core::queue::{JobQueue, ReceivedMessage, SqsQueue};
-use spillway_core::store::DynamoStore;
+use spillway_core::store::{DirectStore, DynamoStore};
 
 pub mod aws_proxy;
 pub mod chromium;
@@ -88,6 +89,27 @@ impl LocalTable {
             _cleanup: self._cleanup.clone(),
         }
     }
+
+    /// The table through the DynamoDB adapter with its hot operations on the direct client.
+    pub fn direct_store(&self) -> Guarded<DirectStore> {
+        let direct = direct(&dynamodb_local_endpoint());
+        Guarded {
+            value: DynamoStore::new(self.client.clone(), &self.name)
+                .direct(direct.client(Service::DynamoDb)),
+            _cleanup: self._cleanup.clone(),
+        }
+    }
+}
+
+/// Direct clients for `endpoint`, signing with the tests' throwaway credentials.
+pub fn direct(endpoint: &str) -> Direct {
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+    Direct::new(
+        Endpoint::parse(endpoint),
+        &region,
+        ("testing".to_owned(), "testing".to_owned(), None),
+        spillway_core::sdk::Roots::System,
+    )
 }
 
 fn dynamodb_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_dynamodb::Client {
@@ -261,6 +283,18 @@ impl Stack {
     /// The table through the real DynamoDB adapter, for the store contract.
     pub fn store(&self) -> Guarded<DynamoStore> {
         self.guard(DynamoStore::new(self.dynamodb.clone(), &self.table))
+    }
+
+    /// The table through the DynamoDB adapter with its hot operations on the direct client.
+    pub fn direct_store(&self) -> Guarded<DirectStore> {
+        let client = direct(&endpoint()).client(Service::DynamoDb);
+        self.guard(DynamoStore::new(self.dynamodb.clone(), &self.table).direct(client))
+    }
+
+    /// The work queue through the SQS adapter with its `SendMessage` on the direct client.
+    pub fn direct_queue(&self) -> Arc<dyn JobQueue> {
+        let client = direct(&endpoint()).client(Service::Sqs);
+        Arc::new(SqsQueue::new(self.sqs.clone(), &self.queue_url).direct(client))
     }
 
     /// `value`, keeping these resources alive while it is held.

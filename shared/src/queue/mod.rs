@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 pub use backlog::{Backlog, Full, MAX_RETRY_AFTER};
 pub use memory::MemoryQueue;
-pub use sqs::{SqsQueue, move_messages};
+pub use sqs::{DirectQueue, SqsQueue, move_messages};
 
 use crate::domain::{Priority, Timestamp};
 use crate::error::BoxError;

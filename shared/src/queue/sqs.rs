@@ -1,3 +1,5 @@
+mod direct;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -16,6 +18,8 @@ use super::{
     JobQueue, Outgoing, QueueDepth, QueueError, ReceivedMessage, SendOptions, batch_ranges,
 };
 use crate::domain::Timestamp;
+
+pub use direct::DirectQueue;
 
 /// A `JobQueue` on one SQS standard queue.
 #[derive(Debug, Clone)]

@@ -1,3 +1,5 @@
+mod direct;
+
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -17,6 +19,8 @@ use crate::domain::{
     Change, CorrelationId, Fanout, IdempotencyKey, IdempotencyRecord, Job, JobId, Kind, Owner,
     PayloadDigest, Progress, Requirement, Timestamp, Transition,
 };
+
+pub use direct::DirectStore;
 
 type Item = HashMap<String, AttributeValue>;
 

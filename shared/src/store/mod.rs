@@ -5,7 +5,7 @@ mod memory;
 
 use async_trait::async_trait;
 
-pub use dynamo::DynamoStore;
+pub use dynamo::{DirectStore, DynamoStore};
 pub use memory::MemoryStore;
 
 use crate::domain::{
