@@ -148,6 +148,13 @@ impl App {
             crate::direct::Direct::from_sdk(&sdk, crate::sdk::Roots::for_lambda(), |name| {
                 std::env::var(name).ok()
             });
+        match direct {
+            Some(_) => tracing::info!("hot DynamoDB and SQS calls through the direct client"),
+            None => tracing::info!(
+                "hot DynamoDB and SQS calls through the AWS SDK: no credentials in the \
+                 environment, or an endpoint setting the direct client does not serve"
+            ),
+        }
         Ok(Self::on_aws_with(&sdk, &config, direct.as_ref())
             .with_processors(processors)
             .with_signing(signing)
