@@ -332,6 +332,17 @@ async fn the_stack_runs_as_the_template_deploys_it() {
         .any(|line| line["job_id"] == urgent.as_str() && line["message"] == "recorded");
     assert!(said_high, "{} recorded the high job", high.function);
 
+    // Each function sent its hot DynamoDB and SQS calls through the direct client, signed with
+    // its role's credentials, which the proxy checked against the role's policy.
+    for (logical_id, function) in &stack.functions {
+        let direct = function
+            .output()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .any(|line| line["message"] == "hot DynamoDB and SQS calls through the direct client");
+        assert!(direct, "{logical_id} did not use the direct client");
+    }
+
     // A cancelled job never runs.
     let cancelled = stack
         .accept(&json!({"kind": "webhook", "payload": {"url": stack.receiver.url("/never")}}))
