@@ -358,6 +358,10 @@ impl Client {
             .uri(inner.endpoint.uri.clone())
             .header(HOST, inner.endpoint.host.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON))
+            .header(
+                http::header::USER_AGENT,
+                HeaderValue::from_static(USER_AGENT),
+            )
             .header("x-amz-target", target.clone())
             .header("x-amz-date", signed.date)
             .header(http::header::AUTHORIZATION, signed.authorization);
@@ -425,6 +429,10 @@ impl Client {
         }
     }
 }
+
+/// What the client calls itself in `User-Agent`, as every AWS SDK names itself, so that the
+/// calls are attributed to Spillway (in CloudTrail's `userAgent`, for one). Not signed.
+pub const USER_AGENT: &str = concat!("spillway/", env!("CARGO_PKG_VERSION"), " direct");
 
 /// The `X-Amzn-Trace-Id` the SDK's recursion detection sends from a Lambda function: the
 /// invocation's trace id (which `lambda_runtime` sets in `_X_AMZN_TRACE_ID`), so that X-Ray

@@ -256,6 +256,7 @@ async fn requests_name_their_operation_and_are_signed() {
         "{head}"
     );
     assert!(head.contains("/eu-west-3/dynamodb/aws4_request"), "{head}");
+    assert!(head.contains("user-agent: spillway/"), "{head}");
 }
 
 #[tokio::test]
