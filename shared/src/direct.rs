@@ -1,5 +1,5 @@
 //! A lean client for AWS's JSON protocol, for the few DynamoDB and SQS operations the functions
-//! make on every invocation (docs/performance.md, "A lean client for the hot path").
+//! make on every invocation (docs/performance.md, "10. The hot calls through a lean client").
 //!
 //! The AWS SDK's orchestration — interceptors, a config bag built for each call, runtime plugins,
 //! identity and endpoint resolution — is about 400 k instructions a call, several times the
