@@ -45,6 +45,20 @@ impl DynamoStore {
         }
     }
 
+    /// The item `pk`, with a strongly consistent read.
+    async fn read(&self, pk: AttributeValue) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", pk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item)
+    }
+
     async fn put_job(&self, job: &Job) -> Result<(), StoreError> {
         let result = self
             .client
@@ -346,16 +360,8 @@ impl JobStore for DynamoStore {
 
     #[instrument(skip_all, fields(job_id = %id))]
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", job_key(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item.as_ref().map(from_item).transpose()
+        let item = self.read(job_key(id)).await?;
+        item.as_ref().map(from_item).transpose()
     }
 
     #[instrument(skip_all)]
@@ -364,16 +370,8 @@ impl JobStore for DynamoStore {
         owner: &Owner,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(key_pk(owner, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item.as_ref().map(key_from_item).transpose()
+        let item = self.read(s(key_pk(owner, key))).await?;
+        item.as_ref().map(key_from_item).transpose()
     }
 
     #[instrument(skip_all, fields(job_id = %id, to = %change.transition.target()))]
@@ -619,16 +617,7 @@ impl DynamoStore {
         &self,
         kind: &Kind,
     ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", slots_key(kind))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(mut item) = output.item else {
+        let Some(mut item) = self.read(slots_key(kind)).await? else {
             return Ok(None);
         };
         match item.remove(HOLDERS) {
